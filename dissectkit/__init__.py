@@ -1,0 +1,70 @@
+"""dissectkit: label the neurons of vision models with words, using vision-language dissectors.
+
+Public API::
+
+    import dissectkit as dk
+    dk.list_components(kind=None)   # -> list[ComponentSpec]
+    dk.create(kind, name, **params) # -> component instance
+    dk.load_recipe(path, overrides=())
+    dk.run(recipe)                  # -> RunResult
+    dk.KINDS
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dissectkit.registry import KINDS, ComponentSpec, Params
+from dissectkit.types import Concept, LayerInfo, ProbeItem
+
+if TYPE_CHECKING:
+    from dissectkit.context import BuildContext
+    from dissectkit.engine import RunResult
+    from dissectkit.recipe import Recipe
+
+__version__ = "0.1.0"
+__all__ = [
+    "KINDS",
+    "ComponentSpec",
+    "Concept",
+    "LayerInfo",
+    "Params",
+    "ProbeItem",
+    "create",
+    "list_components",
+    "load_recipe",
+    "run",
+]
+
+
+def list_components(kind: str | None = None) -> list[ComponentSpec]:
+    """Every registered component (of one kind when given), sorted by kind then name."""
+    from dissectkit.plugins import get_host
+
+    return get_host().registry.list(kind)
+
+
+def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any) -> Any:
+    """Build a component by kind and name; ``params`` are validated by its ``Params`` model."""
+    from dissectkit.context import BuildContext
+    from dissectkit.plugins import get_host
+
+    spec = get_host().registry.get(kind, name)
+    validated = spec.validate(params)
+    return spec.factory(validated, _ctx or BuildContext())
+
+
+def load_recipe(path: Any, overrides: Any = ()) -> Recipe:
+    """Load, merge (``extends:``), override (``a.b=c``) and validate a recipe file."""
+    from dissectkit.recipe import load_recipe as _load
+
+    return _load(path, overrides)
+
+
+def run(recipe: Any, **options: Any) -> RunResult:
+    """Run a recipe (a ``Recipe`` or a path) and return its ``RunResult``."""
+    from dissectkit.engine import run as _run
+
+    if not hasattr(recipe, "model_dump"):
+        recipe = load_recipe(recipe)
+    return _run(recipe, **options)

@@ -1,0 +1,67 @@
+"""Protocols of the seven component kinds (what the engine relies on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.types import Concept, LayerInfo, ProbeItem
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@runtime_checkable
+class Dissector(Protocol):
+    """A vision-language model. Optional: ``to(device)`` (the engine moves it) and
+    ``input_size`` metadata."""
+
+    embed_dim: int
+
+    def preprocess(self, image: Any) -> torch.Tensor: ...
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+    def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
+    def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """The model under study; ``module`` is in eval mode; ``layers()`` works without images."""
+
+    module: nn.Module
+
+    def preprocess(self, image: Any) -> torch.Tensor: ...
+    def layers(self) -> list[LayerInfo]: ...
+    def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """Probe images. Optional: ``has_masks: bool``, ``skipped: list[tuple[str, str]]`` (id, reason)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> ProbeItem: ...
+    def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class ConceptSet(Protocol):
+    @property
+    def concepts(self) -> list[Concept]: ...
+
+
+class Similarity(Protocol):
+    def __call__(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor: ...
+
+
+class Method(Protocol):
+    name: str
+    needs_masks: bool
+
+    def label(self, evidence: Evidence) -> LayerLabels: ...
+
+
+class Reporter(Protocol):
+    def write(self, run_result: Any, out_dir: Path) -> None: ...

@@ -1,0 +1,46 @@
+"""The build context handed to every component factory: device, offline mode, trust flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False") or os.environ.get(
+        "DISSECTKIT_OFFLINE", "0"
+    ) not in ("", "0", "false", "False")
+
+
+def default_cache_dir() -> Path:
+    """Where activations and embeddings are cached (``DISSECTKIT_CACHE`` overrides)."""
+    env = os.environ.get("DISSECTKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dissectkit"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class BuildContext:
+    """Runtime facts a factory may need. ``dk.create`` builds a default one from the environment."""
+
+    device: str = "cpu"
+    offline: bool = field(default_factory=_env_offline)
+    seed: int = 0
+    strict_data: bool = False
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    def torch_device(self):
+        import torch
+
+        return torch.device(self.device)

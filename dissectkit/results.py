@@ -1,0 +1,141 @@
+"""The result of a run: label sets per (dissector, target, method), plus handles for reporters.
+
+Every run directory holds ``manifest.json`` (resolved recipe, versions, device, timings, cache keys)
+and ``labels.json`` (every label set), written by the engine whatever reporters were chosen, so
+finished runs can be reloaded (:meth:`RunResult.load`) and compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dissectkit.methods import LayerLabels
+from dissectkit.types import Concept, LayerInfo
+
+MANIFEST = "manifest.json"
+LABELS = "labels.json"
+
+
+@dataclass
+class LabelSet:
+    """The labels one method gave to the layers of one target, seen through one dissector."""
+
+    dissector: str
+    target: str
+    method: str
+    layers: dict[str, LayerLabels] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.dissector}/{self.target}/{self.method}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dissector": self.dissector,
+            "target": self.target,
+            "method": self.method,
+            "layers": {name: ll.to_dict() for name, ll in self.layers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelSet:
+        return cls(
+            data["dissector"], data["target"], data["method"],
+            {name: LayerLabels.from_dict(ll) for name, ll in data["layers"].items()},
+        )
+
+
+@dataclass
+class RunResult:
+    """What ``dk.run`` returns and reporters receive.
+
+    Live handles (``probe``, ``targets``, ``dissectors``, ``activations``, ``image_embeddings``,
+    ``spatial_maps``) are set during a run and are ``None`` on a result reloaded from disk.
+    """
+
+    name: str
+    out_dir: Path
+    recipe: dict[str, Any]
+    concepts: list[Concept]
+    probe_ids: list[str]
+    label_sets: list[LabelSet]
+    layer_infos: dict[str, list[LayerInfo]] = field(default_factory=dict)
+    measures: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    probe: Any = None
+    targets: dict[str, Any] | None = None
+    dissectors: dict[str, Any] | None = None
+    activations: Callable[[str, str], Any] | None = None
+    """``activations(target_label, layer) -> Tensor[N, K]`` (read from the cache)."""
+    image_embeddings: Callable[[str], Any] | None = None
+    """``image_embeddings(dissector_label) -> Tensor[N, D]``."""
+    spatial_maps: Callable[[str, str, list[int]], Any] | None = None
+    """``spatial_maps(target_label, layer, image_indices) -> Tensor[n, K, h, w]`` (recomputed)."""
+
+    # -- tidy rows ---------------------------------------------------------------------------
+    def concept_index(self) -> dict[str, Concept]:
+        return {c.text: c for c in self.concepts}
+
+    def rows(self, top: int = 5) -> Iterator[dict[str, Any]]:
+        """One tidy row per (label set, layer, neuron): label, score, category, top concepts."""
+        index = self.concept_index()
+        for ls in self.label_sets:
+            for layer, ll in ls.layers.items():
+                for unit, ranked in enumerate(ll.neurons):
+                    label, score = (ranked[0][0], ranked[0][1]) if ranked else (None, None)
+                    concept = index.get(label) if label else None
+                    yield {
+                        "dissector": ls.dissector,
+                        "target": ls.target,
+                        "method": ls.method,
+                        "layer": layer,
+                        "unit": unit,
+                        "label": label,
+                        "score": score,
+                        "category": concept.category if concept else None,
+                        "subcategory": concept.subcategory if concept else None,
+                        "n_concepts": len(ranked),
+                        "top_concepts": [c for c, _ in ranked[:top]],
+                        "top_scores": [float(s) for _, s in ranked[:top]],
+                    }
+
+    # -- persistence ---------------------------------------------------------------------------
+    def labels_payload(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "concepts": [c.__dict__ for c in self.concepts],
+            "probe_ids": self.probe_ids,
+            "layer_infos": {t: [i.__dict__ for i in infos] for t, infos in self.layer_infos.items()},
+            "label_sets": [ls.to_dict() for ls in self.label_sets],
+            "measures": self.measures,
+        }
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> RunResult:
+        """Reload a finished run from its directory (no live handles)."""
+        from dissectkit.errors import DataError
+
+        out_dir = Path(out_dir)
+        labels_path = out_dir / LABELS
+        if not labels_path.exists():
+            raise DataError(f"{out_dir} is not a finished dissectkit run: {LABELS} is missing.")
+        data = json.loads(labels_path.read_text())
+        manifest = json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).exists() else {}
+        return cls(
+            name=data.get("name", out_dir.name),
+            out_dir=out_dir,
+            recipe=manifest.get("recipe", {}),
+            concepts=[Concept(**c) for c in data["concepts"]],
+            probe_ids=list(data["probe_ids"]),
+            label_sets=[LabelSet.from_dict(d) for d in data["label_sets"]],
+            layer_infos={
+                t: [LayerInfo(i["name"], i["n_neurons"], i["kind"], tuple(i["shape"]) if i.get("shape") else None) for i in infos]
+                for t, infos in data.get("layer_infos", {}).items()
+            },
+            measures=data.get("measures", {}),
+            stats=manifest.get("stats", {}),
+        )
