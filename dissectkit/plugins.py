@@ -52,11 +52,11 @@ class _Manager(pluggy.PluginManager):
     def parse_hookimpl_opts(self, plugin: Any, name: str):
         opts = super().parse_hookimpl_opts(plugin, name)
         if opts is None and name.startswith("dissectkit_") and callable(getattr(plugin, name, None)):
-            if name not in KNOWN_HOOKS:
-                raise PluginError(
-                    f"Function {name!r} looks like a dissectkit hook but no such hook exists."
-                    f"{did_you_mean(name, KNOWN_HOOKS)}"
-                )
+            if name in KNOWN_HOOKS:
+                raise PluginError(f"Function {name!r} is not marked as a hook implementation; decorate it with @hookimpl.")
+            raise PluginError(
+                f"Function {name!r} looks like a dissectkit hook but no such hook exists.{did_you_mean(name, KNOWN_HOOKS)}"
+            )
         return opts
 
 
@@ -147,6 +147,12 @@ class Host:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, PluginError):
         return str(exc)
+    if isinstance(exc, pluggy.PluginValidationError):
+        import re
+
+        m = re.search(r"unknown hook '([^']+)'", str(exc))
+        if m:
+            return f"Unknown hook {m.group(1)!r}.{did_you_mean(m.group(1), KNOWN_HOOKS)}"
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"

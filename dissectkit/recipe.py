@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dissectkit.errors import RecipeError, did_you_mean
 
@@ -270,6 +278,9 @@ def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Rec
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(data, parts, value)
+        singular = {"dissectors": "dissector", "targets": "target", "methods": "method"}.get(parts[0])
+        if singular and len(parts) == 1:
+            data.pop(singular, None)
     data.pop("extends", None)
     return recipe_from_dict(data, source=path, positions=positions)
 

@@ -1,0 +1,75 @@
+"""Probe-loading throughput: a torch DataLoader with workers over a dissectkit probe vs a bare loop
+reading the same files (pydicom + the same LUT steps, one process).
+
+    .venv/bin/python benchmarks/probes.py [--n 96] [--size 1024 768] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def make_files(root: Path, n: int, size: tuple[int, int]) -> None:
+    from dicom_factory import mammogram, write_dicom
+
+    for i in range(n):
+        write_dicom(root / f"s{i % 8}" / f"{i}.dcm", mammogram(*size, seed=i), photometric="MONOCHROME1" if i % 2 else "MONOCHROME2")
+
+
+def bare_loop(files: list[Path]) -> float:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    t = time.perf_counter()
+    for f in files:
+        ds = pydicom.dcmread(str(f))
+        arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            arr = arr.max() - arr
+    return time.perf_counter() - t
+
+
+def loader(root: Path, workers: int) -> float:
+    import torch
+
+    import dissectkit as dk
+
+    probe = dk.create("probe", "image-folder", root=str(root))
+    dl = torch.utils.data.DataLoader(probe, batch_size=None, num_workers=workers, collate_fn=lambda x: x,
+                                     persistent_workers=False)
+    t = time.perf_counter()
+    count = sum(1 for _ in dl)
+    assert count == len(probe)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--size", type=int, nargs=2, default=(1024, 768))
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_files(root, args.n, tuple(args.size))
+        files = sorted(root.rglob("*.dcm"))
+        bare_loop(files[:4])  # warm the page cache and imports
+        base = bare_loop(files)
+        single = loader(root, 0)
+        multi = loader(root, args.workers)
+        print(f"{args.n} DICOMs {args.size[0]}x{args.size[1]} uint16")
+        print(f"bare pydicom loop      : {args.n / base:8.1f} images/s")
+        print(f"probe, DataLoader w=0  : {args.n / single:8.1f} images/s  ({base / single:.2f}x bare)")
+        print(f"probe, DataLoader w={args.workers}  : {args.n / multi:8.1f} images/s  ({base / multi:.2f}x bare)")
+
+
+if __name__ == "__main__":
+    main()

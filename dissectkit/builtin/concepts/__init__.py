@@ -1,0 +1,98 @@
+"""Built-in concept sets (kind ``concepts``): text, table, mcd-workbook, mammo-birads, cxr-findings."""
+
+from __future__ import annotations
+
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+from dissectkit.types import Concept
+
+
+class PathParams(Params):
+    path: str
+
+
+class TableParams(Params):
+    """``path``: CSV or YAML; ``column``: the concept column (``concept``)."""
+
+    path: str
+    column: str = "concept"
+
+
+class BundledParams(Params):
+    """``categories``: keep only these categories (default all; ``[distractor]`` excluded by
+    ``distractors: false``)."""
+
+    categories: list[str] | None = None
+    distractors: bool = True
+
+
+class ConceptList:
+    """A fixed list of :class:`Concept` with its source (for messages and fingerprints)."""
+
+    def __init__(self, concepts: list[Concept], source: str) -> None:
+        self._concepts = concepts
+        self.source = source
+
+    @property
+    def concepts(self) -> list[Concept]:
+        return list(self._concepts)
+
+    def __len__(self) -> int:
+        return len(self._concepts)
+
+
+def _text(params: PathParams, ctx) -> ConceptList:
+    from dissectkit.builtin.concepts.loaders import read_text
+
+    return ConceptList(read_text(params.path), params.path)
+
+
+def _table(params: TableParams, ctx) -> ConceptList:
+    from dissectkit.builtin.concepts.loaders import read_table
+
+    return ConceptList(read_table(params.path, params.column), params.path)
+
+
+def _workbook(params: PathParams, ctx) -> ConceptList:
+    from dissectkit.builtin.concepts.loaders import read_workbook
+
+    return ConceptList(read_workbook(params.path), params.path)
+
+
+def _bundled(name: str):
+    def make(params: BundledParams, ctx) -> ConceptList:
+        from dissectkit.builtin.concepts.loaders import bundled
+        from dissectkit.errors import DataError, did_you_mean
+
+        concepts = bundled(name)
+        cats = list(dict.fromkeys(c.category for c in concepts))
+        if params.categories is not None:
+            unknown = [c for c in params.categories if c not in cats]
+            if unknown:
+                raise DataError(
+                    f"{name}: unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))}."
+                    f"{did_you_mean(unknown[0], cats)} Categories: {', '.join(map(str, cats))}."
+                )
+            concepts = [c for c in concepts if c.category in params.categories]
+        if not params.distractors:
+            concepts = [c for c in concepts if c.category != "distractor"]
+        return ConceptList(concepts, f"builtin:{name}")
+
+    return make
+
+
+@hookimpl
+def dissectkit_register_concept_sets(registry):
+    registry.add("concepts", "text", _text, params=PathParams,
+                 description="A text file, one concept per line.", licence=None)
+    registry.add("concepts", "table", _table, params=TableParams,
+                 description="CSV/YAML with concept, category, subcategory.", licence=None)
+    registry.add("concepts", "mcd-workbook", _workbook, params=PathParams,
+                 description="Excel workbook in the Mammo-CLIP Dissect layout (sheet = category).", licence=None)
+    registry.add("concepts", "mammo-birads", _bundled("mammo_birads"), params=BundledParams,
+                 description="BI-RADS mammography vocabulary, categorised, plus everyday distractor words.",
+                 licence="Apache-2.0 (dissectkit)")
+    registry.add("concepts", "cxr-findings", _bundled("cxr_findings"), params=BundledParams,
+                 description="NIH ChestX-ray14 and CheXpert findings plus common report terms.",
+                 licence="Apache-2.0 (dissectkit)")
+

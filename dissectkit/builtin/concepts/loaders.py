@@ -1,0 +1,138 @@
+"""Concept-set loaders: plain text, CSV/YAML tables, Mammo-CLIP Dissect-style workbooks, bundled sets."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dissectkit.errors import DataError
+from dissectkit.types import Concept
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def dedupe(concepts: Iterable[Concept], source: str) -> list[Concept]:
+    """Drop blank and repeated concept texts (first kept, order kept) with one warning; empty -> DataError."""
+    out: list[Concept] = []
+    seen: set[str] = set()
+    blank = dup = 0
+    for c in concepts:
+        text = c.text.strip()
+        if not text:
+            blank += 1
+            continue
+        if text in seen:
+            dup += 1
+            continue
+        seen.add(text)
+        out.append(Concept(text, c.category, c.subcategory))
+    if dup:
+        warnings.warn(f"{source}: dropped {dup} duplicate concept(s); the first occurrence of each is kept.", stacklevel=3)
+    if not out:
+        raise DataError(f"Concept source {source} holds no concepts ({blank} blank, {dup} duplicate entries).")
+    return out
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"Concept file not found: {p}. Check `path` in the concepts params.")
+    return p
+
+
+def read_text(path: str | Path) -> list[Concept]:
+    """One concept per line; blank lines and duplicates dropped (order kept)."""
+    p = _existing(path)
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"Concept file {p} is not UTF-8 text: {exc}") from None
+    return dedupe((Concept(ln) for ln in lines), str(p))
+
+
+def _cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def read_table(path: str | Path, column: str = "concept") -> list[Concept]:
+    """CSV (columns ``concept``, optional ``category``, ``subcategory``) or YAML: a list of rows with
+    those keys, a list of strings, or a nested mapping ``category -> subcategory -> [concepts]``."""
+    p = _existing(path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise DataError(f"Cannot parse YAML concept file {p}: {exc}") from None
+        return dedupe(_from_yaml(data, p, column), str(p))
+    from dissectkit.builtin.probes.base import read_csv
+
+    df = read_csv(p, [column])
+    rows = df.to_dict("records")
+    return dedupe(
+        (Concept(r[column], _cell(r.get("category")), _cell(r.get("subcategory"))) for r in rows), str(p)
+    )
+
+
+def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
+    if isinstance(data, dict) and "concepts" in data and len(data) <= 3:
+        data = data["concepts"]
+    out: list[Concept] = []
+    if isinstance(data, list):
+        for i, row in enumerate(data):
+            if isinstance(row, str):
+                out.append(Concept(row))
+            elif isinstance(row, dict) and column in row:
+                out.append(Concept(str(row[column]), _cell(row.get("category")), _cell(row.get("subcategory"))))
+            else:
+                raise DataError(f"{p}: entry {i} must be a string or a mapping with a {column!r} key (got {row!r}).")
+        return out
+    if isinstance(data, dict):
+        for category, body in data.items():
+            if isinstance(body, list):
+                out.extend(Concept(str(t), str(category)) for t in body)
+            elif isinstance(body, dict):
+                for sub, terms in body.items():
+                    if not isinstance(terms, list):
+                        raise DataError(f"{p}: {category}/{sub} must be a list of concepts.")
+                    out.extend(Concept(str(t), str(category), str(sub)) for t in terms)
+            else:
+                raise DataError(f"{p}: category {category!r} must map to a list or to sub-categories.")
+        return out
+    raise DataError(f"{p}: expected a list of concepts or a mapping category -> [concepts], got {type(data).__name__}.")
+
+
+def read_workbook(path: str | Path) -> list[Concept]:
+    """Mammo-CLIP Dissect layout: one sheet per broad category, row 1 = sub-category headers, the
+    concepts below each header in its column. Sheet order, then column order, then row order."""
+    p = _existing(path)
+    from openpyxl import load_workbook
+
+    try:
+        wb = load_workbook(p, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"Cannot open workbook {p}: {exc}") from None
+    out: list[Concept] = []
+    for ws in wb.worksheets:
+        rows = list(ws.iter_rows(values_only=True))
+        if not rows:
+            continue
+        headers = [_cell(h) for h in rows[0]]
+        for j, header in enumerate(headers):
+            for row in rows[1:]:
+                text = _cell(row[j]) if j < len(row) else None
+                if text:
+                    out.append(Concept(text, ws.title.strip(), header))
+    wb.close()
+    return dedupe(out, str(p))
+
+
+def bundled(name: str) -> list[Concept]:
+    """A first-party set shipped as YAML under ``builtin/concepts/data``."""
+    return read_table(DATA_DIR / f"{name}.yaml")

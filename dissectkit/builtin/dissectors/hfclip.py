@@ -1,0 +1,105 @@
+"""``hf-clip``: transformers ``CLIPModel`` / ``SiglipModel`` with its processor (hub id or local dir)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
+from dissectkit.context import BuildContext
+from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.imaging import to_pil
+from dissectkit.registry import Params
+from dissectkit.weights import file_fingerprint
+
+
+class HfClipParams(Params):
+    """``model``: a hub id (``openai/clip-vit-base-patch32``, ``google/siglip-base-patch16-224``) or a
+    local directory saved with ``save_pretrained`` (model + processor files)."""
+
+    model: str
+    revision: str | None = None
+    prompt_template: str | None = None
+    padding: Literal["auto", "longest", "max_length"] = "auto"
+    max_length: int | None = None
+    autocast: bool = True
+    text_batch_size: int = 256
+
+
+def pooled(out: Any):
+    """transformers 5 ``get_*_features`` return an output object: its ``pooler_output`` is the
+    projected embedding; older versions return the tensor itself."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    value = getattr(out, "pooler_output", None)
+    if value is None:
+        raise TypeError(f"Cannot find the pooled embedding in {type(out).__name__}")
+    return value
+
+
+class HfClipDissector(TorchDissectorBase):
+    def __init__(self, params: HfClipParams, ctx: BuildContext) -> None:
+        from transformers import AutoModel, AutoProcessor
+
+        local = Path(params.model).expanduser()
+        source = str(local) if local.is_dir() else params.model
+        offline = ctx.offline or local.is_dir()
+        try:
+            with hf_offline(offline):
+                model = AutoModel.from_pretrained(source, revision=params.revision, local_files_only=offline)
+                processor = AutoProcessor.from_pretrained(source, revision=params.revision, local_files_only=offline)
+        except OSError as exc:
+            where = f"local directory {local}" if local.is_dir() else f"{params.model!r}"
+            mode = " and offline mode is on" if ctx.offline and not local.is_dir() else ""
+            raise WeightsError(
+                f"hf-clip could not load {where}{mode}: {exc}. Fetch it on a connected machine with "
+                f"`{hub_fetch_hint(params.model)}`, or save model and processor with save_pretrained into a directory."
+            ) from None
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise ComponentError(
+                f"hf-clip: {params.model} loads as {type(model).__name__}, which has no image/text embedding "
+                "functions; use a CLIPModel or SiglipModel checkpoint."
+            )
+        self.model = model.eval()
+        self.processor = processor
+        self.is_siglip = "siglip" in type(model).__name__.lower()
+        self.padding = ("max_length" if self.is_siglip else "longest") if params.padding == "auto" else params.padding
+        self.max_length = params.max_length or int(
+            getattr(model.config.text_config, "max_position_embeddings", 77)
+        )
+        self.template = params.prompt_template
+        self.amp = params.autocast
+        self.text_batch_size = params.text_batch_size
+        self.to(ctx.device)
+        self.embed_dim = int(self.encode_texts(["x"]).shape[-1])
+        weights_id = file_fingerprint(local, ctx) if local.is_dir() else f"{params.model}@{params.revision}"
+        self._fingerprint = digest(
+            "hf-clip", weights_id, processor.image_processor.to_dict(), self.padding, self.max_length, self.template
+        )
+
+    def preprocess(self, image: Any):
+        pixels = self.processor.image_processor(images=to_pil(image, "RGB"), return_tensors="pt")["pixel_values"]
+        return pixels[0]
+
+    def _image_features(self, images):
+        return pooled(self.model.get_image_features(pixel_values=images))
+
+    def _text_features(self, texts: list[str]):
+        if self.template:
+            texts = [self.template.format(t) for t in texts]
+        enc = self.processor.tokenizer(
+            texts, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        if self.is_siglip:
+            inputs.pop("attention_mask", None)  # SigLIP was trained on max_length padding without a mask
+        return pooled(self.model.get_text_features(**inputs))
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+def make_hf_clip(params: HfClipParams, ctx: BuildContext) -> HfClipDissector:
+    return HfClipDissector(params, ctx)

@@ -1,0 +1,68 @@
+"""The CLIP-Dissect method: a similarity function of ``P = I T^T`` and the activations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from dissectkit.builtin.methods._common import apply_template, checked_inputs, device_of, encode, top_m_lists
+from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.registry import Params
+
+
+class ClipDissectParams(Params):
+    similarity: str = "soft_wpmi"
+    similarity_params: dict[str, Any] = Field(default_factory=dict)
+    top_m: int = Field(5, ge=1)
+    template: str | None = None
+
+    @model_validator(mode="after")
+    def _check_similarity(self) -> ClipDissectParams:
+        from dissectkit.plugins import get_host
+
+        spec = get_host().registry.get("similarity", self.similarity)
+        spec.validate(self.similarity_params, where="similarity")
+        return self
+
+
+class ClipDissect:
+    name = "clip-dissect"
+    needs_masks = False
+
+    def __init__(self, params: ClipDissectParams, ctx: Any) -> None:
+        from dissectkit.plugins import get_host
+
+        self.params = params
+        self.ctx = ctx
+        self.device = getattr(ctx, "device", "cpu")
+        spec = get_host().registry.get("similarity", params.similarity)
+        self.similarity = spec.factory(spec.validate(params.similarity_params, where="similarity"), ctx)
+
+    def label(self, evidence: Evidence) -> LayerLabels:
+        device = device_of(self, evidence)
+        A, V = checked_inputs(evidence, device)
+        names = evidence.concept_texts
+        T = encode(evidence, apply_template(self.params.template, names), device)
+        V = _normalise(V)
+        sim = self.similarity
+        if hasattr(sim, "layer"):
+            sim.layer = evidence.layer
+        # a third-party similarity may only take a materialised P
+        S = sim.from_embeddings(V, T, A) if hasattr(sim, "from_embeddings") else sim(V @ T.T, A)
+        return LayerLabels(
+            layer=evidence.layer,
+            method=self.name,
+            params=self.params.model_dump(),
+            neurons=top_m_lists(S, names, self.params.top_m),
+        )
+
+
+def _normalise(x):
+    import torch
+
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def make_clip_dissect(params: ClipDissectParams, ctx: Any) -> ClipDissect:
+    return ClipDissect(params, ctx)

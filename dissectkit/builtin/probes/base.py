@@ -1,0 +1,241 @@
+"""Shared machinery of the probe datasets: records, selection, image reading, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dissectkit.context import BuildContext
+from dissectkit.errors import DataError
+from dissectkit.registry import Params
+from dissectkit.types import ProbeItem
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+
+
+class ProbeParams(Params):
+    """Options every probe shares."""
+
+    root: str
+    max_images: int | None = None
+    balance_by: str | None = None
+    seed: int | None = None
+    breast_crop: bool = False
+
+
+@dataclass
+class Record:
+    """One probe image before reading: its file, id, labels and optional mask sources."""
+
+    path: Path
+    id: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    masks: dict[str, list[Any]] = field(default_factory=dict)  # concept -> [mask file | box (x0,y0,x1,y1)]
+    report: str | None = None
+
+
+def read_image(path: Path) -> Any:
+    """A raw image: DICOM -> uint16 array; 16-bit PNG/TIFF -> uint16 array; else a PIL L/RGB image."""
+    from PIL import Image
+
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        from dissectkit.dicom import read_dicom
+
+        return read_dicom(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im)
+                return arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr.astype(np.float32)
+            if im.mode == "F":
+                return np.asarray(im, dtype=np.float32)
+            return im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read image {path}: {exc}") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask file (any image format or DICOM) as a boolean ``HxW`` array (non-zero = inside)."""
+    arr = np.asarray(read_image(path))
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return arr > 0
+
+
+def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask to ``shape`` (H, W) with nearest-neighbour sampling when sizes differ."""
+    if mask.shape == shape:
+        return mask
+    rows = np.minimum((np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int), mask.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def box_mask(shape: tuple[int, int], box: Sequence[float]) -> np.ndarray:
+    """A boolean mask of ``shape`` that is True inside ``box`` = (x0, y0, x1, y1) in pixels."""
+    h, w = shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mask = np.zeros((h, w), dtype=bool)
+    r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))
+    c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))
+    if r1 > r0 and c1 > c0:
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def check_columns(columns: Sequence[str], required: Sequence[str], file: Path) -> None:
+    """DataError naming the missing column(s) and listing the columns found."""
+    missing = [c for c in required if c not in columns]
+    if missing:
+        from dissectkit.errors import did_you_mean
+
+        hints = "".join(did_you_mean(m, columns) for m in missing)
+        raise DataError(
+            f"{file} lacks the column(s) {', '.join(repr(m) for m in missing)}.{hints} "
+            f"Columns found: {', '.join(repr(str(c)) for c in columns)}."
+        )
+
+
+def read_csv(path: Path, required: Sequence[str] = ()):
+    """A CSV as a pandas DataFrame (all columns as strings), checked for required columns."""
+    import pandas as pd
+
+    if not path.exists():
+        raise DataError(f"CSV file not found: {path}. Check `root` (and the file name) in the probe params.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"Cannot read CSV {path}: {exc}") from None
+    check_columns(list(df.columns), required, path)
+    return df
+
+
+def _balance_key(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "|".join(sorted(str(v) for v in value))
+    return str(value)
+
+
+def select(records: list[Record], max_images: int | None, balance_by: str | None, seed: int) -> list[Record]:
+    """Seeded subset, kept in file order. ``balance_by``: the same number of images per value of that
+    label (round-robin over shuffled groups up to ``max_images``; without it, the smallest group's size)."""
+    rng = np.random.default_rng(seed)
+    if balance_by is not None:
+        missing = [r.id for r in records if balance_by not in r.labels]
+        if missing:
+            found = sorted({k for r in records for k in r.labels})
+            raise DataError(
+                f"balance_by={balance_by!r} is not a label of this probe (image {missing[0]}). "
+                f"Labels: {', '.join(found)}."
+            )
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            groups.setdefault(_balance_key(r.labels[balance_by]), []).append(i)
+        shuffled = [list(rng.permutation(idx)) for _, idx in sorted(groups.items())]
+        budget = max_images if max_images is not None else min(len(g) for g in shuffled) * len(shuffled)
+        chosen: list[int] = []
+        depth = 0
+        while len(chosen) < budget and any(depth < len(g) for g in shuffled):
+            for g in shuffled:
+                if depth < len(g) and len(chosen) < budget:
+                    chosen.append(int(g[depth]))
+            depth += 1
+        return [records[i] for i in sorted(chosen)]
+    if max_images is not None and max_images < len(records):
+        idx = sorted(int(i) for i in rng.choice(len(records), size=max_images, replace=False))
+        return [records[i] for i in idx]
+    return records
+
+
+class BaseProbe:
+    """A list of :class:`Record` read lazily; missing files are skipped (or an error when strict)."""
+
+    name = "probe"
+    has_masks = False
+
+    def __init__(self, records: list[Record], params: ProbeParams, ctx: BuildContext, root: Path) -> None:
+        self.root = root
+        self.params = params
+        self.skipped: list[tuple[str, str]] = []
+        present = []
+        for r in records:
+            if r.path.is_file():
+                present.append(r)
+            elif ctx.strict_data:
+                raise DataError(
+                    f"{self.name}: image {r.path} (id {r.id}) does not exist (strict data mode; turn "
+                    f"runtime.strict_data off to skip missing images)."
+                )
+            else:
+                self.skipped.append((r.id, f"file not found: {r.path}"))
+        if params.max_images is not None and params.max_images < 1:
+            raise DataError(f"{self.name}: max_images must be at least 1 (got {params.max_images}).")
+        seed = params.seed if params.seed is not None else ctx.seed
+        self.records = select(present, params.max_images, params.balance_by, seed)
+        if not self.records:
+            extra = f" ({len(self.skipped)} listed images are missing, e.g. {self.skipped[0][1]})" if self.skipped else ""
+            raise DataError(f"{self.name} probe has no images under {root}{extra}. Check `root` and `split`.")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> ProbeItem:
+        r = self.records[index]
+        image = read_image(r.path)
+        box = None
+        shape = _shape(image)
+        if self.params.breast_crop:
+            from dissectkit.dicom import breast_box, minmax_uint8
+            from dissectkit.imaging import as_array
+
+            arr = as_array(image)
+            box = breast_box(minmax_uint8(arr))
+            image = arr[box[0] : box[1], box[2] : box[3]]
+        return ProbeItem(image, r.id, dict(r.labels), self._masks(r, shape, box), r.report)
+
+    def _masks(self, r: Record, shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> dict | None:
+        """Per-concept boolean masks at the full image size, then cut like the image when cropped."""
+        if not r.masks:
+            return {} if self.has_masks else None
+        out: dict[str, np.ndarray] = {}
+        for concept, sources in r.masks.items():
+            mask = np.zeros(shape, dtype=bool)
+            for src in sources:
+                if isinstance(src, Path):
+                    if not src.is_file():
+                        raise DataError(f"{self.name}: mask {src} of image {r.id} does not exist.")
+                    mask |= fit_mask(read_mask(src), shape)
+                else:
+                    mask |= box_mask(shape, src)
+            out[concept] = mask if box is None else mask[box[0] : box[1], box[2] : box[3]]
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 over the probe kind, its params and (path, size, mtime) of every file in order."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"probe": self.name, "params": self.params.model_dump()}, sort_keys=True, default=str).encode())
+        for r in self.records:
+            try:
+                st = os.stat(r.path)
+                h.update(f"{r.id}\0{r.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{r.id}\0{r.path}\0missing\n".encode())
+            h.update(json.dumps(r.labels, sort_keys=True, default=str).encode())
+            for concept in sorted(r.masks):
+                h.update(f"{concept}:{r.masks[concept]!r}".encode())
+        return h.hexdigest()
+
+
+def _shape(image: Any) -> tuple[int, int]:
+    if isinstance(image, np.ndarray):
+        return image.shape[:2]
+    return (image.height, image.width)

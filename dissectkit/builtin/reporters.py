@@ -1,0 +1,78 @@
+"""Built-in reporters: ``csv``, ``json``, ``parquet`` (one row per neuron) and ``html`` (the report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+
+
+class TableParams(Params):
+    top: int = Field(5, ge=1, description="top concepts (with scores) listed per neuron")
+
+
+class HtmlParams(Params):
+    top_images: int = Field(5, ge=0, description="top-activating probe images per neuron card")
+    top_concepts: int = Field(5, ge=1, description="concepts with scores per neuron card")
+    thumb_size: int = Field(112, ge=16, le=512, description="longest side of a thumbnail, pixels")
+    heatmap_alpha: float = Field(0.6, ge=0.0, le=1.0, description="opacity of the heatmap at its maximum")
+    split_above: int = Field(400, ge=0, description="one page per layer when the run has more neurons than this")
+    max_cards: int | None = Field(None, ge=0, description="cards for the first N neurons of each layer only")
+    colormap: str = Field("inferno", description="matplotlib colormap of the heatmaps")
+
+
+@dataclass
+class TableReporter:
+    """Writes the tidy per-neuron table in one format."""
+
+    fmt: str
+    top: int = 5
+
+    FILES = {"csv": "neurons.csv", "json": "neurons.json", "parquet": "neurons.parquet"}
+
+    def write(self, run_result: Any, out_dir: Path) -> Path:
+        from dissectkit.report import tables
+
+        rows = tables.neuron_rows(run_result, top=self.top)
+        writer = {"csv": tables.write_csv, "json": tables.write_json, "parquet": tables.write_parquet}[self.fmt]
+        return writer(rows, Path(out_dir) / self.FILES[self.fmt])
+
+
+@dataclass
+class HtmlReporter:
+    """Writes ``report.html`` with layer tables, neuron cards and summary plots."""
+
+    params: HtmlParams
+
+    def write(self, run_result: Any, out_dir: Path) -> Path:
+        from dissectkit.report.html import HtmlOptions, write_html_report
+
+        return write_html_report(run_result, Path(out_dir), HtmlOptions(**self.params.model_dump()))
+
+
+def _table(fmt: str):
+    def factory(params: TableParams, ctx: Any) -> TableReporter:
+        return TableReporter(fmt, params.top)
+
+    return factory
+
+
+def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
+    return HtmlReporter(params)
+
+
+@hookimpl
+def dissectkit_register_reporters(registry):
+    registry.add("reporter", "csv", _table("csv"), params=TableParams,
+                 description="neurons.csv: one row per neuron (label, score, category, top concepts)")
+    registry.add("reporter", "json", _table("json"), params=TableParams,
+                 description="neurons.json: the same rows as a JSON list")
+    registry.add("reporter", "parquet", _table("parquet"), params=TableParams,
+                 description="neurons.parquet: one tidy table (pyarrow) for pandas/polars")
+    registry.add("reporter", "html", _html, params=HtmlParams,
+                 description="report.html: offline report with neuron cards, heatmaps and plots")

@@ -1,0 +1,508 @@
+"""CLIP-Dissect's similarity functions: ``cos``, ``cos3``, ``wpmi``, ``soft_wpmi``, ``rank_reorder``.
+
+Each registered similarity is a callable ``(P[N, C], A[N, K]) -> Tensor[K, C]`` (higher = better).
+``P`` may also be a :class:`LazyP` (image embeddings ``I[N, D]`` and text embeddings ``T[C, D]``
+with ``P = I T^T`` formed a block of rows at a time); ``sim.from_embeddings(I, T, A)`` is the
+shortcut. Formulas and defaults: ``docs/methods.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from dissectkit.errors import EvidenceError
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES"]
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+class _Budget(Params):
+    max_memory_mb: float = Field(1024.0, gt=0, description="bound on the temporaries held at once")
+    chunk_size: int | None = Field(None, ge=1, description="neurons per chunk (None: automatic)")
+
+
+class CosParams(_Budget):
+    """``cos``: cosine of activation and similarity columns over the probe images."""
+
+
+class Cos3Params(_Budget):
+    """``cos3``: cosine of the centred, cubed columns (CLIP-Dissect's ``cos_similarity_cubed``)."""
+
+
+class WpmiParams(_Budget):
+    top_k: int = Field(28, ge=1)
+    a: float = 2.0
+    lam: float = 0.6
+    eps: float = Field(1e-7, ge=0)
+
+
+class SoftWpmiParams(_Budget):
+    top_k: int = Field(100, ge=1)
+    a: float = 10.0
+    lam: float = 1.0
+    eps: float = Field(1e-7, ge=0)
+    p_start: float = Field(0.998, ge=0, le=1)
+    p_end: float = Field(0.97, ge=0, le=1)
+
+
+class RankReorderParams(_Budget):
+    p: float = Field(3.0, gt=0)
+    top_fraction: float = Field(0.05, gt=0, le=1)
+    scale_p: float = 0.5
+    n_permutations: int = Field(5, ge=1)
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sources of P
+class LazyP:
+    """``P = I @ T.T`` never held whole: rows are formed on demand (``I[N, D]``, ``T[C, D]``)."""
+
+    def __init__(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> None:
+        if image_embeddings.ndim != 2 or text_embeddings.ndim != 2:
+            raise EvidenceError("LazyP needs 2-D image [N, D] and text [C, D] embeddings.")
+        if image_embeddings.shape[1] != text_embeddings.shape[1]:
+            raise EvidenceError(
+                f"Image embeddings have size {image_embeddings.shape[1]} but text embeddings "
+                f"{text_embeddings.shape[1]}: they must come from the same dissector."
+            )
+        self.I = image_embeddings
+        self.T = text_embeddings
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.I.shape[0], self.T.shape[0])
+
+    def to(self, device: Any) -> LazyP:
+        return LazyP(self.I.to(device=device, dtype=_f32()), self.T.to(device=device, dtype=_f32()))
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.I.index_select(0, idx) @ self.T.T
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return self.I[start:stop] @ self.T.T
+
+    def col_mean(self) -> torch.Tensor:
+        return (self.I.double().mean(0) @ self.T.double().T).float()
+
+    def col_norm(self) -> torch.Tensor:
+        gram = self.I.double().T @ self.I.double()
+        T = self.T.double()
+        return ((T @ gram) * T).sum(1).clamp_min(0).sqrt().float()
+
+    def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
+        """``M.T @ P`` for ``M[N, K]`` without forming ``P``."""
+        return (M.T @ self.I) @ self.T.T
+
+    def check_finite(self, layer: str | None = None) -> None:
+        import torch
+
+        if not bool(torch.isfinite(self.I).all()):
+            bad = (~torch.isfinite(self.I)).any(1).nonzero().flatten().tolist()
+            raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
+        if not bool(torch.isfinite(self.T).all()):
+            bad = (~torch.isfinite(self.T)).any(1).nonzero().flatten().tolist()
+            raise EvidenceError(f"Text embeddings{_of(layer)} contain NaN or inf (concepts {bad[:5]}).")
+
+
+class _DenseP:
+    """A materialised ``P[N, C]`` behind the same interface as :class:`LazyP`."""
+
+    def __init__(self, P: torch.Tensor) -> None:
+        if P.ndim != 2:
+            raise EvidenceError(f"P must be a 2-D [images, concepts] tensor, got shape {tuple(P.shape)}.")
+        self.P = P
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.P.shape[0], self.P.shape[1])
+
+    def to(self, device: Any) -> _DenseP:
+        return _DenseP(self.P.to(device=device, dtype=_f32()))
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.P.index_select(0, idx)
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        return self.P[start:stop]
+
+    def col_mean(self) -> torch.Tensor:
+        return self.P.double().mean(0).float()
+
+    def col_norm(self) -> torch.Tensor:
+        return self.P.double().norm(dim=0).float()
+
+    def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
+        return M.T @ self.P
+
+    def check_finite(self, layer: str | None = None) -> None:
+        import torch
+
+        if not bool(torch.isfinite(self.P).all()):
+            bad = (~torch.isfinite(self.P)).any(1).nonzero().flatten().tolist()
+            raise EvidenceError(f"Similarity matrix P{_of(layer)} contains NaN or inf (images {bad[:5]}).")
+
+
+def _f32():
+    import torch
+
+    return torch.float32
+
+
+def _of(layer: str | None) -> str:
+    return f" of layer {layer!r}" if layer else ""
+
+
+def check_finite(A: torch.Tensor, layer: str | None = None, what: str = "Activations") -> None:
+    """Raise :class:`EvidenceError` naming the layer and the first neurons with NaN/inf values."""
+    import torch
+
+    finite = torch.isfinite(A)
+    if bool(finite.all()):
+        return
+    bad = (~finite).any(0).nonzero().flatten().tolist()
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise EvidenceError(
+        f"{what}{_of(layer)} contain NaN or inf for neuron {bad[0]}"
+        + (f" (neurons {bad[:5]}{more})" if len(bad) > 1 else "")
+        + ". Check the target's weights and the probe images (e.g. 16-bit data not scaled to [0, 1])."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic top-k
+def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
+    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
+    ties broken by the lower image index (deterministic on every device)."""
+    import torch
+
+    N, K = A.shape
+    out = torch.empty((K, k), dtype=torch.long, device=A.device)
+    for s in range(0, K, chunk):
+        Ac = A[:, s : s + chunk]
+        vals, idx = torch.topk(Ac, k, dim=0, sorted=True)
+        thr = vals[-1]
+        n_eq = (Ac == thr).sum(0)
+        n_eq_in = (vals == thr).sum(0)
+        rows = idx.T.contiguous()  # [kc, k]
+        ambiguous = (n_eq > n_eq_in).nonzero().flatten()
+        if ambiguous.numel():  # ties across the k-th value: take the lowest indices among them
+            sub = Ac[:, ambiguous]
+            t = thr[ambiguous]
+            gt = sub > t
+            eq = sub == t
+            keep = gt | (eq & (eq.cumsum(0) <= (k - gt.sum(0))))
+            rows[ambiguous] = keep.T.nonzero()[:, 1].view(-1, k)
+        rows, _ = rows.sort(dim=1)
+        v = Ac.T.gather(1, rows)
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices
+        out[s : s + chunk] = rows.gather(1, order)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the functions
+class _Similarity:
+    name = "similarity"
+
+    def __init__(self, params: Params, device: str = "cpu") -> None:
+        self.params = params
+        self.device = device
+        self.layer: str | None = None  # set by methods, for error messages
+
+    def __call__(self, P: Any, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        src = (P if isinstance(P, LazyP) else _DenseP(torch.as_tensor(P))).to(self.device)
+        A = torch.as_tensor(A).to(device=self.device, dtype=torch.float32)
+        if A.ndim != 2:
+            raise EvidenceError(f"Activations must be [images, neurons], got shape {tuple(A.shape)}.")
+        if A.shape[0] != src.shape[0]:
+            raise EvidenceError(
+                f"Activations{_of(self.layer)} cover {A.shape[0]} images but P covers {src.shape[0]}: "
+                "both must come from the same probe images in the same order."
+            )
+        check_finite(A, self.layer)
+        src.check_finite(self.layer)
+        with torch.no_grad():
+            return self._compute(src, A)
+
+    def from_embeddings(self, images: torch.Tensor, texts: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """Scores from image ``[N, D]`` and text ``[C, D]`` embeddings, ``P`` formed lazily."""
+        return self(LazyP(images, texts), A)
+
+    def _budget_elems(self) -> int:
+        return max(1, int(self.params.max_memory_mb * 2**20 / 4))
+
+    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.params!r})"
+
+
+def _safe_div_cols(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+class Cos(_Similarity):
+    name = "cos"
+
+    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+        A_hat = _safe_div_cols(A, A.double().norm(dim=0).float())
+        return _safe_div_cols(src.left_matmul(A_hat), src.col_norm())
+
+
+class Cos3(_Similarity):
+    name = "cos3"
+
+    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        A3 = (A - A.double().mean(0).float()).pow_(3)
+        A3 = A3 / A3.double().norm(dim=0).clamp_min(1e-3).float()
+        N, C = src.shape
+        mean = src.col_mean()
+        S = torch.zeros((A.shape[1], C), dtype=torch.float32, device=A.device)
+        sq = torch.zeros(C, dtype=torch.float64, device=A.device)
+        step = max(1, self._budget_elems() // max(C, 1) // 2)
+        for s in range(0, N, step):
+            Pb = (src.block(s, s + step) - mean).pow_(3)
+            sq += Pb.double().pow(2).sum(0)
+            S.addmm_(A3[s : s + step].T, Pb)
+        return S / sq.sqrt().clamp_min(1e-3).float()
+
+
+def _groups(lower: list[float], upper: list[float], lo: float, hi: float, max_size: int) -> list[list[int]]:
+    """Split term indices into consecutive groups whose products stay within ``[lo, hi]``."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    plo = phi = 0.0  # log10 of the running bounds
+    for j, (a, b) in enumerate(zip(lower, upper, strict=True)):
+        la = math.log10(a) if a > 0 else -math.inf
+        lb = math.log10(b)
+        if cur and (len(cur) >= max_size or plo + la < lo or phi + lb > hi):
+            groups.append(cur)
+            cur, plo, phi = [], 0.0, 0.0
+        cur.append(j)
+        plo += la
+        phi += lb
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+class _PMI(_Similarity):
+    """Shared engine of ``wpmi`` and ``soft_wpmi``: ``L[k, c] = sum_j log(alpha_j Q[i_j, c] + beta_j)``."""
+
+    def _coefficients(self, k: int) -> tuple[list[float], list[float]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        prm = self.params
+        N, C = src.shape
+        K = A.shape[1]
+        k = prm.top_k
+        if k > N:
+            raise EvidenceError(
+                f"{self.name} with top_k={k} needs at least {k} probe images, but layer "
+                f"{self.layer or '?'} has activations for only {N}. Use a larger probe set or lower top_k."
+            )
+        alpha, beta = self._coefficients(k)
+        const = 0.0
+        terms: list[tuple[int, float]] = []  # (rank j, shift d_j): term = alpha_j * (Q + d_j)
+        for j, (al, be) in enumerate(zip(alpha, beta, strict=True)):
+            if al == 0.0:
+                const += math.log(be) if be > 0 else -math.inf
+            else:
+                const += math.log(al)
+                terms.append((j, be / al))
+        lower = [d for _, d in terms]
+        upper = [1.0 + d for _, d in terms]
+        g32 = _groups(lower, upper, -30.0, 30.0, 16)
+        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and A.device.type != "mps"
+        dtype = torch.float64 if use64 else torch.float32
+        groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
+
+        top = top_indices(A, k)  # [K, k]
+        L = torch.empty((K, C), dtype=torch.float32, device=A.device)
+        budget = self._budget_elems()
+        for ks, ke, rows in _neuron_groups(top, budget // max(C, 1), N):
+            Q = _softmax_rows(src, rows, prm.a, 1 << 20)
+            if dtype == torch.float64:
+                Q = Q.double()
+            remap = torch.full((N,), -1, dtype=torch.long, device=A.device)
+            remap[rows] = torch.arange(rows.numel(), device=A.device)
+            pos = remap[top[ks:ke]]
+            kc = prm.chunk_size or max(16, min(512, (1 << 20) // max(C, 1)))
+            for s in range(ks, ke, kc):
+                e = min(s + kc, ke)
+                L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
+        step = max(1, budget // 4 // max(K, 1))
+        for c0 in range(0, C, step):  # the prior couples every neuron of the layer
+            Lc = L[:, c0 : c0 + step].double()
+            prior = torch.logsumexp(Lc, dim=0) - math.log(K)
+            L[:, c0 : c0 + step] = Lc - prm.lam * prior
+        return L
+
+
+def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):
+    """Consecutive neuron ranges whose union of top-k rows fits ``max_rows`` (at least one neuron)."""
+    import torch
+
+    K = top.shape[0]
+    max_rows = max(max_rows, top.shape[1])
+    if torch.unique(top).numel() <= max_rows:
+        yield 0, K, torch.unique(top)
+        return
+    s = 0
+    while s < K:
+        e = s + 1
+        step = max(1, max_rows // top.shape[1])
+        while e < K:
+            cand = min(K, e + step)
+            if torch.unique(top[s:cand]).numel() > max_rows:
+                if step == 1:
+                    break
+                step = max(1, step // 2)
+                continue
+            e = cand
+        yield s, e, torch.unique(top[s:e])
+        s = e
+
+
+def _softmax_rows(src: Any, rows: torch.Tensor, a: float, max_elems: int) -> torch.Tensor:
+    """``softmax(a * P[rows])`` along concepts, formed block by block."""
+    import torch
+
+    C = src.shape[1]
+    out = torch.empty((rows.numel(), C), dtype=torch.float32, device=rows.device)
+    step = max(1, max_elems // max(C, 1))
+    for s in range(0, rows.numel(), step):
+        blk = src.rows(rows[s : s + step]).mul_(a)
+        out[s : s + step] = torch.softmax(blk, dim=1)
+    return out
+
+
+def _log_prod_sum(Q, pos, terms, groups, dtype):
+    """``sum_j log(Q[pos[:, j]] + d_j)`` with one logarithm per group of multiplied terms."""
+    import torch
+
+    kc = pos.shape[0]
+    C = Q.shape[1]
+    acc = torch.zeros((kc, C), dtype=dtype, device=Q.device)
+    prod = torch.empty((kc, C), dtype=dtype, device=Q.device)
+    buf = torch.empty((kc, C), dtype=dtype, device=Q.device)
+    for grp in groups:
+        j0, d0 = terms[grp[0]]
+        torch.index_select(Q, 0, pos[:, j0], out=prod)
+        prod.add_(d0)
+        for t in grp[1:]:
+            j, d = terms[t]
+            torch.index_select(Q, 0, pos[:, j], out=buf)
+            prod.mul_(buf.add_(d))
+        acc.add_(prod.log_())
+    return acc.float()
+
+
+class Wpmi(_PMI):
+    name = "wpmi"
+
+    def _coefficients(self, k: int) -> tuple[list[float], list[float]]:
+        return [1.0] * k, [self.params.eps] * k
+
+
+class SoftWpmi(_PMI):
+    name = "soft_wpmi"
+
+    def _coefficients(self, k: int) -> tuple[list[float], list[float]]:
+        prm = self.params
+        p = [prm.p_start - (j / k) * (prm.p_start - prm.p_end) for j in range(k)]
+        return p, [1.0 - pj + prm.eps for pj in p]
+
+
+class RankReorder(_Similarity):
+    name = "rank_reorder"
+
+    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        prm = self.params
+        N, C = src.shape
+        K = A.shape[1]
+        n = math.floor(N * prm.top_fraction)
+        if n < 1:
+            need = math.ceil(1 / prm.top_fraction)
+            raise EvidenceError(
+                f"rank_reorder with top_fraction={prm.top_fraction} needs at least {need} probe images, "
+                f"but layer {self.layer or '?'} has {N}."
+            )
+        top = top_indices(A, n)
+        a = A.T.gather(1, top)  # [K, n], descending
+        asc = a.flip(1)
+        gen = torch.Generator(device="cpu").manual_seed(prm.seed)
+        perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(prm.n_permutations)]).to(
+            A.device
+        )
+        base = torch.stack([(asc - asc[:, perm]).abs().pow(prm.p).mean(1) for perm in perms]).mean(0)
+        S = torch.empty((K, C), dtype=torch.float32, device=A.device)
+        budget = self._budget_elems()
+        cb = max(1, min(C, budget // 8 // max(n, 1)))
+        kc = prm.chunk_size or max(1, budget // 8 // (n * cb))
+        for ks, ke, rows in _neuron_groups(top, budget // 4 // max(C, 1), N):
+            Prow = torch.empty((rows.numel(), C), dtype=torch.float32, device=A.device)
+            step = max(1, budget // 4 // max(C, 1))
+            for s in range(0, rows.numel(), step):
+                Prow[s : s + step] = src.rows(rows[s : s + step])
+            remap = torch.full((N,), -1, dtype=torch.long, device=A.device)
+            remap[rows] = torch.arange(rows.numel(), device=A.device)
+            for s in range(ks, ke, kc):
+                e = min(s + kc, ke)
+                pos = remap[top[s:e]]  # [kc, n]
+                for c0 in range(0, C, cb):
+                    Pg = Prow[:, c0 : c0 + cb][pos]  # [kc, n, cb]
+                    meanP = Pg.mean(1)
+                    order = torch.sort(Pg, dim=1, stable=True).indices
+                    a_s = a[s:e].unsqueeze(2).expand_as(Pg).gather(1, order)
+                    err = (a_s - asc[s:e].unsqueeze(2)).abs_().pow_(prm.p).mean(1)
+                    err = err / meanP.clamp_min(1e-12).pow(prm.scale_p)
+                    S[s:e, c0 : c0 + cb] = err
+        dead = base <= 0
+        S = S / torch.where(dead, torch.ones_like(base), base).unsqueeze(1)
+        S[dead] = 0.0
+        return -S
+
+
+SIMILARITIES = {
+    "cos": (Cos, CosParams, "cosine of activation and concept-similarity columns (dead neuron: 0)"),
+    "cos3": (Cos3, Cos3Params, "cosine of centred, cubed columns"),
+    "wpmi": (Wpmi, WpmiParams, "weighted pointwise mutual information over each neuron's top_k images"),
+    "soft_wpmi": (SoftWpmi, SoftWpmiParams, "CLIP-Dissect's default: soft-membership WPMI (best)"),
+    "rank_reorder": (RankReorder, RankReorderParams, "rank-order disagreement of top images (negated)"),
+}
+
+
+def _factory(cls):
+    def make(params: Params, ctx: Any) -> _Similarity:
+        return cls(params, getattr(ctx, "device", "cpu"))
+
+    return make
+
+
+@hookimpl
+def dissectkit_register_similarities(registry):
+    for name, (cls, params, desc) in SIMILARITIES.items():
+        registry.add("similarity", name, _factory(cls), params=params, description=desc, licence=None)

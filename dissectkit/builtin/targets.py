@@ -1,0 +1,427 @@
+"""Built-in targets (kind ``target``): timm, torchvision, any ``nn.Module`` factory, and MAMMI's
+DenseNet-121 for NIH ChestX-ray14."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BeforeValidator
+
+from dissectkit.context import BuildContext
+from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+from dissectkit.types import LayerInfo
+from dissectkit.weights import WeightsRef
+
+# A weights ref, or a plain path string as a shorthand for ``{path: ...}``.
+Ref = Annotated[WeightsRef, BeforeValidator(lambda v: {"path": str(v)} if isinstance(v, str | os.PathLike) else v)]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NIH_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)  # fmt: skip
+
+
+class TimmParams(Params):
+    """``pretrained``: true (timm's default tag) or a tag such as ``a1_in1k``; ``checkpoint``: a weights
+    ref loaded strictly; ``input_size``: [C, H, W] overriding the model's data config."""
+
+    model: str
+    pretrained: bool | str = False
+    checkpoint: Ref | None = None
+    num_classes: int | None = None
+    kwargs: dict[str, Any] = {}
+    input_size: tuple[int, int, int] | None = None
+    trust_checkpoint: bool = False
+
+
+class TorchvisionParams(Params):
+    """``weights``: a weights enum name (``ResNet18_Weights.IMAGENET1K_V1``, ``DEFAULT``) or none;
+    ``weights_file``: a state-dict file instead."""
+
+    model: str
+    weights: str | None = None
+    weights_file: Ref | None = None
+    num_classes: int | None = None
+    kwargs: dict[str, Any] = {}
+    input_size: int = 224
+    trust_checkpoint: bool = False
+
+
+class ModuleParams(Params):
+    """``factory``: ``package.module:callable`` returning an ``nn.Module``; preprocessing: resize the
+    shorter side to ``resize`` (default input_size / 0.875), centre crop ``input_size``, normalise."""
+
+    factory: str
+    kwargs: dict[str, Any] = {}
+    weights: Ref | None = None
+    trust_checkpoint: bool = False
+    input_size: int = 224
+    resize: int | None = None
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
+class DenseNetCxrParams(Params):
+    """``weights``: a DenseNet-121 14-finding checkpoint (torchvision keys; ``module.``/``densenet121.``
+    prefixes, ``classifier.0.`` and legacy ``norm.1`` names are normalised). None = random weights."""
+
+    weights: Ref | None = None
+    trust_checkpoint: bool = False
+
+
+def to_rgb8(image: Any, channels: int = 3):
+    """A raw probe image as an 8-bit PIL image: 8-bit kept, 16-bit/float min-max scaled."""
+    from PIL import Image
+
+    from dissectkit.imaging import as_array, minmax_unit, to_pil
+
+    if isinstance(image, Image.Image) and image.mode in ("L", "RGB"):
+        return to_pil(image, "RGB" if channels == 3 else "L")
+    arr = as_array(image)
+    if arr.dtype != np.uint8:
+        arr = (minmax_unit(arr) * 255.0 + 0.5).astype(np.uint8)
+    return to_pil(arr, "RGB" if channels == 3 else "L")
+
+
+def _resize_crop_normalise(size: int, resize: int, mean, std):
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+class TorchTarget:
+    """A wrapped ``nn.Module`` in eval mode on the context's device with its eval transform."""
+
+    def __init__(self, module, transform, input_shape: tuple[int, int, int], identity: str, ctx: BuildContext,
+                 channels: int = 3) -> None:
+        self.module = module.eval().to(ctx.device)
+        self.transform = transform
+        self.input_shape = input_shape
+        self.channels = channels
+        self.device = ctx.device
+        self._identity = identity
+        self._layers: list[LayerInfo] | None = None
+
+    def preprocess(self, image: Any):
+        """Raw probe image -> ``[C, H, W]`` float tensor (the model's eval transform)."""
+        return self.transform(to_rgb8(image, self.channels))
+
+    def layers(self) -> list[LayerInfo]:
+        """Every named submodule with a rank-2..4 tensor output, from one forward pass on zeros."""
+        if self._layers is None:
+            import torch
+
+            from dissectkit.layers import infer_layer_infos
+
+            example = torch.zeros((1, *self.input_shape), device=_device_of(self.module))
+            self._layers = infer_layer_infos(self.module, example)
+        return self._layers
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self._identity.encode()).hexdigest()
+
+    def to(self, device: str) -> TorchTarget:
+        self.module.to(device)
+        self.device = str(device)
+        return self
+
+
+def _params_or_buffers(module):
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def _device_of(module):
+    for t in _params_or_buffers(module):
+        return t.device
+    return "cpu"
+
+
+@contextmanager
+def seeded(ctx: BuildContext):
+    """Random initialisation under ``ctx.seed`` without touching the caller's RNG state."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        yield
+
+
+@contextmanager
+def hub_offline(offline: bool):
+    """Make huggingface_hub refuse network access while building, when the context is offline."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=None) -> str:
+    """Resolve a weights ref, load it strictly (common containers unwrapped) and return its content hash."""
+    from dissectkit import weights
+
+    path = weights.resolve(ref, ctx, what=what)
+    obj = weights.load_checkpoint(path, trust=trust, what=f"{what} {path}")
+    sd = weights.extract_state_dict(obj, what=f"{what} {path}")
+    if rename is not None:
+        sd = rename(sd)
+    weights.load_state_dict_strict(module, sd, what=f"{what} {path}")
+    return weights.file_fingerprint(path, ctx)
+
+
+# -- timm ------------------------------------------------------------------------------------------
+def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    name = params.model
+    pretrained = bool(params.pretrained)
+    if isinstance(params.pretrained, str) and params.pretrained.lower() not in ("true", "false"):
+        name = f"{params.model}.{params.pretrained}"
+    elif isinstance(params.pretrained, str):
+        pretrained = params.pretrained.lower() == "true"
+    if pretrained and params.checkpoint is not None:
+        raise ComponentError("timm target: give either `pretrained` or `checkpoint`, not both.")
+    kwargs = dict(params.kwargs)
+    if params.num_classes is not None:
+        kwargs["num_classes"] = params.num_classes
+    base = name.split(".", 1)[0]
+    if not timm.is_model(base):
+        from dissectkit.errors import did_you_mean
+
+        raise ComponentError(f"timm has no model {base!r}.{did_you_mean(base, timm.list_models())}")
+    try:
+        with seeded(ctx), hub_offline(ctx.offline):
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - hub / network failures come in many classes
+        if not pretrained:
+            raise ComponentError(f"timm could not build {name!r}: {exc}") from None
+        raise WeightsError(
+            f"Pretrained weights for timm model {name!r} are not available locally "
+            f"({'offline mode is on' if ctx.offline else 'download failed'}: {exc.__class__.__name__}). "
+            f"Fetch them on a connected machine (e.g. `hf download timm/{name}`), or set `checkpoint` "
+            f"to a local weights file."
+        ) from None
+    identity = f"timm:{name}:{sorted(kwargs.items())}"
+    if params.checkpoint is not None:
+        identity += ":" + _load_into(model, params.checkpoint, ctx, params.trust_checkpoint, f"timm {name} checkpoint")
+    elif pretrained:
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        identity += f":pretrained:{cfg.get('hf_hub_id') or ''}:{cfg.get('tag') or ''}:{cfg.get('url') or ''}"
+    else:
+        identity += ":random-init"
+    overrides = {"input_size": tuple(params.input_size)} if params.input_size else {}
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViTs built for another size
+    if not overrides and fixed:
+        overrides = {"input_size": (int(kwargs.get("in_chans", 3)), *(int(v) for v in fixed))}
+    data_cfg = resolve_data_config(overrides, model=model)
+    transform = create_transform(**data_cfg, is_training=False)
+    return TorchTarget(model, transform, tuple(data_cfg["input_size"]), identity, ctx)
+
+
+# -- torchvision -------------------------------------------------------------------------------------
+def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarget:
+    import torchvision
+    from torchvision.models import get_model, get_model_weights, list_models
+
+    if params.model not in list_models():
+        from dissectkit.errors import did_you_mean
+
+        raise ComponentError(f"torchvision has no model {params.model!r}.{did_you_mean(params.model, list_models())}")
+    if params.weights and params.weights_file:
+        raise ComponentError("torchvision target: give either `weights` (an enum name) or `weights_file`, not both.")
+    kwargs = dict(params.kwargs)
+    if params.num_classes is not None:
+        kwargs["num_classes"] = params.num_classes
+    weights = None
+    if params.weights:
+        enum = get_model_weights(params.model)
+        member = params.weights.split(".")[-1]
+        if member not in enum.__members__:
+            raise ComponentError(
+                f"{enum.__name__} has no member {member!r}; choose one of {', '.join(enum.__members__)}."
+            )
+        weights = enum[member]
+        if ctx.offline:
+            import torch
+
+            cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
+            if not os.path.exists(cached):
+                raise WeightsError(
+                    f"torchvision weights {weights} are not in the torch hub cache ({cached}) and offline mode "
+                    f"is on. Download {weights.url} to that path, or use `weights_file`."
+                )
+    try:
+        with seeded(ctx):
+            model = get_model(params.model, weights=weights, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"torchvision could not load {params.model} with weights {weights}: {exc}") from None
+    identity = f"torchvision:{torchvision.__version__.split('+')[0]}:{params.model}:{sorted(kwargs.items())}"
+    if weights is not None:
+        transform = weights.transforms()
+        identity += f":{weights}:{weights.url}"
+        size = int(getattr(transform, "crop_size", [params.input_size])[0])
+    else:
+        size = params.input_size
+        transform = _resize_crop_normalise(size, int(round(size / 0.875)), IMAGENET_MEAN, IMAGENET_STD)
+        if params.weights_file is not None:
+            identity += ":" + _load_into(model, params.weights_file, ctx, params.trust_checkpoint,
+                                         f"torchvision {params.model} weights_file")
+        else:
+            identity += ":random-init"
+    return TorchTarget(model, transform, (3, size, size), identity, ctx)
+
+
+# -- any module --------------------------------------------------------------------------------------
+def import_factory(spec: str):
+    """``package.module:callable`` -> the callable, with errors that say what is wrong."""
+    if ":" not in spec:
+        raise ComponentError(f"factory {spec!r} must look like 'package.module:callable'.")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ComponentError(f"Cannot import module {mod_name!r} for factory {spec!r}: {exc}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(mod) if not n.startswith("_")]
+            from dissectkit.errors import did_you_mean
+
+            raise ComponentError(f"Module {mod_name!r} has no attribute {attr!r}.{did_you_mean(part, names)}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ComponentError(f"factory {spec!r} is not callable.")
+    return obj
+
+
+def _make_module(params: ModuleParams, ctx: BuildContext) -> TorchTarget:
+    from torch import nn
+
+    factory = import_factory(params.factory)
+    with seeded(ctx):
+        model = factory(**params.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ComponentError(f"factory {params.factory!r} returned {type(model).__name__}, not a torch nn.Module.")
+    identity = f"module:{params.factory}:{sorted(params.kwargs.items())}:{model.__class__.__qualname__}"
+    if params.weights is not None:
+        identity += ":" + _load_into(model, params.weights, ctx, params.trust_checkpoint, f"module {params.factory} weights")
+    else:
+        identity += ":" + _tensor_hash(model)
+    size = params.input_size
+    if len(params.mean) != params.channels or len(params.std) != params.channels:
+        raise ComponentError(f"module target: mean and std need {params.channels} values (channels).")
+    transform = _resize_crop_normalise(size, params.resize or int(round(size / 0.875)), params.mean, params.std)
+    identity += f":{size}:{params.resize}:{params.mean}:{params.std}"
+    return TorchTarget(model, transform, (params.channels, size, size), identity, ctx, channels=params.channels)
+
+
+def _tensor_hash(model) -> str:
+    """Content hash of a module's state dict (for factories that build their own weights)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- DenseNet-121 for NIH ChestX-ray14 -------------------------------------------------------------
+CXR_MEAN, CXR_STD = 0.5056, 0.252
+
+
+class DenseNetCxrTarget(TorchTarget):
+    """torchvision DenseNet-121, 14 outputs in NIH label order; ``features.relu5`` = ReLU(norm5), the
+    1024-channel penultimate maps (added as a module so it can be hooked; no new state-dict keys)."""
+
+    def ground_truth(self, layer: str) -> list[str | None] | None:
+        if layer == "classifier":
+            from dissectkit.builtin.probes.nih import finding_text
+
+            return [finding_text(f) for f in NIH_FINDINGS]
+        return None
+
+
+def build_densenet121_cxr():
+    """The architecture: torchvision densenet121(num_classes=14) with ``features.relu5`` appended."""
+    from torch import nn
+    from torchvision.models import densenet121
+
+    model = densenet121(weights=None, num_classes=len(NIH_FINDINGS))
+    model.features.add_module("relu5", nn.ReLU(inplace=False))
+    return model
+
+
+def normalise_cxr_keys(sd: dict[str, Any]) -> dict[str, Any]:
+    """Map common CXR DenseNet checkpoints onto torchvision keys: drop ``densenet121.``, turn
+    ``classifier.0.`` (Linear+Sigmoid heads) into ``classifier.`` and legacy ``norm.1`` into ``norm1``."""
+    import re
+
+    legacy = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+    out = {}
+    for k, v in sd.items():
+        k = k[len("densenet121."):] if k.startswith("densenet121.") else k
+        k = k.replace("classifier.0.", "classifier.")
+        m = legacy.match(k)
+        if m:
+            k = m.group(1) + m.group(2)
+        out[k] = v
+    return out
+
+
+def _make_densenet_cxr(params: DenseNetCxrParams, ctx: BuildContext) -> DenseNetCxrTarget:
+    with seeded(ctx):
+        model = build_densenet121_cxr()
+    identity = "densenet121-cxr:v1"
+    if params.weights is not None:
+        own = model.state_dict()
+
+        def rename(sd):
+            # checkpoints saved before PyTorch 0.4 have no BatchNorm ``num_batches_tracked`` (unused in eval)
+            sd = normalise_cxr_keys(sd)
+            for k, v in own.items():
+                if k.endswith("num_batches_tracked") and k not in sd:
+                    sd[k] = v.clone()
+            return sd
+
+        identity += ":" + _load_into(model, params.weights, ctx, params.trust_checkpoint, "densenet121-cxr weights",
+                                     rename=rename)
+    else:
+        identity += ":random-init:" + _tensor_hash(model)
+    transform = _resize_crop_normalise(224, 256, (CXR_MEAN,) * 3, (CXR_STD,) * 3)
+    return DenseNetCxrTarget(model, transform, (3, 224, 224), identity, ctx)
+
+
+@hookimpl
+def dissectkit_register_targets(registry):
+    registry.add("target", "timm", _make_timm, params=TimmParams,
+                 description="Any timm model (pretrained tag or checkpoint file).", licence="per model")
+    registry.add("target", "torchvision", _make_torchvision, params=TorchvisionParams,
+                 description="A torchvision model via get_model (weights enum or file).", licence="per model")
+    registry.add("target", "module", _make_module, params=ModuleParams,
+                 description="Any nn.Module from 'package.module:factory' plus a state-dict file.", licence=None)
+    registry.add("target", "densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
+                 description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None)

@@ -1,0 +1,286 @@
+"""The ``dissectkit`` command line (typer + rich). Heavy libraries load only inside commands."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dissectkit.errors import DissectkitError
+
+app = typer.Typer(
+    name="dissectkit",
+    help="Label the neurons of vision models with words, from YAML recipes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cache_app = typer.Typer(help="Inspect or clear the activation / embedding cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+_STATE: dict[str, Any] = {"strict": False}
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value (repeatable).")]
+
+
+@app.callback()
+def _main(
+    strict_plugins: Annotated[bool, typer.Option("--strict-plugins", help="Fail if any plugin fails to load.")] = False,
+) -> None:
+    _STATE["strict"] = strict_plugins
+
+
+def _host():
+    from dissectkit.plugins import get_host
+
+    host = get_host(strict=_STATE["strict"])
+    for rec in host.failed:
+        err_console.print(f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {rec.error}")
+    return host
+
+
+def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None = None):
+    import dissectkit as dk
+
+    overrides = list(overrides or [])
+    if methods:
+        overrides.append("methods=[" + ", ".join(json.dumps(m) for m in methods) + "]")
+    return dk.load_recipe(recipe, overrides)
+
+
+# --------------------------------------------------------------------------- run / validate
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Run these methods instead of the recipe's (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: output.dir).")] = None,
+    rows: Annotated[int, typer.Option(help="Neurons shown per layer in the summary.")] = 8,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+) -> None:
+    """Run a recipe: extract, embed (cached), label and report."""
+    from dissectkit.engine import run as run_recipe
+
+    _host()
+    rec = _load(recipe, set_, method)
+    result = run_recipe(rec, progress=not quiet, console=err_console, out_dir=out)
+    if not quiet:
+        print_summary(result, rows)
+    skipped = result.stats.get("skipped", {})
+    if skipped:
+        err_console.print(f"[yellow]{len(skipped)} probe image(s) skipped[/] (unreadable); reasons in {result.out_dir / 'manifest.json'}")
+    console.print(f"Results written to [bold]{result.out_dir}[/]")
+
+
+def print_summary(result: Any, rows: int) -> None:
+    """A rich table per (label set, layer) and the final-layer accuracy when the truth is known."""
+    for ls in result.label_sets:
+        for layer, ll in ls.layers.items():
+            table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
+            table.add_column("unit", justify="right")
+            table.add_column("label")
+            table.add_column("score", justify="right")
+            table.add_column("next concepts")
+            for unit, ranked in enumerate(ll.neurons[:rows]):
+                label, score = (ranked[0][0], f"{ranked[0][1]:.3f}") if ranked else ("[dim](no concept)[/]", "")
+                table.add_row(str(unit), label, score, ", ".join(c for c, _ in ranked[1:4]))
+            if len(ll.neurons) > rows:
+                table.caption = f"{len(ll.neurons) - rows} more neurons in the results"
+            console.print(table)
+    for key, per_layer in result.measures.items():
+        for layer, m in per_layer.items():
+            acc = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items() if not isinstance(v, list | dict))
+            console.print(f"[bold]Accuracy against the truth[/] {key} · {layer}: {acc}")
+
+
+@app.command()
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe without running models: schema, components, params, layer names."""
+    from dissectkit.validate import validate_recipe
+
+    _host()
+    rec = _load(recipe, set_)
+    warnings = validate_recipe(rec)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"[green]valid[/] {recipe}" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+
+
+@app.command()
+def layers(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Show every layer, not only the selected ones.")] = True,
+) -> None:
+    """List each target's layers with neuron counts and output shapes (selected ones marked)."""
+    from dissectkit.layers import select_layers
+    from dissectkit.validate import target_layer_infos
+
+    _host()
+    rec = _load(recipe, set_)
+    for ref in rec.targets:
+        infos = target_layer_infos(ref, rec)
+        chosen = {i.name for i in select_layers(ref.layers, infos, target=f"target '{ref.display}'")}
+        table = Table(title=f"target '{ref.display}' ({ref.name}): {len(infos)} layers, {len(chosen)} selected", title_justify="left")
+        for col in ("", "layer", "kind", "neurons", "output shape"):
+            table.add_column(col)
+        for info in infos:
+            if all_ or info.name in chosen:
+                table.add_row("*" if info.name in chosen else "", info.name, info.kind, str(info.n_neurons), "x".join(map(str, info.shape or ())))
+        console.print(table)
+
+
+# --------------------------------------------------------------------------- plugins / list / schema
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show the loaded plugins, their components, and the ones that failed."""
+    from dissectkit.plugins import get_host
+
+    host = get_host(strict=_STATE["strict"])
+    if as_json:
+        data = [
+            {"name": r.name, "distribution": r.distribution, "version": r.version, "module": r.module, "ok": r.ok, "error": r.error, "components": r.components}
+            for r in host.records
+        ]
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title="dissectkit plugins", title_justify="left")
+    for col in ("plugin", "distribution", "version", "status", "components"):
+        table.add_column(col)
+    for r in host.records:
+        status = "[green]ok[/]" if r.ok else f"[red]{r.error}[/]"
+        table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
+    console.print(table)
+
+
+@app.command("list")
+def list_(kind: Annotated[str | None, typer.Argument(help="One of: dissector, target, probe, concepts, similarity, method, reporter.")] = None) -> None:
+    """List the registered components (of one kind)."""
+    import dissectkit as dk
+
+    _host()
+    table = Table(title="dissectkit components", title_justify="left")
+    for col in ("kind", "name", "from", "description"):
+        table.add_column(col)
+    for spec in dk.list_components(kind):
+        table.add_row(spec.kind, spec.name, spec.distribution, spec.description)
+    console.print(table)
+
+
+@app.command()
+def schema(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None) -> None:
+    """Print the recipe JSON Schema, with the params of every installed component."""
+    from dissectkit.validate import recipe_json_schema
+
+    _host()
+    text = json.dumps(recipe_json_schema(), indent=1)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"JSON Schema written to {out}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+# --------------------------------------------------------------------------- cache
+CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")]
+
+
+def _cache(cache_dir: Path | None):
+    from dissectkit.cache import Cache
+    from dissectkit.context import default_cache_dir
+
+    return Cache(cache_dir or default_cache_dir())
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDirOpt = None) -> None:
+    """List cache entries with their size."""
+    cache = _cache(cache_dir)
+    table = Table(title=f"cache {cache.root}", title_justify="left")
+    for col in ("kind", "key", "what", "chunks", "MB"):
+        table.add_column(col)
+    total = 0
+    for e in cache.entries():
+        meta = e["meta"]
+        what = " ".join(f"{k}={meta[k]}" for k in ("target", "layer", "dissector", "probe") if k in meta)
+        table.add_row(e["kind"], e["key"][:12], what, str(e["chunks"]), f"{e['bytes'] / 1e6:.1f}")
+        total += e["bytes"]
+    console.print(table)
+    console.print(f"{total / 1e6:.1f} MB in all")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache_dir: CacheDirOpt = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: acts, embeds or texts.")] = None,
+) -> None:
+    """Delete cache entries."""
+    if kind not in (None, "acts", "embeds", "texts"):
+        raise DissectkitError(f"Unknown cache kind {kind!r}; use acts, embeds or texts.")
+    removed = _cache(cache_dir).clear(kind)
+    console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
+
+
+# --------------------------------------------------------------------------- extensions + entry
+def _register_extensions() -> None:
+    from dissectkit.commands import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: user errors print a message and exit 2, never a traceback."""
+    try:
+        result = app(args=argv, prog_name="dissectkit", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except DissectkitError as exc:
+        err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        return exc.exit_code
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("Interrupted. Finished chunks are cached; run the same command again to resume.")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI never prints a bare traceback
+        if os.environ.get("DISSECTKIT_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+            "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
+        )
+        return 1
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

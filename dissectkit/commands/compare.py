@@ -1,0 +1,54 @@
+"""``dissectkit compare A B [C...] --out DIR``: labels of finished runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or x != x else f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
+
+
+def compare_command(
+    runs: list[Path] = typer.Argument(..., help="finished run directories (each holds labels.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for compare.html and the CSV tables"),
+) -> None:
+    """Compare label sets per layer: top-1 agreement, top-5 Jaccard, Cohen's kappa, global threshold.
+
+    With one run directory, its label sets (several dissectors/targets/methods) are compared pairwise.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dissectkit.report.compare import compare_runs, write_html, write_tables
+    from dissectkit.results import RunResult
+
+    loaded = [RunResult.load(p) for p in runs]
+    result = compare_runs(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = write_tables(result, out)
+    html = write_html(result, out, loaded)
+    console = Console()
+    for p in result:
+        table = Table(title=f"{p.a.name}  vs  {p.b.name}  (layers matched by {p.matched_by})", title_justify="left")
+        for col in ("layer", "neurons", "top-1 agr.", "top-5 Jacc.", "kappa", "thr A", "thr B", "global",
+                    "above A", "above B", "A only", "B only"):
+            table.add_column(col, justify="left" if col == "layer" else "right")
+        for lc in p.layers:
+            table.add_row(lc.name, str(lc.n), _fmt(lc.top1_agreement), _fmt(lc.top5_jaccard), _fmt(lc.kappa),
+                          _fmt(lc.threshold_a), _fmt(lc.threshold_b), _fmt(lc.global_threshold),
+                          str(lc.above_a["total"]["all"]), str(lc.above_b["total"]["all"]),
+                          str(len(lc.only_a)), str(len(lc.only_b)))
+        console.print(table)
+        if not p.layers:
+            console.print("[yellow]No layer in common.[/]")
+        for note in p.skipped:
+            console.print(f"[yellow]skipped[/] {note}")
+    console.print(f"Wrote {html} and {', '.join(str(t) for t in tables.values())}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``compare`` to the ``dissectkit`` app."""
+    app.command("compare")(compare_command)

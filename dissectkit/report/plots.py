@@ -1,0 +1,135 @@
+"""Summary plots (matplotlib, Agg backend, imported lazily), saved as PNG and SVG."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NONE = "(no concept)"
+UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.measures)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dissectkit"
+    return plt
+
+
+def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` (no timestamps: reproducible)."""
+    plt = _pyplot()
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
+    fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return {"png": png.name, "svg": svg.name}
+
+
+def _short(name: str, limit: int = 24) -> str:
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def thresholds_plot(series: dict[str, dict[str, float | None]], folder: Path, stem: str,
+                    title: str = "Layer similarity threshold (mean top-1 score)") -> dict[str, str]:
+    """One line per series over layers: ``series[name][layer] = mean top-1 score``."""
+    plt = _pyplot()
+    layers: list[str] = []
+    for values in series.values():
+        layers += [layer for layer in values if layer not in layers]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(layers) + 3), 3.4))
+    x = np.arange(len(layers))
+    for name, values in series.items():
+        y = np.array([np.nan if values.get(layer) is None else values[layer] for layer in layers], dtype=float)
+        ax.plot(x, y, marker="o", label=_short(name, 40))
+    ax.set_xticks(x, [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("mean top-1 score")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return save(fig, folder, stem)
+
+
+def category_counts(labels: list[str | None], concepts: dict[str, Any], level: str) -> Counter:
+    """Count top-1 labels by ``level`` ("category" or "subcategory"); no concept and none set kept apart."""
+    counts: Counter = Counter()
+    for label in labels:
+        if label is None:
+            counts[NONE] += 1
+            continue
+        concept = concepts.get(label)
+        value = getattr(concept, level, None) if concept is not None else None
+        counts[value or UNCATEGORISED] += 1
+    return counts
+
+
+def stacked_categories_plot(per_layer: dict[str, list[str | None]], concepts: dict[str, Any],
+                            folder: Path, stem: str, title: str) -> dict[str, str]:
+    """Two stacked-bar panels per layer: broad categories and fine (sub)categories of top-1 labels."""
+    plt = _pyplot()
+    layers = list(per_layer)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.7 * len(layers) + 6), 3.8))
+    for ax, level, name in zip(axes, ("category", "subcategory"), ("broad category", "fine category"), strict=True):
+        counts = [category_counts(per_layer[layer], concepts, level) for layer in layers]
+        keys = sorted({k for c in counts for k in c}, key=lambda k: (k in (NONE, UNCATEGORISED), k))
+        bottom = np.zeros(len(layers))
+        x = np.arange(len(layers))
+        cmap = plt.get_cmap("tab20")
+        for i, key in enumerate(keys):
+            vals = np.array([c.get(key, 0) for c in counts], dtype=float)
+            colour = "#bbbbbb" if key == NONE else ("#dddddd" if key == UNCATEGORISED else cmap(i % 20))
+            ax.bar(x, vals, bottom=bottom, label=_short(key, 30), color=colour, edgecolor="white", linewidth=0.3)
+            bottom += vals
+        ax.set_xticks(x, [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("neurons")
+        ax.set_title(f"{title}: {name}", fontsize=9)
+        if keys:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return save(fig, folder, stem)
+
+
+def score_distribution_plot(per_layer: dict[str, list[float]], folder: Path, stem: str, title: str) -> dict[str, str]:
+    """A box plot of top-1 scores per layer (neurons with no concept are left out)."""
+    plt = _pyplot()
+    layers = list(per_layer)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(layers) + 3), 3.4))
+    data = [np.asarray(per_layer[layer], dtype=float) for layer in layers]
+    positions = [i for i, d in enumerate(data) if len(d)]
+    if positions:
+        ax.boxplot([data[i] for i in positions], positions=positions, widths=0.6, showfliers=True,
+                   flierprops={"markersize": 2})
+    ax.set_xticks(np.arange(len(layers)), [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+    ax.set_xlim(-0.7, len(layers) - 0.3)
+    ax.set_ylabel("top-1 score")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    return save(fig, folder, stem)
+
+
+def grouped_bars_plot(groups: dict[str, dict[str, float]], folder: Path, stem: str, title: str, ylabel: str) -> dict[str, str]:
+    """Grouped bars: ``groups[series][x] = value`` (e.g. agreement per layer, counts per category)."""
+    plt = _pyplot()
+    xs: list[str] = []
+    for values in groups.values():
+        xs += [x for x in values if x not in xs]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(xs) * max(1, len(groups)) / 2 + 3), 3.4))
+    width = 0.8 / max(1, len(groups))
+    x = np.arange(len(xs))
+    for i, (name, values) in enumerate(groups.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, [values.get(k, 0.0) for k in xs], width, label=_short(name, 40))
+    ax.set_xticks(x, [_short(k) for k in xs], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if len(groups) > 1:
+        ax.legend(fontsize=7)
+    return save(fig, folder, stem)

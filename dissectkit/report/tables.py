@@ -1,0 +1,64 @@
+"""Tidy per-neuron tables (CSV, JSON, Parquet) from a :class:`~dissectkit.results.RunResult`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "dissector", "target", "method", "layer", "unit", "label", "score",
+    "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
+)
+SEP = "|"
+
+
+def neuron_rows(run_result: Any, top: int = 5) -> list[dict[str, Any]]:
+    """One row per (label set, layer, neuron), ordered as in the run (deterministic)."""
+    return [{k: row[k] for k in COLUMNS} for row in run_result.rows(top=top)]
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["top_concepts"] = SEP.join(row["top_concepts"])
+    out["top_scores"] = SEP.join(f"{s:.6g}" for s in row["top_scores"])
+    out["score"] = "" if row["score"] is None else f"{row['score']:.6g}"
+    for key in ("label", "category", "subcategory"):
+        out[key] = "" if row[key] is None else row[key]
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """CSV, one neuron a line; ``top_concepts`` / ``top_scores`` joined with ``|``; no concept = empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_flat(r) for r in rows)
+    return path
+
+
+def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
+    """The same rows as a JSON list (lists kept as lists, ``null`` for no concept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One tidy Parquet table (pyarrow) with list columns for the top concepts and scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("dissector", pa.string()), ("target", pa.string()), ("method", pa.string()),
+        ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
+        ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
+        ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
+    ])
+    columns = {name: [r[name] for r in rows] for name in COLUMNS}
+    table = pa.Table.from_pydict(columns, schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path

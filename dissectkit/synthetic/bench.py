@@ -1,0 +1,234 @@
+"""``dissectkit bench synthetic``: every method (and similarity) x every offline dissector on the
+synthetic targets, scored against the known truth. Every figure comes from running ``dk.run``.
+
+Tables written to ``<out>/bench_synthetic.json`` and ``.md``:
+
+- output layer of ``synth-effnet-concepts``: top-1 / top-5 accuracy, cosine of predicted and true
+  label texts in an independent text space (:func:`lexical_embed`, character n-gram vectors, not
+  the dissector's), MAMMI hit rate / precision / recall / F1 (truth set = the finding's name and
+  its synonyms);
+- agreement of each mask-free method with ``netdissect`` on the inner layers;
+- zero-shot AUC of every finding for every dissector;
+- general / domain / fine-tuned comparison (Mammo-CLIP Dissect): per-layer similarity thresholds
+  and counts of neurons above the global threshold per category, for the default method.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dissectkit.synthetic import vocab
+
+TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
+INNER_LAYERS = ("blocks.1", "blocks.3", "blocks.5")
+OUTPUT_LAYER = "classifier"
+DEFAULT_METHOD = "clip-dissect:soft_wpmi"
+MAMMI_TEMPLATE = "A mammogram showing {}"
+
+
+def lexical_embed(texts: list[str], dim: int = 2048):
+    """An independent text space: L2-normalised hashed counts of words and character 3-grams."""
+    import re
+
+    import torch
+
+    out = np.zeros((len(texts), dim), np.float32)
+    for i, t in enumerate(texts):
+        words = re.findall(r"[a-z0-9]+", str(t).lower())
+        feats = [f"w:{w}" for w in words]
+        for w in words:
+            m = f"<{w}>"
+            feats += [f"c:{m[j:j + 3]}" for j in range(max(len(m) - 2, 1))]
+        for f in feats:
+            out[i, zlib.crc32(f.encode()) % dim] += 1.0
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
+    return torch.from_numpy(out)
+
+
+def offline_dissectors(log: Callable[[str], None]) -> list[str]:
+    """Dissectors that build without downloads and without extra parameters."""
+    import dissectkit as dk
+    from dissectkit.context import BuildContext
+    from dissectkit.errors import DissectkitError
+
+    names = []
+    for spec in dk.list_components("dissector"):
+        try:
+            dk.create("dissector", spec.name, _ctx=BuildContext(device="cpu", offline=True))
+            names.append(spec.name)
+        except (DissectkitError, OSError, ValueError, RuntimeError) as exc:
+            log(f"  skipping dissector {spec.name}: {str(exc).splitlines()[0][:120]}")
+    return names
+
+
+def bench_recipe(n: int, seed: int, out_dir: Path, device: str, batch_size: int, dissectors: list[str]) -> dict[str, Any]:
+    import dissectkit as dk
+
+    methods: list[dict[str, Any]] = [
+        {"name": "clip-dissect", "label": f"clip-dissect:{spec.name}", "params": {"similarity": spec.name}}
+        for spec in dk.list_components("similarity")
+    ]
+    for spec in dk.list_components("method"):
+        if spec.name == "clip-dissect":
+            continue
+        params = {"template": MAMMI_TEMPLATE} if spec.name == "mammi" else {}
+        methods.append({"name": spec.name, "label": spec.name, "params": params})
+    return {
+        "schema_version": 1,
+        "name": "bench_synthetic",
+        "dissectors": [{"name": d} for d in dissectors],
+        "targets": [{"name": t, "layers": [*INNER_LAYERS, OUTPUT_LAYER]} for t in TARGETS],
+        "probe": {"name": "synth-mammo", "params": {"n": n, "seed": seed}},
+        "concepts": {"name": "synth-mammo-concepts"},
+        "methods": methods,
+        "output": {"dir": str(out_dir / "run"), "reporters": ["json"]},
+        "runtime": {"device": device, "batch_size": batch_size, "offline": True, "seed": seed},
+    }
+
+
+def zero_shot(result: Any, n: int) -> dict[str, dict[str, float]]:
+    """Per dissector and finding: AUC of cos(image, finding text) for the finding's presence."""
+    import torch
+
+    from dissectkit.synthetic.training import auc, concept_targets
+
+    labels = np.array([concept_targets(result.probe[i].labels) for i in range(n)])
+    out: dict[str, dict[str, float]] = {}
+    for d_label, dissector in (result.dissectors or {}).items():
+        img = torch.as_tensor(result.image_embeddings(d_label)).float()
+        txt = torch.as_tensor(dissector.encode_texts(list(vocab.CONCEPT_CLASSES))).float().cpu()
+        sims = (img @ txt.T).numpy()
+        out[d_label] = {c: auc(sims[:, j], labels[:, j]) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
+    return out
+
+
+def truth_sets(concept_texts: set[str]) -> list[set[str]]:
+    return [{s for s in vocab.SYNONYMS[c] if s in concept_texts} | {c} for c in vocab.CONCEPT_CLASSES]
+
+
+def score(result: Any, n: int) -> dict[str, Any]:
+    """All benchmark figures from a finished run."""
+    from dissectkit import measures
+
+    texts = {c.text for c in result.concepts}
+    sets = {(ls.dissector, ls.target, ls.method): ls for ls in result.label_sets}
+    output_rows, agreement_rows, compare_rows = [], [], []
+    truth = list(vocab.CONCEPT_CLASSES)
+    for (d, t, m), ls in sorted(sets.items()):
+        if t == "synth-effnet-concepts" and OUTPUT_LAYER in ls.layers:
+            ll = ls.layers[OUTPUT_LAYER]
+            acc = measures.final_layer_accuracy(ll, truth, text_encoder=lexical_embed)
+            lm = measures.list_measures(ll, truth_sets(texts))
+            output_rows.append({
+                "dissector": d, "method": m, "top1": acc["top1"], "top5": acc["top5"], "cos_independent": acc["cos"],
+                **{k: v.value for k, v in lm.items()}, **{f"{k}_se": v.se for k, v in lm.items()},
+            })
+        if m != "netdissect" and (d, t, "netdissect") in sets:
+            ref = sets[(d, t, "netdissect")]
+            for layer in INNER_LAYERS:
+                if layer in ls.layers and layer in ref.layers:
+                    ag = measures.agreement(ls.layers[layer], ref.layers[layer])
+                    agreement_rows.append({"dissector": d, "target": t, "method": m, "layer": layer, **ag.to_dict()})
+    for d in sorted({k[0] for k in sets}):
+        for regime_a, regime_b in (("synth-effnet-general", "synth-effnet-concepts"),
+                                   ("synth-effnet-concepts", "synth-effnet-malignancy")):
+            a, b = sets.get((d, regime_a, DEFAULT_METHOD)), sets.get((d, regime_b, DEFAULT_METHOD))
+            if a is None or b is None:
+                continue
+            for layer in (*INNER_LAYERS,):
+                g = measures.global_threshold_counts(a.layers[layer], b.layers[layer], result.concepts)
+                compare_rows.append({
+                    "dissector": d, "a": regime_a, "b": regime_b, "layer": layer,
+                    "threshold_a": measures.layer_threshold(a.layers[layer]),
+                    "threshold_b": measures.layer_threshold(b.layers[layer]),
+                    "global_threshold": g["threshold"],
+                    "above_a": g["a"]["above"], "above_b": g["b"]["above"],
+                    "broad_a": g["a"]["broad_category"], "broad_b": g["b"]["broad_category"],
+                })
+    return {
+        "output_layer": output_rows,
+        "agreement_with_netdissect": agreement_rows,
+        "zero_shot_auc": zero_shot(result, n),
+        "regimes": compare_rows,
+    }
+
+
+def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench_synthetic"), device: str = "auto",
+                  batch_size: int = 64, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run everything, score it, write ``bench_synthetic.json`` / ``.md`` and return the figures."""
+    import dissectkit as dk
+    from dissectkit.recipe import recipe_from_dict
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log("Finding the dissectors available offline ...")
+    dissectors = offline_dissectors(log)
+    data = bench_recipe(n, seed, out_dir, device, batch_size, dissectors)
+    log(f"Running {len(data['methods'])} methods x {len(dissectors)} dissector(s) x {len(TARGETS)} targets on {n} images ...")
+    result = dk.run(recipe_from_dict(data))
+    figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n)}
+    (out_dir / "bench_synthetic.json").write_text(json.dumps(_clean(figures), indent=1) + "\n")
+    (out_dir / "bench_synthetic.md").write_text(to_markdown(figures))
+    return figures
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, float):
+        return None if x != x else round(x, 4)
+    return x
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def tables(figures: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, columns, rows) of every table."""
+    out = []
+    cols = ["dissector", "method", "top1", "top5", "cos_independent", "hit_rate", "precision", "recall", "f1"]
+    out.append(("Output layer of synth-effnet-concepts vs the truth", cols,
+                [[_f(r[c]) for c in cols] for r in figures["output_layer"]]))
+    cols = ["dissector", "target", "method", "layer", "top1", "top5_jaccard", "kappa"]
+    out.append(("Agreement with netdissect (inner layers)", cols,
+                [[_f(r[c]) for c in cols] for r in figures["agreement_with_netdissect"]]))
+    for d, aucs in figures["zero_shot_auc"].items():
+        vals = [aucs[f] for f in vocab.FINDINGS if aucs[f] == aucs[f]]
+        rows = [[c, _f(aucs[c])] for c in vocab.CONCEPT_CLASSES]
+        rows.append(["mean over findings", _f(float(np.mean(vals)) if vals else None)])
+        out.append((f"Zero-shot AUC of {d}", ["concept", "AUC"], rows))
+    cols = ["dissector", "a", "b", "layer", "threshold_a", "threshold_b", "global_threshold", "above_a", "above_b", "broad_a", "broad_b"]
+    out.append((f"General / domain / fine-tuned ({DEFAULT_METHOD})", cols,
+                [[_f(r[c]) if not isinstance(r[c], dict) else json.dumps(r[c], sort_keys=True) for c in cols]
+                 for r in figures["regimes"]]))
+    return out
+
+
+def to_markdown(figures: dict[str, Any]) -> str:
+    lines = [f"# dissectkit bench synthetic ({figures['n_images']} images, seed {figures['seed']})", ""]
+    for title, cols, rows in tables(figures):
+        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_tables(figures: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    for title, cols, rows in tables(figures):
+        table = Table(title=title, title_justify="left")
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)

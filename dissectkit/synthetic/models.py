@@ -1,0 +1,142 @@
+"""The first-party models of the synthetic world: ``synth-clip`` and the EfficientNet targets.
+
+This module imports torch and timm; it is imported lazily by the component factories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dissectkit.imaging import as_array, gray_or_rgb, minmax_unit
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+CONFIG_FILE = "synth_world.json"
+MODEL_INPUT = (160, 96)  # H x W the models see: the default 320 x 192 image at half resolution
+PIXEL_MEAN = 0.25  # one scalar for all channels, after per-image min-max scaling (Mammo-CLIP style)
+PIXEL_STD = 0.25
+TARGET_ARCH = "tinynet_e"
+
+
+# ----------------------------------------------------------------------------------------- preprocessing
+def prepare_batch(images: np.ndarray | torch.Tensor, size: tuple[int, int] = MODEL_INPUT) -> torch.Tensor:
+    """``[B, H, W]`` images already min-max scaled to [0, 1] -> normalised ``[B, 3, h, w]`` float32."""
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images)
+    x = x.float()[:, None]
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="area")
+    x = (x - PIXEL_MEAN) / PIXEL_STD
+    return x.expand(-1, 3, -1, -1).contiguous()
+
+
+def preprocess_image(image: Any, size: tuple[int, int] = MODEL_INPUT) -> torch.Tensor:
+    """One raw image (PIL or HxW / HxWxC uint8/uint16/float) -> ``[3, h, w]``: gray, min-max, area resize."""
+    arr = as_array(image)
+    if arr.ndim == 3:
+        arr = gray_or_rgb(arr.astype(np.float32), channels=1)
+    return prepare_batch(minmax_unit(arr)[None], size)[0]
+
+
+# ----------------------------------------------------------------------------------------- synth-clip
+class ImageEncoder(nn.Module):
+    """A small CNN: a 4 x 4 patch stem, strided conv stages, then mean- and max-pooled features -> D."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 48, 96, 160), embed_dim: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 4, stride=4, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        c_in = widths[0]
+        for i, c in enumerate(widths):
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            ]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(2 * c_in, 256), nn.GELU(), nn.Linear(256, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return self.head(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
+
+
+class TextEncoder(nn.Module):
+    """Bag of hashed features -> mean embedding -> MLP -> D."""
+
+    def __init__(self, buckets: int = 8192, width: int = 192, embed_dim: int = 128) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(buckets, width, mode="mean")
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 256), nn.GELU(), nn.Linear(256, embed_dim))
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bag(ids, offsets))
+
+
+class SynthClipModel(nn.Module):
+    """Image and text towers with a learnable logit scale (CLIP)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        d = int(config["embed_dim"])
+        self.image_encoder = ImageEncoder(tuple(config["image_widths"]), d)
+        self.text_encoder = TextEncoder(int(config["buckets"]), int(config["text_width"]), d)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_encoder(x), dim=-1)
+
+    def encode_text(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_encoder(ids, offsets), dim=-1)
+
+
+CLIP_CONFIG: dict[str, Any] = {"embed_dim": 128, "image_widths": [32, 48, 96, 160], "buckets": 4096, "text_width": 128}
+
+
+def build_clip(config: dict[str, Any] | None = None) -> SynthClipModel:
+    return SynthClipModel(config or CLIP_CONFIG)
+
+
+def build_effnet(num_classes: int) -> nn.Module:
+    """The targets' architecture: timm ``tinynet_e`` (EfficientNet family), random init, no download."""
+    import timm
+
+    return timm.create_model(TARGET_ARCH, pretrained=False, num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------------------------- loading
+def read_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    path = Path(weights_dir) / CONFIG_FILE
+    if not path.exists():
+        from dissectkit.errors import WeightsError
+
+        raise WeightsError(
+            f"Synthetic-world config {path} is missing. Recreate the weights with `dissectkit synth train --out {weights_dir}`."
+        )
+    return json.loads(path.read_text())
+
+
+def load_weights_into(module: nn.Module, ref: Any, ctx: Any, what: str) -> Path:
+    """Resolve a weights ref, read it (safetensors or weights-only torch), cast, load strictly."""
+    from dissectkit import weights
+
+    path = weights.resolve(ref, ctx, what=what)
+    sd = weights.extract_state_dict(weights.load_checkpoint(path, what=what), what=what)
+    own = module.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+    weights.load_state_dict_strict(module, sd, what=f"{what} ({path})")
+    return path
+
+
+def state_dict_fp16(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with floating tensors stored as float16 (the committed files stay small)."""
+    return {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous().cpu()
+            for k, v in module.state_dict().items()}

@@ -1,0 +1,272 @@
+"""Mammo-CLIP loader tests on checkpoints with the released container and key layout (random weights)."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+import dissectkit as dk
+from dissectkit.context import BuildContext
+from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.testing import check_dissector
+
+MEAN, STD = 0.3089279, 0.2505356
+WORDS = "mass calcification benign malignant spiculated round oval breast density dense fatty normal tissue a in the of"
+SIZE = (64, 48)
+
+
+def make_tokenizer_dir(root):
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS.split()]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (root / "tokenizer_config.json").write_text('{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}')
+    return root, len(vocab)
+
+
+def efficientnet_sd(name: str, seed: int) -> dict[str, torch.Tensor]:
+    from efficientnet_pytorch import EfficientNet
+
+    torch.manual_seed(seed)
+    net = EfficientNet.from_name(name)
+    sd = {}
+    for k, v in net.state_dict().items():
+        if k.startswith("_fc."):
+            continue  # the released encoder has no classifier
+        if k.endswith("running_mean"):
+            v = torch.randn_like(v) * 0.1
+        elif k.endswith("running_var"):
+            v = torch.rand_like(v) + 0.5
+        sd[k] = v
+    return sd
+
+
+def bert_sd(vocab: int, seed: int) -> dict[str, torch.Tensor]:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=1,
+                     intermediate_size=96, max_position_embeddings=300, type_vocab_size=2)
+    return BertModel(cfg).state_dict()
+
+
+def pretrained_container(vocab: int, variant: str = "b2", config_name: str | None = None) -> dict:
+    name, width = {"b2": ("efficientnet-b2", 1408), "b5": ("efficientnet-b5", 2048)}[variant]
+    torch.manual_seed(3)
+    sd = {f"image_encoder.{k}": v for k, v in efficientnet_sd(name, 1).items()}
+    sd.update({f"text_encoder.text_encoder.{k}": v for k, v in bert_sd(vocab, 2).items()})
+    sd["text_encoder.text_encoder.embeddings.position_ids"] = torch.arange(300)[None]
+    sd["image_projection.projection.weight"] = torch.randn(512, width) * 0.02
+    sd["image_projection.projection.bias"] = torch.randn(512) * 0.02
+    sd["text_projection.projection.weight"] = torch.randn(512, 64) * 0.02
+    sd["text_projection.projection.bias"] = torch.randn(512) * 0.02
+    sd["logit_scale"] = torch.tensor(2.659)
+    cfg_name = config_name or {"b2": "tf_efficientnetv2-detect", "b5": "tf_efficientnet_b5_ns-detect"}[variant]
+    return {
+        "model": sd,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0, 1]}]},
+        "scheduler": {"last_epoch": 10, "base_lrs": [5e-5]},
+        "config": {"model": {"image_encoder": {"name": cfg_name}, "text_encoder": {
+            "name": "emilyalsentzer/Bio_ClinicalBERT", "pooling": "eos"},
+            "projection_head": {"name": "linear", "proj_dim": 512}, "temperature": 0.07}},
+        "epoch": 10,
+        "train_loss": np.float64(1.234),  # a numpy scalar: weights_only=True refuses the file
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mammoclip")
+    tok_dir, vocab = make_tokenizer_dir(root / "tokenizer")
+    container = pretrained_container(vocab)
+    path = root / "b2-model-best-epoch-10.tar"
+    torch.save(container, path)
+    ctx = BuildContext(device="cpu", offline=True, cache_dir=root / "cache")
+    dis = dk.create("dissector", "mammo-clip", _ctx=ctx, weights={"path": str(path)}, tokenizer=str(tok_dir),
+                    trust_checkpoint=True, image_size=list(SIZE))
+    return {"root": root, "tok": tok_dir, "vocab": vocab, "sd": container["model"], "path": path, "ctx": ctx,
+            "dis": dis}
+
+
+def direct_image(sd, images: list[np.ndarray]) -> torch.Tensor:
+    from efficientnet_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-b2")
+    del net._fc
+    net.load_state_dict({k[len("image_encoder."):]: v for k, v in sd.items() if k.startswith("image_encoder.")})
+    net.eval()
+    xs = []
+    for img in images:
+        rgb = np.repeat(img[:, :, None], 3, axis=2).astype(np.float64)
+        rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min())
+        xs.append(torch.tensor((rgb - MEAN) / STD, dtype=torch.float32).permute(2, 0, 1))
+    with torch.no_grad():
+        feats = net.extract_features(torch.stack(xs)).mean(dim=(2, 3))
+        out = feats @ sd["image_projection.projection.weight"].T + sd["image_projection.projection.bias"]
+    return out / out.norm(dim=-1, keepdim=True)
+
+
+def direct_text(setup, texts: list[str]) -> torch.Tensor:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    sd = setup["sd"]
+    tok = BertTokenizer(str(setup["tok"] / "vocab.txt"), do_lower_case=True)
+    bert = BertModel(BertConfig(vocab_size=setup["vocab"], hidden_size=64, num_hidden_layers=2, num_attention_heads=1,
+                                intermediate_size=96, max_position_embeddings=300, type_vocab_size=2)).eval()
+    prefix = "text_encoder.text_encoder."
+    bert.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=False)
+    rows = []
+    with torch.no_grad():
+        for t in texts:  # one at a time: no padding at all, EOS = the last token ([SEP])
+            ids = tok(t, return_tensors="pt")
+            h = bert(**ids).last_hidden_state[0, -1]
+            rows.append(h @ sd["text_projection.projection.weight"].T + sd["text_projection.projection.bias"])
+    out = torch.stack(rows)
+    return out / out.norm(dim=-1, keepdim=True)
+
+
+def test_embeddings_match_direct_computation(setup):
+    dis = setup["dis"]
+    assert dis.variant == "b2" and dis.embed_dim == 512
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, SIZE, dtype=np.uint8) for _ in range(3)]
+    got = dis.encode_images(torch.stack([dis.preprocess(i) for i in images]))
+    assert torch.allclose(got, direct_image(setup["sd"], images), atol=1e-5)
+    texts = ["mass", "a spiculated mass in the breast", "round benign calcification"]
+    assert torch.allclose(dis.encode_texts(texts), direct_text(setup, texts), atol=1e-5)
+
+
+def test_check_dissector_and_preprocessing(setup):
+    dis = setup["dis"]
+    report = check_dissector(dis)
+    assert report["batch_vs_single_texts"] <= 1e-5
+    big = np.arange(130 * 90, dtype=np.uint16).reshape(130, 90)
+    x = dis.preprocess(big)
+    assert tuple(x.shape) == (3, *SIZE)
+    lo, hi = (0 - MEAN) / STD, (1 - MEAN) / STD
+    assert lo - 1e-5 <= x.min().item() < lo + 0.05 and hi - 0.05 < x.max().item() <= hi + 1e-5
+    exact = dis.preprocess(big[: SIZE[0], : SIZE[1]])  # already the configured size: no resize
+    assert exact.min().item() == pytest.approx(lo, abs=1e-5) and exact.max().item() == pytest.approx(hi, abs=1e-5)
+    assert torch.equal(exact[0], exact[2])  # grey read as RGB: three equal channels
+
+
+def test_untrusted_pickle_is_refused(setup):
+    with pytest.raises(WeightsError, match="trust_checkpoint: true"):
+        dk.create("dissector", "mammo-clip", _ctx=setup["ctx"], weights={"path": str(setup["path"])},
+                  tokenizer=str(setup["tok"]), image_size=list(SIZE))
+
+
+@pytest.mark.parametrize("change, expect", [
+    ("missing", "missing keys: image_encoder._blocks.3._depthwise_conv.weight"),
+    ("extra", "unexpected keys: text_projection.extra"),
+    ("shape", "mis-shaped keys: image_encoder._bn1.weight"),
+])
+def test_mismatched_checkpoint_names_the_keys(setup, tmp_path, change, expect):
+    container = pretrained_container(setup["vocab"])
+    sd = container["model"]
+    if change == "missing":
+        del sd["image_encoder._blocks.3._depthwise_conv.weight"]
+        expect = "missing keys: image_encoder._blocks.3._depthwise_conv.weight"
+    if change == "extra":
+        sd["text_projection.extra"] = torch.zeros(3)
+    if change == "shape":
+        sd["image_encoder._bn1.weight"] = torch.zeros(7)
+    path = tmp_path / "bad.tar"
+    torch.save(container, path)
+    with pytest.raises(WeightsError, match=expect.replace(".", r"\.")):
+        dk.create("dissector", "mammo-clip", _ctx=setup["ctx"], weights={"path": str(path)},
+                  tokenizer=str(setup["tok"]), trust_checkpoint=True, image_size=list(SIZE))
+
+
+def test_config_and_shapes_must_agree(setup, tmp_path):
+    container = pretrained_container(setup["vocab"], config_name="tf_efficientnet_b5_ns-detect")
+    path = tmp_path / "mixed.tar"
+    torch.save(container, path)
+    with pytest.raises(WeightsError, match="says b5 but its weights have the shapes of b2"):
+        dk.create("dissector", "mammo-clip", _ctx=setup["ctx"], weights=str(path), tokenizer=str(setup["tok"]),
+                  trust_checkpoint=True)
+
+
+def test_offline_missing_hub_file_names_it_without_network(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+
+    def no_network(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(WeightsError) as err:
+        dk.create("dissector", "mammo-clip", _ctx=BuildContext(offline=True, cache_dir=tmp_path / "c"),
+                  weights={"hf": "shawn24/Mammo-CLIP", "file": "Pre-trained-checkpoints/b5-model-best-epoch-7.tar"},
+                  trust_checkpoint=True)
+    msg = str(err.value)
+    assert "b5-model-best-epoch-7.tar" in msg and "hf download shawn24/Mammo-CLIP" in msg
+
+
+def test_missing_tokenizer_offline_is_clear(setup):
+    with pytest.raises(WeightsError, match="hf download emilyalsentzer/Bio_ClinicalBERT"):
+        dk.create("dissector", "mammo-clip", _ctx=setup["ctx"], weights=str(setup["path"]),
+                  tokenizer="emilyalsentzer/Bio_ClinicalBERT-not-cached", trust_checkpoint=True)
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ComponentError, match="variant"):
+        dk.create("dissector", "mammo-clip", weights="x.tar", variant="b3")
+
+
+B5_CHANNELS = [24] * 3 + [40] * 5 + [64] * 5 + [128] * 7 + [176] * 7 + [304] * 9 + [512] * 3
+B2_CHANNELS = [16] * 2 + [24] * 3 + [48] * 3 + [88] * 4 + [120] * 4 + [208] * 5 + [352] * 2
+
+
+def test_target_layers_without_weights(tmp_path):
+    target = dk.create("target", "mammo-clip-image-encoder",
+                       weights={"hf": "shawn24/Mammo-CLIP", "file": "Pre-trained-checkpoints/b5-model-best-epoch-7.tar"},
+                       _ctx=BuildContext(offline=True, cache_dir=tmp_path))
+    infos = target.layers()
+    assert [i.name for i in infos] == [f"image_encoder._blocks.{i}" for i in range(39)]
+    assert [i.n_neurons for i in infos] == B5_CHANNELS
+    assert infos[-1].shape == (512, 48, 29)  # 1520 x 912 input, stride 32
+    b2 = dk.create("target", "mammo-clip-classifier", weights=str(tmp_path / "missing_b2.pth"), n_class=4,
+                   image_size=[512, 512])
+    infos = b2.layers()
+    assert [i.n_neurons for i in infos[:-1]] == B2_CHANNELS
+    assert (infos[-1].name, infos[-1].n_neurons) == ("classifier.classification_head", 4)
+
+
+def test_image_encoder_target_matches_dissector_encoder(setup):
+    target = dk.create("target", "mammo-clip-image-encoder", _ctx=setup["ctx"], weights=str(setup["path"]),
+                       trust_checkpoint=True, image_size=list(SIZE))
+    x = torch.stack([target.preprocess(np.random.default_rng(i).random(SIZE)) for i in range(2)])
+    with torch.no_grad():
+        feats = target.module(x)
+        want = setup["dis"].model.image_encoder.extract_features(x).mean(dim=(2, 3))
+    assert torch.allclose(feats, want, atol=1e-5)
+    assert target.module.get_submodule("image_encoder._blocks.22") is not None
+    assert len(target.layers()) == 23 and target.fingerprint() == target.fingerprint()
+
+
+def test_classifier_target_reads_head(setup, tmp_path):
+    sd = {f"image_encoder.{k}": v for k, v in efficientnet_sd("efficientnet-b2", 5).items()}
+    sd["classifier.classification_head.weight"] = torch.randn(4, 1408) * 0.05
+    sd["classifier.classification_head.bias"] = torch.randn(4)
+    path = tmp_path / "b2_density.pth"
+    torch.save({"model": sd, "predictions": np.zeros((10, 4)), "epoch": 3, "auroc": 0.81}, path)
+    target = dk.create("target", "mammo-clip-classifier", _ctx=setup["ctx"], weights=str(path), trust_checkpoint=True,
+                       image_size=list(SIZE))
+    infos = target.layers()
+    assert infos[-1].n_neurons == 4 and len(infos) == 24
+    x = target.preprocess(np.random.default_rng(0).integers(0, 255, SIZE, dtype=np.uint8))[None]
+    with torch.no_grad():
+        logits = target.module(x)
+        feats = target.module.image_encoder.extract_features(x).mean(dim=(2, 3))
+    assert torch.allclose(logits, feats @ sd["classifier.classification_head.weight"].T
+                          + sd["classifier.classification_head.bias"], atol=1e-5)
+    wrong = dk.create("target", "mammo-clip-classifier", _ctx=setup["ctx"], weights=str(path), trust_checkpoint=True,
+                      n_class=5)
+    with pytest.raises(WeightsError, match="n_class: 5"):
+        wrong.module  # noqa: B018

@@ -1,0 +1,272 @@
+"""The clip-dissect, mammi and netdissect methods on hand-made evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dissectkit as dk
+from dissectkit.errors import ComponentError, EvidenceError
+from dissectkit.methods import Evidence, LayerLabels, SpatialBatch
+
+CONCEPTS = ["mass", "calcification", "architectural distortion", "asymmetry", "skin thickening", "lymph node"]
+
+
+class TextTable:
+    """A text encoder over a fixed random table (each distinct string its own unit vector)."""
+
+    def __init__(self, dim=12, seed=0):
+        self.g = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.table: dict[str, torch.Tensor] = {}
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        for t in texts:
+            if t not in self.table:
+                self.table[t] = torch.nn.functional.normalize(torch.randn(self.dim, generator=self.g), dim=0)
+        return torch.stack([self.table[t] for t in texts])
+
+
+def _evidence(N=220, K=7, D=12, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    enc = kw.pop("encode_texts", None) or TextTable(D, seed)
+    V = torch.nn.functional.normalize(torch.randn(N, D, generator=g), dim=1)
+    A = torch.randn(N, K, generator=g).relu_()
+    return Evidence(
+        layer="blocks.3", activations=A, image_embeddings=V, concepts=CONCEPTS, encode_texts=enc, **kw
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+def test_clip_dissect_equals_its_similarity():
+    ev = _evidence()
+    method = dk.create("method", "clip-dissect", top_m=3)
+    out = method.label(ev)
+    assert isinstance(out, LayerLabels) and out.method == "clip-dissect" and len(out) == 7
+    assert out.params["similarity"] == "soft_wpmi" and out.params["top_m"] == 3
+    assert ev.encode_texts.calls[-1] == CONCEPTS  # bare concepts, no template
+    T = ev.encode_texts(CONCEPTS)
+    S = dk.create("similarity", "soft_wpmi")(ev.image_embeddings @ T.T, ev.activations)
+    for k, ranked in enumerate(out.neurons):
+        best = torch.argsort(S[k], descending=True)[:3].tolist()
+        assert [c for c, _ in ranked] == [CONCEPTS[j] for j in best]
+        assert [s for _, s in ranked] == pytest.approx(S[k, best].tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_clip_dissect_template_and_similarity_params():
+    ev = _evidence()
+    method = dk.create(
+        "method", "clip-dissect", similarity="wpmi", similarity_params={"top_k": 10}, template="a photo of {}"
+    )
+    out = method.label(ev)
+    assert ev.encode_texts.calls[-1] == [f"a photo of {c}" for c in CONCEPTS]
+    assert out.params["similarity_params"] == {"top_k": 10}
+    assert all(len(r) == 5 for r in out.neurons)
+    with pytest.raises(ComponentError, match="top_kk"):
+        dk.create("method", "clip-dissect", similarity="wpmi", similarity_params={"top_kk": 3})
+    with pytest.raises(ComponentError, match="soft_wpmi"):
+        dk.create("method", "clip-dissect", similarity="soft_wmpi")
+
+
+def test_clip_dissect_errors_name_layer_and_neuron():
+    ev = _evidence()
+    ev.activations[4, 5] = float("inf")
+    with pytest.raises(EvidenceError, match=r"blocks\.3.*neuron 5"):
+        dk.create("method", "clip-dissect").label(ev)
+    ev = _evidence(N=50)
+    with pytest.raises(EvidenceError, match="at least 100 probe images"):
+        dk.create("method", "clip-dissect").label(ev)
+    ev = _evidence()
+    ev.image_embeddings[3, 0] = float("nan")
+    with pytest.raises(EvidenceError, match="Image embeddings"):
+        dk.create("method", "mammi").label(ev)
+
+
+# ---------------------------------------------------------------------------------------------
+def ref_mammi(A, V, enc, concepts, p=93.0, beta=0.95, tpl="A chest x-ray image of a {}"):
+    """MAMMI per neuron, from docs/methods.md."""
+    t = {c: enc([tpl.format(c)])[0].double().numpy() for c in concepts}
+    t0 = enc([tpl.format("").strip()])[0].double().numpy()
+
+    def cos(u, v):
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    out = []
+    for k in range(A.shape[1]):
+        a = A[:, k]
+        lo, hi = a.min(), a.max()
+        tau = hi - (hi - lo) * (1 - p / 100)
+        R = [i for i in range(len(a)) if a[i] > tau]
+        S = {c: sum(cos(V[i], t[c]) - cos(V[i], t0) for i in R) for c in concepts}
+        best = max(S.values())
+        if best <= 0:
+            out.append([])
+            continue
+        keep = sorted((c for c in concepts if S[c] > beta * best), key=lambda c: -S[c])
+        out.append([(c, S[c]) for c in keep])
+    return out
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"percentile": 80.0, "beta": 0.7, "template": "A mammogram showing {}"}]
+)
+def test_mammi_matches_reference(params):
+    ev = _evidence(K=9, seed=3)
+    ev.activations[:, 4] = 2.5  # dead neuron -> no concept
+    out = dk.create("method", "mammi", **params).label(ev)
+    ref_kw = {"p": params.get("percentile", 93.0), "beta": params.get("beta", 0.95)}
+    if "template" in params:
+        ref_kw["tpl"] = params["template"]
+    ref = ref_mammi(
+        ev.activations.double().numpy(),
+        ev.image_embeddings.double().numpy(),
+        ev.encode_texts,
+        CONCEPTS,
+        **ref_kw,
+    )
+    assert out.neurons[4] == [] and out.label(4) is None
+    scale = max(abs(s) for r in ref for _, s in r)
+    for got, want in zip(out.neurons, ref, strict=True):
+        assert [c for c, _ in got] == [c for c, _ in want]
+        for (_, s), (_, w) in zip(got, want, strict=True):
+            assert abs(s - w) <= 1e-4 * scale
+    if params:  # with a lower beta several concepts per neuron are normal
+        assert any(len(r) > 1 for r in out.neurons)
+
+
+def test_mammi_adaptive_set_and_negative_scores():
+    # neuron 0 fires on 3 images only: its set has exactly those 3 images (no padding to a top-k)
+    N, D = 40, 4
+    V = torch.eye(D)[torch.arange(N) % D]
+    A = torch.zeros(N, 2)
+    A[[0, 4, 8], 0] = torch.tensor([5.0, 4.7, 4.9])  # > tau = 5 - 5 * 0.07; embeddings e0
+    A[:, 1] = torch.arange(N, dtype=torch.float32)
+    table = {
+        "A chest x-ray image of a": torch.tensor([0.0, 0.0, 0.0, 1.0]),
+        "A chest x-ray image of a x": torch.tensor([1.0, 0.0, 0.0, 0.0]),
+        "A chest x-ray image of a y": torch.nn.functional.normalize(
+            torch.tensor([1.0, 1.0, 0.0, 0.0]), dim=0
+        ),
+        "A chest x-ray image of a z": torch.tensor([0.0, 0.0, 1.0, 0.0]),
+    }
+    ev = Evidence("fc", A, V, ["x", "y", "z"], lambda ts: torch.stack([table[t] for t in ts]))
+    out = dk.create("method", "mammi").label(ev)
+    assert out.neurons[0] == [("x", pytest.approx(3.0))]  # y scores 3/sqrt(2) < 0.95 * 3
+    # neuron 1: R = images with a > 39 - 39 * 0.07 = 36.27 -> 37, 38, 39 (embeddings e1, e2, e3)
+    # x: 0 - 1 (e3 image) = -1; y: 1/sqrt2 - 1 ~ -0.29; z: 1 - 1 = 0 -> max 0 <= 0 -> no concept
+    assert out.neurons[1] == []
+
+
+def test_mammi_switch_is_one_line():
+    ev = _evidence()
+    a = dk.create("method", "clip-dissect").label(ev)
+    b = dk.create("method", "mammi").label(ev)
+    assert (a.method, b.method) == ("clip-dissect", "mammi") and len(a) == len(b) == 7
+
+
+# ---------------------------------------------------------------------------------------------
+def _spatial(maps, masks, batch=2):
+    def gen():
+        for s in range(0, len(maps), batch):
+            yield SpatialBatch(
+                maps=torch.as_tensor(np.stack(maps[s : s + batch])), masks=masks[s : s + batch]
+            )
+
+    return gen
+
+
+def _nd_evidence(maps, masks, concepts, **kw):
+    K = maps[0].shape[0]
+    n = len(maps)
+    return Evidence(
+        layer="layer4",
+        activations=torch.zeros(n, K),
+        image_embeddings=torch.zeros(n, 3),
+        concepts=concepts,
+        encode_texts=lambda ts: torch.zeros(len(ts), 3),
+        spatial_maps=_spatial(maps, masks, **kw),
+    )
+
+
+def test_netdissect_hand_made_ious():
+    # 2 images of 4x4 maps = masks (no resizing), 32 pixels; quantile 0.25 -> 8 pixels above T
+    rng = np.random.default_rng(0)
+    m0 = np.zeros((2, 1, 4, 4), np.float32)
+    m0[..., :] = rng.uniform(0, 1, size=(2, 1, 4, 4))  # background in [0, 1)
+    hot = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)]
+    for r, (b, y, x) in enumerate(hot):
+        m0[b, 0, y, x] = 10 + r  # the 8 top pixels: top-left 2x2 of each image
+    # neuron 1 = neuron 0 flipped left-right
+    maps = [np.concatenate([m0[b], m0[b, :, :, ::-1]], 0) for b in range(2)]
+    a = np.zeros((4, 4), bool)
+    a[0:2, 0:3] = True  # 6 px per image; overlaps neuron 0 on 4 -> IoU 8 / (8 + 12 - 8) = 8/12
+    bmask = np.zeros((4, 4), bool)
+    bmask[0:2, 3] = True  # 2 px, only in image 0 (image 1 has no "b" mask)
+    masks = [{"a": a, "b": bmask, "not a concept": ~a}, {"a": a}]
+    ev = _nd_evidence(maps, masks, ["a", "b", "c"])
+    method = dk.create("method", "netdissect", quantile=0.25, min_iou=0.3)
+    S = method.scores(ev).numpy()
+    assert S[0] == pytest.approx([8 / 12, 0.0, 0.0])
+    # neuron 1: top-right 2x2 of both images; a meets it on column 2 (2 px per image) -> 4 / 16;
+    # b lies inside it on image 0 -> 2 / (8 + 2 - 2)
+    assert S[1] == pytest.approx([4 / 16, 2 / 8, 0.0])
+    out = method.label(ev)
+    assert out.neurons == [[("a", pytest.approx(8 / 12))], []]  # neuron 1 is below min_iou
+    low = dk.create("method", "netdissect", quantile=0.25, min_iou=0.2).label(ev)
+    assert low.neurons[1] == [("a", 0.25), ("b", 0.25)]  # ties keep the concept order
+    assert dk.create("method", "netdissect", quantile=0.25, min_iou=0.99).label(ev).neurons == [[], []]
+
+
+def test_netdissect_upsamples_bilinearly_and_threshold_is_accurate():
+    rng = np.random.default_rng(1)
+    n, K = 12, 3
+    maps = [rng.standard_normal((K, 6, 6)).astype(np.float32) ** 3 for _ in range(n)]
+    masks = [{"c": rng.random((30, 30)) > 0.7} for _ in range(n)]
+    ev = _nd_evidence(maps, masks, ["c"], batch=5)
+    method = dk.create("method", "netdissect")
+    ups = torch.nn.functional.interpolate(
+        torch.as_tensor(np.stack(maps)), size=(30, 30), mode="bilinear", align_corners=False
+    )
+    T = method.thresholds(ev, 0, K, "cpu")
+    for k in range(K):
+        frac = float((ups[:, k] > T[k]).float().mean())
+        assert abs(frac - 0.005) < 1e-3
+    # IoU from the thresholded upsampled maps, computed directly
+    L = torch.as_tensor(np.stack([m["c"] for m in masks]))
+    S = method.scores(ev)
+    for k in range(K):
+        M = ups[:, k] > T[k]
+        want = float((M & L).sum()) / float((M | L).sum())
+        assert float(S[k, 0]) == pytest.approx(want, rel=1e-6)
+
+
+def test_netdissect_coarse_histogram_path():
+    # many pixels: bins hold < 5e-4 of the mass, so no refinement pass; error in quantile < 1e-3
+    rng = np.random.default_rng(2)
+    maps = [rng.standard_normal((2, 64, 64)).astype(np.float32) for _ in range(30)]
+    masks = [{"c": np.ones((64, 64), bool)} for _ in range(30)]
+    ev = _nd_evidence(maps, masks, ["c"], batch=8)
+    T = dk.create("method", "netdissect", quantile=0.01).thresholds(ev, 0, 2, "cpu")
+    allv = np.stack(maps)
+    for k in range(2):
+        assert abs(float((allv[:, k] > float(T[k])).mean()) - 0.01) < 1e-3
+
+
+def test_netdissect_without_masks_names_mask_probes():
+    ev = _evidence()
+    with pytest.raises(EvidenceError, match="no masks.*synth-mammo"):
+        dk.create("method", "netdissect").label(ev)
+    spec = {s.name: s for s in dk.list_components("method")}
+    assert spec["netdissect"].metadata["needs_masks"] is True
+    assert dk.create("method", "netdissect").needs_masks is True
+
+
+def test_netdissect_nan_maps():
+    maps = [np.zeros((2, 4, 4), np.float32) for _ in range(2)]
+    maps[1][1, 2, 2] = np.nan
+    ev = _nd_evidence(maps, [{"a": np.ones((4, 4), bool)}] * 2, ["a"])
+    with pytest.raises(EvidenceError, match=r"layer4.*neuron 1"):
+        dk.create("method", "netdissect").label(ev)

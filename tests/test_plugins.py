@@ -1,0 +1,156 @@
+"""The plugin host: entry-point discovery, broken and blocked plugins, duplicates, misspelled hooks."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import dissectkit as dk
+from dissectkit.errors import ComponentError, PluginError
+from dissectkit.plugins import Host, get_host
+
+
+def make_distribution(root: Path, dist: str, module: str, source: str, ep_name: str | None = None) -> None:
+    """A throwaway installed distribution: its package plus a dist-info with a `dissectkit` entry point."""
+    (root / module).mkdir(parents=True)
+    (root / module / "__init__.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[dissectkit]\n{ep_name or module} = {module}\n")
+    (info / "RECORD").write_text("")
+
+
+WORDS_PLUGIN = """
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+from dissectkit.types import Concept
+
+class WordsParams(Params):
+    n: int = 3
+
+class Words:
+    def __init__(self, n):
+        self.concepts = [Concept(f"word {i}", category="thirdparty") for i in range(n)]
+
+@hookimpl
+def dissectkit_register_concept_sets(registry):
+    registry.add("concepts", "tp-words", lambda p, ctx: Words(p.n), params=WordsParams, description="third-party words")
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh site directory on sys.path; the global host is rebuilt afterwards."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield site
+    monkeypatch.undo()
+    importlib.invalidate_caches()
+    get_host(reload=True)
+
+
+def test_builtins_are_registered_through_the_hooks():
+    host = Host()
+    builtin = [r for r in host.records if r.distribution == "dissectkit"]
+    assert builtin and all(r.name.startswith("builtin:") for r in builtin)
+    for spec in host.registry.list():
+        assert spec.kind in dk.KINDS and spec.params is not None and spec.distribution
+
+
+def test_third_party_distribution_is_discovered_and_usable(site, tmp_path):
+    make_distribution(site, "dissectkit-words", "dk_words", WORDS_PLUGIN)
+    host = get_host(reload=True)
+    rec = next(r for r in host.records if r.distribution == "dissectkit-words")
+    assert rec.ok and rec.components == ["concepts:tp-words"] and rec.version == "0.1"
+    spec = next(s for s in dk.list_components("concepts") if s.name == "tp-words")
+    assert spec.distribution == "dissectkit-words" and spec.description == "third-party words"
+    words = dk.create("concepts", "tp-words", n=2)
+    assert [c.text for c in words.concepts] == ["word 0", "word 1"]
+    with pytest.raises(ComponentError, match="tp-words' params"):
+        dk.create("concepts", "tp-words", n="two")
+    # a recipe names it like any built-in
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "dissector: {name: open-clip, params: {model: ViT-B-32}}\n"
+        "target: {name: timm, params: {model: resnet18}, layers: [layer4]}\n"
+        "probe: {name: image-folder, params: {root: images}}\n"
+        "concepts: {name: tp-words, params: {n: 4}}\nmethod: clip-dissect\n"
+    )
+    from dissectkit.recipe import validate_components
+
+    rec = dk.load_recipe(recipe)
+    validated = validate_components(rec, host.registry)
+    assert validated[id(rec.concepts)].n == 4
+
+
+def test_broken_plugin_is_recorded_not_fatal(site):
+    make_distribution(site, "dissectkit-broken", "dk_broken", "raise RuntimeError('boom at import')\n")
+    host = get_host(reload=True)
+    rec = next(r for r in host.records if r.distribution == "dissectkit-broken")
+    assert not rec.ok and "RuntimeError: boom at import" in rec.error
+    assert dk.list_components("method") == host.registry.list("method")  # the host still works
+    with pytest.raises(PluginError, match="dk_broken.*failed to load.*boom at import"):
+        Host(strict=True)
+
+
+def test_disable_plugins_blocks_by_name(site, monkeypatch):
+    make_distribution(site, "dissectkit-words", "dk_words", WORDS_PLUGIN)
+    monkeypatch.setenv("DISSECTKIT_DISABLE_PLUGINS", "other, dissectkit-words")
+    host = Host()
+    rec = next(r for r in host.records if r.distribution == "dissectkit-words")
+    assert rec.error == "disabled by DISSECTKIT_DISABLE_PLUGINS"
+    assert "tp-words" not in host.registry.names("concepts")
+
+
+def test_duplicate_component_names_an_error_naming_both(site):
+    make_distribution(site, "dissectkit-words", "dk_words", WORDS_PLUGIN)
+    make_distribution(site, "dissectkit-words-copy", "dk_words_copy", WORDS_PLUGIN)
+    host = Host()
+    failed = [r for r in host.records if r.error and "Duplicate" in r.error]
+    assert len(failed) == 1
+    assert "'dissectkit-words'" in failed[0].error and "'dissectkit-words-copy'" in failed[0].error
+    with pytest.raises(PluginError, match="Duplicate concepts name 'tp-words'"):
+        Host(strict=True)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("from dissectkit.hookspecs import hookimpl\n@hookimpl\ndef dissectkit_register_concepts(registry):\n    pass\n",
+         "Unknown hook 'dissectkit_register_concepts'. Did you mean 'dissectkit_register_concept_sets'"),
+        ("def dissectkit_register_method(registry):\n    pass\n", "Did you mean 'dissectkit_register_methods'"),
+        ("def dissectkit_register_methods(registry):\n    pass\n", "decorate it with @hookimpl"),
+    ],
+)
+def test_misspelled_or_unmarked_hooks_are_caught(site, source, message):
+    module = f"dk_typo_{abs(hash(source)) % 10**8}"
+    make_distribution(site, "dissectkit-typo", module, source)
+    host = Host()
+    rec = next(r for r in host.records if r.distribution == "dissectkit-typo")
+    assert not rec.ok and message in rec.error
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(ComponentError, match="Unknown reporter 'cvs'. Did you mean 'csv'"):
+        dk.create("reporter", "cvs")
+    with pytest.raises(ComponentError, match="Unknown component kind 'dissectors'.*Did you mean 'dissector'"):
+        dk.list_components("dissectors")
+
+
+def test_plugins_json_cli_shows_the_broken_plugin(site, capsys):
+    from dissectkit.cli import main
+
+    make_distribution(site, "dissectkit-broken", "dk_broken", "import not_a_module_anywhere\n")
+    get_host(reload=True)
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    broken = next(d for d in data if d["distribution"] == "dissectkit-broken")
+    assert broken["ok"] is False and "not_a_module_anywhere" in broken["error"]
+    assert main(["--strict-plugins", "plugins"]) == 2
