@@ -76,8 +76,15 @@ def read_dicom(path: str | Path, voi_lut: bool = True) -> np.ndarray:
     arr = apply_modality_lut(raw, ds)
     if voi_lut and ("VOILUTSequence" in ds or "WindowCenter" in ds):
         arr = apply_voi_lut(arr, ds, index=0)
-    arr = np.asarray(arr, dtype=np.float64)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    arr = np.asarray(arr)
+    mono1 = str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    if np.issubdtype(arr.dtype, np.integer):  # fast path: no float LUT was applied
+        if mono1:
+            arr = arr.max() - arr
+        if arr.min() >= 0 and arr.max() <= 65535:
+            return arr.astype(np.uint16, copy=False)
+    arr = arr.astype(np.float64, copy=False)
+    if mono1:
         arr = arr.max() - arr
     return to_uint16(arr)
 

@@ -152,3 +152,10 @@ def test_compare_layer_without_any_concept(tmp_path):
     rows = list(csv.DictReader(paths["layers"].open()))
     assert rows[1]["threshold_b"] == "" and rows[1]["above_b"] == "0"
     assert "no concept" in write_html(result, tmp_path / "cmp", [a, b]).read_text()
+
+
+def test_runs_with_the_same_name_are_told_apart_by_directory(tmp_path):
+    a, b = make_run(tmp_path, name="tiny"), make_run(tmp_path, name="tiny", methods=("cos",))
+    b.out_dir = tmp_path / "tiny-cos"
+    pair = compare_runs([a, b])[0]
+    assert (pair.a.name, pair.b.name) == ("tiny", "tiny-cos")

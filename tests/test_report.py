@@ -189,3 +189,24 @@ def test_png_encoder_round_trips_through_pil(shape):
     arr = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     back = np.asarray(Image.open(io.BytesIO(png_bytes(arr))))
     assert back.shape == arr.shape and (back == arr).all()
+
+
+def test_sixteen_bit_images_are_stretched_for_display():
+    from dissectkit.report.assets import display_image
+
+    dim = np.full((8, 8), 1000, np.uint16)
+    dim[:4] = 3000  # a 12-bit image: would be nearly black if divided by 65535
+    arr = np.asarray(display_image(dim))
+    assert arr.shape == (8, 8, 3) and arr[:4].min() == 255 and arr[4:].max() == 0
+
+
+def test_concept_text_is_escaped(tmp_path):
+    from dissectkit.types import Concept
+
+    run = make_run(tmp_path, live=False)
+    evil = '<script>alert("x")</script>'
+    run.concepts.append(Concept(evil, "a&b"))
+    run.label_sets[0].layers["relu1"].neurons[0] = [(evil, 0.5)]
+    html = write_html_report(run, tmp_path / "out").read_text()
+    assert evil not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert 'data-category="a&amp;b"' in html

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def tiny_net(seed: int = 0):
     return net
 
 
-def spatial_outputs(net, probe) -> dict[str, "object"]:
+def spatial_outputs(net, probe) -> dict[str, Any]:
     """Unpooled outputs ``[N, K, h, w]`` of every layer for the whole probe."""
     import torch
 

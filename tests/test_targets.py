@@ -24,7 +24,7 @@ def _ref_model(seed=1):
     import timm
 
     torch.manual_seed(seed)
-    return timm.create_model("resnet18", num_classes=3)
+    return timm.create_model("resnet10t", num_classes=3)
 
 
 @pytest.mark.parametrize("container", ["plain", "state_dict", "model", "dataparallel"])
@@ -39,34 +39,34 @@ def test_timm_checkpoint_containers(tmp_path, container):
     }[container]
     path = tmp_path / "ckpt.pth"
     torch.save(obj, path)
-    t = _timm(model="resnet18", num_classes=3, checkpoint={"path": str(path)})
+    t = _timm(model="resnet10t", num_classes=3, checkpoint={"path": str(path)})
     assert not t.module.training
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(t.module(x), ref.eval()(x))
     # the fingerprint is the file content: same weights in another container -> another hash only if bytes differ
-    assert t.fingerprint() == _timm(model="resnet18", num_classes=3, checkpoint=str(path)).fingerprint()
+    assert t.fingerprint() == _timm(model="resnet10t", num_classes=3, checkpoint=str(path)).fingerprint()
 
 
 def test_timm_mismatch_report(tmp_path):
     path = tmp_path / "ckpt.pth"
     torch.save(_ref_model().state_dict(), path)
     with pytest.raises(WeightsError, match=r"mis-shaped keys: fc\.bias: checkpoint \(3,\) vs model \(5,\)"):
-        _timm(model="resnet18", num_classes=5, checkpoint=str(path))
+        _timm(model="resnet10t", num_classes=5, checkpoint=str(path))
     sd = _ref_model().state_dict()
     sd["extra.weight"] = torch.zeros(1)
     del sd["fc.bias"]
     torch.save(sd, path)
     with pytest.raises(WeightsError, match=r"missing keys: fc\.bias; unexpected keys: extra\.weight"):
-        _timm(model="resnet18", num_classes=3, checkpoint=str(path))
+        _timm(model="resnet10t", num_classes=3, checkpoint=str(path))
 
 
 def test_timm_pickle_needs_trust(tmp_path):
     path = tmp_path / "ckpt.tar"
     torch.save({"model": _ref_model().state_dict(), "config": argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(WeightsError, match="trust_checkpoint"):
-        _timm(model="resnet18", num_classes=3, checkpoint=str(path))
-    t = _timm(model="resnet18", num_classes=3, checkpoint=str(path), trust_checkpoint=True)
+        _timm(model="resnet10t", num_classes=3, checkpoint=str(path))
+    t = _timm(model="resnet10t", num_classes=3, checkpoint=str(path), trust_checkpoint=True)
     assert t.layers()[-1].n_neurons == 3
 
 
@@ -154,7 +154,7 @@ def test_densenet121_cxr(tmp_path):
         sd[f"module.densenet121.{k}"] = v
     torch.save({"state_dict": sd, "epoch": 1}, tmp_path / "chexnet.pth.tar")
     t = dk.create("target", "densenet121-cxr", _ctx=CTX, weights=str(tmp_path / "chexnet.pth.tar"))
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(t.module(x), ref(x))
     infos = {i.name: i for i in t.layers()}
@@ -170,6 +170,12 @@ def test_densenet121_cxr(tmp_path):
         t.module(x)
     h.remove()
     torch.testing.assert_close(feats["o"], torch.relu(ref.features(x)))
+    # masks follow the same resize 256 / centre crop 224: the top half (150 of 300 rows) -> 128 - 16 rows
+    m = np.zeros((300, 300), bool)
+    m[:150] = True
+    pm = t.preprocess_mask(m)
+    assert pm.shape == (224, 224) and pm.dtype == torch.bool
+    assert pm[:, 0].sum() == 112 and pm[:112].all()
     # preprocessing: resize 256, crop 224, (x - 0.5056) / 0.252
     p = t.preprocess(np.full((300, 300), 128, np.uint8))
     assert p.shape == (3, 224, 224)

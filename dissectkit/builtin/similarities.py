@@ -136,10 +136,10 @@ class _DenseP:
         return self.P[start:stop]
 
     def col_mean(self) -> torch.Tensor:
-        return self.P.double().mean(0).float()
+        return self.P.mean(0)
 
     def col_norm(self) -> torch.Tensor:
-        return self.P.double().norm(dim=0).float()
+        return self.P.norm(dim=0)
 
     def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
         return M.T @ self.P
@@ -260,7 +260,7 @@ class Cos(_Similarity):
     name = "cos"
 
     def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
-        A_hat = _safe_div_cols(A, A.double().norm(dim=0).float())
+        A_hat = _safe_div_cols(A, A.norm(dim=0))
         return _safe_div_cols(src.left_matmul(A_hat), src.col_norm())
 
 
@@ -270,16 +270,16 @@ class Cos3(_Similarity):
     def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
         import torch
 
-        A3 = (A - A.double().mean(0).float()).pow_(3)
-        A3 = A3 / A3.double().norm(dim=0).clamp_min(1e-3).float()
+        A3 = (A - A.mean(0)).pow_(3)
+        A3 /= A3.norm(dim=0).clamp_min(1e-3)
         N, C = src.shape
         mean = src.col_mean()
         S = torch.zeros((A.shape[1], C), dtype=torch.float32, device=A.device)
         sq = torch.zeros(C, dtype=torch.float64, device=A.device)
-        step = max(1, self._budget_elems() // max(C, 1) // 2)
+        step = max(1, min(self._budget_elems() // 2, 1 << 21) // max(C, 1))
         for s in range(0, N, step):
             Pb = (src.block(s, s + step) - mean).pow_(3)
-            sq += Pb.double().pow(2).sum(0)
+            sq += (Pb * Pb).sum(0).double()
             S.addmm_(A3[s : s + step].T, Pb)
         return S / sq.sqrt().clamp_min(1e-3).float()
 

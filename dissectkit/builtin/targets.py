@@ -123,6 +123,17 @@ class TorchTarget:
         """Raw probe image -> ``[C, H, W]`` float tensor (the model's eval transform)."""
         return self.transform(to_rgb8(image, self.channels))
 
+    def preprocess_mask(self, mask: Any):
+        """A boolean ``HxW`` probe mask put through the same resize / centre crop as ``preprocess``
+        (nearest neighbour), so it lines up with the model input: a bool tensor ``[h, w]``."""
+        import torch
+        from PIL import Image
+
+        pil = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255)
+        for step in _geometric_steps(self.transform):
+            pil = step(pil)
+        return torch.from_numpy(np.asarray(pil) > 127)
+
     def layers(self) -> list[LayerInfo]:
         """Every named submodule with a rank-2..4 tensor output, from one forward pass on zeros."""
         if self._layers is None:
@@ -141,6 +152,23 @@ class TorchTarget:
         self.module.to(device)
         self.device = str(device)
         return self
+
+
+def _geometric_steps(transform) -> list:
+    """The resize / crop steps of a torchvision ``Compose`` (before ToTensor), with nearest sampling."""
+    from torchvision import transforms as T
+
+    steps = []
+    for t in getattr(transform, "transforms", [transform]):
+        if isinstance(t, T.Resize):
+            steps.append(T.Resize(t.size, interpolation=T.InterpolationMode.NEAREST, max_size=t.max_size))
+        elif isinstance(t, T.CenterCrop | T.Pad):
+            steps.append(t)
+        elif type(t).__name__ in ("ResizeKeepRatio", "CenterCropOrPad"):
+            steps.append(t)  # timm's own geometric steps; applied as they are
+        elif isinstance(t, T.ToTensor) or "ToTensor" in type(t).__name__ or isinstance(t, T.Normalize):
+            break
+    return steps
 
 
 def _params_or_buffers(module):

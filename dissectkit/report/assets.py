@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.imaging import to_pil
+from dissectkit.imaging import as_array, minmax_unit, to_pil
 
 MAX_MAP_SIDE = 32
 
@@ -97,6 +97,14 @@ def outline(mask: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int
     return rgba
 
 
+def display_image(image: Any):
+    """An RGB PIL image for display; 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
+    arr = as_array(image)
+    if arr.dtype != np.uint8:
+        arr = np.round(minmax_unit(arr) * 255.0).astype(np.uint8)
+    return to_pil(arr, "RGB")
+
+
 class ImageAssets:
     """Reads each needed probe image once; writes its thumbnail and mask outlines once."""
 
@@ -121,7 +129,7 @@ class ImageAssets:
 
         try:
             item = self.probe[index]
-            pil = to_pil(item.image, "RGB")
+            pil = display_image(item.image)
         except DissectkitError as exc:
             self.errors[index] = str(exc)
             return None

@@ -65,7 +65,10 @@ def sides(runs: list[Any]) -> list[Side]:
     names = [r.name for r in runs]
     out = []
     for i, run in enumerate(runs):
-        label = run.name if names.count(run.name) == 1 else f"{run.name}#{i + 1}"
+        label = run.name
+        if names.count(run.name) > 1:  # same run name: the directory names, else a number
+            dirs = [Path(r.out_dir).name for r in runs]
+            label = dirs[i] if dirs.count(dirs[i]) == 1 else f"{run.name}#{i + 1}"
         for ls in run.label_sets:
             many = len(run.label_sets) > 1
             name = ls.key if len(runs) == 1 else (f"{label}:{ls.key}" if many else label)

@@ -59,15 +59,16 @@ def load_tokenizer(name_or_dir: str, ctx: BuildContext, what: str = "tokenizer")
                 return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
             return AutoTokenizer.from_pretrained(name_or_dir, local_files_only=ctx.offline)
     except (OSError, ValueError) as exc:
+        detail = " ".join(str(exc).split())
         where = (
-            f"the directory {local} does not hold tokenizer files (vocab.txt / tokenizer.json)"
+            f"the directory {local} does not hold usable tokenizer files (vocab.txt / tokenizer.json): {detail}"
             if local.is_dir()
             else f"{name_or_dir!r} is neither a local directory nor in the Hugging Face cache"
             + (" and offline mode is on" if ctx.offline else " and it could not be downloaded")
         )
         raise WeightsError(
             f"Could not load the {what}: {where}. Fetch it on a connected machine with "
-            f"`{hub_fetch_hint(name_or_dir)}` (or point the `tokenizer` parameter at a local copy). ({exc})"
+            f"`{hub_fetch_hint(name_or_dir)}` (or point the `tokenizer` parameter at a local copy)."
         ) from None
 
 

@@ -51,11 +51,16 @@ class HfClipDissector(TorchDissectorBase):
                 model = AutoModel.from_pretrained(source, revision=params.revision, local_files_only=offline)
                 processor = AutoProcessor.from_pretrained(source, revision=params.revision, local_files_only=offline)
         except OSError as exc:
-            where = f"local directory {local}" if local.is_dir() else f"{params.model!r}"
-            mode = " and offline mode is on" if ctx.offline and not local.is_dir() else ""
+            detail = " ".join(str(exc).split())
+            if local.is_dir():
+                problem = f"the local directory {local} is not a complete save_pretrained directory ({detail})"
+            elif ctx.offline:
+                problem = f"{params.model!r} is not in the local Hugging Face cache and offline mode is on"
+            else:
+                problem = f"{params.model!r} could not be loaded ({detail})"
             raise WeightsError(
-                f"hf-clip could not load {where}{mode}: {exc}. Fetch it on a connected machine with "
-                f"`{hub_fetch_hint(params.model)}`, or save model and processor with save_pretrained into a directory."
+                f"hf-clip: {problem}. Fetch it on a connected machine with `{hub_fetch_hint(params.model)}`, "
+                "or point `model` at a directory holding the model and processor (save_pretrained)."
             ) from None
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ComponentError(

@@ -18,7 +18,7 @@ from dissectkit.registry import Params
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
-_MASK_PROBES = ("synth-mammo", "cbis-ddsm")
+_MASK_PROBES = ("synth-mammo", "cbis-ddsm", "nih-cxr14", "csv (with a mask column)")
 
 
 class NetDissectParams(Params):
@@ -51,7 +51,7 @@ def _mask_probe_hint() -> str:
         names = [s.name for s in get_host().registry.list("probe") if s.metadata.get("has_masks")]
     except Exception:  # noqa: BLE001 - only a hint
         names = []
-    return ", ".join(repr(n) for n in (names or _MASK_PROBES))
+    return ", ".join(dict.fromkeys([*names, *_MASK_PROBES]))
 
 
 class NetDissect:

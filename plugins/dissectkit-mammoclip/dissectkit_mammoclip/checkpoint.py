@@ -40,9 +40,9 @@ class WeightsParams(Params):
         return value
 
 
-def read(params: WeightsParams, ctx: BuildContext, what: str) -> tuple[Path, dict[str, Any], Any]:
+def read(params: WeightsParams, ctx: BuildContext, what: str, path: Path | None = None) -> tuple[Path, dict[str, Any], Any]:
     """(local path, state dict, the container's ``config`` or None). Optimizer state is dropped."""
-    path = resolve(params.weights, ctx, what=what)
+    path = path or resolve(params.weights, ctx, what=what)
     obj = load_checkpoint(path, trust=params.trust_checkpoint, what=f"{what} {path.name}")
     config = obj.get("config") if isinstance(obj, dict) else None
     sd = extract_state_dict(obj, what=f"{what} {path}")

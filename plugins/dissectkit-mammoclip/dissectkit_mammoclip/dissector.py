@@ -6,7 +6,8 @@ from typing import Any
 
 from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, load_tokenizer
 from dissectkit.context import BuildContext
-from dissectkit.weights import file_fingerprint, load_state_dict_strict
+from dissectkit.errors import WeightsError
+from dissectkit.weights import file_fingerprint, load_state_dict_strict, resolve
 
 from . import checkpoint, model
 
@@ -25,9 +26,9 @@ class MammoClipParams(checkpoint.WeightsParams):
 
 class MammoClipDissector(TorchDissectorBase):
     def __init__(self, params: MammoClipParams, ctx: BuildContext) -> None:
-        path, sd, config = checkpoint.read(params, ctx, "Mammo-CLIP checkpoint")
+        path, self.tokenizer = self._files(params, ctx)
+        path, sd, config = checkpoint.read(params, ctx, "Mammo-CLIP checkpoint", path=path)
         self.variant = model.detect_variant(sd, config, params.variant, what=f"Mammo-CLIP checkpoint {path}")
-        self.tokenizer = load_tokenizer(params.tokenizer, ctx, what="Mammo-CLIP tokenizer (Bio_ClinicalBERT)")
         net = model.build_mammo_clip(sd, self.variant)
         load_state_dict_strict(net, sd, what=f"Mammo-CLIP checkpoint {path}", ignore=model.IGNORED)
         del sd
@@ -42,6 +43,22 @@ class MammoClipDissector(TorchDissectorBase):
             "mammo-clip", file_fingerprint(path, ctx), params.tokenizer, self.image_size, self.max_length,
             model.MEAN, model.STD,
         )
+
+    @staticmethod
+    def _files(params: MammoClipParams, ctx: BuildContext):
+        """Resolve the checkpoint and the tokenizer, reporting every missing one at once."""
+        errors, path, tokenizer = [], None, None
+        try:
+            path = resolve(params.weights, ctx, what="Mammo-CLIP checkpoint")
+        except WeightsError as exc:
+            errors.append(str(exc))
+        try:
+            tokenizer = load_tokenizer(params.tokenizer, ctx, what="Mammo-CLIP tokenizer (Bio_ClinicalBERT)")
+        except WeightsError as exc:
+            errors.append(str(exc))
+        if errors:
+            raise WeightsError("\n    ".join(errors))
+        return path, tokenizer
 
     def preprocess(self, image: Any):
         return model.preprocess_mammogram(image, self.image_size)
