@@ -119,25 +119,25 @@ def measure(dis, bare, batches, repeats: int, device: str):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def run_dissector():
-        for b in batches:
-            dis.encode_images(b)
-
-    def run_bare():
+    def run_bare(b):
         with torch.inference_mode(), dis._autocast():
-            for b in batches:
-                bare(b.to(device))
+            bare(b.to(device))
 
-    run_dissector(), run_bare()  # warm-up
-    times = {"dissector": [], "bare": []}
-    for _ in range(repeats):
-        for name, fn in (("bare", run_bare), ("dissector", run_dissector)):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return statistics.median(times["dissector"]), statistics.median(times["bare"])
+    for b in batches[:1]:  # warm-up
+        dis.encode_images(b), run_bare(b)
+    totals = {"dissector": [], "bare": []}
+    for _ in range(repeats):  # interleaved batch by batch, so load drift hits both sides alike
+        acc = {"dissector": 0.0, "bare": 0.0}
+        for b in batches:
+            for name, fn in (("bare", run_bare), ("dissector", dis.encode_images)):
+                sync()
+                t0 = time.perf_counter()
+                fn(b)
+                sync()
+                acc[name] += time.perf_counter() - t0
+        for name in acc:
+            totals[name].append(acc[name])
+    return statistics.median(totals["dissector"]), statistics.median(totals["bare"])
 
 
 def main() -> None:
@@ -149,8 +149,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--mammo-size", type=int, nargs=2, default=[512, 320], help="Mammo-CLIP input H W (1520 912 = real)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--mammo-size", type=int, nargs=2, default=[256, 160], help="Mammo-CLIP input H W (1520 912 = real)")
     ap.add_argument("--only", nargs="*", default=["mammo-clip", "medclip", "open-clip", "hf-clip"])
     args = ap.parse_args()
     builders = {"mammo-clip": build_mammo_clip, "medclip": build_medclip, "open-clip": build_open_clip,

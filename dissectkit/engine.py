@@ -345,10 +345,13 @@ class TextEncoder:
 
 
 def _probe_subset_loader(res: Resolved, slot: TargetSlot, indices: list[int], with_masks: bool):
-    """A DataLoader over chosen probe images giving (target input, masks) batches."""
+    """A DataLoader over chosen probe images giving (target input, masks) batches; masks are
+    aligned with the target's input when it offers ``preprocess_mask``."""
+    import numpy as np
     from torch.utils.data import DataLoader
 
     probe, pre = res.probe, slot.instance.preprocess
+    align = getattr(slot.instance, "preprocess_mask", None)
 
     class _View:
         def __len__(self) -> int:
@@ -356,7 +359,10 @@ def _probe_subset_loader(res: Resolved, slot: TargetSlot, indices: list[int], wi
 
         def __getitem__(self, j: int):
             item = probe[indices[j]]
-            return pre(item.image), (item.masks if with_masks else None)
+            masks = item.masks if with_masks else None
+            if masks and callable(align):  # put masks through the target's resize / crop
+                masks = {c: np.asarray(align(m)) for c, m in masks.items()}
+            return pre(item.image), masks
 
     def collate(batch):
         import torch

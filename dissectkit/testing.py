@@ -72,6 +72,10 @@ def check_dissector(
 
     assert isinstance(dissector, Dissector), "dissector lacks embed_dim / preprocess / encode_* / fingerprint"
     assert isinstance(dissector.embed_dim, int) and dissector.embed_dim > 0, "embed_dim must be a positive int"
+    module = getattr(dissector, "model", None)
+    if module is not None and hasattr(module, "modules"):
+        training = [type(m).__name__ for m in module.modules() if getattr(m, "training", False)]
+        assert not training, f"dissector.model is not in eval mode ({', '.join(sorted(set(training))[:5])} in training mode)"
     fp = dissector.fingerprint()
     assert isinstance(fp, str) and fp, "fingerprint() must return a non-empty string"
     assert fp == dissector.fingerprint(), "fingerprint() is not stable"

@@ -115,3 +115,17 @@ def test_to_png_converter(tmp_path):
     np.testing.assert_array_equal(a, mammo_clip_png(read_dicom(src / "s1" / "a.dicom")))
     # MONOCHROME1 was inverted: the breast is bright in the PNG too
     assert b.mean() > 60
+
+
+@pytest.mark.parametrize("syntax", ["JPEG2000Lossless", "RLELossless"])
+def test_compressed_syntaxes_decode_losslessly(tmp_path, syntax):
+    """RSNA ships JPEG-2000 inside DICOM: decoded through pylibjpeg-openjpeg, bit-exact."""
+    import pydicom
+    from pydicom import uid
+
+    px = mammogram(64, 48, seed=3)
+    ds = pydicom.dcmread(write_dicom(tmp_path / "src.dcm", px))
+    ds.compress(getattr(uid, syntax), **({"encoding_plugin": "pylibjpeg"} if "JPEG" in syntax else {}))
+    ds.save_as(tmp_path / "c.dcm")
+    assert pydicom.dcmread(tmp_path / "c.dcm").file_meta.TransferSyntaxUID == getattr(uid, syntax)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "c.dcm"), px)

@@ -86,18 +86,19 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path, tiny_openclip_dir,
     env = {**os.environ, "DISSECTKIT_CACHE": str(tmp_path / "cache-killed")}
     args = [sys.executable, "-m", "dissectkit.cli", "run", str(recipe), "--quiet", "--set", "runtime.batch_size=5", "--set", "runtime.chunk_images=10"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    chunks_dir = tmp_path / "cache-killed" / "acts"
+    embeds_dir = tmp_path / "cache-killed" / "embeds"
     deadline = time.time() + 120
     done = 0
     while time.time() < deadline and proc.poll() is None:
-        done = len(list(chunks_dir.glob("*/chunk_*.safetensors"))) if chunks_dir.exists() else 0
-        if done >= 3:  # the first of 6 chunks of each of the 3 layers
+        # a chunk's embeddings are written after its activations: one finished chunk of 6
+        done = len(list(embeds_dir.glob("*/chunk_*.safetensors"))) if embeds_dir.exists() else 0
+        if done >= 1:
             os.kill(proc.pid, signal.SIGKILL)
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
-    assert 3 <= done < 18
+    assert 1 <= done < 6
     resumed = subprocess.run(args, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -100,6 +100,15 @@ def test_vindr_dicom_layout(tmp_path):
     assert len(train) == 2 and not train.skipped
     crop = probe("vindr-mammo", root=str(tmp_path), breast_crop=True)[1].image
     assert crop.shape[0] < 120 and crop.shape[1] < 80 and crop.dtype == np.uint16
+    boxed = probe("vindr-mammo", root=str(tmp_path), box_masks=True)
+    assert boxed.has_masks and not p.has_masks
+    m = boxed[0].masks
+    assert set(m) == {"mass", "suspicious calcification"}
+    assert m["mass"].sum() == 29 * 38 and m["suspicious calcification"].sum() == 29 * 38  # union of both boxes
+    assert boxed[1].masks == {}
+    # with the breast crop, masks are cut like the image
+    cropped = probe("vindr-mammo", root=str(tmp_path), box_masks=True, breast_crop=True)[0]
+    assert cropped.masks["mass"].shape == cropped.image.shape
 
 
 def test_vindr_mammo_clip_png_layout(tmp_path):
@@ -129,10 +138,19 @@ def test_rsna(tmp_path):
                                         "2,10006,1459541791,L,MLO,61.0,1,1,1,0,0,B,29,False\n")
     for img in ("462822612", "1459541791"):
         write_dicom(tmp_path / "train_images" / "10006" / f"{img}.dcm", mammogram(seed=int(img) % 7), bits_stored=16)
+    # RSNA's files are mostly JPEG-2000 inside DICOM
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    j2k = tmp_path / "train_images" / "10006" / "1459541791.dcm"
+    ds = pydicom.dcmread(j2k)
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    ds.save_as(j2k)
     p = probe("rsna-mammo", root=str(tmp_path))
     assert len(p) == 2 and p[1].id == "10006/1459541791"
     assert p[1].labels["cancer"] == 1 and p[1].labels["density"] == "B" and p[0].labels["age"] == 61
     assert p[0].image.dtype == np.uint16
+    np.testing.assert_array_equal(p[1].image, mammogram(seed=1459541791 % 7))
     (tmp_path / "train.csv").write_text("patient_id,img_id\n1,2\n")
     with pytest.raises(DataError, match=r"'image_id'.*Columns found: 'patient_id', 'img_id'"):
         probe("rsna-mammo", root=str(tmp_path))

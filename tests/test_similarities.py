@@ -248,3 +248,14 @@ def test_lazy_p_statistics_match_dense():
     torch.testing.assert_close(lazy.col_norm(), P.norm(dim=0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(lazy.col_mean(), P.mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(lazy.left_matmul(A), A.T @ P, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_products_never_underflow():
+    # a very peaked softmax makes most Q ~ 0, so each term sits at its lower bound (eps, or
+    # 1 - p_j + eps with p_start = 1): the grouping must keep every product inside float range
+    _, _, P, A = _data(N=200, K=6, C=9, seed=10)
+    kw = dict(top_k=90, a=60.0, p_start=1.0, p_end=0.5)
+    S = dk.create("similarity", "soft_wpmi", **kw)(P, A)
+    _close(S, ref_soft_wpmi(P.double().numpy(), A.double().numpy(), **kw))
+    S = dk.create("similarity", "wpmi", a=60.0, top_k=120)(P, A)
+    _close(S, ref_wpmi(P.double().numpy(), A.double().numpy(), a=60.0, top_k=120))

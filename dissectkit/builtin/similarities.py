@@ -338,7 +338,7 @@ class _PMI(_Similarity):
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
 
         top = top_indices(A, k)  # [K, k]
-        L = torch.empty((K, C), dtype=torch.float32, device=A.device)
+        L = torch.empty((K, C), dtype=torch.float64, device=A.device)  # |L| ~ top_k * 6: keep float64
         budget = self._budget_elems()
         for ks, ke, rows in _neuron_groups(top, budget // max(C, 1), N):
             Q = _softmax_rows(src, rows, prm.a, 1 << 20)
@@ -353,10 +353,10 @@ class _PMI(_Similarity):
                 L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
         step = max(1, budget // 4 // max(K, 1))
         for c0 in range(0, C, step):  # the prior couples every neuron of the layer
-            Lc = L[:, c0 : c0 + step].double()
+            Lc = L[:, c0 : c0 + step]
             prior = torch.logsumexp(Lc, dim=0) - math.log(K)
             L[:, c0 : c0 + step] = Lc - prm.lam * prior
-        return L
+        return L.float()
 
 
 def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):
@@ -403,7 +403,7 @@ def _log_prod_sum(Q, pos, terms, groups, dtype):
 
     kc = pos.shape[0]
     C = Q.shape[1]
-    acc = torch.zeros((kc, C), dtype=dtype, device=Q.device)
+    acc = torch.zeros((kc, C), dtype=torch.float64, device=Q.device)
     prod = torch.empty((kc, C), dtype=dtype, device=Q.device)
     buf = torch.empty((kc, C), dtype=dtype, device=Q.device)
     for grp in groups:
@@ -415,7 +415,7 @@ def _log_prod_sum(Q, pos, terms, groups, dtype):
             torch.index_select(Q, 0, pos[:, j], out=buf)
             prod.mul_(buf.add_(d))
         acc.add_(prod.log_())
-    return acc.float()
+    return acc
 
 
 class Wpmi(_PMI):

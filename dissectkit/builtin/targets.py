@@ -248,11 +248,12 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
     except Exception as exc:  # noqa: BLE001 - hub / network failures come in many classes
         if not pretrained:
             raise ComponentError(f"timm could not build {name!r}: {exc}") from None
+        hub = _timm_hub_id(name)
+        fetch = f"`hf download {hub}`" if hub else "timm.create_model(..., pretrained=True) once online"
         raise WeightsError(
             f"Pretrained weights for timm model {name!r} are not available locally "
             f"({'offline mode is on' if ctx.offline else 'download failed'}: {exc.__class__.__name__}). "
-            f"Fetch them on a connected machine (e.g. `hf download timm/{name}`), or set `checkpoint` "
-            f"to a local weights file."
+            f"Fetch them on a connected machine with {fetch}, or set `checkpoint` to a local weights file."
         ) from None
     identity = f"timm:{name}:{sorted(kwargs.items())}"
     if params.checkpoint is not None:
@@ -269,6 +270,16 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
     data_cfg = resolve_data_config(overrides, model=model)
     transform = create_transform(**data_cfg, is_training=False)
     return TorchTarget(model, transform, tuple(data_cfg["input_size"]), identity, ctx)
+
+
+def _timm_hub_id(name: str) -> str | None:
+    try:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+        return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    except Exception:  # noqa: BLE001 - only used for the hint
+        return None
 
 
 # -- torchvision -------------------------------------------------------------------------------------

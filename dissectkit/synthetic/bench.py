@@ -29,7 +29,7 @@ TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-gen
 INNER_LAYERS = ("blocks.1", "blocks.3", "blocks.5")
 OUTPUT_LAYER = "classifier"
 DEFAULT_METHOD = "clip-dissect:soft_wpmi"
-MAMMI_TEMPLATE = "A mammogram showing {}"
+MAMMI_TEMPLATE = "There is {} in the breast."  # words the synthetic reports use
 
 
 def lexical_embed(texts: list[str], dim: int = 2048):

@@ -436,8 +436,8 @@ class SynthMammoGenerator:
         rr = Rc * np.sqrt(rng.uniform(0, 1, n))
         th = rng.uniform(0, 2 * math.pi, n)
         cx, cy = x + rr * np.cos(th), y + rr * np.sin(th)
-        sig = s * rng.uniform(0.55, 1.0, n)
-        amp = rng.uniform(0.45, 0.7, n)
+        sig = s * rng.uniform(0.8, 1.3, n)
+        amp = rng.uniform(0.5, 0.75, n)
         sl, py, px = _patch(x, y, Rc + 5 * s, h, w)
         mask = np.zeros((h, w), bool)
         mask[sl] = self._dots(img, sl, px, py, cx, cy, sig, amp)
@@ -484,7 +484,7 @@ class SynthMammoGenerator:
         cx, cy = np.array(cx), np.array(cy)
         keep = rng.random(len(cx)) < 0.85
         cx, cy = cx[keep], cy[keep]
-        sig = s * rng.uniform(0.5, 0.8, len(cx))
+        sig = s * rng.uniform(0.75, 1.05, len(cx))
         amp = rng.uniform(0.45, 0.65, len(cx))
         sl, py, px = _patch(x, y, L * 0.75 + 4 * s, h, w)
         mask = np.zeros((h, w), bool)
@@ -527,7 +527,7 @@ class SynthMammoGenerator:
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.7)
         ang = rng.uniform(0, math.pi)
-        L = 4.5 * s * rng.uniform(0.9, 1.3)
+        L = 6.0 * s * rng.uniform(0.9, 1.3)
         c, sn = math.cos(ang), math.sin(ang)
         # a "U"-shaped clip: two arms and a base
         arms = []
@@ -537,7 +537,7 @@ class SynthMammoGenerator:
         arms.append((arms[0][0], arms[0][1], arms[1][0], arms[1][1]))
         sl, py, px = _patch(x, y, L + 3 * s, h, w)
         dist = _segment_distance(px, py, np.array(arms, np.float32))
-        body = np.clip(1.2 - dist / (0.8 * s), 0, 1)
+        body = np.clip(1.3 - dist / (1.1 * s), 0, 1)
         img[sl] = np.maximum(img[sl], (rng.uniform(0.95, 1.0) * body).astype(np.float32))
         mask = np.zeros((h, w), bool)
         mask[sl] = dist < 1.8 * s

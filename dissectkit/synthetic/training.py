@@ -29,15 +29,15 @@ class TrainConfig:
     """Sizes of one training run (``quick`` shrinks everything for tests)."""
 
     seed: int = 0
-    n_train: int = 3000
-    n_eval: int = 600
+    n_train: int = 2500
+    n_eval: int = 500
     clip_epochs: int = 6
     clip_batch: int = 64
     clip_lr: float = 3e-3
-    concepts_epochs: int = 3
+    concepts_epochs: int = 4
     malignancy_epochs: int = 1
-    malignancy_train: int = 1500
-    general_train: int = 1200
+    malignancy_train: int = 1200
+    general_train: int = 1000
     general_epochs: int = 2
     batch: int = 64
     lr: float = 3e-3
@@ -45,8 +45,8 @@ class TrainConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> TrainConfig:
-        return cls(seed=seed, n_train=96, n_eval=64, clip_epochs=1, clip_batch=32, concepts_epochs=1,
-                   malignancy_epochs=1, malignancy_train=64, general_train=32, general_epochs=1, batch=32)
+        return cls(seed=seed, n_train=48, n_eval=40, clip_epochs=1, clip_batch=16, concepts_epochs=1,
+                   malignancy_epochs=1, malignancy_train=32, general_train=16, general_epochs=1, batch=16)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -271,6 +271,7 @@ def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = prin
     log("Training synth-clip (contrastive, image vs report) ...")
     clip = train_clip(cfg, x, samples, log)
     zs = zero_shot_auc(clip, xe, [s.labels for s in samples_e])
+    log(f"  synth-clip held-out zero-shot AUC, mean over findings: {_mean([zs[f] for f in vocab.FINDINGS])}")
     timings["clip_s"] = time.time() - t
     save_file(state_dict_fp16(clip), str(out_dir / "synth_clip.safetensors"))
 
@@ -281,6 +282,7 @@ def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = prin
     concepts = train_classifier(concepts, x, y, cfg.concepts_epochs, cfg.batch, cfg.lr, cfg.seed, log, "concepts")
     pe = predict(concepts, xe).numpy()
     concept_auc = {c: auc(pe[:, j], ye[:, j].numpy()) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
+    log(f"  concepts held-out AUC, mean over outputs: {_mean(list(concept_auc.values()))}")
     timings["concepts_s"] = time.time() - t
     save_file(state_dict_fp16(concepts), str(out_dir / "synth_effnet_concepts.safetensors"))
 

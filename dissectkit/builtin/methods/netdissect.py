@@ -69,7 +69,7 @@ class NetDissect:
         import torch
         import torch.nn.functional as F
 
-        budget = max(1, int(self.params.max_memory_mb * 2**20 / 4 / 8))
+        budget = max(1, int(self.params.max_memory_mb * 2**20 / 2 / 32))  # ~32 bytes of temporaries per value
         for batch in evidence.spatial_maps():
             maps = torch.as_tensor(batch.maps)
             if maps.ndim != 4:
@@ -110,9 +110,7 @@ class NetDissect:
         for s, Fk, _ in self._images(evidence, k0, k1, device):
             hi = (order_key(Fk) >> 16).long() + (_BINS // 2)
             rows = torch.arange(s, s + Fk.shape[0], device=device).unsqueeze(1) * _BINS
-            hist.view(-1).index_add_(
-                0, (rows + hi).flatten(), torch.ones(hi.numel(), dtype=torch.int64, device=device)
-            )
+            hist.view(-1).index_add_(0, (rows + hi).flatten(), _ones(hi.numel(), device))
             if s == 0:
                 total += Fk.shape[1]
         if total == 0:
@@ -155,7 +153,7 @@ class NetDissect:
             low = (key & 0xFFFF).long()
             rows = sel[keep].unsqueeze(1).expand_as(low)
             flat = (rows * _BINS + low)[inside]
-            hist.view(-1).index_add_(0, flat, torch.ones(flat.numel(), dtype=torch.int64, device=device))
+            hist.view(-1).index_add_(0, flat, _ones(flat.numel(), device))
         from_top = hist.flip(1).cumsum(1)
         pos = (from_top < ranks.unsqueeze(1)).sum(1)
         low = (_BINS - 1) - pos
@@ -229,3 +227,10 @@ class NetDissect:
 
 def make_netdissect(params: NetDissectParams, ctx: Any) -> NetDissect:
     return NetDissect(params, ctx)
+
+
+def _ones(n: int, device: str):
+    """``n`` int64 ones without allocating them (a stride-0 view)."""
+    import torch
+
+    return torch.ones(1, dtype=torch.int64, device=device).expand(n)

@@ -35,6 +35,7 @@ class VindrParams(ProbeParams):
     split: str = "all"
     layout: Literal["auto", "dicom", "png"] = "auto"
     images_root: str | None = None
+    box_masks: bool = False
 
 
 class RsnaParams(ProbeParams):
@@ -93,19 +94,29 @@ class VindrMammoProbe(BaseProbe):
                     f"{MAMMO_CLIP_CSV} (Mammo-CLIP PNG layout)."
                 )
         split = _split_name(params.split)
-        records = self._dicom(root, split) if layout == "dicom" else self._png(root, split, params)
+        if params.box_masks and layout != "dicom":
+            raise DataError("vindr-mammo: box_masks needs the PhysioNet DICOM layout (original pixel coordinates).")
+        self.has_masks = params.box_masks
+        records = self._dicom(root, split, params.box_masks) if layout == "dicom" else self._png(root, split, params)
         super().__init__(records, params, ctx, root)
 
     @staticmethod
-    def _dicom(root: Path, split: str | None) -> list[Record]:
+    def _dicom(root: Path, split: str | None, box_masks: bool = False) -> list[Record]:
         cols = ["study_id", "image_id", "laterality", "view_position", "breast_birads", "breast_density", "split"]
         breast = read_csv(root / BREAST_CSV, cols)
         findings: dict[str, list[str]] = {}
-        if (root / FINDING_CSV).is_file():
-            fdf = read_csv(root / FINDING_CSV, ["image_id", "finding_categories"])
-            for image_id, cats in zip(fdf["image_id"], fdf["finding_categories"], strict=True):
-                acc = findings.setdefault(image_id, [])
-                acc.extend(c for c in _categories(cats) if c != "No Finding" and c not in acc)
+        boxes: dict[str, dict[str, list]] = {}
+        if (root / FINDING_CSV).is_file() or box_masks:
+            cols = ["image_id", "finding_categories"] + (["xmin", "ymin", "xmax", "ymax"] if box_masks else [])
+            fdf = read_csv(root / FINDING_CSV, cols)
+            for row in fdf.to_dict("records"):
+                cats = [c for c in _categories(row["finding_categories"]) if c != "No Finding"]
+                acc = findings.setdefault(row["image_id"], [])
+                acc.extend(c for c in cats if c not in acc)
+                if box_masks and cats and row["xmin"] != "":
+                    box = tuple(float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+                    for c in cats:
+                        boxes.setdefault(row["image_id"], {}).setdefault(c.lower(), []).append(box)
         records = []
         for row in breast.to_dict("records"):
             if split is not None and row["split"] != split:
@@ -121,7 +132,7 @@ class VindrMammoProbe(BaseProbe):
                 "split": row["split"],
             }
             path = root / "images" / row["study_id"] / f"{row['image_id']}.dicom"
-            records.append(Record(path, row["image_id"], labels))
+            records.append(Record(path, row["image_id"], labels, boxes.get(row["image_id"], {})))
         return records
 
     @staticmethod

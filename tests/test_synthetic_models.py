@@ -1,0 +1,133 @@
+"""synth-clip and the synth-effnet targets: committed weights, contracts, zero-shot quality, training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dissectkit as dk
+from dissectkit.context import BuildContext
+from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.synthetic import vocab
+from dissectkit.synthetic.models import MODEL_INPUT, WEIGHTS_DIR, read_config
+
+CTX = BuildContext(device="cpu", offline=True)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return dk.create("dissector", "synth-clip", _ctx=CTX)
+
+
+def test_committed_weights_are_small_safetensors():
+    cfg = read_config()
+    total = 0
+    for name, file in cfg["files"].items():
+        path = WEIGHTS_DIR / file
+        assert path.suffix == ".safetensors" and path.exists(), name
+        total += path.stat().st_size
+    assert total < 12 * 2**20
+    assert cfg["concept_classes"] == list(vocab.CONCEPT_CLASSES)
+
+
+def test_clip_contract(clip):
+    assert clip.embed_dim == 128
+    arr = (np.random.default_rng(0).random((320, 192)) * 255).astype(np.uint8)
+    inputs = [arr, arr.astype(np.uint16) * 257, arr.astype(np.float32) / 255.0, np.repeat(arr[:, :, None], 3, 2),
+              Image.fromarray(arr), Image.fromarray(arr).convert("RGB")]
+    xs = [clip.preprocess(x) for x in inputs]
+    for x in xs:
+        assert x.shape == (3, *MODEL_INPUT) and x.dtype == torch.float32
+        assert torch.allclose(x, xs[0], atol=1e-2)
+    emb = clip.encode_images(torch.stack(xs[:2]))
+    assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    txt = clip.encode_texts(["round mass", "", "zzqx unknownword ☃", "a" * 300])
+    assert txt.shape == (4, 128) and torch.isfinite(txt).all()
+    assert torch.allclose(txt.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert clip.fingerprint() == dk.create("dissector", "synth-clip", _ctx=CTX).fingerprint()
+
+
+@pytest.mark.slow
+def test_zero_shot_auc_on_a_fresh_sample(clip):
+    """Mean zero-shot AUC over findings >= 0.85 on images the model never saw (probe seed 123)."""
+    from dissectkit.synthetic.training import auc, concept_targets
+
+    probe = dk.create("probe", "synth-mammo", n=300, seed=123)
+    items = [probe[i] for i in range(len(probe))]
+    x = torch.stack([clip.preprocess(it.image) for it in items])
+    sims = (clip.encode_images(x) @ clip.encode_texts(list(vocab.FINDINGS)).T).numpy()
+    y = np.array([concept_targets(it.labels) for it in items])[:, : len(vocab.FINDINGS)]
+    aucs = [auc(sims[:, j], y[:, j]) for j in range(len(vocab.FINDINGS))]
+    assert np.nanmean(aucs) >= 0.85, dict(zip(vocab.FINDINGS, aucs, strict=True))
+
+
+def test_targets_contract():
+    names = {}
+    for name in ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general"):
+        t = dk.create("target", name, _ctx=CTX)
+        assert not t.module.training
+        layers = {i.name: i for i in t.layers()}
+        assert {"blocks.0", "blocks.6", "conv_head", "classifier"} <= set(layers)
+        names[name] = layers["classifier"].n_neurons
+        x = t.preprocess((np.random.default_rng(1).random((320, 192)) * 255).astype(np.uint8))
+        assert x.shape == (3, *MODEL_INPUT)
+        with torch.no_grad():
+            assert t.module(x[None]).shape == (1, names[name])
+        assert t.ground_truth("blocks.3") is None
+    assert names == {"synth-effnet-concepts": 20, "synth-effnet-malignancy": 1, "synth-effnet-general": 8}
+    concepts = dk.create("target", "synth-effnet-concepts", _ctx=CTX)
+    assert concepts.ground_truth("classifier") == list(vocab.CONCEPT_CLASSES)
+    assert dk.create("target", "synth-effnet-malignancy", _ctx=CTX).ground_truth("classifier") is None
+
+
+def test_concepts_target_detects_findings():
+    """The classifier's output neurons rank images with their finding first (held-out seed 77)."""
+    from dissectkit.synthetic.training import auc, concept_targets
+
+    t = dk.create("target", "synth-effnet-concepts", _ctx=CTX)
+    probe = dk.create("probe", "synth-mammo", n=200, seed=77)
+    items = [probe[i] for i in range(len(probe))]
+    with torch.no_grad():
+        out = t.module(torch.stack([t.preprocess(it.image) for it in items])).numpy()
+    y = np.array([concept_targets(it.labels) for it in items])
+    aucs = [auc(out[:, j], y[:, j]) for j in range(y.shape[1])]
+    assert np.nanmean(aucs) > 0.8
+
+
+def test_weights_override_and_errors(tmp_path):
+    cfg = read_config()
+    for f in [*cfg["files"].values(), "synth_world.json"]:
+        shutil.copy(WEIGHTS_DIR / f, tmp_path / f)
+    t = dk.create("target", "synth-effnet-concepts", _ctx=CTX, weights={"path": str(tmp_path / cfg["files"]["synth-effnet-concepts"])})
+    ref = dk.create("target", "synth-effnet-concepts", _ctx=CTX)
+    assert t.fingerprint() == ref.fingerprint()
+    with pytest.raises(WeightsError, match="not found"):
+        dk.create("target", "synth-effnet-concepts", _ctx=CTX, weights={"path": str(tmp_path / "missing.safetensors")})
+    # a file of another architecture is refused with the mismatching keys named
+    with pytest.raises(WeightsError, match="classifier"):
+        dk.create("target", "synth-effnet-concepts", _ctx=CTX, weights={"path": str(tmp_path / cfg["files"]["synth-effnet-general"])})
+    with pytest.raises(ComponentError, match="unknown parameter"):
+        dk.create("dissector", "synth-clip", _ctx=CTX, checkpoint="x")
+
+
+@pytest.mark.slow
+def test_train_command_at_tiny_size(tmp_path):
+    from typer.testing import CliRunner
+
+    from dissectkit.cli import app
+
+    out = tmp_path / "w"
+    res = CliRunner().invoke(app, ["synth", "train", "--quick", "--seed", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "synth_world.json").read_text())
+    assert cfg["train"]["seed"] == 1 and cfg["train"]["n_train"] == 48
+    assert set(cfg["heldout"]["zero_shot_auc"]) == set(vocab.CONCEPT_CLASSES)
+    clip = dk.create("dissector", "synth-clip", _ctx=CTX, weights={"path": str(out / "synth_clip.safetensors")})
+    assert clip.encode_texts(["mass"]).shape == (1, 128)
+    t = dk.create("target", "synth-effnet-general", _ctx=CTX, weights={"path": str(out / "synth_effnet_general.safetensors")})
+    assert t.ground_truth("classifier") == cfg["general_classes"]
