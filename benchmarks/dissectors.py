@@ -22,7 +22,7 @@ import numpy as np
 
 def bert_tokenizer_dir(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    words = "mass calcification benign malignant breast dense normal the a of".split()
+    words = ["mass", "calcification", "benign", "malignant", "breast", "dense", "normal", "the", "a", "of"]
     (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     (root / "tokenizer_config.json").write_text('{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}')
     return root
@@ -126,10 +126,11 @@ def measure(dis, bare, batches, repeats: int, device: str):
     for b in batches[:1]:  # warm-up
         dis.encode_images(b), run_bare(b)
     totals = {"dissector": [], "bare": []}
-    for _ in range(repeats):  # interleaved batch by batch, so load drift hits both sides alike
+    pair = (("bare", run_bare), ("dissector", dis.encode_images))
+    for r in range(repeats):  # interleaved batch by batch (order alternating), so load drift hits both alike
         acc = {"dissector": 0.0, "bare": 0.0}
         for b in batches:
-            for name, fn in (("bare", run_bare), ("dissector", dis.encode_images)):
+            for name, fn in pair if r % 2 == 0 else pair[::-1]:
                 sync()
                 t0 = time.perf_counter()
                 fn(b)

@@ -120,3 +120,27 @@ def test_offline_missing_hub_model_is_named(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="offline mode is on.*hf download google/siglip-base-patch16-224"):
         dk.create("dissector", "hf-clip", _ctx=BuildContext(offline=True, cache_dir=tmp_path),
                   model="google/siglip-base-patch16-224")
+
+
+@pytest.mark.parametrize("change, expect", [
+    ("missing", "missing keys: visual_projection.weight"),
+    ("extra", "unexpected keys: extra.weight"),
+    ("shape", "mis-shaped keys: text_projection.weight"),
+])
+def test_mismatched_weights_are_refused(dirs, tmp_path, change, expect):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "clip"
+    shutil.copytree(dirs["root"] / "clip", folder)
+    sd = load_file(folder / "model.safetensors")
+    if change == "missing":
+        sd.pop("visual_projection.weight")
+    elif change == "extra":
+        sd["extra.weight"] = torch.zeros(2)
+    else:
+        sd["text_projection.weight"] = torch.zeros(5, 5)
+    save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=expect.replace(".", r"\.")):
+        dk.create("dissector", "hf-clip", _ctx=dirs["ctx"], model=str(folder))

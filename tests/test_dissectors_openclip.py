@@ -117,3 +117,21 @@ def test_bad_names_and_params(tiny, tmp_path):
     (empty / "open_clip_config.json").write_text(json.dumps({"model_cfg": CFG}))
     with pytest.raises(WeightsError, match="no weights file"):
         dk.create("dissector", "open-clip", _ctx=tiny["ctx"], pretrained=f"local-dir:{empty}")
+
+
+@pytest.mark.parametrize("change, expect", [
+    ("missing", "text_projection"),
+    ("extra", "extra.weight"),
+    ("shape", "logit_scale"),
+])
+def test_mismatched_checkpoint_is_refused(tiny, tmp_path, change, expect):
+    sd = dict(tiny["model"].state_dict())
+    if change == "missing":
+        sd.pop("text_projection")
+    elif change == "extra":
+        sd["extra.weight"] = torch.zeros(2)
+    else:
+        sd["logit_scale"] = torch.zeros(3)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match=expect):
+        dk.create("dissector", "open-clip", _ctx=tiny["ctx"], model="dk-tiny-clip", pretrained=str(tmp_path / "bad.pt"))

@@ -26,7 +26,7 @@ __all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES"]
 # ---------------------------------------------------------------------------------------------
 # parameters
 class _Budget(Params):
-    max_memory_mb: float = Field(1024.0, gt=0, description="bound on the temporaries held at once")
+    max_memory_mb: float = Field(512.0, gt=0, description="bound on the temporaries held at once")
     chunk_size: int | None = Field(None, ge=1, description="neurons per chunk (None: automatic)")
 
 
@@ -460,8 +460,9 @@ class RankReorder(_Similarity):
         base = torch.stack([(asc - asc[:, perm]).abs().pow(prm.p).mean(1) for perm in perms]).mean(0)
         S = torch.empty((K, C), dtype=torch.float32, device=A.device)
         budget = self._budget_elems()
-        cb = max(1, min(C, budget // 8 // max(n, 1)))
-        kc = prm.chunk_size or max(1, budget // 8 // (n * cb))
+        tile = min(budget // 8, 1 << 22)  # [neurons, n, concepts] values per step (~7 temporaries)
+        cb = max(1, min(C, tile // max(n, 1)))
+        kc = prm.chunk_size or max(1, tile // (n * cb))
         for ks, ke, rows in _neuron_groups(top, budget // 4 // max(C, 1), N):
             Prow = torch.empty((rows.numel(), C), dtype=torch.float32, device=A.device)
             step = max(1, budget // 4 // max(C, 1))

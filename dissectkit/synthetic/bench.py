@@ -67,29 +67,42 @@ def offline_dissectors(log: Callable[[str], None]) -> list[str]:
     return names
 
 
-def bench_recipe(n: int, seed: int, out_dir: Path, device: str, batch_size: int, dissectors: list[str]) -> dict[str, Any]:
+def bench_recipes(n: int, seed: int, out_dir: Path, device: str, batch_size: int, dissectors: list[str]) -> list[dict[str, Any]]:
+    """Two recipes sharing one cache: the mask-free methods on every benchmark layer, and the
+    mask-based ones (``netdissect``) on the inner layers only (where they are compared)."""
     import dissectkit as dk
 
-    methods: list[dict[str, Any]] = [
+    free: list[dict[str, Any]] = [
         {"name": "clip-dissect", "label": f"clip-dissect:{spec.name}", "params": {"similarity": spec.name}}
         for spec in dk.list_components("similarity")
     ]
+    masked: list[dict[str, Any]] = []
     for spec in dk.list_components("method"):
         if spec.name == "clip-dissect":
             continue
         params = {"template": MAMMI_TEMPLATE} if spec.name == "mammi" else {}
-        methods.append({"name": spec.name, "label": spec.name, "params": params})
-    return {
+        method = dk.create("method", spec.name, **params)
+        (masked if getattr(method, "needs_masks", False) else free).append({"name": spec.name, "label": spec.name, "params": params})
+    common = {
         "schema_version": 1,
-        "name": "bench_synthetic",
         "dissectors": [{"name": d} for d in dissectors],
-        "targets": [{"name": t, "layers": [*INNER_LAYERS, OUTPUT_LAYER]} for t in TARGETS],
         "probe": {"name": "synth-mammo", "params": {"n": n, "seed": seed}},
         "concepts": {"name": "synth-mammo-concepts"},
-        "methods": methods,
-        "output": {"dir": str(out_dir / "run"), "reporters": ["json"]},
-        "runtime": {"device": device, "batch_size": batch_size, "offline": True, "seed": seed},
+        "runtime": {"device": device, "batch_size": batch_size, "offline": True, "seed": seed,
+                    "cache_dir": str(out_dir / "cache")},
     }
+    recipes = [{
+        **common, "name": "bench_synthetic", "methods": free,
+        "targets": [{"name": t, "layers": [*INNER_LAYERS, OUTPUT_LAYER]} for t in TARGETS],
+        "output": {"dir": str(out_dir / "run_maskfree"), "reporters": ["json"]},
+    }]
+    if masked:
+        recipes.append({
+            **common, "name": "bench_synthetic_masks", "methods": masked,
+            "targets": [{"name": t, "layers": list(INNER_LAYERS)} for t in TARGETS],
+            "output": {"dir": str(out_dir / "run_masks"), "reporters": ["json"]},
+        })
+    return recipes
 
 
 def zero_shot(result: Any, n: int) -> dict[str, dict[str, float]]:
@@ -169,9 +182,15 @@ def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench
     out_dir.mkdir(parents=True, exist_ok=True)
     log("Finding the dissectors available offline ...")
     dissectors = offline_dissectors(log)
-    data = bench_recipe(n, seed, out_dir, device, batch_size, dissectors)
-    log(f"Running {len(data['methods'])} methods x {len(dissectors)} dissector(s) x {len(TARGETS)} targets on {n} images ...")
-    result = dk.run(recipe_from_dict(data))
+    recipes = bench_recipes(n, seed, out_dir, device, batch_size, dissectors)
+    result = None
+    for data in recipes:
+        log(f"Running {len(data['methods'])} method(s) x {len(dissectors)} dissector(s) x {len(TARGETS)} targets on {n} images ...")
+        res = dk.run(recipe_from_dict(data))
+        if result is None:
+            result = res
+        else:
+            result.label_sets.extend(res.label_sets)
     figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n)}
     (out_dir / "bench_synthetic.json").write_text(json.dumps(_clean(figures), indent=1) + "\n")
     (out_dir / "bench_synthetic.md").write_text(to_markdown(figures))

@@ -150,7 +150,7 @@ class SynthMammoGenerator:
         thr = float(np.quantile(field_[::4, ::4][inside[::4, ::4]], 1.0 - coverage))
         dense = 1.0 / (1.0 + np.exp(-(field_ - thr) / 0.12))
         fat = rng.uniform(0.20, 0.30)
-        d_amp = rng.uniform(0.22, 0.32) + 0.03 * comp
+        d_amp = rng.uniform(0.14, 0.22) + 0.02 * comp
         tissue = fat + d_amp * dense + 0.025 * smooth_noise(rng, h, w, (60, 36))
         img = np.where(inside, tissue, img)
         masks: dict[str, np.ndarray] = {vocab.COMPOSITIONS[comp]: inside & (dense > 0.5)}
@@ -274,7 +274,7 @@ class SynthMammoGenerator:
         h, w = img.shape
         s = self.scale
         a, cy = attrs["a"], attrs["cy"]
-        r = 5.0 * s * rng.uniform(0.85, 1.2)
+        r = 7.0 * s * rng.uniform(0.85, 1.2)
         p = _patch(a, cy, 3.5 * r, h, w)
         if p is None:
             return
@@ -300,9 +300,9 @@ class SynthMammoGenerator:
         theta = np.arctan2((yy - cy) / b, xx / a)
         t0 = rng.uniform(-1.2, 0.3)
         span = rng.uniform(0.7, 1.2)
-        thick = 7.0 * self.scale * rng.uniform(0.9, 1.3) / min(a, b)
+        thick = 14.0 * self.scale * rng.uniform(0.9, 1.3) / min(a, b)
         band = (rn <= 1.0) & (rn > 1.0 - thick) & (theta > t0) & (theta < t0 + span)
-        img += np.where(band, np.float32(rng.uniform(0.14, 0.2)), np.float32(0.0))
+        img += np.where(band, np.float32(rng.uniform(0.25, 0.32)), np.float32(0.0))
         tm = t0 + span / 2
         x, y = a * math.cos(tm), cy + b * math.sin(tm)
         return Finding(("skin thickening",), band, self.location(x, y, attrs))
@@ -318,7 +318,7 @@ class SynthMammoGenerator:
         v = -(px - x) * math.sin(ang) + (py - y) * math.cos(ang)
         d2 = (u / rx) ** 2 + (v / ry) ** 2
         tex = 0.75 + 0.25 * np.cos(0.9 * u / self.scale + rng.uniform(0, 6.28))
-        img[sl] += (rng.uniform(0.13, 0.2) * np.exp(-1.5 * d2) * tex).astype(np.float32)
+        img[sl] += (rng.uniform(0.25, 0.33) * np.exp(-1.5 * d2) * tex).astype(np.float32)
         mask = np.zeros((h, w), bool)
         mask[sl] = d2 < 1.0
         return Finding(("focal asymmetry",), mask, self.location(x, y, attrs))
@@ -330,7 +330,7 @@ class SynthMammoGenerator:
         p_spic = 0.7 if shape == "irregular mass" else 0.3
         margin = vocab.MASS_MARGINS[int(rng.random() < p_spic)]
         x, y = self._point(rng, attrs, rmax=0.68)
-        R = 11.0 * s * rng.uniform(0.8, 1.35)
+        R = 15.0 * s * rng.uniform(0.8, 1.3)
         ang = rng.uniform(0, math.pi)
         p = _patch(x, y, 2.6 * R, h, w)
         sl, py, px = p
@@ -352,7 +352,7 @@ class SynthMammoGenerator:
                 rr = rr / (1.0 + mod)
         edge = 0.8 * s if margin == "circumscribed margin" else 2.2 * s
         body = np.clip((radius - rr) / edge + 0.5, 0.0, 1.0)
-        amp = rng.uniform(0.2, 0.32)
+        amp = rng.uniform(0.35, 0.45)
         img[sl] += (amp * body * (0.85 + 0.15 * np.clip(1 - rr / radius, 0, 1))).astype(np.float32)
         ring = np.abs(rr - radius) < max(2.5 * s, 0.25 * radius)
         margin_mask = ring
@@ -365,8 +365,8 @@ class SynthMammoGenerator:
                 [x + r0 * np.cos(th), y + r0 * np.sin(th), x + (r0 + ln) * np.cos(th), y + (r0 + ln) * np.sin(th)], 1
             ).astype(np.float32)
             dist = _segment_distance(px, py, seg)
-            spic = np.clip(1.1 * s - dist, 0.0, 1.0 * s) / s
-            img[sl] += (amp * 0.75 * spic).astype(np.float32)
+            spic = np.clip(1.6 * s - dist, 0.0, 1.0 * s) / s
+            img[sl] += (amp * 1.0 * spic).astype(np.float32)
             margin_mask = ring | (dist < 1.6 * s)
         m_shape = np.zeros((h, w), bool)
         m_shape[sl] = rr < radius
@@ -380,7 +380,7 @@ class SynthMammoGenerator:
         h, w = img.shape
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.65)
-        L = 20 * s * rng.uniform(0.8, 1.25)
+        L = 26 * s * rng.uniform(0.8, 1.25)
         n = int(rng.integers(10, 17))
         th = rng.uniform(0, 2 * math.pi, n)
         r0 = L * rng.uniform(0.12, 0.25, n)
@@ -389,8 +389,8 @@ class SynthMammoGenerator:
         p = _patch(x, y, L + 3, h, w)
         sl, py, px = p
         dist = _segment_distance(px, py, seg.astype(np.float32))
-        line = np.clip(1.0 - dist / (1.0 * s), 0.0, 1.0)
-        img[sl] += (rng.uniform(0.16, 0.24) * line).astype(np.float32)
+        line = np.clip(1.0 - dist / (2.2 * s), 0.0, 1.0)
+        img[sl] += (rng.uniform(0.3, 0.42) * line).astype(np.float32)
         mask = np.zeros((h, w), bool)
         mask[sl] = (dist < 2.5 * s) & (np.hypot(px - x, py - y) < L)
         return Finding(("architectural distortion",), mask, self.location(x, y, attrs))
@@ -404,7 +404,7 @@ class SynthMammoGenerator:
         pect = attrs.get("pectoral")
         if pect:
             x = max(x, pect[0] * (1.0 - y / pect[1]) + 8 * s)
-        R = 5.5 * s * rng.uniform(0.85, 1.2)
+        R = 9.0 * s * rng.uniform(0.85, 1.2)
         el = rng.uniform(1.3, 1.6)
         ang = rng.uniform(0, math.pi)
         p = _patch(x, y, 2.2 * R, h, w)
@@ -414,7 +414,7 @@ class SynthMammoGenerator:
         d = np.sqrt((u / (R * el)) ** 2 + (v / R) ** 2)
         body = np.clip((1.0 - d) / 0.15, 0.0, 1.0)
         hilum = np.clip((0.55 - np.sqrt(((u - 0.6 * R * el) / (0.6 * R)) ** 2 + (v / (0.45 * R)) ** 2)) / 0.2, 0, 1)
-        amp = rng.uniform(0.24, 0.32)
+        amp = rng.uniform(0.4, 0.5)
         img[sl] += (amp * body * (1.0 - hilum)).astype(np.float32)
         mask = np.zeros((h, w), bool)
         mask[sl] = d < 1.0
@@ -431,13 +431,13 @@ class SynthMammoGenerator:
         h, w = img.shape
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.7)
-        Rc = 8 * s * rng.uniform(0.8, 1.3)
-        n = int(rng.integers(8, 16))
+        Rc = 10 * s * rng.uniform(0.8, 1.3)
+        n = int(rng.integers(12, 20))
         rr = Rc * np.sqrt(rng.uniform(0, 1, n))
         th = rng.uniform(0, 2 * math.pi, n)
         cx, cy = x + rr * np.cos(th), y + rr * np.sin(th)
-        sig = s * rng.uniform(0.8, 1.3, n)
-        amp = rng.uniform(0.5, 0.75, n)
+        sig = s * rng.uniform(1.1, 1.6, n)
+        amp = rng.uniform(0.6, 0.8, n)
         sl, py, px = _patch(x, y, Rc + 5 * s, h, w)
         mask = np.zeros((h, w), bool)
         mask[sl] = self._dots(img, sl, px, py, cx, cy, sig, amp)
@@ -454,8 +454,8 @@ class SynthMammoGenerator:
             m = int(rng.integers(4, 7))  # lumps of one popcorn
             cx += list(bx + rng.uniform(-2.2, 2.2, m) * s)
             cy += list(by + rng.uniform(-2.2, 2.2, m) * s)
-            sig += list(s * rng.uniform(1.3, 1.9, m))
-            amp += list(rng.uniform(0.55, 0.75, m))
+            sig += list(s * rng.uniform(2.0, 2.8, m))
+            amp += list(rng.uniform(0.6, 0.8, m))
         sl, py, px = _patch(x, y, 16 * s, h, w)
         mask = np.zeros((h, w), bool)
         mask[sl] = self._dots(img, sl, px, py, np.array(cx), np.array(cy), np.array(sig), np.array(amp))
@@ -466,7 +466,7 @@ class SynthMammoGenerator:
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.65)
         ang = rng.uniform(0, 2 * math.pi)
-        L = 16 * s * rng.uniform(0.85, 1.25)
+        L = 22 * s * rng.uniform(0.85, 1.25)
         pts = [(x - L / 2 * math.cos(ang), y - L / 2 * math.sin(ang), x + L / 2 * math.cos(ang), y + L / 2 * math.sin(ang))]
         for _ in range(int(rng.integers(2, 4))):
             t = rng.uniform(0.2, 0.8)
@@ -477,15 +477,15 @@ class SynthMammoGenerator:
         # dotted casts along the segments
         cx, cy = [], []
         for x0, y0, x1, y1 in pts:
-            n = max(int(math.hypot(x1 - x0, y1 - y0) / (2.0 * s)), 2)
+            n = max(int(math.hypot(x1 - x0, y1 - y0) / (2.5 * s)), 2)
             t = np.linspace(0, 1, n) + rng.uniform(-0.02, 0.02, n)
             cx += list(x0 + t * (x1 - x0))
             cy += list(y0 + t * (y1 - y0))
         cx, cy = np.array(cx), np.array(cy)
         keep = rng.random(len(cx)) < 0.85
         cx, cy = cx[keep], cy[keep]
-        sig = s * rng.uniform(0.75, 1.05, len(cx))
-        amp = rng.uniform(0.45, 0.65, len(cx))
+        sig = s * rng.uniform(1.0, 1.4, len(cx))
+        amp = rng.uniform(0.55, 0.75, len(cx))
         sl, py, px = _patch(x, y, L * 0.75 + 4 * s, h, w)
         mask = np.zeros((h, w), bool)
         mask[sl] = self._dots(img, sl, px, py, cx, cy, sig, amp)
@@ -503,7 +503,7 @@ class SynthMammoGenerator:
         curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
         tang = np.diff(curve, axis=0)
         nrm = np.stack([-tang[:, 1], tang[:, 0]], 1) / np.linalg.norm(tang, axis=1, keepdims=True)
-        half = 1.6 * s
+        half = 2.2 * s
         segs = []
         for sign in (-1, 1):
             off = curve[:-1] + sign * half * nrm, curve[1:] + sign * half * nrm
@@ -516,7 +516,7 @@ class SynthMammoGenerator:
         yy, xx = _grid(h, w)
         py, px = yy[sl], xx[sl]
         dist = _segment_distance(px, py, seg)
-        img[sl] += (rng.uniform(0.3, 0.42) * np.clip(1.0 - dist / (0.9 * s), 0, 1)).astype(np.float32)
+        img[sl] += (rng.uniform(0.45, 0.6) * np.clip(1.0 - dist / (1.6 * s), 0, 1)).astype(np.float32)
         mask = np.zeros((h, w), bool)
         mask[sl] = dist < 2.0 * s
         mid = curve[len(curve) // 2]
@@ -527,17 +527,17 @@ class SynthMammoGenerator:
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.7)
         ang = rng.uniform(0, math.pi)
-        L = 6.0 * s * rng.uniform(0.9, 1.3)
+        L = 9.0 * s * rng.uniform(0.9, 1.3)
         c, sn = math.cos(ang), math.sin(ang)
         # a "U"-shaped clip: two arms and a base
         arms = []
-        for off in (-1.6 * s, 1.6 * s):
+        for off in (-2.4 * s, 2.4 * s):
             ox, oy = -sn * off, c * off
             arms.append((x + ox - c * L / 2, y + oy - sn * L / 2, x + ox + c * L / 2, y + oy + sn * L / 2))
         arms.append((arms[0][0], arms[0][1], arms[1][0], arms[1][1]))
         sl, py, px = _patch(x, y, L + 3 * s, h, w)
         dist = _segment_distance(px, py, np.array(arms, np.float32))
-        body = np.clip(1.3 - dist / (1.1 * s), 0, 1)
+        body = np.clip(1.3 - dist / (1.6 * s), 0, 1)
         img[sl] = np.maximum(img[sl], (rng.uniform(0.95, 1.0) * body).astype(np.float32))
         mask = np.zeros((h, w), bool)
         mask[sl] = dist < 1.8 * s
@@ -559,7 +559,7 @@ def finding_masks(f: Finding) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------- reports
-def _word(rng: np.random.Generator, concept: str, p_canonical: float = 0.5) -> str:
+def _word(rng: np.random.Generator, concept: str, p_canonical: float = 0.7) -> str:
     syns = vocab.SYNONYMS.get(concept, (concept,))
     if len(syns) == 1 or rng.random() < p_canonical:
         return syns[0]
@@ -571,15 +571,15 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def make_report(smp: Sample, rng: np.random.Generator, p_canonical: float = 0.5) -> str:
-    """A short radiology-style report of a sample, worded at random from templates and synonyms."""
+def report_sentences(smp: Sample, rng: np.random.Generator, p_canonical: float = 0.7) -> list[tuple[str, frozenset[str]]]:
+    """The sentences of a report with the concepts each one states (composition first, then the
+    findings in random order; an optional view sentence states none)."""
     attrs = smp.attrs
     side = "left" if attrs["laterality"] == "L" else "right"
-    sentences = []
     comp = vocab.COMPOSITIONS[attrs["composition"]]
     c = _word(rng, comp, p_canonical)
     tpl = vocab.COMPOSITION_TEMPLATES[int(rng.integers(len(vocab.COMPOSITION_TEMPLATES)))]
-    sentences.append(tpl.format(c=c, C=_cap(c)))
+    out = [(tpl.format(c=c, C=_cap(c)), frozenset([comp]))]
     body = []
     for f in smp.findings:
         if isinstance(f, _MassFinding):
@@ -587,20 +587,24 @@ def make_report(smp: Sample, rng: np.random.Generator, p_canonical: float = 0.5)
             tpl = vocab.MASS_TEMPLATES[int(rng.integers(len(vocab.MASS_TEMPLATES)))]
             art = vocab.article(shape)
             text = tpl.format(a=art, A=_cap(art), shape=shape, Shape=_cap(shape), margin=margin, loc=f.location, side=side)
-            body.append(_cap(" ".join(text.split())))
-            continue
-        word = _word(rng, f.concepts[0], p_canonical)
-        tpl = vocab.FINDING_TEMPLATES[int(rng.integers(len(vocab.FINDING_TEMPLATES)))]
-        art = vocab.article(word)
-        text = tpl.format(a=art, A=_cap(art) if art else "", f=word, F=_cap(word), loc=f.location, side=side,
-                          be="are" if word.endswith("s") else "is")
-        body.append(_cap(" ".join(text.split())))
+        else:
+            word = _word(rng, f.concepts[0], p_canonical)
+            tpl = vocab.FINDING_TEMPLATES[int(rng.integers(len(vocab.FINDING_TEMPLATES)))]
+            art = vocab.article(word)
+            text = tpl.format(a=art, A=_cap(art) if art else "", f=word, F=_cap(word), loc=f.location, side=side,
+                              be="are" if word.endswith("s") else "is")
+        body.append((_cap(" ".join(text.split())), frozenset(f.concepts)))
     order = rng.permutation(len(body)) if body else []
-    sentences += [body[i] for i in order]
+    out += [body[i] for i in order]
     if not body:
-        sentences.append(vocab.NORMAL_SENTENCES[int(rng.integers(len(vocab.NORMAL_SENTENCES)))])
+        out.append((vocab.NORMAL_SENTENCES[int(rng.integers(len(vocab.NORMAL_SENTENCES)))], frozenset()))
     if rng.random() < 0.3:
         view = attrs["view"]
         tpl = vocab.VIEW_SENTENCES[int(rng.integers(len(vocab.VIEW_SENTENCES)))]
-        sentences.append(_cap(tpl.format(side=side, view=view, View=view)))
-    return " ".join(sentences)
+        out.append((_cap(tpl.format(side=side, view=view, View=view)), frozenset()))
+    return out
+
+
+def make_report(smp: Sample, rng: np.random.Generator, p_canonical: float = 0.7) -> str:
+    """A short radiology-style report of a sample, worded at random from templates and synonyms."""
+    return " ".join(text for text, _ in report_sentences(smp, rng, p_canonical))

@@ -29,19 +29,19 @@ class TrainConfig:
     """Sizes of one training run (``quick`` shrinks everything for tests)."""
 
     seed: int = 0
-    n_train: int = 2500
-    n_eval: int = 500
-    clip_epochs: int = 6
-    clip_batch: int = 64
+    n_train: int = 6000
+    n_eval: int = 400
+    clip_epochs: int = 7
+    clip_batch: int = 48
     clip_lr: float = 3e-3
-    concepts_epochs: int = 4
-    malignancy_epochs: int = 1
-    malignancy_train: int = 1200
-    general_train: int = 1000
-    general_epochs: int = 2
-    batch: int = 64
+    concepts_epochs: int = 6
+    malignancy_epochs: int = 2
+    malignancy_train: int = 2000
+    general_train: int = 1500
+    general_epochs: int = 3
+    batch: int = 48
     lr: float = 3e-3
-    threads: int = 0  # 0: torch's default
+    threads: int = 1  # one thread: fastest on a busy machine (no OpenMP spin-waiting); 0 = torch default
 
     @classmethod
     def quick(cls, seed: int = 0) -> TrainConfig:
@@ -136,23 +136,26 @@ def _cosine_lr(opt, base: float, step: int, total: int, warmup: int = 20) -> Non
         g["lr"] = lr
 
 
-def _caption(sample, rng: np.random.Generator, make_report) -> str:
-    """The report, or (30% of the time) a random non-empty subset of its sentences."""
-    import re
+def _caption(sample, rng: np.random.Generator) -> tuple[str, frozenset[str]]:
+    """A text for an image and the concepts it states: the whole report (35%) or one of its
+    sentences that states something (65%)."""
+    from dissectkit.synthetic.generator import report_sentences
 
-    text = make_report(sample, rng)
-    if rng.random() >= 0.3:
-        return text
-    sentences = re.split(r"(?<=\.)\s+", text)
-    keep = [s for s in sentences if rng.random() < 0.5] or [sentences[int(rng.integers(len(sentences)))]]
-    return " ".join(keep)
+    sentences = report_sentences(sample, rng)
+    if rng.random() < 0.35:
+        return " ".join(t for t, _ in sentences), frozenset().union(*(c for _, c in sentences))
+    stating = [s for s in sentences if s[1]]
+    return stating[int(rng.integers(len(stating)))]
+
+
+def image_concepts(labels: dict[str, Any]) -> frozenset[str]:
+    return frozenset([f for f in vocab.FINDINGS if labels[f]] + [labels["density"]])
 
 
 def train_clip(cfg: TrainConfig, x, samples, log: Callable[[str], None]):
     import torch
     import torch.nn.functional as F
 
-    from dissectkit.synthetic.generator import make_report
     from dissectkit.synthetic.models import CLIP_CONFIG, build_clip
     from dissectkit.synthetic.text import HashTokenizer
 
@@ -160,31 +163,35 @@ def train_clip(cfg: TrainConfig, x, samples, log: Callable[[str], None]):
     model = build_clip(CLIP_CONFIG)
     tok = HashTokenizer(CLIP_CONFIG["buckets"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.01)
-    n = len(x)
-    steps_per_epoch = max(n // cfg.clip_batch, 1)
-    total = steps_per_epoch * cfg.clip_epochs
+    have = [image_concepts(s.labels) for s in samples]
     rng = np.random.default_rng([cfg.seed, 1])
+    steps_per_epoch = max(len(x) // cfg.clip_batch, 1)
+    total = steps_per_epoch * cfg.clip_epochs
     step = 0
     model.train()
     for epoch in range(cfg.clip_epochs):
-        perm = rng.permutation(n)
         running = 0.0
-        for b in range(steps_per_epoch):
-            idx = perm[b * cfg.clip_batch : (b + 1) * cfg.clip_batch]
-            texts = [_caption(samples[i], np.random.default_rng([cfg.seed, epoch, int(i)]), make_report) for i in idx]
+        perm = rng.permutation(len(x))
+        batches = [perm[b * cfg.clip_batch : (b + 1) * cfg.clip_batch] for b in range(steps_per_epoch)]
+        for idx in batches:
+            caps = [_caption(samples[i], np.random.default_rng([cfg.seed, epoch, int(i)])) for i in idx]
+            texts = [t for t, _ in caps]
+            # semantic matching (as MedCLIP): image i and text j match when i has every concept j states
+            match = torch.tensor([[float(c <= have[i]) for _, c in caps] for i in idx])
             ids, offsets = tok.batch(texts)
             _cosine_lr(opt, cfg.clip_lr, step, total)
             img = model.encode_image(_expand(x[idx]))
             txt = model.encode_text(torch.from_numpy(ids), torch.from_numpy(offsets))
             logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-            target = torch.arange(len(idx))
-            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            to_text = match / match.sum(1, keepdim=True)
+            to_image = match / match.sum(0, keepdim=True)
+            loss = -((to_text * F.log_softmax(logits, 1)).sum(1).mean() + (to_image * F.log_softmax(logits, 0)).sum(0).mean()) / 2
             opt.zero_grad()
             loss.backward()
             opt.step()
             running += loss.item()
             step += 1
-        log(f"  synth-clip epoch {epoch + 1}/{cfg.clip_epochs}: loss {running / steps_per_epoch:.3f}")
+        log(f"  synth-clip epoch {epoch + 1}/{cfg.clip_epochs}: loss {running / len(batches):.3f}")
     return model.eval()
 
 

@@ -62,7 +62,7 @@ MALIGNANT_FINDINGS = (
     "architectural distortion",
 )
 
-# Report wording: the canonical text comes first; reports use it half of the time.
+# Report wording: the canonical text comes first; reports use it 70% of the time.
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "round mass": ("round mass", "rounded mass", "circular mass"),
     "oval mass": ("oval mass", "ovoid mass", "elliptical mass"),

@@ -39,6 +39,18 @@ def pooled(out: Any):
     return value
 
 
+def check_loading_info(info: dict[str, Any], where: str) -> None:
+    """transformers re-initialises missing / mis-shaped weights with a warning; refuse that instead."""
+    parts = []
+    for title, key in (("missing keys", "missing_keys"), ("unexpected keys", "unexpected_keys"),
+                       ("mis-shaped keys", "mismatched_keys")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if keys:
+            parts.append(f"{title}: " + ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else ""))
+    if parts:
+        raise WeightsError(f"hf-clip: the weights of {where} do not match its config - " + "; ".join(parts))
+
+
 class HfClipDissector(TorchDissectorBase):
     def __init__(self, params: HfClipParams, ctx: BuildContext) -> None:
         from transformers import AutoModel, AutoProcessor
@@ -48,7 +60,10 @@ class HfClipDissector(TorchDissectorBase):
         offline = ctx.offline or local.is_dir()
         try:
             with hf_offline(offline):
-                model = AutoModel.from_pretrained(source, revision=params.revision, local_files_only=offline)
+                model, info = AutoModel.from_pretrained(
+                    source, revision=params.revision, local_files_only=offline,
+                    output_loading_info=True, ignore_mismatched_sizes=True,
+                )
                 processor = AutoProcessor.from_pretrained(source, revision=params.revision, local_files_only=offline)
         except OSError as exc:
             detail = " ".join(str(exc).split())
@@ -62,6 +77,7 @@ class HfClipDissector(TorchDissectorBase):
                 f"hf-clip: {problem}. Fetch it on a connected machine with `{hub_fetch_hint(params.model)}`, "
                 "or point `model` at a directory holding the model and processor (save_pretrained)."
             ) from None
+        check_loading_info(info, params.model)
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ComponentError(
                 f"hf-clip: {params.model} loads as {type(model).__name__}, which has no image/text embedding "
@@ -79,7 +95,8 @@ class HfClipDissector(TorchDissectorBase):
         self.text_batch_size = params.text_batch_size
         self.to(ctx.device)
         self.embed_dim = int(self.encode_texts(["x"]).shape[-1])
-        weights_id = file_fingerprint(local, ctx) if local.is_dir() else f"{params.model}@{params.revision}"
+        commit = getattr(model.config, "_commit_hash", None) or params.revision  # the exact hub snapshot
+        weights_id = file_fingerprint(local, ctx) if local.is_dir() else f"{params.model}@{commit}"
         self._fingerprint = digest(
             "hf-clip", weights_id, processor.image_processor.to_dict(), self.padding, self.max_length, self.template
         )

@@ -128,6 +128,24 @@ def check_available(name: str, pretrained: str | None, ctx: BuildContext) -> Pat
     return local if local.is_file() else None
 
 
+def explain_mismatch(name: str, weights_path: Path | None) -> None:
+    """After open_clip refused a local checkpoint: raise a ``WeightsError`` listing the missing,
+    unexpected and mis-shaped keys against a freshly built model (no-op when they all match)."""
+    if weights_path is None or not weights_path.is_file():
+        return
+    import open_clip
+    from open_clip.factory import load_state_dict
+
+    from dissectkit.weights import load_state_dict_strict
+
+    try:
+        sd = load_state_dict(str(weights_path))
+        fresh = open_clip.create_model(name, pretrained=None, device="cpu")
+    except Exception:  # noqa: BLE001 - the original error is reported instead
+        return
+    load_state_dict_strict(fresh, sd, what=f"open-clip checkpoint {weights_path}")
+
+
 class OpenClipDissector(TorchDissectorBase):
     """An open_clip model with its own eval transform and tokenizer."""
 
@@ -141,7 +159,9 @@ class OpenClipDissector(TorchDissectorBase):
                 model, _, transform = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
                 tokenizer = open_clip.get_tokenizer(name)
         except (RuntimeError, OSError, ValueError) as exc:
-            raise WeightsError(f"open-clip could not load {name} (pretrained={pretrained!r}): {exc}") from None
+            explain_mismatch(name, weights_path)
+            detail = " ".join(str(exc).split())
+            raise WeightsError(f"open-clip could not load {name} (pretrained={pretrained!r}): {detail}") from None
         self.name = name
         self.model = model.eval()
         self.transform = transform

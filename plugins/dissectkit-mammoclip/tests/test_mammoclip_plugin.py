@@ -87,7 +87,15 @@ def setup(tmp_path_factory):
     dis = dk.create("dissector", "mammo-clip", _ctx=ctx, weights={"path": str(path)}, tokenizer=str(tok_dir),
                     trust_checkpoint=True, image_size=list(SIZE))
     return {"root": root, "tok": tok_dir, "vocab": vocab, "sd": container["model"], "path": path, "ctx": ctx,
-            "dis": dis}
+            "dis": dis, "container": container}
+
+
+def copy_container(setup, config_name: str | None = None) -> dict:
+    """The fixture's container with its own state dict (keys may be added / removed / replaced)."""
+    container = dict(setup["container"], model=dict(setup["container"]["model"]))
+    if config_name:
+        container["config"] = {"model": {"image_encoder": {"name": config_name}}}
+    return container
 
 
 def direct_image(sd, images: list[np.ndarray]) -> torch.Tensor:
@@ -164,7 +172,7 @@ def test_untrusted_pickle_is_refused(setup):
     ("shape", "mis-shaped keys: image_encoder._bn1.weight"),
 ])
 def test_mismatched_checkpoint_names_the_keys(setup, tmp_path, change, expect):
-    container = pretrained_container(setup["vocab"])
+    container = copy_container(setup)
     sd = container["model"]
     if change == "missing":
         del sd["image_encoder._blocks.3._depthwise_conv.weight"]
@@ -181,7 +189,7 @@ def test_mismatched_checkpoint_names_the_keys(setup, tmp_path, change, expect):
 
 
 def test_config_and_shapes_must_agree(setup, tmp_path):
-    container = pretrained_container(setup["vocab"], config_name="tf_efficientnet_b5_ns-detect")
+    container = copy_container(setup, config_name="tf_efficientnet_b5_ns-detect")
     path = tmp_path / "mixed.tar"
     torch.save(container, path)
     with pytest.raises(WeightsError, match="says b5 but its weights have the shapes of b2"):
