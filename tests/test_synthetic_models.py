@@ -149,3 +149,8 @@ def test_train_command_at_tiny_size(tmp_path):
     assert clip.encode_texts(["mass"]).shape == (1, 128)
     t = dk.create("target", "synth-effnet-general", _ctx=CTX, weights={"path": str(out / "synth_effnet_general.safetensors")})
     assert t.ground_truth("classifier") == cfg["general_classes"]
+    # the same seed writes the same weights
+    out2 = tmp_path / "w2"
+    assert CliRunner().invoke(app, ["synth", "train", "--quick", "--seed", "1", "--out", str(out2)]).exit_code == 0
+    for f in cfg["files"].values():
+        assert (out / f).read_bytes() == (out2 / f).read_bytes(), f

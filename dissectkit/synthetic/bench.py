@@ -245,9 +245,10 @@ def print_tables(figures: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     for title, cols, rows in tables(figures):
+        keep = [i for i, c in enumerate(cols) if not c.startswith("broad")]  # category counts: see the .md
         table = Table(title=title, title_justify="left")
-        for c in cols:
-            table.add_column(c)
+        for i in keep:
+            table.add_column(cols[i])
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*(r[i] for i in keep))
         console.print(table)

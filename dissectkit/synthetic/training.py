@@ -252,6 +252,18 @@ def zero_shot_auc(model, x, labels: list[dict[str, Any]], batch: int = 256) -> d
 def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every first-party model and write ``out_dir/*.safetensors`` and ``synth_world.json``."""
     import torch
+
+    previous_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train_all(cfg, out_dir, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
     from safetensors.torch import save_file
 
     from dissectkit.synthetic.models import (
@@ -263,8 +275,6 @@ def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = prin
     )
     from dissectkit.synthetic.shapes import SHAPE_CLASSES
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
