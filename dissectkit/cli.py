@@ -84,24 +84,35 @@ def run(
 
 
 def print_summary(result: Any, rows: int) -> None:
-    """A rich table per (label set, layer) and the final-layer accuracy when the truth is known."""
+    """A rich table per (label set, layer); layers whose true concepts are known show every neuron
+    with its truth, followed by the accuracy against it."""
     for ls in result.label_sets:
+        target = (result.targets or {}).get(ls.target)
         for layer, ll in ls.layers.items():
+            truth_fn = getattr(target, "ground_truth", None)
+            truth = truth_fn(layer) if callable(truth_fn) else None
+            shown = len(ll.neurons) if truth is not None else rows
             table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
             table.add_column("unit", justify="right")
             table.add_column("label")
             table.add_column("score", justify="right")
-            table.add_column("next concepts")
-            for unit, ranked in enumerate(ll.neurons[:rows]):
+            table.add_column("next concepts", no_wrap=True, overflow="ellipsis", max_width=48)
+            if truth is not None:
+                table.add_column("truth")
+            for unit, ranked in enumerate(ll.neurons[:shown]):
                 label, score = (ranked[0][0], f"{ranked[0][1]:.3f}") if ranked else ("[dim](no concept)[/]", "")
-                table.add_row(str(unit), label, score, ", ".join(c for c, _ in ranked[1:4]))
-            if len(ll.neurons) > rows:
-                table.caption = f"{len(ll.neurons) - rows} more neurons in the results"
+                cells = [str(unit), label, score, ", ".join(c for c, _ in ranked[1:3])]
+                if truth is not None:
+                    hit = bool(ranked) and ranked[0][0] == truth[unit]
+                    cells.append(("[green]" if hit else "[red]") + f"{truth[unit]}[/]")
+                table.add_row(*cells)
+            if len(ll.neurons) > shown:
+                table.caption = f"{len(ll.neurons) - shown} more neurons in the results"
             console.print(table)
     for key, per_layer in result.measures.items():
         for layer, m in per_layer.items():
-            acc = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items() if not isinstance(v, list | dict))
-            console.print(f"[bold]Accuracy against the truth[/] {key} · {layer}: {acc}")
+            parts = [f"{name} {m[name]:.3f}" for name in ("top1", "top5", "cos") if isinstance(m.get(name), float)]
+            console.print(f"[bold]Accuracy against the truth[/] ({key} · {layer}, {m.get('n', '?')} neurons): " + ", ".join(parts))
 
 
 @app.command()
