@@ -247,8 +247,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None) -> dict
         )
         widths = {f"a:{t}:{i.name}": i.n_neurons for t, s in res.targets.items() for i in s.layers}
         widths.update({f"e:{d}": int(res.dissectors[d].embed_dim) for d in res.dissectors})
-        stores = {t: {} for t in res.targets}
-        hooks = {t: {} for t in res.targets}
+        stores: dict[str, dict[str, Any]] = {t: {} for t in res.targets}
+        handles: list[Any] = []
         task = progress.add_task("extract + embed", total=sum(len(r) for r in ranges)) if progress else None
         buffers: dict[str, list] = {}
         valid_buf: list[bool] = []
@@ -257,25 +257,20 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None) -> dict
             with torch.inference_mode():
                 for indices, ok, inputs, reasons in loader:
                     c = indices[0] // chunk
-                    if c != current:
+                    if c != current:  # hook exactly the layers this chunk still needs
                         current, buffers, valid_buf = c, {}, []
+                        for h in handles:
+                            h.remove()
+                        handles = []
                         for t, layer_names in need[c]["targets"].items():
-                            for h in hooks[t].values():
-                                h.remove()
                             slot = res.targets[t]
-                            hooks[t] = dict(enumerate(_hook_layers(slot.instance.module, layer_names, slot.pool, slot.token_pool, stores[t])))
-                        for t in res.targets:
-                            if t not in need[c]["targets"]:
-                                for h in hooks[t].values():
-                                    h.remove()
-                                hooks[t] = {}
+                            handles += _hook_layers(slot.instance.module, layer_names, slot.pool, slot.token_pool, stores[t])
                     skipped.update(reasons)
                     valid_buf.extend(ok)
                     if inputs:
                         for t, layer_names in need[c]["targets"].items():
                             slot = res.targets[t]
-                            x = inputs[f"t:{t}"].to(_module_device(slot.instance.module, res.ctx.device))
-                            slot.instance.module(x)
+                            slot.instance.module(inputs[f"t:{t}"].to(_module_device(slot.instance.module, res.ctx.device)))
                             for layer in layer_names:
                                 buffers.setdefault(f"a:{t}:{layer}", []).append(stores[t][layer].cpu())
                         for d in need[c]["dissectors"]:
@@ -288,9 +283,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None) -> dict
                         _flush(c, need[c], buffers, valid_buf, chunk_skips, widths, acts, embeds)
                         computed += 1
         finally:
-            for hs in hooks.values():
-                for h in hs.values():
-                    h.remove()
+            for h in handles:
+                h.remove()
     first = next(iter(acts.values()), None) or next(iter(embeds.values()), None)
     if first is not None:
         skipped = {**first.skipped(), **skipped}
@@ -540,8 +534,8 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
         probe=res.probe,
         targets={t: s.instance for t, s in res.targets.items()},
         dissectors=res.dissectors,
-        activations=lambda t, layer: _valid_rows(entries["acts"][(t, layer)]),
-        image_embeddings=lambda d: _valid_rows(entries["embeds"][d]),
+        activations=lambda t, layer: _all_rows(entries["acts"][(t, layer)]),
+        image_embeddings=lambda d: _all_rows(entries["embeds"][d]),
         spatial_maps=lambda t, layer, idx: compute_spatial_maps(res, res.targets[t], layer, list(idx)),
     )
     write_outputs(result, recipe)
@@ -561,7 +555,7 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
     return result
 
 
-def _valid_rows(entry: ChunkedEntry):
+def _all_rows(entry: ChunkedEntry):
     """All rows of an entry, skipped images included as zero rows (indices match ``probe_ids``)."""
     values, _valid = entry.read_all()
     return values
