@@ -158,3 +158,21 @@ def test_several_methods_share_the_cached_evidence(recipe, tmp_path):
     assert [ls.method for ls in result.label_sets] == ["clip-dissect", "mammi"]
     rows = json.loads((tmp_path / "out" / "neurons.json").read_text())
     assert {r["method"] for r in rows} == {"clip-dissect", "mammi"}
+
+
+def test_vit_tokens_pooled_by_cls_or_patch_mean(recipe, tmp_path):
+    import torch
+
+    vit = "target={name: timm, params: {model: vit_tiny_patch16_224, kwargs: {img_size: 32, depth: 2}, input_size: [3, 32, 32]}, layers: [blocks.1]}"
+    cls = dk.run(dk.load_recipe(recipe, [vit, f"output.dir={tmp_path / 'cls'}"]))
+    mean = dk.run(dk.load_recipe(recipe, [vit, "target.token_pool=mean", f"output.dir={tmp_path / 'mean'}"]))
+    assert cls.layer_infos["timm"][0].kind == "tokens"
+    target = cls.targets["timm"]
+    store = {}
+    h = target.module.get_submodule("blocks.1").register_forward_hook(lambda m, i, o: store.setdefault("o", o))
+    with torch.no_grad():
+        target.module(target.preprocess(cls.probe[3].image)[None])
+    h.remove()
+    tokens = store["o"][0]  # [1 + 4 patches, 192]
+    assert torch.allclose(cls.activations("timm", "blocks.1")[3], tokens[0], atol=1e-5)
+    assert torch.allclose(mean.activations("timm", "blocks.1")[3], tokens[1:].mean(0), atol=1e-5)
