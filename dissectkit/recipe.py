@@ -174,27 +174,26 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, Position]]:
     positions: dict[tuple, Position] = {}
     if node is None:
         return {}, positions
-    data = _construct(node, (), str(path), positions)
+    data = _construct(node, (), str(path), positions, yaml.SafeLoader(""))
     return data, positions
 
 
-def _construct(node: yaml.Node, path: tuple, file: str, positions: dict[tuple, Position]) -> Any:
+def _construct(node: yaml.Node, path: tuple, file: str, positions: dict[tuple, Position], loader: yaml.SafeLoader) -> Any:
+    """Build plain data from a composed node (safe constructors only), recording each key's position."""
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(  # noqa: S506 - SafeLoader
-                ""
-            ).construct_object(key_node, deep=True)
+            key = loader.construct_object(key_node, deep=True)
             positions[path + (key,)] = (file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, path + (key,), file, positions)
+            out[key] = _construct(value_node, path + (key,), file, positions, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             positions[path + (i,)] = (file, item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_construct(item, path + (i,), file, positions))
+            items.append(_construct(item, path + (i,), file, positions, loader))
         return items
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # noqa: S506
+    return loader.construct_object(node, deep=True)
 
 
 def deep_merge(base: Any, override: Any) -> Any:
