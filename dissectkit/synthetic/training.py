@@ -34,7 +34,6 @@ class TrainConfig:
     clip_epochs: int = 7
     clip_batch: int = 48
     clip_lr: float = 3e-3
-    clip_aux: float = 1.0  # weight of the auxiliary multi-label loss on cos(image, concept name)
     concepts_epochs: int = 6
     malignancy_epochs: int = 2
     malignancy_train: int = 2000
@@ -165,12 +164,6 @@ def train_clip(cfg: TrainConfig, x, samples, log: Callable[[str], None]):
     tok = HashTokenizer(CLIP_CONFIG["buckets"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.01)
     have = [image_concepts(s.labels) for s in samples]
-    # auxiliary multi-label loss: the generator's labels against cos(image, canonical concept text)
-    y = torch.tensor([concept_targets(s.labels) for s in samples], dtype=torch.float32)
-    cls_ids, cls_offsets = (torch.from_numpy(a) for a in tok.batch(list(vocab.CONCEPT_CLASSES)))
-    aux_scale = torch.nn.Parameter(torch.tensor(2.3))
-    aux_bias = torch.nn.Parameter(torch.full((len(vocab.CONCEPT_CLASSES),), -1.0))
-    opt.add_param_group({"params": [aux_scale, aux_bias], "weight_decay": 0.0})
     rng = np.random.default_rng([cfg.seed, 1])
     steps_per_epoch = max(len(x) // cfg.clip_batch, 1)
     total = steps_per_epoch * cfg.clip_epochs
@@ -193,10 +186,6 @@ def train_clip(cfg: TrainConfig, x, samples, log: Callable[[str], None]):
             to_text = match / match.sum(1, keepdim=True)
             to_image = match / match.sum(0, keepdim=True)
             loss = -((to_text * F.log_softmax(logits, 1)).sum(1).mean() + (to_image * F.log_softmax(logits, 0)).sum(0).mean()) / 2
-            if cfg.clip_aux:
-                cls_txt = model.encode_text(cls_ids, cls_offsets)
-                aux = aux_scale.exp() * img @ cls_txt.T + aux_bias
-                loss = loss + cfg.clip_aux * F.binary_cross_entropy_with_logits(aux, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
