@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.methods import Method as Method  # the Method protocol lives with Evidence
 from dissectkit.types import Concept, LayerInfo, ProbeItem
 
 if TYPE_CHECKING:
@@ -54,13 +54,6 @@ class ConceptSet(Protocol):
 
 class Similarity(Protocol):
     def __call__(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor: ...
-
-
-class Method(Protocol):
-    name: str
-    needs_masks: bool
-
-    def label(self, evidence: Evidence) -> LayerLabels: ...
 
 
 class Reporter(Protocol):

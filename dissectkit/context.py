@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
 def _env_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False") or os.environ.get(
-        "DISSECTKIT_OFFLINE", "0"
-    ) not in ("", "0", "false", "False")
+    return _env_flag("HF_HUB_OFFLINE") or _env_flag("DISSECTKIT_OFFLINE")
 
 
 def default_cache_dir() -> Path:
@@ -39,8 +41,3 @@ class BuildContext:
     seed: int = 0
     strict_data: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)
-
-    def torch_device(self):
-        import torch
-
-        return torch.device(self.device)

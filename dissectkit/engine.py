@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class Resolved:
     concepts: list[Concept]
     methods: dict[str, Any]
     reporters: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def build_context(recipe: Recipe, **overrides: Any) -> BuildContext:
