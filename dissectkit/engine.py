@@ -397,49 +397,53 @@ def compute_spatial_maps(res: Resolved, slot: TargetSlot, layer: str, indices: l
 
 
 def label_all(res: Resolved, entries: dict[str, Any], cache: Cache, progress: Any = None) -> tuple[list[LabelSet], dict[str, Any]]:
-    """Run every method on every (dissector, target, layer) from the cached evidence."""
+    """Run every method on every (dissector, target, layer) from the cached evidence.
+
+    Each layer's activations are read from the cache once and shared by every dissector and method;
+    the dissectors' image embeddings (``[N, D]``, small) are read once up front.
+    """
     from dissectkit.plugins import get_host
 
     hook = get_host().pm.hook
-    label_sets: list[LabelSet] = []
+    sets = {(d, t, m): LabelSet(d, t, m) for d in res.dissectors for t in res.targets for m in res.methods}
     measures: dict[str, Any] = {}
-    concepts = res.concepts
-    total = len(res.dissectors) * sum(len(s.layers) for s in res.targets.values()) * len(res.methods)
+    embeddings = {d: entries["embeds"][d].read_all() for d in res.dissectors}
+    encoders = {d: TextEncoder(dissector, cache) for d, dissector in res.dissectors.items()}
+    total = len(res.dissectors) * len(res.methods) * sum(len(s.layers) for s in res.targets.values())
     task = progress.add_task("label", total=total) if progress else None
-    for d_label, dissector in res.dissectors.items():
-        image_emb, valid_e = entries["embeds"][d_label].read_all()
-        encode = TextEncoder(dissector, cache)
-        for t_label, slot in res.targets.items():
-            sets = {m: LabelSet(d_label, t_label, m) for m in res.methods}
-            for info in slot.layers:
-                acts, valid_a = entries["acts"][(t_label, info.name)].read_all()
+    for t_label, slot in res.targets.items():
+        for info in slot.layers:
+            acts, valid_a = entries["acts"][(t_label, info.name)].read_all()
+            truth = _ground_truth(slot, info.name)
+            for d_label, (image_emb, valid_e) in embeddings.items():
                 valid = valid_a & valid_e
                 if not valid.any():
                     raise DataError("No probe image could be read; nothing to label. See the skipped images in the manifest.")
                 indices = valid.nonzero().flatten().tolist()
+                layer_acts, layer_emb = acts[valid], image_emb[valid]
                 for m_label, method in res.methods.items():
                     spatial = spatial_maps_fn(res, slot, info.name, indices) if getattr(res.probe, "has_masks", False) else None
                     evidence = Evidence(
                         layer=info.name,
-                        activations=acts[valid],
-                        image_embeddings=image_emb[valid],
-                        concepts=concepts,
-                        encode_texts=encode,
+                        activations=layer_acts,
+                        image_embeddings=layer_emb,
+                        concepts=res.concepts,
+                        encode_texts=encoders[d_label],
                         spatial_maps=spatial,
                         seed=res.ctx.seed,
                         device=res.ctx.device,
                     )
                     labels: LayerLabels = method.label(evidence)
                     labels.layer = info.name
-                    sets[m_label].layers[info.name] = labels
+                    label_set = sets[(d_label, t_label, m_label)]
+                    label_set.layers[info.name] = labels
                     hook.dissectkit_layer_labelled(layer_labels=labels, dissector=d_label, target=t_label, method=m_label)
-                    truth = _ground_truth(slot, info.name)
                     if truth is not None:
-                        measures.setdefault(sets[m_label].key, {})[info.name] = _final_layer_measures(labels, truth)
+                        measures.setdefault(label_set.key, {})[info.name] = _final_layer_measures(labels, truth)
                     if progress:
                         progress.advance(task)
-            label_sets.extend(sets.values())
-    return label_sets, measures
+    ordered = {ls.key: measures[ls.key] for ls in sets.values() if ls.key in measures}
+    return list(sets.values()), ordered
 
 
 def _ground_truth(slot: TargetSlot, layer: str) -> list[str | None] | None:
