@@ -55,6 +55,19 @@ def invalid_images() -> list[Any]:
     ]
 
 
+def write_wordpiece_tokenizer(root, words: str):
+    """A tiny BERT WordPiece tokenizer directory (special tokens + ``words``) for offline tests of
+    BERT-based dissectors; returns ``(root, vocab_size)``."""
+    from pathlib import Path
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words.split()]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (root / "tokenizer_config.json").write_text('{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}')
+    return root, len(vocab)
+
+
 def _close(a, b, atol: float) -> float:
     return float((a.float() - b.float()).abs().max())
 

@@ -45,7 +45,10 @@ def hf_offline(offline: bool) -> Iterator[None]:
 
 
 def hub_fetch_hint(repo: str, file: str | None = None) -> str:
-    return f"hf download {repo}{' ' + file if file else ''}"
+    """The command that fetches a hub repo (or one file of it): the weights module's wording."""
+    from dissectkit.weights import HubRef, fetch_command
+
+    return fetch_command(HubRef(hf=repo, file=file))
 
 
 def load_tokenizer(name_or_dir: str, ctx: BuildContext, what: str = "tokenizer"):

@@ -11,19 +11,11 @@ import torch
 import dissectkit as dk
 from dissectkit.context import BuildContext
 from dissectkit.errors import ComponentError, WeightsError
-from dissectkit.testing import check_dissector
+from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
 
 MEAN, STD = 0.3089279, 0.2505356
 WORDS = "mass calcification benign malignant spiculated round oval breast density dense fatty normal tissue a in the of"
 SIZE = (64, 48)
-
-
-def make_tokenizer_dir(root):
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS.split()]
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (root / "tokenizer_config.json").write_text('{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}')
-    return root, len(vocab)
 
 
 def efficientnet_sd(name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -79,7 +71,7 @@ def pretrained_container(vocab: int, variant: str = "b2", config_name: str | Non
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("mammoclip")
-    tok_dir, vocab = make_tokenizer_dir(root / "tokenizer")
+    tok_dir, vocab = write_wordpiece_tokenizer(root / "tokenizer", WORDS)
     container = pretrained_container(vocab)
     path = root / "b2-model-best-epoch-10.tar"
     torch.save(container, path)

@@ -10,21 +10,13 @@ from PIL import Image
 import dissectkit as dk
 from dissectkit.context import BuildContext
 from dissectkit.errors import WeightsError
-from dissectkit.testing import check_dissector
+from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
 
 MEAN, STD = 0.5862786, 0.2795009
 WORDS = "opacity effusion pneumonia cardiomegaly edema no normal left right lung pleural small large the of with"
 SWIN = dict(embed_dim=24, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7, image_size=224, patch_size=4)
 BERT = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=1, intermediate_size=96,
             max_position_embeddings=128, type_vocab_size=2)
-
-
-def make_tokenizer_dir(root):
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS.split()]
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (root / "tokenizer_config.json").write_text('{"do_lower_case": true, "tokenizer_class": "BertTokenizer"}')
-    return root, len(vocab)
 
 
 def text_part(vocab: int) -> dict[str, torch.Tensor]:
@@ -83,7 +75,7 @@ def resnet_sd(vocab: int):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("medclip")
-    tok, vocab = make_tokenizer_dir(root / "tok")
+    tok, vocab = write_wordpiece_tokenizer(root / "tok", WORDS)
     (root / "vit").mkdir()
     sd = vit_sd(vocab)
     torch.save(sd, root / "vit" / "pytorch_model.bin")
