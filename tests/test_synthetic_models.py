@@ -17,8 +17,7 @@ from dissectkit.synthetic import vocab
 from dissectkit.synthetic.models import MODEL_INPUT, WEIGHTS_DIR, read_config
 
 CTX = BuildContext(device="cpu", offline=True)
-ZERO_SHOT_FLOOR = 0.55  # committed weights: see docs/synthetic.md for the measured figures
-CONCEPTS_AUC_FLOOR = 0.6
+CONCEPTS_AUC_FLOOR = 0.85  # committed weights (held-out 0.9+): see docs/synthetic.md for the measured figures
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +66,19 @@ def _zero_shot_aucs(clip, n: int = 300, seed: int = 123) -> list[float]:
 
 @pytest.mark.slow
 def test_zero_shot_auc_on_a_fresh_sample(clip):
-    """Zero-shot AUC on images the model never saw (probe seed 123): composition and implants are
-    near perfect; the mean over findings stays above the committed weights' level (a regression
-    floor - see the acceptance test below)."""
+    """Zero-shot AUC on images the model never saw (probe seed 123): composition and the large
+    findings are near perfect, every finding is well above chance."""
     aucs = dict(zip(vocab.CONCEPT_CLASSES, _zero_shot_aucs(clip), strict=True))
-    for c in (*vocab.COMPOSITIONS, "breast implant"):
+    for c in (*vocab.COMPOSITIONS, "breast implant", "skin thickening", "nipple retraction"):
         assert aucs[c] > 0.95, (c, aucs[c])
-    assert np.nanmean([aucs[f] for f in vocab.FINDINGS]) >= ZERO_SHOT_FLOOR, aucs
+    assert min(aucs[f] for f in vocab.FINDINGS) > 0.6, aucs
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="acceptance bar (mean zero-shot AUC over findings >= 0.85) not met by the "
-                   "committed weights; remove this mark when `dissectkit synth train` reaches it")
 def test_zero_shot_acceptance_bar(clip):
+    """The issue's bar: mean zero-shot AUC over the 16 findings of at least 0.85 (fresh images)."""
     aucs = _zero_shot_aucs(clip)[: len(vocab.FINDINGS)]
-    assert np.nanmean(aucs) >= 0.85
+    assert np.nanmean(aucs) >= 0.85, dict(zip(vocab.FINDINGS, np.round(aucs, 3), strict=True))
 
 
 def test_targets_contract():
@@ -154,3 +151,39 @@ def test_train_command_at_tiny_size(tmp_path):
     assert CliRunner().invoke(app, ["synth", "train", "--quick", "--seed", "1", "--out", str(out2)]).exit_code == 0
     for f in cfg["files"].values():
         assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
+
+
+def test_grid_masks_mark_the_cells_each_finding_touches():
+    from dissectkit.synthetic.generator import SynthMammoGenerator
+    from dissectkit.synthetic.training import MASK_GRID, _grid_masks
+
+    gen = SynthMammoGenerator(seed=4)
+    for i in range(12):
+        smp = gen.sample(i)
+        grid = _grid_masks(smp.masks)
+        assert grid.shape == (len(vocab.FINDINGS), *MASK_GRID)
+        pooled = torch.nn.functional.adaptive_max_pool2d(
+            torch.stack([torch.from_numpy(smp.masks.get(f, np.zeros(smp.image.shape, bool))).float() for f in vocab.FINDINGS]),
+            MASK_GRID,
+        )
+        assert np.array_equal(grid, pooled.bool().numpy())
+        assert [bool(grid[j].any()) for j in range(len(vocab.FINDINGS))] == [bool(smp.labels[f]) for f in vocab.FINDINGS]
+
+
+@pytest.mark.slow
+def test_training_set_does_not_depend_on_the_number_of_workers():
+    from dissectkit.synthetic.training import make_mammo_set
+
+    one, two = make_mammo_set(3, 130, workers=1), make_mammo_set(3, 130, workers=2)
+    assert torch.equal(one.x, two.x) and torch.equal(one.masks, two.masks) and torch.equal(one.y, two.y)
+    assert one.x.shape == (130, 1, *MODEL_INPUT) and one.masks.dtype == torch.bool
+    assert [s.labels for s in one.samples] == [s.labels for s in two.samples]
+
+
+def test_tokenizer_follows_the_weights_config():
+    from dissectkit.synthetic.models import CLIP_CONFIG, build_tokenizer
+
+    assert build_tokenizer(CLIP_CONFIG).ngrams == tuple(CLIP_CONFIG["ngrams"])
+    old = {k: v for k, v in CLIP_CONFIG.items() if k != "ngrams"}  # configs written before "ngrams"
+    assert build_tokenizer(old).ngrams == (3, 4, 5)
+    assert read_config()["clip"]["ngrams"] == CLIP_CONFIG["ngrams"]

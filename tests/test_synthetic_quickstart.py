@@ -10,7 +10,7 @@ import dissectkit as dk
 from dissectkit.synthetic import vocab
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
-TOP1_FLOOR = 0.1  # committed weights; the acceptance bar (0.8) is the xfail test below
+TOP1_FLOOR = 0.5  # at 300 images (top_k=100 is a third of the probe); the full-size bar is tested below
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_quickstart_labels_the_output_layer(quick_run):
     assert acc["n"] == 20
     assert acc["top5"] >= acc["top1"] >= TOP1_FLOOR, list(zip(out.top1(), vocab.CONCEPT_CLASSES, strict=True))
     # composition neurons are the committed models' strongest
-    assert sum(t == c for t, c in zip(out.top1(), vocab.CONCEPT_CLASSES, strict=True) if c in vocab.COMPOSITIONS) >= 1
+    assert sum(t == c for t, c in zip(out.top1(), vocab.CONCEPT_CLASSES, strict=True) if c in vocab.COMPOSITIONS) >= 3
     assert (quick_run.out_dir / "labels.json").exists()
 
 
@@ -57,8 +57,13 @@ def test_benchmark_scoring_on_the_run(quick_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="acceptance bar (clip-dissect soft_wpmi + synth-clip top-1 >= 0.8 on the output "
-                   "layer) not met by the committed weights; remove this mark when `dissectkit synth train` reaches it")
-def test_quickstart_acceptance_bar(quick_run):
-    (ls,) = quick_run.label_sets
-    assert quick_run.measures[ls.key]["classifier"]["top1"] >= 0.8
+def test_quickstart_acceptance_bar(tmp_path):
+    """The recipe as shipped (1,000 images): clip-dissect soft-WPMI with synth-clip names at least 80%
+    of the output layer's neurons exactly right at top-1 (the issue's acceptance bar)."""
+    recipe = dk.load_recipe(RECIPE, overrides=[f"output.dir={tmp_path}", "output.reporters=[json]",
+                                               f"runtime.cache_dir={tmp_path / 'cache'}", "runtime.device=cpu"])
+    result = dk.run(recipe)
+    (ls,) = result.label_sets
+    acc = result.measures[ls.key]["classifier"]
+    assert acc["n"] == 20 and acc["top1"] >= 0.8, list(zip(ls.layers["classifier"].top1(), vocab.CONCEPT_CLASSES, strict=True))
+    assert acc["top5"] >= acc["top1"]

@@ -30,6 +30,9 @@ INNER_LAYERS = ("blocks.1", "blocks.3", "blocks.5")
 OUTPUT_LAYER = "classifier"
 DEFAULT_METHOD = "clip-dissect:soft_wpmi"
 MAMMI_TEMPLATE = "There is {} in the breast."  # words the synthetic reports use
+# CLIP-Dissect's final-layer protocol: each true name once, among distractor words (no synonyms,
+# no BI-RADS descriptors that also name the finding, which an exact match would count wrong)
+PROTOCOL_GROUPS = ("findings", "distractors")
 
 
 def lexical_embed(texts: list[str], dim: int = 2048):
@@ -96,6 +99,12 @@ def bench_recipes(n: int, seed: int, out_dir: Path, device: str, batch_size: int
         "targets": [{"name": t, "layers": [*INNER_LAYERS, OUTPUT_LAYER]} for t in TARGETS],
         "output": {"dir": str(out_dir / "run_maskfree"), "reporters": ["json"]},
     }]
+    recipes.append({
+        **common, "name": "bench_synthetic_protocol", "methods": free,
+        "concepts": {"name": "synth-mammo-concepts", "params": {"groups": list(PROTOCOL_GROUPS)}},
+        "targets": [{"name": "synth-effnet-concepts", "layers": [OUTPUT_LAYER]}],
+        "output": {"dir": str(out_dir / "run_protocol"), "reporters": ["json"]},
+    })
     if masked:
         recipes.append({
             **common, "name": "bench_synthetic_masks", "methods": masked,
@@ -125,23 +134,38 @@ def truth_sets(concept_texts: set[str]) -> list[set[str]]:
     return [{s for s in vocab.SYNONYMS[c] if s in concept_texts} | {c} for c in vocab.CONCEPT_CLASSES]
 
 
-def score(result: Any, n: int) -> dict[str, Any]:
-    """All benchmark figures from a finished run."""
+def output_layer_rows(result: Any, concept_set: str) -> list[dict[str, Any]]:
+    """Output layer of ``synth-effnet-concepts`` against the truth, one row per dissector x method:
+    exact top-1 / top-5, ``top1_named`` (the label is the name or one of its synonyms), the
+    independent-space cosine and MAMMI's list measures."""
     from dissectkit import measures
 
-    texts = {c.text for c in result.concepts}
+    sets = truth_sets({c.text for c in result.concepts})
+    rows = []
+    for ls in sorted(result.label_sets, key=lambda s: (s.dissector, s.method)):
+        if ls.target != "synth-effnet-concepts" or OUTPUT_LAYER not in ls.layers:
+            continue
+        ll = ls.layers[OUTPUT_LAYER]
+        acc = measures.final_layer_accuracy(ll, list(vocab.CONCEPT_CLASSES), text_encoder=lexical_embed)
+        lm = measures.list_measures(ll, sets)
+        named = float(np.mean([ll.label(k) in sets[k] for k in range(len(sets))]))
+        rows.append({
+            "concepts": concept_set, "dissector": ls.dissector, "method": ls.method, "top1": acc["top1"],
+            "top1_named": named, "top5": acc["top5"], "cos_independent": acc["cos"],
+            **{k: v.value for k, v in lm.items()}, **{f"{k}_se": v.se for k, v in lm.items()},
+        })
+    return rows
+
+
+def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
+    """All benchmark figures from a finished run (``protocol``: the run on ``PROTOCOL_GROUPS``)."""
+    from dissectkit import measures
+
     sets = {(ls.dissector, ls.target, ls.method): ls for ls in result.label_sets}
-    output_rows, agreement_rows, compare_rows = [], [], []
-    truth = list(vocab.CONCEPT_CLASSES)
+    agreement_rows, compare_rows = [], []
+    output_rows = output_layer_rows(protocol, "names + distractors") if protocol is not None else []
+    output_rows += output_layer_rows(result, "full set")
     for (d, t, m), ls in sorted(sets.items()):
-        if t == "synth-effnet-concepts" and OUTPUT_LAYER in ls.layers:
-            ll = ls.layers[OUTPUT_LAYER]
-            acc = measures.final_layer_accuracy(ll, truth, text_encoder=lexical_embed)
-            lm = measures.list_measures(ll, truth_sets(texts))
-            output_rows.append({
-                "dissector": d, "method": m, "top1": acc["top1"], "top5": acc["top5"], "cos_independent": acc["cos"],
-                **{k: v.value for k, v in lm.items()}, **{f"{k}_se": v.se for k, v in lm.items()},
-            })
         if m != "netdissect" and (d, t, "netdissect") in sets:
             ref = sets[(d, t, "netdissect")]
             for layer in INNER_LAYERS:
@@ -183,15 +207,18 @@ def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench
     log("Finding the dissectors available offline ...")
     dissectors = offline_dissectors(log)
     recipes = bench_recipes(n, seed, out_dir, device, batch_size, dissectors)
-    result = None
+    result = protocol = None
     for data in recipes:
-        log(f"Running {len(data['methods'])} method(s) x {len(dissectors)} dissector(s) x {len(TARGETS)} targets on {n} images ...")
+        log(f"Running {data['name']}: {len(data['methods'])} method(s) x {len(dissectors)} dissector(s) x "
+            f"{len(data['targets'])} target(s) on {n} images ...")
         res = dk.run(recipe_from_dict(data))
-        if result is None:
+        if data["name"] == "bench_synthetic_protocol":
+            protocol = res
+        elif result is None:
             result = res
         else:
             result.label_sets.extend(res.label_sets)
-    figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n)}
+    figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n, protocol)}
     (out_dir / "bench_synthetic.json").write_text(json.dumps(_clean(figures), indent=1) + "\n")
     (out_dir / "bench_synthetic.md").write_text(to_markdown(figures))
     return figures
@@ -214,7 +241,7 @@ def _f(v: Any) -> str:
 def tables(figures: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, columns, rows) of every table."""
     out = []
-    cols = ["dissector", "method", "top1", "top5", "cos_independent", "hit_rate", "precision", "recall", "f1"]
+    cols = ["concepts", "dissector", "method", "top1", "top1_named", "top5", "cos_independent", "hit_rate", "precision", "recall", "f1"]
     out.append(("Output layer of synth-effnet-concepts vs the truth", cols,
                 [[_f(r[c]) for c in cols] for r in figures["output_layer"]]))
     cols = ["dissector", "target", "method", "layer", "top1", "top5_jaccard", "kappa"]

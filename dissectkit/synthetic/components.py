@@ -11,7 +11,6 @@ import torch
 from dissectkit.context import BuildContext
 from dissectkit.layers import infer_layer_infos
 from dissectkit.synthetic import models
-from dissectkit.synthetic.text import HashTokenizer
 from dissectkit.types import LayerInfo
 
 PREPROCESS_ID = f"gray-minmax-area{models.MODEL_INPUT[0]}x{models.MODEL_INPUT[1]}-m{models.PIXEL_MEAN}-s{models.PIXEL_STD}"
@@ -40,7 +39,7 @@ class SynthClip:
         cfg = _weights_config(path)["clip"]
         self.model = models.build_clip(cfg).eval()
         self.path = models.load_weights_into(self.model, {"path": str(path)}, ctx, "synth-clip weights")
-        self.tokenizer = HashTokenizer(int(cfg["buckets"]))
+        self.tokenizer = models.build_tokenizer(cfg)
         self.embed_dim = int(cfg["embed_dim"])
         self.input_size = models.MODEL_INPUT
         self._ctx = ctx

@@ -64,7 +64,7 @@ def smooth_noise(rng: np.random.Generator, h: int, w: int, cells: tuple[int, int
     xlo, xhi, xf = _interp_index(w, cw)
     rows = low[ylo] * (1 - yf)[:, None] + low[yhi] * yf[:, None]
     field_ = rows[:, xlo] * (1 - xf) + rows[:, xhi] * xf
-    return field_ / (field_.std() + 1e-6)
+    return field_ / (field_[::4, ::4].std() + 1e-6)  # the std of a smooth field from every 4th pixel
 
 
 def _patch(cx: float, cy: float, r: float, h: int, w: int):
@@ -275,7 +275,7 @@ class SynthMammoGenerator:
         s = self.scale
         a, cy = attrs["a"], attrs["cy"]
         r = 7.0 * s * rng.uniform(0.85, 1.2)
-        p = _patch(a, cy, 3.5 * r, h, w)
+        p = _patch(a, cy, 5.0 * r, h, w)
         if p is None:
             return
         sl, py, px = p
@@ -285,12 +285,12 @@ class SynthMammoGenerator:
             img[sl] = np.where(bump, np.maximum(img[sl], rng.uniform(0.3, 0.4)), img[sl])
             return
         # retraction: the nipple is pulled in (a notch) with a bright retroareolar band behind it
-        notch = (d < r * 1.2) & (px > a - r * 0.9)
-        pull = (np.abs(py - cy) < r * 0.45) & (px > a - 3.2 * r) & (px <= a - r * 0.6)
+        notch = (d < r * 1.6) & (px > a - r * 1.3)
+        pull = (np.abs(py - cy) < r * 0.6) & (px > a - 4.5 * r) & (px <= a - r * 1.0)
         img[sl] = np.where(notch, rng.uniform(0.02, 0.06), img[sl])
-        img[sl] = np.where(pull, img[sl] + rng.uniform(0.16, 0.24), img[sl])
+        img[sl] = np.where(pull, img[sl] + rng.uniform(0.28, 0.36), img[sl])
         mask = np.zeros((h, w), bool)
-        mask[sl] = (d < r * 3.0) & (px > a - 3.2 * r)
+        mask[sl] = (d < r * 4.5) & (px > a - 4.5 * r)
         findings.append(Finding(("nipple retraction",), mask, self.location(a, cy, attrs)))
 
     def _skin_thickening(self, rng, img, attrs, rn) -> Finding:
@@ -310,15 +310,15 @@ class SynthMammoGenerator:
     def _focal_asymmetry(self, rng, img, attrs) -> Finding:
         h, w = img.shape
         x, y = self._point(rng, attrs, rmax=0.65)
-        rx, ry = 20 * self.scale * rng.uniform(0.8, 1.2), 14 * self.scale * rng.uniform(0.8, 1.2)
+        rx, ry = 28 * self.scale * rng.uniform(0.85, 1.2), 19 * self.scale * rng.uniform(0.85, 1.2)
         ang = rng.uniform(0, math.pi)
         p = _patch(x, y, max(rx, ry) * 1.6, h, w)
         sl, py, px = p
         u = (px - x) * math.cos(ang) + (py - y) * math.sin(ang)
         v = -(px - x) * math.sin(ang) + (py - y) * math.cos(ang)
         d2 = (u / rx) ** 2 + (v / ry) ** 2
-        tex = 0.75 + 0.25 * np.cos(0.9 * u / self.scale + rng.uniform(0, 6.28))
-        img[sl] += (rng.uniform(0.25, 0.33) * np.exp(-1.5 * d2) * tex).astype(np.float32)
+        tex = 0.6 + 0.4 * np.cos(0.45 * u / self.scale + rng.uniform(0, 6.28))  # coarse bands along its axis
+        img[sl] += (rng.uniform(0.40, 0.48) * np.exp(-1.5 * d2) * tex).astype(np.float32)
         mask = np.zeros((h, w), bool)
         mask[sl] = d2 < 1.0
         return Finding(("focal asymmetry",), mask, self.location(x, y, attrs))
@@ -330,7 +330,7 @@ class SynthMammoGenerator:
         p_spic = 0.7 if shape == "irregular mass" else 0.3
         margin = vocab.MASS_MARGINS[int(rng.random() < p_spic)]
         x, y = self._point(rng, attrs, rmax=0.68)
-        R = 15.0 * s * rng.uniform(0.8, 1.3)
+        R = 20.0 * s * rng.uniform(0.85, 1.25)
         ang = rng.uniform(0, math.pi)
         p = _patch(x, y, 2.6 * R, h, w)
         sl, py, px = p
@@ -348,7 +348,7 @@ class SynthMammoGenerator:
                 th = np.arctan2(v, u)
                 mod = np.zeros_like(th)
                 for k in (3, 4, 5, 7):
-                    mod += rng.uniform(0.06, 0.13) * np.cos(k * th + rng.uniform(0, 6.28))
+                    mod += rng.uniform(0.10, 0.18) * np.cos(k * th + rng.uniform(0, 6.28))
                 rr = rr / (1.0 + mod)
         edge = 0.8 * s if margin == "circumscribed margin" else 2.2 * s
         body = np.clip((radius - rr) / edge + 0.5, 0.0, 1.0)
@@ -365,9 +365,9 @@ class SynthMammoGenerator:
                 [x + r0 * np.cos(th), y + r0 * np.sin(th), x + (r0 + ln) * np.cos(th), y + (r0 + ln) * np.sin(th)], 1
             ).astype(np.float32)
             dist = _segment_distance(px, py, seg)
-            spic = np.clip(1.6 * s - dist, 0.0, 1.0 * s) / s
+            spic = np.clip(2.4 * s - dist, 0.0, 1.0 * s) / s
             img[sl] += (amp * 1.0 * spic).astype(np.float32)
-            margin_mask = ring | (dist < 1.6 * s)
+            margin_mask = ring | (dist < 2.4 * s)
         m_shape = np.zeros((h, w), bool)
         m_shape[sl] = rr < radius
         m_margin = np.zeros((h, w), bool)
@@ -380,7 +380,7 @@ class SynthMammoGenerator:
         h, w = img.shape
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.65)
-        L = 26 * s * rng.uniform(0.8, 1.25)
+        L = 34 * s * rng.uniform(0.85, 1.2)
         n = int(rng.integers(10, 17))
         th = rng.uniform(0, 2 * math.pi, n)
         r0 = L * rng.uniform(0.12, 0.25, n)
@@ -389,10 +389,10 @@ class SynthMammoGenerator:
         p = _patch(x, y, L + 3, h, w)
         sl, py, px = p
         dist = _segment_distance(px, py, seg.astype(np.float32))
-        line = np.clip(1.0 - dist / (2.2 * s), 0.0, 1.0)
+        line = np.clip(1.0 - dist / (3.0 * s), 0.0, 1.0)
         img[sl] += (rng.uniform(0.3, 0.42) * line).astype(np.float32)
         mask = np.zeros((h, w), bool)
-        mask[sl] = (dist < 2.5 * s) & (np.hypot(px - x, py - y) < L)
+        mask[sl] = (dist < 3.2 * s) & (np.hypot(px - x, py - y) < L)
         return Finding(("architectural distortion",), mask, self.location(x, y, attrs))
 
     def _lymph_node(self, rng, img, attrs) -> Finding:
@@ -404,7 +404,7 @@ class SynthMammoGenerator:
         pect = attrs.get("pectoral")
         if pect:
             x = max(x, pect[0] * (1.0 - y / pect[1]) + 8 * s)
-        R = 9.0 * s * rng.uniform(0.85, 1.2)
+        R = 11.0 * s * rng.uniform(0.85, 1.2)
         el = rng.uniform(1.3, 1.6)
         ang = rng.uniform(0, math.pi)
         p = _patch(x, y, 2.2 * R, h, w)
@@ -431,8 +431,8 @@ class SynthMammoGenerator:
         h, w = img.shape
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.7)
-        Rc = 10 * s * rng.uniform(0.8, 1.3)
-        n = int(rng.integers(12, 20))
+        Rc = 18 * s * rng.uniform(0.85, 1.2)
+        n = int(rng.integers(26, 36))
         rr = Rc * np.sqrt(rng.uniform(0, 1, n))
         th = rng.uniform(0, 2 * math.pi, n)
         cx, cy = x + rr * np.cos(th), y + rr * np.sin(th)
@@ -450,13 +450,13 @@ class SynthMammoGenerator:
         k = int(rng.integers(1, 3))
         cx, cy, sig, amp = [], [], [], []
         for _ in range(k):
-            bx, by = x + rng.uniform(-8, 8) * s, y + rng.uniform(-8, 8) * s
+            bx, by = x + rng.uniform(-10, 10) * s, y + rng.uniform(-10, 10) * s
             m = int(rng.integers(4, 7))  # lumps of one popcorn
-            cx += list(bx + rng.uniform(-2.2, 2.2, m) * s)
-            cy += list(by + rng.uniform(-2.2, 2.2, m) * s)
-            sig += list(s * rng.uniform(2.0, 2.8, m))
+            cx += list(bx + rng.uniform(-4.5, 4.5, m) * s)
+            cy += list(by + rng.uniform(-4.5, 4.5, m) * s)
+            sig += list(s * rng.uniform(3.4, 4.2, m))
             amp += list(rng.uniform(0.6, 0.8, m))
-        sl, py, px = _patch(x, y, 16 * s, h, w)
+        sl, py, px = _patch(x, y, 26 * s, h, w)
         mask = np.zeros((h, w), bool)
         mask[sl] = self._dots(img, sl, px, py, np.array(cx), np.array(cy), np.array(sig), np.array(amp))
         return Finding(("coarse popcorn calcifications",), mask, self.location(x, y, attrs))
@@ -466,7 +466,7 @@ class SynthMammoGenerator:
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.65)
         ang = rng.uniform(0, 2 * math.pi)
-        L = 22 * s * rng.uniform(0.85, 1.25)
+        L = 42 * s * rng.uniform(0.85, 1.15)
         pts = [(x - L / 2 * math.cos(ang), y - L / 2 * math.sin(ang), x + L / 2 * math.cos(ang), y + L / 2 * math.sin(ang))]
         for _ in range(int(rng.integers(2, 4))):
             t = rng.uniform(0.2, 0.8)
@@ -484,7 +484,7 @@ class SynthMammoGenerator:
         cx, cy = np.array(cx), np.array(cy)
         keep = rng.random(len(cx)) < 0.85
         cx, cy = cx[keep], cy[keep]
-        sig = s * rng.uniform(1.0, 1.4, len(cx))
+        sig = s * rng.uniform(1.6, 2.0, len(cx))
         amp = rng.uniform(0.55, 0.75, len(cx))
         sl, py, px = _patch(x, y, L * 0.75 + 4 * s, h, w)
         mask = np.zeros((h, w), bool)
@@ -503,7 +503,7 @@ class SynthMammoGenerator:
         curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
         tang = np.diff(curve, axis=0)
         nrm = np.stack([-tang[:, 1], tang[:, 0]], 1) / np.linalg.norm(tang, axis=1, keepdims=True)
-        half = 2.2 * s
+        half = 3.2 * s
         segs = []
         for sign in (-1, 1):
             off = curve[:-1] + sign * half * nrm, curve[1:] + sign * half * nrm
@@ -527,20 +527,20 @@ class SynthMammoGenerator:
         s = self.scale
         x, y = self._point(rng, attrs, rmax=0.7)
         ang = rng.uniform(0, math.pi)
-        L = 9.0 * s * rng.uniform(0.9, 1.3)
+        L = 19.0 * s * rng.uniform(0.9, 1.15)
         c, sn = math.cos(ang), math.sin(ang)
         # a "U"-shaped clip: two arms and a base
         arms = []
-        for off in (-2.4 * s, 2.4 * s):
+        for off in (-4.6 * s, 4.6 * s):
             ox, oy = -sn * off, c * off
             arms.append((x + ox - c * L / 2, y + oy - sn * L / 2, x + ox + c * L / 2, y + oy + sn * L / 2))
         arms.append((arms[0][0], arms[0][1], arms[1][0], arms[1][1]))
         sl, py, px = _patch(x, y, L + 3 * s, h, w)
         dist = _segment_distance(px, py, np.array(arms, np.float32))
-        body = np.clip(1.3 - dist / (1.6 * s), 0, 1)
-        img[sl] = np.maximum(img[sl], (rng.uniform(0.95, 1.0) * body).astype(np.float32))
+        body = np.clip(1.4 - dist / (1.4 * s), 0, 1)
+        img[sl] = np.maximum(img[sl], (rng.uniform(0.97, 1.0) * body).astype(np.float32))
         mask = np.zeros((h, w), bool)
-        mask[sl] = dist < 1.8 * s
+        mask[sl] = dist < 2.4 * s
         return Finding(("surgical clip",), mask, self.location(x, y, attrs))
 
 

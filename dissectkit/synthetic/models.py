@@ -98,7 +98,18 @@ class SynthClipModel(nn.Module):
         return F.normalize(self.text_encoder(ids, offsets), dim=-1)
 
 
-CLIP_CONFIG: dict[str, Any] = {"embed_dim": 128, "image_widths": [32, 48, 96, 160], "buckets": 4096, "text_width": 128}
+# ngrams: character n-gram lengths of the hashing tokenizer (no 3-grams: short everyday words shared
+# too many of them with the findings' words)
+CLIP_CONFIG: dict[str, Any] = {"embed_dim": 128, "image_widths": [32, 48, 96, 160], "buckets": 4096, "text_width": 128,
+                               "ngrams": [4, 5]}
+
+
+def build_tokenizer(config: dict[str, Any] | None = None):
+    """The hashing tokenizer of a synth-clip config (configs without ``ngrams`` used 3 to 5)."""
+    from dissectkit.synthetic.text import HashTokenizer
+
+    config = config or CLIP_CONFIG
+    return HashTokenizer(int(config["buckets"]), tuple(int(n) for n in config.get("ngrams", (3, 4, 5))))
 
 
 def build_clip(config: dict[str, Any] | None = None) -> SynthClipModel:

@@ -24,32 +24,52 @@ TRAIN_SEED_OFFSET = 10_000
 EVAL_SEED_OFFSET = 20_000
 
 
+MASK_GRID = (7, 4)  # the stride-16 grid of MODEL_INPUT; per-location finding targets of the auxiliary heads
+
+
 @dataclass
 class TrainConfig:
     """Sizes of one training run (``quick`` shrinks everything for tests)."""
 
     seed: int = 0
-    n_train: int = 6000
+    n_train: int = 12000
     n_eval: int = 400
-    clip_epochs: int = 7
+    clip_epochs: int = 16
     clip_batch: int = 48
     clip_lr: float = 3e-3
-    concepts_epochs: int = 6
+    concepts_epochs: int = 7
     malignancy_epochs: int = 2
-    malignancy_train: int = 2000
-    general_train: int = 1500
-    general_epochs: int = 3
+    malignancy_train: int = 3000
+    general_train: int = 3000
+    general_epochs: int = 4
     batch: int = 48
     lr: float = 3e-3
-    threads: int = 1  # one thread: fastest on a busy machine (no OpenMP spin-waiting); 0 = torch default
+    concept_weight: float = 1.0  # synth-clip: BCE of cos(image, concept name) against the labels
+    concept_scale: float = 10.0  # ... at CLIP-Dissect's softmax scale a = 10, the scale WPMI reads
+    null_texts: int = 24  # synth-clip: random-letter texts per batch that match no image
+    mask_weight: float = 3.0  # synth-clip and concepts: per-location BCE against the findings' masks (training only)
+    threads: int = 2  # torch threads (0 = torch default)
+    workers: int = 2  # processes generating the training images
 
     @classmethod
     def quick(cls, seed: int = 0) -> TrainConfig:
         return cls(seed=seed, n_train=48, n_eval=40, clip_epochs=1, clip_batch=16, concepts_epochs=1,
-                   malignancy_epochs=1, malignancy_train=32, general_train=16, general_epochs=1, batch=16)
+                   malignancy_epochs=1, malignancy_train=32, general_train=16, general_epochs=1, batch=16, workers=1)
 
 
 # ----------------------------------------------------------------------------------------- data
+@dataclass
+class MammoSet:
+    """Generated images prepared for the models, with everything training needs about them."""
+
+    x: Any  # float16 [n, 1, h, w]
+    y: Any  # float32 [n, len(CONCEPT_CLASSES)]
+    masks: Any  # bool [n, len(FINDINGS), *MASK_GRID]
+    malignancy: Any  # float32 [n] (noisy label)
+    malignancy_true: Any  # float32 [n]
+    samples: list  # light samples (no pixels) for the reports
+
+
 def _light(sample):
     """Keep what a report needs (attributes, finding concepts and locations), drop pixels and masks."""
     from dissectkit.synthetic.generator import Finding, Sample, _MassFinding
@@ -61,29 +81,69 @@ def _light(sample):
     return Sample(None, {}, sample.labels, sample.attrs, fs)
 
 
-def make_mammo_set(seed: int, n: int):
-    """``n`` generated images prepared for the models (float16 ``[n, 1, h, w]``), their targets and samples."""
+def _grid_masks(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Each finding's mask max-pooled onto ``MASK_GRID`` (cells as adaptive pooling draws them)."""
+    out = np.zeros((len(vocab.FINDINGS), *MASK_GRID), bool)
+    for j, f in enumerate(vocab.FINDINGS):
+        m = masks.get(f)
+        if m is None or not m.any():
+            continue
+        h, w = m.shape
+        for gy in range(MASK_GRID[0]):
+            rows = m[gy * h // MASK_GRID[0] : -(-(gy + 1) * h // MASK_GRID[0])]
+            for gx in range(MASK_GRID[1]):
+                out[j, gy, gx] = rows[:, gx * w // MASK_GRID[1] : -(-(gx + 1) * w // MASK_GRID[1])].any()
+    return out
+
+
+def _generate(seed: int, start: int, stop: int):
+    """Images ``start..stop-1`` of generator ``seed``: model inputs, grid masks and light samples."""
     import torch
 
     from dissectkit.imaging import minmax_unit
     from dissectkit.synthetic.generator import SynthMammoGenerator
     from dissectkit.synthetic.models import prepare_batch
 
+    torch.set_num_threads(1)
     gen = SynthMammoGenerator(seed=seed)
-    xs, samples = [], []
-    chunk: list[np.ndarray] = []
-    for i in range(n):
+    xs, masks, samples, chunk = [], [], [], []
+    for i in range(start, stop):
         smp = gen.sample(i)
         chunk.append(minmax_unit(smp.image))
+        masks.append(_grid_masks(smp.masks))
         samples.append(_light(smp))
-        if len(chunk) == 256 or i == n - 1:
+        if len(chunk) == 256 or i == stop - 1:
             xs.append(prepare_batch(np.stack(chunk))[:, :1].to(torch.float16))
             chunk = []
-    x = torch.cat(xs)
+    return torch.cat(xs), np.stack(masks), samples
+
+
+def make_mammo_set(seed: int, n: int, workers: int = 1) -> MammoSet:
+    """``n`` generated images (item ``i`` of generator ``seed``); ``workers`` processes share the work,
+    and the result does not depend on their number."""
+    import torch
+
+    bounds = np.linspace(0, n, max(min(workers, n // 64), 1) + 1).astype(int)
+    parts = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    if len(parts) == 1:
+        results = [_generate(seed, 0, n)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_generate, [seed] * len(parts), *zip(*parts, strict=True)))
+    x = torch.cat([r[0] for r in results])
+    samples = [s for r in results for s in r[2]]
     y = torch.tensor([concept_targets(s.labels) for s in samples], dtype=torch.float32)
-    mal = torch.tensor([float(s.labels["malignancy"]) for s in samples])
-    mal_true = torch.tensor([float(s.labels["malignancy_true"]) for s in samples])
-    return x, y, mal, mal_true, samples
+    return MammoSet(
+        x=x,
+        y=y,
+        masks=torch.from_numpy(np.concatenate([r[1] for r in results])),
+        malignancy=torch.tensor([float(s.labels["malignancy"]) for s in samples]),
+        malignancy_true=torch.tensor([float(s.labels["malignancy_true"]) for s in samples]),
+        samples=samples,
+    )
 
 
 def concept_targets(labels: dict[str, Any]) -> list[float]:
@@ -106,7 +166,9 @@ def make_shapes_set(seed: int, n: int):
 
 
 def _expand(xb):
-    return xb.float().expand(-1, 3, -1, -1)
+    import torch
+
+    return xb.float().expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -148,79 +210,161 @@ def _caption(sample, rng: np.random.Generator) -> tuple[str, frozenset[str]]:
     return stating[int(rng.integers(len(stating)))]
 
 
+_LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+def null_texts(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` texts of 1-3 random letter strings: they describe no image. Trained as non-matching
+    texts, they teach the hashed text tower that words it never learnt are not evidence (every
+    bucket is visited), so unknown concept words stay unlikely for every image."""
+    out = []
+    for _ in range(n):
+        words = ["".join(rng.choice(_LETTERS, int(rng.integers(3, 10)))) for _ in range(int(rng.integers(1, 4)))]
+        out.append(" ".join(words))
+    return out
+
+
 def image_concepts(labels: dict[str, Any]) -> frozenset[str]:
     return frozenset([f for f in vocab.FINDINGS if labels[f]] + [labels["density"]])
 
 
-def train_clip(cfg: TrainConfig, x, samples, log: Callable[[str], None]):
+def _prior_logits(y) -> Any:
+    """Log-odds of each column's positive rate: the starting bias of a multi-label head."""
+    import torch
+
+    p = y.float().mean(0).clamp(0.01, 0.99)
+    return torch.log(p / (1 - p))
+
+
+class MaskHead:
+    """Training-only auxiliary head: a 1x1 convolution on a hooked stride-16 feature map predicting,
+    per location, which findings' masks touch it. Dense supervision that the image-level labels lack;
+    it is discarded after training (the saved models keep their own keys)."""
+
+    def __init__(self, module, channels: int) -> None:
+        import torch
+
+        self.conv = torch.nn.Conv2d(channels, len(vocab.FINDINGS), 1)
+        torch.nn.init.constant_(self.conv.bias, -4.0)
+        self.features = None
+        self.handle = module.register_forward_hook(lambda _m, _i, out: setattr(self, "features", out))
+
+    def parameters(self):
+        return self.conv.parameters()
+
+    def loss(self, masks):
+        import torch.nn.functional as F
+
+        logits = self.conv(self.features)
+        if tuple(logits.shape[-2:]) != tuple(masks.shape[-2:]):
+            raise RuntimeError(f"mask grid {tuple(masks.shape[-2:])} does not match the features {tuple(logits.shape[-2:])}")
+        return F.binary_cross_entropy_with_logits(logits, masks.float())
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def _batches(rng: np.random.Generator, n: int, batch: int) -> list[np.ndarray]:
+    perm = rng.permutation(n)
+    return [perm[b * batch : (b + 1) * batch] for b in range(max(n // batch, 1))]
+
+
+def train_clip(cfg: TrainConfig, data: MammoSet, log: Callable[[str], None]):
+    """Contrastive (image, report text) training with semantic matching, plus the concept names'
+    BCE (the canonical texts as a multi-label head) and the mask head on the image tower."""
     import torch
     import torch.nn.functional as F
 
-    from dissectkit.synthetic.models import CLIP_CONFIG, build_clip
-    from dissectkit.synthetic.text import HashTokenizer
+    from dissectkit.synthetic.models import CLIP_CONFIG, build_clip, build_tokenizer
 
     torch.manual_seed(cfg.seed)
-    model = build_clip(CLIP_CONFIG)
-    tok = HashTokenizer(CLIP_CONFIG["buckets"])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.01)
+    model = build_clip(CLIP_CONFIG).to(memory_format=torch.channels_last)
+    stage3 = model.image_encoder.features[-7]  # end of the stride-16 stage
+    mask_head = MaskHead(stage3, int(CLIP_CONFIG["image_widths"][2]))
+    concept_bias = torch.nn.Parameter(_prior_logits(data.y))
+    params = [*model.parameters(), *mask_head.parameters(), concept_bias]
+    opt = torch.optim.AdamW(params, lr=cfg.clip_lr, weight_decay=0.01)
+    tok = build_tokenizer(CLIP_CONFIG)
+    concept_ids, concept_offsets = (torch.from_numpy(a) for a in tok.batch(list(vocab.CONCEPT_CLASSES)))
+    x, samples = data.x, data.samples
     have = [image_concepts(s.labels) for s in samples]
     rng = np.random.default_rng([cfg.seed, 1])
-    steps_per_epoch = max(len(x) // cfg.clip_batch, 1)
-    total = steps_per_epoch * cfg.clip_epochs
+    null_rng = np.random.default_rng([cfg.seed, 3])
+    total = max(len(x) // cfg.clip_batch, 1) * cfg.clip_epochs
     step = 0
     model.train()
     for epoch in range(cfg.clip_epochs):
-        running = 0.0
-        perm = rng.permutation(len(x))
-        batches = [perm[b * cfg.clip_batch : (b + 1) * cfg.clip_batch] for b in range(steps_per_epoch)]
+        running = np.zeros(3)
+        batches = _batches(rng, len(x), cfg.clip_batch)
         for idx in batches:
             caps = [_caption(samples[i], np.random.default_rng([cfg.seed, epoch, int(i)])) for i in idx]
-            texts = [t for t, _ in caps]
             # semantic matching (as MedCLIP): image i and text j match when i has every concept j states
             match = torch.tensor([[float(c <= have[i]) for _, c in caps] for i in idx])
-            ids, offsets = tok.batch(texts)
+            nulls = null_texts(null_rng, cfg.null_texts)
+            ids, offsets = tok.batch([t for t, _ in caps] + nulls)
             _cosine_lr(opt, cfg.clip_lr, step, total)
             img = model.encode_image(_expand(x[idx]))
             txt = model.encode_text(torch.from_numpy(ids), torch.from_numpy(offsets))
             logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-            to_text = match / match.sum(1, keepdim=True)
+            # image -> text over the captions and the null texts; text -> image over the captions
+            to_text = F.pad(match, (0, len(nulls))) / match.sum(1, keepdim=True)
             to_image = match / match.sum(0, keepdim=True)
-            loss = -((to_text * F.log_softmax(logits, 1)).sum(1).mean() + (to_image * F.log_softmax(logits, 0)).sum(0).mean()) / 2
+            contrastive = -((to_text * F.log_softmax(logits, 1)).sum(1).mean()
+                            + (to_image * F.log_softmax(logits[:, : len(caps)], 0)).sum(0).mean()) / 2
+            names = model.encode_text(concept_ids, concept_offsets)
+            # the concept names as a multi-label head; the null texts join it as names no image has
+            # (at the mean bias, so only a low similarity to every image satisfies them)
+            heads = torch.cat([names, txt[len(caps):]])
+            bias = torch.cat([concept_bias, concept_bias.detach().mean().expand(len(nulls))])
+            targets = F.pad(data.y[idx], (0, len(nulls)))
+            concept = F.binary_cross_entropy_with_logits(cfg.concept_scale * img @ heads.T + bias, targets)
+            masks = mask_head.loss(data.masks[idx])
+            loss = contrastive + cfg.concept_weight * concept + cfg.mask_weight * masks
             opt.zero_grad()
             loss.backward()
             opt.step()
-            running += loss.item()
+            running += [contrastive.item(), concept.item(), masks.item()]
             step += 1
-        log(f"  synth-clip epoch {epoch + 1}/{cfg.clip_epochs}: loss {running / len(batches):.3f}")
+        r = running / len(batches)
+        log(f"  synth-clip epoch {epoch + 1}/{cfg.clip_epochs}: contrastive {r[0]:.3f}, concepts {r[1]:.4f}, masks {r[2]:.4f}")
+    mask_head.remove()
     return model.eval()
 
 
-def train_classifier(model, x, y, epochs: int, batch: int, lr: float, seed: int, log, name: str):
+def train_classifier(model, x, y, epochs: int, batch: int, lr: float, seed: int, log, name: str,
+                     mask_head: MaskHead | None = None, masks=None, mask_weight: float = 1.0):
+    """Multi-label BCE training (AdamW, cosine schedule); the classifier bias starts at the labels'
+    log-odds; with ``mask_head``, its per-location loss on ``masks`` is added."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    n = len(x)
-    steps_per_epoch = max(n // batch, 1)
-    total = steps_per_epoch * epochs
+    model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model.get_classifier().bias.copy_(_prior_logits(y.reshape(len(y), -1)))
+    params = [*model.parameters(), *(mask_head.parameters() if mask_head else [])]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    total = max(len(x) // batch, 1) * epochs
     rng = np.random.default_rng([seed, 2])
     step = 0
     model.train()
     for epoch in range(epochs):
-        perm = rng.permutation(n)
-        running = 0.0
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch : (b + 1) * batch]
+        running = np.zeros(2)
+        batches = _batches(rng, len(x), batch)
+        for idx in batches:
             _cosine_lr(opt, lr, step, total)
             out = model(_expand(x[idx]))
             loss = F.binary_cross_entropy_with_logits(out, y[idx].reshape(out.shape))
+            aux = mask_head.loss(masks[idx]) if mask_head else torch.zeros(())
             opt.zero_grad()
-            loss.backward()
+            (loss + mask_weight * aux).backward()
             opt.step()
-            running += loss.item()
+            running += [loss.item(), aux.item()]
             step += 1
-        log(f"  {name} epoch {epoch + 1}/{epochs}: loss {running / steps_per_epoch:.4f}")
+        r = running / len(batches)
+        log(f"  {name} epoch {epoch + 1}/{epochs}: loss {r[0]:.4f}" + (f", masks {r[1]:.4f}" if mask_head else ""))
+    if mask_head:
+        mask_head.remove()
     return model.eval()
 
 
@@ -235,10 +379,9 @@ def zero_shot_auc(model, x, labels: list[dict[str, Any]], batch: int = 256) -> d
     """Per finding (and composition class): AUC of cos(image, concept text) for presence."""
     import torch
 
-    from dissectkit.synthetic.models import CLIP_CONFIG
-    from dissectkit.synthetic.text import HashTokenizer
+    from dissectkit.synthetic.models import CLIP_CONFIG, build_tokenizer
 
-    tok = HashTokenizer(CLIP_CONFIG["buckets"])
+    tok = build_tokenizer(CLIP_CONFIG)
     with torch.no_grad():
         img = torch.cat([model.encode_image(_expand(x[i : i + batch])) for i in range(0, len(x), batch)])
         ids, offsets = tok.batch(list(vocab.CONCEPT_CLASSES))
@@ -280,14 +423,14 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
     t0 = time.time()
     timings: dict[str, float] = {}
     log(f"Generating {cfg.n_train} training and {cfg.n_eval} held-out images ...")
-    x, y, mal, _, samples = make_mammo_set(TRAIN_SEED_OFFSET + cfg.seed, cfg.n_train)
-    xe, ye, _, mal_true_e, samples_e = make_mammo_set(EVAL_SEED_OFFSET + cfg.seed, cfg.n_eval)
+    data = make_mammo_set(TRAIN_SEED_OFFSET + cfg.seed, cfg.n_train, cfg.workers)
+    held = make_mammo_set(EVAL_SEED_OFFSET + cfg.seed, cfg.n_eval, cfg.workers)
     timings["data_s"] = time.time() - t0
 
     t = time.time()
     log("Training synth-clip (contrastive, image vs report) ...")
-    clip = train_clip(cfg, x, samples, log)
-    zs = zero_shot_auc(clip, xe, [s.labels for s in samples_e])
+    clip = train_clip(cfg, data, log)
+    zs = zero_shot_auc(clip, held.x, [s.labels for s in held.samples])
     log(f"  synth-clip held-out zero-shot AUC, mean over findings: {_mean([zs[f] for f in vocab.FINDINGS])}")
     timings["clip_s"] = time.time() - t
     save_file(state_dict_fp16(clip), str(out_dir / "synth_clip.safetensors"))
@@ -296,9 +439,11 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
     log(f"Training synth-effnet-concepts ({TARGET_ARCH}, {len(vocab.CONCEPT_CLASSES)} outputs) ...")
     torch.manual_seed(cfg.seed)
     concepts = build_effnet(len(vocab.CONCEPT_CLASSES))
-    concepts = train_classifier(concepts, x, y, cfg.concepts_epochs, cfg.batch, cfg.lr, cfg.seed, log, "concepts")
-    pe = predict(concepts, xe).numpy()
-    concept_auc = {c: auc(pe[:, j], ye[:, j].numpy()) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
+    head = MaskHead(concepts.blocks[4], concepts.blocks[4][-1].bn3.num_features)
+    concepts = train_classifier(concepts, data.x, data.y, cfg.concepts_epochs, cfg.batch, cfg.lr, cfg.seed, log, "concepts",
+                                mask_head=head, masks=data.masks, mask_weight=cfg.mask_weight)
+    pe = predict(concepts, held.x).numpy()
+    concept_auc = {c: auc(pe[:, j], held.y[:, j].numpy()) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
     log(f"  concepts held-out AUC, mean over outputs: {_mean(list(concept_auc.values()))}")
     timings["concepts_s"] = time.time() - t
     save_file(state_dict_fp16(concepts), str(out_dir / "synth_effnet_concepts.safetensors"))
@@ -309,9 +454,10 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
     malignancy = build_effnet(1)
     backbone = {k: v for k, v in concepts.state_dict().items() if not k.startswith("classifier.")}
     malignancy.load_state_dict(backbone, strict=False)
-    nm = min(cfg.malignancy_train, len(x))
-    malignancy = train_classifier(malignancy, x[:nm], mal[:nm], cfg.malignancy_epochs, cfg.batch, cfg.lr / 3, cfg.seed + 1, log, "malignancy")
-    mal_auc = auc(predict(malignancy, xe).numpy()[:, 0], mal_true_e.numpy())
+    nm = min(cfg.malignancy_train, len(data.x))
+    malignancy = train_classifier(malignancy, data.x[:nm], data.malignancy[:nm], cfg.malignancy_epochs, cfg.batch, cfg.lr / 3,
+                                  cfg.seed + 1, log, "malignancy")
+    mal_auc = auc(predict(malignancy, held.x).numpy()[:, 0], held.malignancy_true.numpy())
     timings["malignancy_s"] = time.time() - t
     save_file(state_dict_fp16(malignancy), str(out_dir / "synth_effnet_malignancy.safetensors"))
 
