@@ -119,8 +119,9 @@ def _generate(seed: int, start: int, stop: int):
 
 
 def make_mammo_set(seed: int, n: int, workers: int = 1) -> MammoSet:
-    """``n`` generated images (item ``i`` of generator ``seed``); ``workers`` processes share the work,
-    and the result does not depend on their number."""
+    """``n`` generated images (item ``i`` of generator ``seed``); ``workers`` spawned processes share
+    the work (from a script, call it under ``if __name__ == "__main__":``), and the result does not
+    depend on their number."""
     import torch
 
     bounds = np.linspace(0, n, max(min(workers, n // 64), 1) + 1).astype(int)
