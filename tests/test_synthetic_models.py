@@ -187,3 +187,16 @@ def test_tokenizer_follows_the_weights_config():
     old = {k: v for k, v in CLIP_CONFIG.items() if k != "ngrams"}  # configs written before "ngrams"
     assert build_tokenizer(old).ngrams == (3, 4, 5)
     assert read_config()["clip"]["ngrams"] == CLIP_CONFIG["ngrams"]
+
+
+def test_clip_fingerprint_follows_its_config(tmp_path):
+    """Same weights with another tokenizer config embed texts differently: the cache key must change."""
+    cfg = read_config()
+    shutil.copy(WEIGHTS_DIR / cfg["files"]["synth-clip"], tmp_path / "synth_clip.safetensors")
+    (tmp_path / "synth_world.json").write_text(json.dumps(cfg))
+    ref = dk.create("dissector", "synth-clip", _ctx=CTX, weights={"path": str(tmp_path / "synth_clip.safetensors")})
+    cfg["clip"]["ngrams"] = [3, 4, 5]
+    (tmp_path / "synth_world.json").write_text(json.dumps(cfg))
+    other = dk.create("dissector", "synth-clip", _ctx=CTX, weights={"path": str(tmp_path / "synth_clip.safetensors")})
+    assert other.fingerprint() != ref.fingerprint()
+    assert not torch.allclose(other.encode_texts(["spiculated margin"]), ref.encode_texts(["spiculated margin"]))

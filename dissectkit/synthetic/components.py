@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ class SynthClip:
         self.model = models.build_clip(cfg).eval()
         self.path = models.load_weights_into(self.model, {"path": str(path)}, ctx, "synth-clip weights")
         self.tokenizer = models.build_tokenizer(cfg)
+        self._config_id = json.dumps(cfg, sort_keys=True)  # architecture and tokenizer: part of the fingerprint
         self.embed_dim = int(cfg["embed_dim"])
         self.input_size = models.MODEL_INPUT
         self._ctx = ctx
@@ -69,7 +71,7 @@ class SynthClip:
         from dissectkit.weights import file_fingerprint
 
         h = file_fingerprint(self.path, self._ctx)
-        return "synth-clip:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}".encode()).hexdigest()[:16]
+        return "synth-clip:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}|{self._config_id}".encode()).hexdigest()[:16]
 
 
 class SynthEffnetTarget:
