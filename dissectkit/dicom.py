@@ -1,8 +1,18 @@
-"""DICOM reading (pydicom + pylibjpeg decoders) and Mammo-CLIP's breast crop / PNG conversion.
+"""DICOM reading (pydicom + pylibjpeg decoders) under the raw-image contract of :mod:`dissectkit.imaging`.
 
-``read_dicom`` returns the stored pixels after the modality LUT (rescale slope / intercept), the
-VOI LUT or window (when present) and MONOCHROME1 inversion, as a ``uint16`` ``HxW`` array, so 16-bit
-precision is kept until a model's own preprocessing.
+``read_dicom`` decodes one frame, applies the palette colour LUT (PALETTE COLOR), the modality LUT
+(rescale slope / intercept or LUT), the VOI LUT or window when present (``apply_voi=False`` skips it,
+as Mammo-CLIP's own conversion does) and MONOCHROME1 inversion, then puts the result onto the
+contract's display range using the data's real bit depth (``docs/data.md``, "DICOM"):
+
+- the display range is the range the last step can output: the VOI output range (the window's
+  ``y_min..y_max`` as pydicom computes it, ``0..2**bits - 1`` of a VOI LUT), else the stored range
+  (``0..2**BitsStored - 1``, or the signed range) through the modality LUT; float pixel data: its
+  own min and max. MONOCHROME1 is inverted within that range (``lo + hi - x``);
+- integer data whose range spans exactly ``2**b`` values with ``8 <= b <= 16`` is shifted left by
+  ``16 - b`` bits into ``uint16`` (``b == 8``: ``uint8`` as is) - exact, so per-image min-max
+  preprocessing (Mammo-CLIP) sees the stored values times a power of two; anything else is scaled
+  linearly and rounded (``uint8`` for ranges of at most 8 bits, else ``uint16``).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import numpy as np
 
 from dissectkit.errors import DataError
 
-# Which PyPI package decodes which compressed transfer syntax (pydicom's pixel-data plugins).
+# Which PyPI package decodes which compressed transfer syntax (pydicom's pylibjpeg plugin).
 DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",  # JPEG Baseline
     "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",  # JPEG Extended
@@ -29,8 +39,11 @@ DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",  # RLE Lossless
 }
+# pydicom decoding plugin -> the PyPI package that provides it
+PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pyjpegls": "pyjpegls", "pillow": "pillow", "pylibjpeg": None}
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
-# Mammo-CLIP's released conversion: output size (H, W), border crop and foreground threshold.
+# Mammo-CLIP's released conversion (kept here for existing callers; see dissectkit.mammo_png).
 MAMMO_CLIP_SIZE = (1520, 912)
 BORDER = 5
 FOREGROUND = 40
@@ -43,50 +56,258 @@ def _syntax(ds: Any) -> tuple[str, str]:
     return str(uid), getattr(uid, "name", str(uid))
 
 
-def read_dicom(path: str | Path, voi_lut: bool = True) -> np.ndarray:
-    """Read one DICOM image as ``uint16`` ``HxW`` (modality LUT, VOI LUT / window, MONOCHROME1 inverted).
+def _decoder_state(uid: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(available plugins, missing plugins) of pydicom's decoder for ``uid``; None when no decoder exists."""
+    from pydicom.pixels.decoders.base import get_decoder
 
-    Values are rounded; data that falls outside ``0..65535`` after the LUTs is shifted (negative
-    minimum) or min-max scaled to that range. Raises :class:`DataError` naming the file, the
-    transfer syntax and the decoder package when the pixels cannot be decoded.
-    """
+    try:
+        dec = get_decoder(uid)
+    except NotImplementedError:
+        return None
+    missing = tuple(m.split(" ", 1)[0] for m in dec.missing_dependencies)
+    return tuple(dec.available_plugins), missing
+
+
+def _packages(uid: str, plugins: tuple[str, ...]) -> list[str]:
+    out = []
+    for p in plugins:
+        pkg = PLUGIN_PACKAGES.get(p, p) or DECODER_PACKAGES.get(uid, "pylibjpeg")
+        if pkg not in out:
+            out.append(pkg)
+    return out
+
+
+def _decode_error(path: Path, ds: Any, exc: Exception) -> DataError:
+    """The DataError for pixel data that pydicom could not decode: truncated, no decoder installed
+    (naming the package), no decoder at all, or installed decoders failing on damaged data."""
+    uid, name = _syntax(ds)
+    detail = " ".join(str(exc).split())[:300]
+    if uid == "(none)":
+        return DataError(
+            f"Cannot decode the pixel data of {path}: its file meta header has no Transfer Syntax UID "
+            "(0002,0010). Rewrite the file with the transfer syntax set (pydicom: set "
+            "ds.file_meta.TransferSyntaxUID, then ds.save_as(..., enforce_file_format=True))."
+        )
+    if "less than expected" in detail or "truncat" in detail.lower():
+        return DataError(f"{path} is truncated: {detail}. Re-copy or re-download the file.")
+    state = _decoder_state(uid)
+    if state is None:
+        return DataError(
+            f"Cannot decode the pixel data of {path}: no decoder pydicom can use exists for transfer syntax "
+            f"{name} ({uid}). Convert the file to an uncompressed syntax (e.g. dcmtk `dcmdjpeg` / gdcm "
+            "`gdcmconv --raw`) or remove it from the probe set."
+        )
+    available, missing = state
+    if not available:
+        pkgs = " or ".join(_packages(uid, missing)) or DECODER_PACKAGES.get(uid, "a pydicom decoder plugin")
+        return DataError(
+            f"Cannot decode the pixel data of {path}: transfer syntax {name} ({uid}) needs a decoder that is "
+            f"not installed; install it with `pip install {pkgs}`."
+        )
+    others = _packages(uid, missing)
+    hint = f" Another decoder might read it: `pip install {' or '.join(others)}`." if others else ""
+    return DataError(
+        f"Cannot decode the pixel data of {path} (transfer syntax {name}, {uid}): the installed decoder(s) "
+        f"{', '.join(available)} failed ({detail}). The file may be damaged.{hint}"
+    )
+
+
+def open_dicom(path: str | Path, max_pixels: int | None = None) -> Any:
+    """The pydicom dataset of an image file, checked: file meta present, pixel data present, size
+    within ``max_pixels`` and at least 2 x 2. Raises :class:`DataError` naming the file and the fix."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.errors import InvalidDicomError
+
+    from dissectkit.imaging import _check_size
 
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"DICOM file {path} does not exist.")
     try:
         ds = pydicom.dcmread(str(path))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a data error for this file
-        raise DataError(f"Cannot read DICOM file {path}: {exc}") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DataError(f"DICOM file {path} has no pixel data (it may be a report or structured document).")
-    uid, name = _syntax(ds)
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001
-        package = DECODER_PACKAGES.get(uid)
-        fix = (
-            f"install the decoder with `pip install {package}`" if package else "no installed decoder supports it"
-        )
+    except InvalidDicomError:
         raise DataError(
-            f"Cannot decode the pixel data of {path}: transfer syntax {name} ({uid}); {fix}. ({exc})"
+            f"{path} has no DICOM file meta header (no 'DICM' marker at byte 128): it is a bare data set, "
+            "not a DICOM file. Rewrite it with a header (pydicom: ds = dcmread(path, force=True); set "
+            "ds.file_meta.TransferSyntaxUID; ds.save_as(new_path, enforce_file_format=True); or dcmtk `dcmconv +F`)."
         ) from None
-    if raw.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1)) == 1:
-        raw = raw[0]  # multi-frame: the first frame
-    arr = apply_modality_lut(raw, ds)
-    if voi_lut and ("VOILUTSequence" in ds or "WindowCenter" in ds):
-        arr = apply_voi_lut(arr, ds, index=0)
-    arr = np.asarray(arr)
-    mono1 = str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1"
-    if np.issubdtype(arr.dtype, np.integer):  # fast path: no float LUT was applied
-        if mono1:
-            arr = arr.max() - arr
-        if arr.min() >= 0 and arr.max() <= 65535:
-            return arr.astype(np.uint16, copy=False)
-    arr = arr.astype(np.float64, copy=False)
-    if mono1:
-        arr = arr.max() - arr
-    return to_uint16(arr)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a data error for this file
+        detail = " ".join(str(exc).split())[:300]
+        raise DataError(f"Cannot read DICOM file {path} (truncated or damaged?): {detail}. Re-copy the file.") from None
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        kind = f"modality {ds.get('Modality')}: " if ds.get("Modality") else ""
+        raise DataError(
+            f"DICOM file {path} has no pixel data ({kind}it may be a report, structured document or plan). "
+            "Remove it from the probe set."
+        )
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"DICOM file {path} lacks a valid image size (Rows / Columns): {exc}. The file is damaged.") from None
+    _check_size(path, cols, rows, max_pixels)
+    return ds
+
+
+def n_frames(ds: Any, path: Path | str = "") -> int:
+    """NumberOfFrames (1 when absent); a malformed value is a DataError."""
+    value = ds.get("NumberOfFrames", 1)
+    try:
+        n = int(value) if value not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise DataError(f"DICOM file {path} has an invalid Number of Frames {value!r}; the header is damaged.") from None
+    return max(n, 1)
+
+
+def decode_frame(ds: Any, path: str | Path, frame: int = 0) -> np.ndarray:
+    """Decode frame ``frame`` of a dataset (YBR converted to RGB by pydicom), native byte order."""
+    from pydicom.pixels import pixel_array
+
+    n = n_frames(ds, path)
+    if not 0 <= frame < n:
+        raise DataError(
+            f"DICOM file {path} has {n} frame(s); frame {frame} is out of range (0..{n - 1}). Set the probe's `frame`."
+        )
+    try:
+        arr = pixel_array(ds, index=frame if n > 1 else None)
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a DataError for this file
+        if isinstance(exc, (AttributeError, KeyError)) and "Transfer Syntax" not in str(exc):
+            raise DataError(
+                f"DICOM file {path} lacks an element its pixel data needs ({' '.join(str(exc).split())}). "
+                "The file is damaged or not an image."
+            ) from None
+        raise _decode_error(Path(path), ds, exc) from None
+    if arr.ndim == 4 or (arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1):
+        arr = arr[0]  # a decoder that returned every frame
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+
+
+def read_stored(path: str | Path, frame: int = 0, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """(the stored pixel array of one frame, its Photometric Interpretation): no LUT applied."""
+    path = Path(path)
+    ds = open_dicom(path, max_pixels)
+    return decode_frame(ds, path, frame), str(ds.get("PhotometricInterpretation", "")).upper()
+
+
+def _stored_range(ds: Any) -> tuple[int, int]:
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _lut_depth(item: Any) -> int:
+    return int(item.LUTDescriptor[2])
+
+
+def _voi_kind(ds: Any) -> str | None:
+    """Which VOI step pydicom's ``apply_voi_lut`` applies: ``"lut"``, ``"window"`` or None."""
+    seq = ds.get("VOILUTSequence")
+    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
+        return "lut"
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        return "window"
+    return None
+
+
+def _modality_range(ds: Any) -> tuple[float, float]:
+    """The range of the modality LUT's output for every storable value."""
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** _lut_depth(ds.ModalityLUTSequence[0]) - 1)
+    lo, hi = _stored_range(ds)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
+    return float(lo), float(hi)
+
+
+def display_range(ds: Any, voi: str | None) -> tuple[float, float]:
+    """(black, white) of a monochrome image after the modality LUT and the VOI step ``voi``."""
+    if voi == "lut":
+        return 0.0, float(2 ** _lut_depth(ds.VOILUTSequence[0]) - 1)
+    if voi == "window":  # pydicom's apply_windowing output range
+        if ds.get("ModalityLUTSequence"):
+            lo, hi = 0.0, float(2 ** _lut_depth(ds.ModalityLUTSequence[0]) - 1)
+        else:
+            lo, hi = (float(v) for v in _stored_range(ds))
+        if ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None:
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+            lo, hi = lo * slope + intercept, hi * slope + intercept
+        return lo, hi
+    return _modality_range(ds)
+
+
+def to_display(arr: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
+    """Values with display range ``lo..hi`` -> ``uint8`` / ``uint16`` of the contract (module doc)."""
+    span = hi - lo
+    if span <= 0:
+        return np.zeros(arr.shape, np.uint8)
+    bits = int(round(np.log2(span + 1)))
+    exact = np.issubdtype(arr.dtype, np.integer) and float(lo).is_integer() and 2**bits == span + 1
+    if exact and bits <= 16:
+        x = np.clip(arr.astype(np.int64) - int(lo), 0, int(span))
+        if invert:
+            x = int(span) - x
+        if bits == 8:
+            return x.astype(np.uint8)
+        if bits > 8:
+            return (x << (16 - bits)).astype(np.uint16)
+    unit = np.clip((arr.astype(np.float64) - lo) / span, 0.0, 1.0)
+    if invert:
+        unit = 1.0 - unit
+    if span <= 255 and np.issubdtype(arr.dtype, np.integer):
+        return np.rint(unit * 255.0).astype(np.uint8)
+    return np.rint(unit * 65535.0).astype(np.uint16)
+
+
+def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pixels: int | None = None) -> np.ndarray:
+    """One DICOM frame under the raw-image contract: ``HxW`` (monochrome) or ``HxWx3`` (colour),
+    ``uint8`` / ``uint16`` on the display range of its real bit depth (module doc).
+
+    ``frame``: which frame of a multi-frame file (default the first); ``apply_voi``: apply the VOI
+    LUT / window when present (default) or skip it; ``max_pixels``: refuse larger images (default
+    :data:`dissectkit.imaging.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
+    """
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    from dissectkit.imaging import note_source
+
+    path = Path(path)
+    note_source(str(path))
+    ds = open_dicom(path, max_pixels)
+    raw = decode_frame(ds, path, frame)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    try:
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(raw, ds)
+            return to_display(rgb, 0, float(np.iinfo(rgb.dtype).max))
+        if raw.ndim == 3:  # RGB (pydicom converted YBR)
+            if np.issubdtype(raw.dtype, np.floating):
+                return to_display(raw, float(raw.min()), float(raw.max()))
+            return to_display(raw, *(float(v) for v in _stored_range(ds)))
+        if np.issubdtype(raw.dtype, np.floating):  # float pixel data: no stored range
+            lo, hi = float(raw.min()), float(raw.max())
+            return to_display(raw, lo, hi, invert=photometric == "MONOCHROME1")
+        arr = apply_modality_lut(raw, ds)
+        if arr.dtype.kind == "f" and "ModalityLUTSequence" not in ds and _integral_rescale(ds):
+            arr = np.rint(arr).astype(np.int64)
+        voi = _voi_kind(ds) if apply_voi else None
+        if voi is not None:
+            arr = apply_voi_lut(arr, ds, index=0)
+        lo, hi = display_range(ds, voi)
+        return to_display(np.asarray(arr), lo, hi, invert=photometric == "MONOCHROME1")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed LUT / window elements
+        detail = " ".join(str(exc).split())[:300]
+        raise DataError(f"Cannot apply the LUTs of DICOM file {path}: {detail}. Its header is damaged; "
+                        "`apply_voi: false` skips a broken window / VOI LUT.") from None
+
+
+def _integral_rescale(ds: Any) -> bool:
+    try:
+        return float(ds.RescaleSlope).is_integer() and float(ds.RescaleIntercept).is_integer()
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def to_uint16(arr: np.ndarray) -> np.ndarray:
@@ -102,40 +323,22 @@ def to_uint16(arr: np.ndarray) -> np.ndarray:
 
 
 def minmax_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max scale to ``uint8`` (Mammo-CLIP: ``(x - min) / (max - min) * 255``)."""
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim == 3:
-        arr = arr.mean(axis=2)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    return ((arr - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    """Min-max scale to ``uint8``, truncating (Mammo-CLIP: ``((x - min) / (max - min) * 255)``)."""
+    from dissectkit.mammo_png import minmax_uint8 as _minmax
 
-
-def _longest_run(flags: np.ndarray) -> tuple[int, int]:
-    """``[start, stop)`` of the longest run of True values (the whole range when there is none)."""
-    if not flags.any():
-        return 0, len(flags)
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    starts, stops = edges[0::2], edges[1::2]
-    best = int(np.argmax(stops - starts))
-    return int(starts[best]), int(stops[best])
+    arr = np.asarray(arr)
+    return _minmax(arr.mean(axis=2) if arr.ndim == 3 else arr)
 
 
 def breast_box(image8: np.ndarray, border: int = BORDER, threshold: int = FOREGROUND) -> tuple[int, int, int, int]:
-    """Mammo-CLIP's breast region ``(top, bottom, left, right)`` in a ``uint8`` image.
+    """Mammo-CLIP's breast region ``(top, bottom, left, right)`` in a ``uint8`` image: a ``border``-pixel
+    frame dropped, then its ``ExtractBreast`` rule (:func:`dissectkit.mammo_png.extract_breast`)."""
+    from dissectkit.mammo_png import extract_breast
 
-    Crop a ``border``-pixel frame, take pixels above ``threshold`` as foreground, keep the longest
-    run of columns holding foreground, then (inside it) the longest run of rows.
-    """
     h, w = image8.shape[:2]
-    b = border if h > 2 * border and w > 2 * border else 0
-    inner = image8[b : h - b, b : w - b]
-    fg = inner > threshold
-    c0, c1 = _longest_run(fg.any(axis=0))
-    r0, r1 = _longest_run(fg[:, c0:c1].any(axis=1))
-    return b + r0, b + r1, b + c0, b + c1
+    b = border if h > 2 * border + 1 and w > 2 * border + 1 else 0
+    rows, cols = extract_breast(image8[b : h - b, b : w - b], threshold)
+    return b + int(rows[0]), b + int(rows[-1]) + 1, b + int(cols[0]), b + int(cols[-1]) + 1
 
 
 def breast_crop(image: np.ndarray) -> np.ndarray:
@@ -145,12 +348,8 @@ def breast_crop(image: np.ndarray) -> np.ndarray:
 
 
 def mammo_clip_png(image: np.ndarray, size: tuple[int, int] = MAMMO_CLIP_SIZE) -> np.ndarray:
-    """The Mammo-CLIP PNG of one (already MONOCHROME1-inverted) image: min-max uint8, breast box,
-    resize to ``size`` = (H, W) with area interpolation (PIL's box filter = exact area averaging)."""
-    from PIL import Image
+    """The Mammo-CLIP PNG of one greyscale image (MONOCHROME1 already inverted): see
+    :func:`dissectkit.mammo_png.convert`."""
+    from dissectkit.mammo_png import convert
 
-    image8 = minmax_uint8(image)
-    top, bottom, left, right = breast_box(image8)
-    crop = image8[top:bottom, left:right]
-    out = Image.fromarray(crop).resize((size[1], size[0]), resample=Image.Resampling.BOX)
-    return np.asarray(out)
+    return convert(np.asarray(image), size=size)

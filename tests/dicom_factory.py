@@ -9,8 +9,10 @@ import numpy as np
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
                 window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
-                with_pixels: bool = True, syntax: str | None = None, laterality: str = "L", view: str = "CC") -> Path:
-    """A mammography-like DICOM (MG modality, real tags) holding ``pixels`` (uint16 ``HxW``)."""
+                with_pixels: bool = True, syntax: str | None = None, laterality: str = "L", view: str = "CC",
+                bits_allocated: int = 16, signed: bool = False, palette: np.ndarray | None = None) -> Path:
+    """A mammography-like DICOM (MG modality, real tags) holding ``pixels`` (``HxW``, or ``FxHxW`` for a
+    multi-frame file). ``palette``: a 256x3 uint16 colour table (PALETTE COLOR, 8-bit indices)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -30,12 +32,18 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.ImageLaterality = laterality
     ds.ViewPosition = view
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = 16
+    ds.PhotometricInterpretation = "PALETTE COLOR" if palette is not None else photometric
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.BitsAllocated = bits_allocated
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
+    ds.PixelRepresentation = 1 if signed else 0
+    if palette is not None:
+        for i, colour in enumerate(("Red", "Green", "Blue")):
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+            setattr(ds, f"{colour}PaletteColorLookupTableData", palette[:, i].astype("<u2").tobytes())
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
         ds.VOILUTFunction = "LINEAR"
@@ -48,7 +56,8 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
             ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 64])  # not decodable
             ds["PixelData"].VR = "OB"
         else:
-            ds.PixelData = pixels.astype(np.uint16).tobytes()
+            dtype = {8: "u1", 16: "u2"}[bits_allocated]
+            ds.PixelData = pixels.astype(("<i" if signed else "<u") + dtype[1]).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
 

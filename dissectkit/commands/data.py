@@ -12,34 +12,38 @@ data_app = typer.Typer(help="Prepare probe data.", no_args_is_help=True)
 concepts_app = typer.Typer(help="Build concept sets.", no_args_is_help=True)
 
 
-def _convert_one(job: tuple[str, str, bool]) -> tuple[str, str | None]:
+def _convert_one(job: tuple[str, str, bool, int]) -> tuple[str, str | None]:
     """Worker: one DICOM -> one PNG; returns (source, error or None)."""
-    src, dst, overwrite = job
+    src, dst, overwrite, frame = job
     try:
         out = Path(dst)
         if out.exists() and not overwrite:
             return src, None
         from PIL import Image
 
-        from dissectkit.dicom import mammo_clip_png, read_dicom
+        from dissectkit.mammo_png import from_dicom
 
-        png = mammo_clip_png(read_dicom(src))
+        png = from_dicom(src, frame=frame)
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(png).save(out)
         return src, None
-    except Exception as exc:  # noqa: BLE001 - reported per file, the others go on
+    except DataError as exc:
         return src, str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported per file, the others go on
+        return src, f"{type(exc).__name__}: {exc}"
 
 
-def convert_tree(src: Path, dst: Path, workers: int = 4, overwrite: bool = False, progress: bool = True) -> list[tuple[str, str]]:
-    """Convert every ``*.dcm`` / ``*.dicom`` under ``src`` to ``dst/<same relative path>.png``.
-    Returns the failures as (file, reason)."""
+def convert_tree(src: Path, dst: Path, workers: int = 4, overwrite: bool = False, progress: bool = True,
+                 frame: int = 0) -> list[tuple[str, str]]:
+    """Convert every ``*.dcm`` / ``*.dicom`` under ``src`` to ``dst/<same relative path>.png`` by
+    Mammo-CLIP's conversion (:func:`dissectkit.mammo_png.from_dicom`; multi-frame files: frame
+    ``frame``). Returns the failures as (file, reason)."""
     from concurrent.futures import ProcessPoolExecutor
 
     files = sorted(p for p in src.rglob("*") if p.suffix.lower() in (".dcm", ".dicom") and p.is_file())
     if not files:
         raise DataError(f"No DICOM files (*.dcm, *.dicom) under {src}.")
-    jobs = [(str(f), str((dst / f.relative_to(src)).with_suffix(".png")), overwrite) for f in files]
+    jobs = [(str(f), str((dst / f.relative_to(src)).with_suffix(".png")), overwrite, frame) for f in files]
     failures: list[tuple[str, str]] = []
     from rich.progress import Progress
 
@@ -66,14 +70,16 @@ def to_png(
     dst: Path = typer.Argument(..., help="Output folder; the relative layout is kept, suffix .png."),
     workers: int = typer.Option(4, help="Parallel worker processes."),
     overwrite: bool = typer.Option(False, help="Rewrite PNGs that already exist."),
+    frame: int = typer.Option(0, help="Which frame of multi-frame files (default the first)."),
 ) -> None:
-    """Convert DICOM mammograms to Mammo-CLIP PNGs (invert MONOCHROME1, min-max to 8 bits, breast crop,
-    resize to 912 x 1520 with area interpolation)."""
+    """Convert DICOM mammograms to Mammo-CLIP PNGs as Mammo-CLIP's release did: stored pixels (no VOI
+    LUT / window), 5-pixel border dropped, MONOCHROME1 inverted, min-max to 8 bits, ExtractBreast crop,
+    OpenCV INTER_AREA resize to 912 x 1520. Colour DICOMs are refused."""
     from rich.console import Console
 
     if not src.is_dir():
         raise DataError(f"Source folder {src} does not exist.")
-    failures = convert_tree(src, dst, workers=workers, overwrite=overwrite)
+    failures = convert_tree(src, dst, workers=workers, overwrite=overwrite, frame=frame)
     console = Console()
     for name, err in failures[:20]:
         console.print(f"[red]failed[/red] {name}: {err}")
