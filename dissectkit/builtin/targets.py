@@ -79,18 +79,13 @@ class DenseNetCxrParams(Params):
     trust_checkpoint: bool = False
 
 
-def to_rgb8(image: Any, channels: int = 3):
-    """A raw probe image as an 8-bit PIL image: 8-bit kept, 16-bit/float min-max scaled."""
-    from PIL import Image
+def to_rgb8(image: Any, channels: int = 3, model: str | None = None):
+    """A raw probe image as an 8-bit PIL image (``RGB``, or ``L`` for one channel) by the raw-image
+    contract's display range (:func:`dissectkit.imaging.to_pil`): uint8 kept, uint16 / 65535, floats
+    in [0, 1] as they are. ``model`` names the receiving model for the almost-constant warning."""
+    from dissectkit.imaging import to_pil
 
-    from dissectkit.imaging import as_array, minmax_unit, to_pil
-
-    if isinstance(image, Image.Image) and image.mode in ("L", "RGB"):
-        return to_pil(image, "RGB" if channels == 3 else "L")
-    arr = as_array(image)
-    if arr.dtype != np.uint8:
-        arr = (minmax_unit(arr) * 255.0 + 0.5).astype(np.uint8)
-    return to_pil(arr, "RGB" if channels == 3 else "L")
+    return to_pil(image, "RGB" if channels == 3 else "L", model=model)
 
 
 def _resize_crop_normalise(size: int, resize: int, mean, std):
@@ -111,6 +106,7 @@ class TorchTarget:
 
     def __init__(self, module, transform, input_shape: tuple[int, int, int], identity: str, ctx: BuildContext,
                  channels: int = 3) -> None:
+        self.label = f"target {identity.split(':', 1)[0]}"  # names the model in the almost-constant warning
         self.module = module.eval().to(ctx.device)
         self.transform = transform
         self.input_shape = input_shape
@@ -121,7 +117,7 @@ class TorchTarget:
 
     def preprocess(self, image: Any):
         """Raw probe image -> ``[C, H, W]`` float tensor (the model's eval transform)."""
-        return self.transform(to_rgb8(image, self.channels))
+        return self.transform(to_rgb8(image, self.channels, self.label))
 
     def preprocess_mask(self, mask: Any):
         """A boolean ``HxW`` probe mask put through the same resize / centre crop as ``preprocess``
@@ -452,6 +448,14 @@ def _make_densenet_cxr(params: DenseNetCxrParams, ctx: BuildContext) -> DenseNet
         identity += ":random-init:" + _tensor_hash(model)
     transform = _resize_crop_normalise(224, 256, (CXR_MEAN,) * 3, (CXR_STD,) * 3)
     return DenseNetCxrTarget(model, transform, (3, 224, 224), identity, ctx)
+
+
+@hookimpl
+def dissectkit_run_started(recipe, out_dir):
+    """A new run: the almost-constant-image warning of the raw-image contract may be given again."""
+    from dissectkit.imaging import reset_warnings
+
+    reset_warnings()
 
 
 @hookimpl

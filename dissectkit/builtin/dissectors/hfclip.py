@@ -102,7 +102,7 @@ class HfClipDissector(TorchDissectorBase):
         )
 
     def preprocess(self, image: Any):
-        pixels = self.processor.image_processor(images=to_pil(image, "RGB"), return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(images=to_pil(image, "RGB", model="dissector hf-clip"), return_tensors="pt")["pixel_values"]
         return pixels[0]
 
     def _image_features(self, images):

@@ -177,7 +177,7 @@ class OpenClipDissector(TorchDissectorBase):
         self._fingerprint = digest("open-clip", name, weights_id, str(transform), self.template)
 
     def preprocess(self, image: Any):
-        return self.transform(to_pil(image, "RGB"))
+        return self.transform(to_pil(image, "RGB", model="dissector open-clip"))
 
     def _image_features(self, images):
         return self.model.encode_image(images)
