@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -13,12 +13,15 @@ from dissectkit.weights import WeightsRef, as_ref, extract_state_dict, load_chec
 
 
 class WeightsParams(Params):
-    """Shared by the dissector and the targets."""
+    """Shared by the dissector and the targets. ``conversion``: ``none`` = the probe images are
+    Mammo-CLIP PNGs already (its PNG layout); ``mammo-clip`` = make Mammo-CLIP's PNG of each raw
+    mammogram first (DICOM layouts; read the probe with ``apply_voi: false``, as the conversion does)."""
 
     weights: WeightsRef
     trust_checkpoint: bool = False
     image_size: tuple[int, int] = (1520, 912)
     variant: str | None = None
+    conversion: Literal["none", "mammo-clip"] = "none"
 
     @field_validator("weights", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ class MammoClipDissector(TorchDissectorBase):
         del sd
         self.model = net.eval()
         self.image_size = tuple(params.image_size)
+        self.conversion = params.conversion
         self.max_length = params.max_length
         self.text_batch_size = params.text_batch_size
         self.amp = params.autocast
@@ -41,7 +42,7 @@ class MammoClipDissector(TorchDissectorBase):
         self.to(ctx.device)
         self._fingerprint = digest(
             "mammo-clip", file_fingerprint(path, ctx), params.tokenizer, self.image_size, self.max_length,
-            model.MEAN, model.STD,
+            model.MEAN, model.STD, *((self.conversion,) if self.conversion != "none" else ()),
         )
 
     @staticmethod
@@ -61,7 +62,7 @@ class MammoClipDissector(TorchDissectorBase):
         return path, tokenizer
 
     def preprocess(self, image: Any):
-        return model.preprocess_mammogram(image, self.image_size)
+        return model.preprocess_mammogram(image, self.image_size, self.conversion)
 
     def _image_features(self, images):
         return self.model.embed_images(images)

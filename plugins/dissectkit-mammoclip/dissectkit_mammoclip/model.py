@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from dissectkit.errors import WeightsError
-from dissectkit.imaging import as_array, gray_or_rgb
+from dissectkit.imaging import as_array, gray_or_rgb, warn_if_flat
 
-MEAN, STD = 0.3089279, 0.2505356
+# The published normalisation: mean as written in the released config, std to its 17 digits.
+MEAN, STD = 0.3089279, 0.25053555408335154
 DEFAULT_IMAGE_SIZE = (1520, 912)
 # variant -> (efficientnet-pytorch name, feature width, number of blocks)
 VARIANTS = {"b5": ("efficientnet-b5", 2048, 39), "b2": ("efficientnet-b2", 1408, 23)}
@@ -124,18 +125,28 @@ def build_mammo_clip(sd: dict[str, Any], variant: str):
     return MammoClip()
 
 
-def preprocess_mammogram(image: Any, size: tuple[int, int]):
-    """Read as RGB (grey repeated), min-max to [0, 1] per image, resize to ``size`` (H, W) when it
-    differs (bilinear, antialiased; aspect ratio not kept - Mammo-CLIP's PNGs are already 1520x912),
-    then ``(x - 0.3089279) / 0.2505356``. Returns ``Tensor[3, H, W]``."""
+def preprocess_mammogram(image: Any, size: tuple[int, int], conversion: str = "none"):
+    """A raw probe image -> ``Tensor[3, H, W]`` as Mammo-CLIP's evaluation reads its PNGs.
+
+    ``conversion="mammo-clip"`` first makes the Mammo-CLIP PNG of a raw mammogram (its DICOM -> PNG
+    conversion: border crop, min-max to 8 bits, ``ExtractBreast``, INTER_AREA to ``size``; see
+    :mod:`dissectkit.mammo_png`); ``"none"`` takes the image as such a PNG already. Then: grey
+    repeated to RGB, min-max to [0, 1] per image, INTER_AREA resize to ``size`` (H, W) only when it
+    differs (the reference never resizes: its PNGs are already 1520 x 912; aspect ratio not kept),
+    ``(x - 0.3089279) / 0.25053555408335154``."""
     import torch
 
-    arr = gray_or_rgb(as_array(image), 3).astype(np.float32)
+    from dissectkit.mammo_png import convert, resize_area
+
+    arr = as_array(image)
+    if conversion == "mammo-clip":
+        arr = convert(arr, size=size)
+    arr = gray_or_rgb(arr, 3).astype(np.float32)
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    warn_if_flat(arr, "dissector/target mammo-clip")
+    arr = resize_area(arr, size)
     x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    if tuple(x.shape[1:]) != tuple(size):
-        x = torch.nn.functional.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
     return (x - MEAN) / STD
 
 

@@ -105,7 +105,7 @@ class MammoEffNetTarget:
         return self
 
     def preprocess(self, image: Any):
-        return model.preprocess_mammogram(image, self.image_size)
+        return model.preprocess_mammogram(image, self.image_size, self.params.conversion)
 
     def layers(self) -> list[LayerInfo]:
         if self._variant is None or (self.head and self._n_class is None):
@@ -123,7 +123,8 @@ class MammoEffNetTarget:
         if self._fingerprint is None:
             path = resolve(self.params.weights, self.ctx, what=self.what)
             self._fingerprint = digest(
-                "mammo-clip-target", self.head, file_fingerprint(path, self.ctx), self.image_size, model.MEAN, model.STD
+                "mammo-clip-target", self.head, file_fingerprint(path, self.ctx), self.image_size, model.MEAN, model.STD,
+                *((self.params.conversion,) if self.params.conversion != "none" else ()),
             )
         return self._fingerprint
 

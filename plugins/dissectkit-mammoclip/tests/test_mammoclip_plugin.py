@@ -13,7 +13,7 @@ from dissectkit.context import BuildContext
 from dissectkit.errors import ComponentError, WeightsError
 from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
 
-MEAN, STD = 0.3089279, 0.2505356
+MEAN, STD = 0.3089279, 0.25053555408335154  # the published constants, to the last digit
 WORDS = "mass calcification benign malignant spiculated round oval breast density dense fatty normal tissue a in the of"
 SIZE = (64, 48)
 
@@ -270,3 +270,131 @@ def test_classifier_target_reads_head(setup, tmp_path):
                       n_class=5)
     with pytest.raises(WeightsError, match="n_class: 5"):
         wrong.module  # noqa: B018
+
+
+# --------------------------------------------------------------------------- input parity
+def published_png(stored: np.ndarray, monochrome1: bool) -> np.ndarray:
+    """Mammo-CLIP's DICOM -> PNG conversion computed directly from its published description
+    (../shared/docs/models.md), independently of dissectkit.mammo_png."""
+    import cv2
+
+    x = stored[5:-5, 5:-5].astype(np.float64)  # a 5-pixel border dropped on every side
+    if monochrome1:
+        x = x.max() - x
+    u8 = ((x - x.min()) / (x.max() - x.min()) * 255).astype(np.uint8)
+    t = u8.copy()
+    t[t <= 40] = 0
+
+    def longest(flags):
+        runs, start = [], None
+        for i, f in enumerate(list(flags) + [False]):
+            if f and start is None:
+                start = i
+            elif not f and start is not None:
+                runs.append((start, i))
+                start = None
+        best = max(b - a for a, b in runs)
+        return [i for a, b in runs if b - a == best for i in range(a, b)]
+
+    h, w = t.shape
+    cols = longest(t[h // 2 - int(0.4 * h): h // 2 + int(0.4 * h), :].std(axis=0) != 0)
+    t2 = t[:, cols]
+    w2 = t2.shape[1]
+    rows = longest(t2[:, w2 // 2 - int(0.4 * w2): w2 // 2 + int(0.4 * w2)].std(axis=1) != 0)
+    return cv2.resize(u8[rows][:, cols], (912, 1520), interpolation=cv2.INTER_AREA)
+
+
+def published_input(png: np.ndarray) -> torch.Tensor:
+    """Mammo-CLIP's evaluation input from its PNG: RGB, min-max per image, (x - mean) / std."""
+    rgb = np.repeat(png[:, :, None], 3, axis=2).astype(np.float64)
+    rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min())
+    return torch.tensor((rgb - 0.3089279) / 0.25053555408335154, dtype=torch.float32).permute(2, 0, 1)
+
+
+def phantom(h: int = 300, w: int = 200, seed: int = 0) -> np.ndarray:
+    """A 12-bit MONOCHROME1-style mammogram: dark (high) background, a noisy breast, a bright label."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 3900 + rng.integers(0, 120, (h, w))  # MONOCHROME1: background is high
+    inside = (xx / (0.7 * w)) ** 2 + ((yy - h / 2) / (0.42 * h)) ** 2 <= 1
+    img[inside] = 900 + rng.integers(0, 1500, int(inside.sum()))
+    img[20:30, w - 40: w - 15] = 0  # a burned-in label (white once inverted), outside the breast
+    img[h - 40:, :] = 4095  # a collimator band: constant black rows once inverted
+    return img.astype(np.uint16)
+
+
+def write_mono1(path, pixels: np.ndarray):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "MG"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2000, 1500  # a window Mammo-CLIP's conversion ignores
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_normalisation_constants_are_the_published_ones():
+    from dissectkit_mammoclip import model
+
+    assert (model.MEAN, model.STD) == (0.3089279, 0.25053555408335154)
+
+
+def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path):
+    """DICOM layout: the probe reads the DICOM without VOI; the target / dissector with
+    ``conversion: mammo-clip`` feed the model exactly what Mammo-CLIP's PNG + evaluation would."""
+    from PIL import Image
+
+    from dissectkit.commands.data import convert_tree
+    from dissectkit.dicom import read_dicom
+    from dissectkit.imaging import read_image
+
+    stored = phantom()
+    path = write_mono1(tmp_path / "dcm" / "m.dcm", stored)
+    png = published_png(stored, monochrome1=True)
+    want = published_input(png)
+    kw = dict(_ctx=setup["ctx"], weights=str(setup["path"]), trust_checkpoint=True, conversion="mammo-clip")
+    target = dk.create("target", "mammo-clip-image-encoder", **kw)
+    dis = dk.create("dissector", "mammo-clip", tokenizer=str(setup["tok"]), **kw)
+    raw = read_dicom(path, apply_voi=False)
+    from dissectkit.mammo_png import convert
+
+    np.testing.assert_array_equal(convert(raw), png)  # the same PNG, bit for bit, from the probe's image
+    for model in (target, dis):
+        got = model.preprocess(raw)
+        assert tuple(got.shape) == (3, 1520, 912)
+        assert torch.allclose(got, want, rtol=0, atol=1e-6)  # float32 vs float64 rounding only
+    # the breast box is the ExtractBreast one: the label and the collimator band are cut away
+    assert png.shape == (1520, 912) and (png > 0).mean() > 0.5
+    # `dissectkit data to-png` writes that PNG; the PNG layout (conversion: none) gives the same input
+    assert convert_tree(tmp_path / "dcm", tmp_path / "png", workers=1, progress=False) == []
+    written = np.asarray(Image.open(tmp_path / "png" / "m.png"))
+    np.testing.assert_array_equal(written, png)
+    plain = dk.create("target", "mammo-clip-image-encoder", _ctx=setup["ctx"], weights=str(setup["path"]),
+                      trust_checkpoint=True)
+    assert torch.allclose(plain.preprocess(read_image(tmp_path / "png" / "m.png")), want, rtol=0, atol=1e-6)
+    assert plain.fingerprint() != target.fingerprint()
+    # with the VOI window applied the input differs: the conversion is defined on the stored pixels
+    assert float((target.preprocess(read_dicom(path)) - want).abs().max()) > 0.1
+
+
+def test_8bit_and_12bit_dicom_give_the_same_input(setup, tmp_path):
+    from dissectkit.dicom import read_dicom
+
+    a8 = np.random.default_rng(3).integers(20, 250, SIZE).astype(np.uint8)
+    px = np.rint(a8 * (4095 / 255)).astype(np.uint16)
+    a12 = read_dicom(write_mono1(tmp_path / "a.dcm", 4095 - px), apply_voi=False)  # MONOCHROME1: inverted back
+    kw = dict(_ctx=setup["ctx"], weights=str(setup["path"]), trust_checkpoint=True, image_size=list(SIZE))
+    for model in (setup["dis"], dk.create("target", "mammo-clip-image-encoder", **kw),
+                  dk.create("target", "mammo-clip-classifier", n_class=2, **kw)):
+        diff = float((model.preprocess(a8) - model.preprocess(a12)).abs().max())
+        assert diff <= 2e-3 / STD, diff
