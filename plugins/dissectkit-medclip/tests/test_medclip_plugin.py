@@ -166,3 +166,26 @@ def test_mismatched_weights_are_refused(env, tmp_path):
                   variant="resnet")
     with pytest.raises(WeightsError, match="holds no pytorch_model.bin"):
         dk.create("dissector", "medclip", _ctx=env["ctx"], weights=str(env["root"] / "tok"), tokenizer=str(env["tok"]))
+
+
+def test_8bit_and_12bit_dicom_give_the_same_input(env, tmp_path):
+    """The raw-image contract: a 12-bit DICOM (BitsStored 12) of an 8-bit image reaches MedCLIP as
+    the 8-bit image does (12-bit values in a plain 16-bit array would be near black instead)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from dissectkit.dicom import read_dicom
+
+    a8 = np.random.default_rng(4).integers(0, 256, (90, 70)).astype(np.uint8)
+    px = np.rint(a8 * (4095 / 255)).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "a.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, (ds.Rows, ds.Columns) = 1, "MONOCHROME2", px.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.PixelData = 16, 12, 11, 0, px.tobytes()
+    ds.save_as(str(tmp_path / "a.dcm"), enforce_file_format=True)
+    dis = env["dis"]
+    assert torch.equal(dis.preprocess(read_dicom(tmp_path / "a.dcm")), dis.preprocess(a8))
+    assert float((dis.preprocess(px) - dis.preprocess(a8)).abs().max()) > 1.0
