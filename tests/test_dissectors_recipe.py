@@ -21,6 +21,8 @@ def test_recipe_components_validate_and_layers_resolve(tmp_path):
     recipe = dk.load_recipe(RECIPE)
     validate_components(recipe, get_host().registry)
     assert recipe.dissectors[0].name == "mammo-clip" and recipe.dissectors[0].params["trust_checkpoint"] is True
+    # Mammo-CLIP's own PNG conversion feeds both models (input parity with its training data)
+    assert recipe.dissectors[0].params["conversion"] == recipe.targets[0].params["conversion"] == "mammo-clip"
     assert recipe.probe.name == "vindr-mammo" and recipe.concepts.name == "mammo-birads"
     ref = recipe.targets[0]
     target = dk.create("target", ref.name, _ctx=BuildContext(offline=True, cache_dir=tmp_path), **ref.params)
