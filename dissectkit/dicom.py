@@ -243,20 +243,27 @@ def to_display(arr: np.ndarray, lo: float, hi: float, invert: bool = False) -> n
         return np.zeros(arr.shape, np.uint8)
     bits = int(round(np.log2(span + 1)))
     exact = np.issubdtype(arr.dtype, np.integer) and float(lo).is_integer() and 2**bits == span + 1
-    if exact and bits <= 16:
-        x = np.clip(arr.astype(np.int64) - int(lo), 0, int(span))
+    if exact and 8 <= bits <= 16:
+        x = arr.astype(np.int32 if arr.dtype.itemsize <= 2 else np.int64)  # room for the offset and the shift
+        if lo:
+            x -= int(lo)
+        if x.min() < 0 or x.max() > span:
+            np.clip(x, 0, int(span), out=x)
         if invert:
-            x = int(span) - x
+            np.subtract(int(span), x, out=x)
         if bits == 8:
             return x.astype(np.uint8)
-        if bits > 8:
-            return (x << (16 - bits)).astype(np.uint16)
-    unit = np.clip((arr.astype(np.float64) - lo) / span, 0.0, 1.0)
+        x <<= 16 - bits
+        return x.astype(np.uint16)
+    top = 255.0 if span <= 255 and np.issubdtype(arr.dtype, np.integer) else 65535.0
+    x = arr.astype(np.float64)  # a copy: the steps below work in place
+    x -= lo
+    x *= top / span
+    np.clip(x, 0.0, top, out=x)
     if invert:
-        unit = 1.0 - unit
-    if span <= 255 and np.issubdtype(arr.dtype, np.integer):
-        return np.rint(unit * 255.0).astype(np.uint8)
-    return np.rint(unit * 65535.0).astype(np.uint16)
+        np.subtract(top, x, out=x)
+    np.rint(x, out=x)
+    return x.astype(np.uint8 if top == 255.0 else np.uint16)
 
 
 def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pixels: int | None = None) -> np.ndarray:
@@ -291,6 +298,8 @@ def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
         if arr.dtype.kind == "f" and "ModalityLUTSequence" not in ds and _integral_rescale(ds):
             arr = np.rint(arr).astype(np.int64)
         voi = _voi_kind(ds) if apply_voi else None
+        if voi == "window" and str(ds.get("VOILUTFunction", "LINEAR")).upper() in ("LINEAR", "LINEAR_EXACT"):
+            return _linear_window(arr, ds, invert=photometric == "MONOCHROME1")
         if voi is not None:
             arr = apply_voi_lut(arr, ds, index=0)
         lo, hi = display_range(ds, voi)
@@ -301,6 +310,35 @@ def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
         detail = " ".join(str(exc).split())[:300]
         raise DataError(f"Cannot apply the LUTs of DICOM file {path}: {detail}. Its header is damaged; "
                         "`apply_voi: false` skips a broken window / VOI LUT.") from None
+
+
+def _first(value: Any) -> float:
+    """The first of a multi-valued element (pydicom's index 0), else the value."""
+    return float(value) if isinstance(value, (int, float, str)) else float(value[0])
+
+
+def _linear_window(arr: np.ndarray, ds: Any, invert: bool) -> np.ndarray:
+    """A LINEAR / LINEAR_EXACT window straight onto ``uint16`` (one fused pass; the same values as
+    pydicom's ``apply_windowing`` mapped by :func:`to_display`, up to float rounding):
+    ``clip((x - c) / w + 0.5, 0, 1)`` with ``c - 0.5``, ``w - 1`` for LINEAR (DICOM PS3.3 C.11.2.1.2)."""
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if str(ds.get("VOILUTFunction", "LINEAR")).upper() == "LINEAR":
+        if width < 1:
+            raise ValueError(f"Window Width {width} is below 1 for a LINEAR window")
+        center, width = center - 0.5, width - 1
+    elif width <= 0:
+        raise ValueError(f"Window Width {width} is not positive for a LINEAR_EXACT window")
+    if width == 0:  # LINEAR with width 1: a threshold at the centre
+        x = (np.asarray(arr) > center).astype(np.float64) * 65535.0
+    else:
+        x = np.asarray(arr).astype(np.float64)
+        x -= center - width / 2
+        x *= 65535.0 / width
+        np.clip(x, 0.0, 65535.0, out=x)
+    if invert:
+        np.subtract(65535.0, x, out=x)
+    np.rint(x, out=x)
+    return x.astype(np.uint16)
 
 
 def _integral_rescale(ds: Any) -> bool:
