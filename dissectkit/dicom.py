@@ -163,6 +163,8 @@ def decode_frame(ds: Any, path: str | Path, frame: int = 0) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     n = n_frames(ds, path)
+    if n == 1:
+        frame = 0  # `frame` picks among the frames of multi-frame files; a single frame is itself
     if not 0 <= frame < n:
         raise DataError(
             f"DICOM file {path} has {n} frame(s); frame {frame} is out of range (0..{n - 1}). Set the probe's `frame`."
@@ -270,7 +272,8 @@ def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     """One DICOM frame under the raw-image contract: ``HxW`` (monochrome) or ``HxWx3`` (colour),
     ``uint8`` / ``uint16`` on the display range of its real bit depth (module doc).
 
-    ``frame``: which frame of a multi-frame file (default the first); ``apply_voi``: apply the VOI
+    ``frame``: which frame of a multi-frame file (default the first; a single-frame file gives its
+    only frame whatever ``frame`` says); ``apply_voi``: apply the VOI
     LUT / window when present (default) or skip it; ``max_pixels``: refuse larger images (default
     :data:`dissectkit.imaging.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
     """

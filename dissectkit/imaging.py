@@ -228,7 +228,7 @@ def read_image(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     DICOM -> :func:`dissectkit.dicom.read_dicom` (uint8 / uint16 array, LUTs applied; ``apply_voi``
     false skips the VOI LUT / window). Other files through Pillow: 16-bit greyscale -> ``uint16``,
     32-bit float -> float32, 8-bit L / RGB -> a PIL image, palette / RGBA / CMYK -> RGB. Multi-frame
-    files (TIFF, GIF, DICOM) give frame ``frame`` (default the first). Unreadable, truncated, 1 x 1,
+    files (TIFF, GIF, DICOM) give frame ``frame`` (default the first; single-frame files their only one). Unreadable, truncated, 1 x 1,
     or over ``max_pixels`` (default ``MAX_PIXELS``) -> :class:`DataError` naming the file and the fix.
     """
     path = Path(path)
@@ -257,6 +257,7 @@ def read_image(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     with im:
         _check_size(path, im.width, im.height, max_pixels)
         n = int(getattr(im, "n_frames", 1))
+        frame = 0 if n == 1 else frame  # `frame` picks among the frames of multi-frame files
         if not 0 <= frame < n:
             raise DataError(
                 f"{path} has {n} frame(s); frame {frame} is out of range (0..{n - 1}). Set the probe's `frame`."

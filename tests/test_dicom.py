@@ -79,6 +79,8 @@ def test_multiframe_frame_parameter(tmp_path):
     assert int(read_dicom(p, frame=2)[1, 1]) == 3000 * 16
     with pytest.raises(DataError, match=r"mf\.dcm has 3 frame\(s\); frame 3 is out of range \(0\.\.2\)"):
         read_dicom(p, frame=3)
+    single = write_dicom(tmp_path / "one.dcm", frames[1])
+    np.testing.assert_array_equal(read_dicom(single, frame=2), read_dicom(single))  # its only frame
 
 
 def test_palette_colour_is_applied(tmp_path):
@@ -264,3 +266,20 @@ def test_compressed_syntaxes_decode_losslessly(tmp_path, syntax):
     ds.save_as(tmp_path / "c.dcm")
     assert pydicom.dcmread(tmp_path / "c.dcm").file_meta.TransferSyntaxUID == getattr(uid, syntax)
     np.testing.assert_array_equal(read_dicom(tmp_path / "c.dcm"), px * 16)
+
+
+def test_to_png_cli_reports_each_failure_and_exits_2(tmp_path, capsys):
+    from dissectkit.cli import main
+
+    src = tmp_path / "dcm"
+    write_dicom(src / "mf.dcm", np.stack([mammogram(seed=1), mammogram(seed=2)]))
+    lut = np.repeat((np.arange(256) * 257)[:, None], 3, 1).astype(np.uint16)
+    write_dicom(src / "pal.dcm", np.zeros((20, 20), np.uint8), bits_stored=8, bits_allocated=8, palette=lut)
+    code = main(["data", "to-png", str(src), str(tmp_path / "png"), "--workers", "1", "--frame", "1"])
+    out = capsys.readouterr()
+    assert code == 2 and "internal error" not in out.err + out.out
+    flat = "".join(out.out.split())
+    assert "pal.dcmisaPALETTECOLORimage" in flat and "1 file(s) could not be converted" in out.err
+    assert (tmp_path / "png" / "mf.png").is_file()
+    assert main(["data", "to-png", str(src), str(tmp_path / "png2"), "--workers", "1", "--frame", "2"]) == 2
+    assert "mf.dcmhas2frame(s);frame2isoutofrange(0..1)" in "".join(capsys.readouterr().out.split())  # rich wraps

@@ -111,11 +111,11 @@ def test_dicom_without_suffix_is_detected(tmp_path):
 
 
 def test_almost_constant_warning_once_per_run_naming_the_file(tmp_path, caplog):
-    from dissectkit.builtin.targets import dissectkit_run_started
+    from dissectkit.plugins import get_host
 
     flat = _png(tmp_path / "flat.png", np.full((8, 8), 1000, np.uint16))
     fine = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
-    dissectkit_run_started(recipe=None, out_dir=tmp_path)  # a run starts
+    get_host().pm.hook.dissectkit_run_started(recipe=None, out_dir=tmp_path)  # a run starts (engine.run)
     with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
         to_pil(fine, model="target timm")
         assert not caplog.records
@@ -130,3 +130,20 @@ def test_almost_constant_warning_once_per_run_naming_the_file(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
         to_pil(np.zeros((8, 8), np.uint8), model="target timm")
     assert len(caplog.records) == 1
+
+
+def _warn_in_child():
+    to_pil(np.zeros((8, 8), np.uint8), model="target timm")
+
+
+def test_almost_constant_warning_is_shared_with_forked_workers(caplog):
+    import multiprocessing
+
+    imaging.reset_warnings()
+    child = multiprocessing.get_context("fork").Process(target=_warn_in_child)  # as a DataLoader worker
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
+        to_pil(np.zeros((8, 8), np.uint8), model="target timm")
+    assert not caplog.records  # the worker gave this run's warning already
