@@ -141,13 +141,19 @@ def preprocess_mammogram(image: Any, size: tuple[int, int], conversion: str = "n
     arr = as_array(image)
     if conversion == "mammo-clip":
         arr = convert(arr, size=size)
-    arr = gray_or_rgb(arr, 3).astype(np.float32)
+    arr = arr.astype(np.float32)  # grey stays one channel until the end: the same min and max as its RGB
     lo, hi = float(arr.min()), float(arr.max())
-    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if hi > lo:
+        arr -= lo
+        arr /= hi - lo
+    else:
+        arr[:] = 0.0
     warn_if_flat(arr, "dissector/target mammo-clip")
     arr = resize_area(arr, size)
-    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    return (x - MEAN) / STD
+    arr -= MEAN
+    arr /= STD
+    x = torch.from_numpy(np.ascontiguousarray(gray_or_rgb(arr, 3).transpose(2, 0, 1)))
+    return x
 
 
 def block_layer_infos(variant: str, size: tuple[int, int], prefix: str = IMG):
