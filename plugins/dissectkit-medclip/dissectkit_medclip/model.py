@@ -159,7 +159,7 @@ def preprocess_medclip(image: Any):
     import torch
     from PIL import Image
 
-    grey = to_pil(image, "L")
+    grey = to_pil(image, "L", model="dissector medclip")
     w, h = grey.size
     side = max(SIZE, w, h)
     square = Image.new("L", (side, side), 0)
