@@ -89,9 +89,9 @@ def test_vindr_dicom_layout(tmp_path):
     write_dicom(tmp_path / "images" / "s1" / "i2.dicom", mammogram(seed=2, left=False))
     # i3 is missing: skipped and counted
     p = probe("vindr-mammo", root=str(tmp_path))
-    assert len(p) == 2 and [s[0] for s in p.skipped] == ["i3"]
+    assert len(p) == 2 and [s[0] for s in p.skipped] == ["s2/i3"]
     it = p[0]
-    assert it.id == "i1" and it.labels["findings"] == ["Mass", "Suspicious Calcification"]
+    assert it.id == "s1/i1" and it.labels["findings"] == ["Mass", "Suspicious Calcification"]
     assert it.labels["Mass"] == 1 and it.labels["Architectural Distortion"] == 0
     assert (it.labels["birads"], it.labels["density"], it.labels["view"]) == (4, "C", "CC")
     assert it.image.dtype == np.uint16 and it.image.shape == (120, 80)
@@ -123,7 +123,7 @@ def test_vindr_mammo_clip_png_layout(tmp_path):
         _png(tmp_path / s / f"{i}.png", np.full((152, 91), 100, np.uint8))
     p = probe("vindr-mammo", root=str(tmp_path))
     assert len(p) == 3
-    assert p[0].labels["findings"] == ["Mass", "Suspicious Calcification"] and p[0].id == "i1"
+    assert p[0].labels["findings"] == ["Mass", "Suspicious Calcification"] and p[0].id == "s1/i1"
     assert p[2].labels["Focal Asymmetry"] == 1 and p[2].labels["density"] == "B"
     assert len(probe("vindr-mammo", root=str(tmp_path), split="test")) == 1
     bal = probe("vindr-mammo", root=str(tmp_path), balance_by="density")
