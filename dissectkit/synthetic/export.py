@@ -92,9 +92,9 @@ class _Writer:
     n_images: int = 0
 
     def uid(self, *parts: Any) -> str:
-        from pydicom.uid import generate_uid
-
-        return str(generate_uid(prefix=None, entropy_srcs=["dissectkit-replica", str(self.gen.seed), *map(str, parts)]))
+        """A DICOM UID fixed by (seed, parts): ``2.25.`` + a 128-bit integer (PS3.5 B.2, UUID-derived)."""
+        digest = hashlib.sha256(repr(("dissectkit-replica", self.gen.seed, *parts)).encode()).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
     def hex_id(self, *parts: Any) -> str:
         """A 32-hex id like VinDr-Mammo's, fixed by (seed, parts)."""
