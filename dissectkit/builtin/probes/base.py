@@ -118,6 +118,11 @@ class CsvTable:
         cols = self.columns
         return [dict(zip(cols, row, strict=True)) for row in self.rows]
 
+    def column(self, name: str) -> list[str]:
+        """The cells of column ``name``, top to bottom."""
+        j = self.columns.index(name)
+        return [row[j] for row in self.rows]
+
 
 def _header(names: list[str]) -> list[str]:
     """Column names as pandas gives them: a blank one is ``Unnamed: j``, a repeat ``name.1``, ..."""
