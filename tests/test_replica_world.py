@@ -139,6 +139,21 @@ def test_export_is_deterministic_and_refuses_a_full_folder(small, tmp_path):
         export_world("vindr", 2, tmp_path / "x")
 
 
+def test_export_cli(tmp_path, capsys):
+    from dissectkit.cli import main
+
+    assert main(["synth", "export", "--layout", "nih-cxr14", "--n", "3", "--out", str(tmp_path / "nih"),
+                 "--height", "64", "--width", "40"]) == 0
+    assert "Wrote 3 images in the nih-cxr14 layout" in capsys.readouterr().out.replace("\n", " ")
+    assert [r["id"] for r in read_truth(tmp_path / "nih")] == ["00000001_000.png", "00000001_001.png", "00000001_002.png"]
+    assert np.asarray(open_probe(export_world("vindr-png", 1, tmp_path / "tiny", size=(64, 40)))[0].image).shape == (64, 40)
+    assert main(["synth", "export", "--layout", "vindr-dicom", "--n", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean 'vindr-mammo'" in capsys.readouterr().err.replace("\n", " ").lower()
+    assert main(["synth", "export", "--layout", "rsna-mammo", "--n", "3", "--out", str(tmp_path / "y"),
+                 "--height", "16"]) == 2
+    assert "too small" in capsys.readouterr().err
+
+
 def test_cbis_duplicate_views_get_distinct_ids(small):
     """An image with a mass and calcifications is two CBIS files (Mass- and Calc- series) of one view."""
     p = open_probe(small["cbis-ddsm"])

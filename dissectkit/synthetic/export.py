@@ -491,16 +491,21 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
         raise DataError(f"Unknown layout {layout!r}.{did_you_mean(layout, LAYOUTS)} Layouts: {', '.join(LAYOUTS)}.")
     if n < 1:
         raise DataError(f"--n must be at least 1 (got {n}).")
+    try:
+        gen = SynthMammoGenerator(seed=seed, size=size)
+    except ValueError as exc:
+        raise DataError(f"synth export: {exc}") from None
     out = Path(out).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise DataError(f"{out} exists and is not an empty folder; choose another --out or pass --force to write into it.")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    w = _Writer(SynthMammoGenerator(seed=seed, size=size), out)
+    w = _Writer(gen, out)
     probe = WRITERS[layout](w, n)
     _write_truth(w)
     (out / PROBE_YAML).write_text(
-        f"# written by `dissectkit synth export --layout {layout} --n {n} --seed {seed}`; use as a recipe's probe\n"
+        f"# written by `dissectkit synth export --layout {layout} --n {n} --seed {seed} --height {gen.h} "
+        f"--width {gen.w}`; use as a recipe's probe\n"
         + yaml.safe_dump({"probe": probe}, sort_keys=False)
     )
     return ExportResult(layout, out, w.n_images, time.perf_counter() - t0, probe)
