@@ -39,7 +39,9 @@ class Target(Protocol):
 
 @runtime_checkable
 class Probe(Protocol):
-    """Probe images. Optional: ``has_masks: bool``, ``skipped: list[tuple[str, str]]`` (id, reason)."""
+    """Probe images. Optional: ``has_masks: bool``, ``skipped: list[tuple[str, str]]`` (id, reason) and
+    ``ids() -> list[str]``: every item's unique, file-true id in order (``ids()[i] == probe[i].id``),
+    built once and cached so a caller may call it once per run; without it, ids are the indices."""
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> ProbeItem: ...

@@ -89,9 +89,9 @@ def test_vindr_dicom_layout(tmp_path):
     write_dicom(tmp_path / "images" / "s1" / "i2.dicom", mammogram(seed=2, left=False))
     # i3 is missing: skipped and counted
     p = probe("vindr-mammo", root=str(tmp_path))
-    assert len(p) == 2 and [s[0] for s in p.skipped] == ["i3"]
+    assert len(p) == 2 and [s[0] for s in p.skipped] == ["s2/i3"]
     it = p[0]
-    assert it.id == "i1" and it.labels["findings"] == ["Mass", "Suspicious Calcification"]
+    assert it.id == "s1/i1" and it.labels["findings"] == ["Mass", "Suspicious Calcification"]
     assert it.labels["Mass"] == 1 and it.labels["Architectural Distortion"] == 0
     assert (it.labels["birads"], it.labels["density"], it.labels["view"]) == (4, "C", "CC")
     assert it.image.dtype == np.uint16 and it.image.shape == (120, 80)
@@ -123,7 +123,7 @@ def test_vindr_mammo_clip_png_layout(tmp_path):
         _png(tmp_path / s / f"{i}.png", np.full((152, 91), 100, np.uint8))
     p = probe("vindr-mammo", root=str(tmp_path))
     assert len(p) == 3
-    assert p[0].labels["findings"] == ["Mass", "Suspicious Calcification"] and p[0].id == "i1"
+    assert p[0].labels["findings"] == ["Mass", "Suspicious Calcification"] and p[0].id == "s1/i1"
     assert p[2].labels["Focal Asymmetry"] == 1 and p[2].labels["density"] == "B"
     assert len(probe("vindr-mammo", root=str(tmp_path), split="test")) == 1
     bal = probe("vindr-mammo", root=str(tmp_path), balance_by="density")
@@ -237,3 +237,82 @@ def test_nih_boxes_and_splits(tmp_path):
     assert len(probe("nih-cxr14", root=str(tmp_path), with_boxes_only=True)) == 2
     with pytest.raises(DataError, match="balance_by='nope' is not a label"):
         probe("nih-cxr14", root=str(tmp_path), balance_by="nope")
+
+
+# -- ids and the CSV reader ---------------------------------------------------------------------------
+def test_every_builtin_probe_has_unique_file_true_ids(tmp_path):
+    from layouts import build_layouts
+
+    specs = build_layouts(tmp_path, n=12)
+    builtin = {s.name for s in dk.list_components("probe") if s.distribution == "dissectkit"}
+    assert builtin <= {spec["name"] for spec in specs.values()}, "a built-in probe without a fixture"
+    for name, spec in specs.items():
+        p = probe(spec["name"], **spec["params"])
+        ids = p.ids()
+        assert ids is p.ids(), name  # built once
+        assert len(set(ids)) == len(ids) == len(p), name
+        assert [p[i].id for i in range(len(p))] == ids, name
+        if spec["name"] in ("image-folder", "vindr-mammo", "nih-cxr14"):  # the id names the file
+            for pid, rec in zip(ids, p.records, strict=True):
+                rel = rec.path.relative_to(p.root).as_posix()
+                assert {"image-folder": rel == pid, "nih-cxr14": rec.path.name == pid,
+                        "vindr-mammo": rel.endswith(pid + rec.path.suffix)}[spec["name"]], (pid, rel)
+    csv_ids = probe("csv", **specs["csv"]["params"]).ids()
+    assert csv_ids[:4] == ["case-0", "case-0~2", "case-1", "case-1~2"]  # repeats get ~2, in file order
+
+
+def test_unique_ids_is_deterministic_and_avoids_taken_names():
+    from dissectkit.builtin.probes.base import unique_ids
+
+    assert unique_ids(["a", "b", "a", "a~2", "a"]) == ["a", "b", "a~3", "a~2", "a~4"]
+    assert unique_ids([]) == [] and unique_ids(["x", "y"]) == ["x", "y"]
+
+
+def test_cbis_ids_are_patient_and_view_and_vindr_study_and_image(tmp_path):
+    from dissectkit.synthetic.export import export_world
+
+    res = export_world("cbis-ddsm", 12, tmp_path / "cbis")
+    p = probe("cbis-ddsm", **res.probe["params"])
+    for pid, rec in zip(p.ids(), p.records, strict=True):
+        patient, view = pid.split("~")[0].split("/")
+        assert f"_{patient}_{view}/" in rec.path.relative_to(p.root).as_posix()
+
+
+def test_synth_probe_indices_and_ids():
+    from dissectkit.synthetic.probe import SynthMammoProbe
+
+    p = SynthMammoProbe(n=5)
+    assert p.ids() == [f"synth-0-{i:06d}" for i in range(5)] and p.ids() is p.ids()
+    sub = SynthMammoProbe(indices=[3, 1, 3])
+    assert len(sub) == 3 and sub.ids() == ["synth-0-000003", "synth-0-000001", "synth-0-000003~2"]
+    np.testing.assert_array_equal(sub[0].image, p[3].image)
+    assert sub[2].id == "synth-0-000003~2" and sub[1].labels == p[1].labels
+    assert sub.fingerprint() != SynthMammoProbe(indices=[3, 1]).fingerprint()
+    # without indices the fingerprint is the one cached runs already hold
+    assert p.fingerprint() == "synth-mammo:" + __import__("hashlib").sha256(
+        b'{"v": 1, "n": 5, "seed": 0, "size": [320, 192], "freq": ' + __import__("json").dumps(
+            sorted(p.generator.frequencies.items())).encode() + b', "noise": 0.05}').hexdigest()[:16]
+    made = probe("synth-mammo", indices=[2, 0])
+    assert made.ids() == ["synth-0-000002", "synth-0-000000"]
+
+
+def test_read_csv_stdlib_rules(tmp_path):
+    from dissectkit.builtin.probes.base import read_csv
+
+    f = tmp_path / "t.csv"
+    f.write_bytes("\ufeffa,b,,b\n1,\"x, y\",,2\n\n3\n4,5,6,7,,\n".encode())
+    t = read_csv(f, ["a"])
+    assert t.columns == ["a", "b", "Unnamed: 2", "b.1"]  # pandas' names for blank and repeated headers
+    assert t.rows == [["1", "x, y", "", "2"], ["3", "", "", ""], ["4", "5", "6", "7"]]
+    assert t.records()[0] == {"a": "1", "b": "x, y", "Unnamed: 2": "", "b.1": "2"} and t.column("b.1") == ["2", "", "7"]
+    f.write_text("a,b\n1,2,3\n")
+    with pytest.raises(DataError, match="data row 2 has 3 cells but the header names 2 columns"):
+        read_csv(f)
+    f.write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        read_csv(f)
+    with pytest.raises(DataError, match="CSV file not found"):
+        read_csv(tmp_path / "nope.csv")
+    f.write_bytes(b"a\n\xff\xfe\n")
+    with pytest.raises(DataError, match="Cannot read CSV"):
+        read_csv(f)

@@ -6,7 +6,7 @@ Heavy libraries (torch, timm) load inside the factories; see ``dissectkit/synthe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
@@ -19,7 +19,8 @@ LICENCE = "Apache-2.0 (first-party weights trained by `dissectkit synth train`)"
 
 class SynthMammoParams(Params):
     """``n`` images from generator ``seed`` at ``height`` x ``width``; ``frequencies`` overrides the
-    probability of each finding (keys: ``mass`` and the other finding names)."""
+    probability of each finding (keys: ``mass`` and the other finding names); ``indices``: serve these
+    generator items in this order instead of ``0..n-1`` (``n`` is then ignored)."""
 
     n: int = Field(default=1000, ge=1, le=10_000_000)
     seed: int = 0
@@ -27,6 +28,7 @@ class SynthMammoParams(Params):
     width: int = Field(default=192, ge=24)
     frequencies: dict[str, float] = Field(default_factory=dict)
     label_noise: float = Field(default=0.05, ge=0.0, le=0.5)
+    indices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
 
     @field_validator("frequencies")
     @classmethod
@@ -104,7 +106,8 @@ def _make_probe(params: SynthMammoParams, ctx: Any):
     from dissectkit.synthetic.probe import SynthMammoProbe
 
     return SynthMammoProbe(n=params.n, seed=params.seed, size=(params.height, params.width),
-                           frequencies=dict(params.frequencies), label_noise=params.label_noise)
+                           frequencies=dict(params.frequencies), label_noise=params.label_noise,
+                           indices=params.indices)
 
 
 def _make_clip(params: ModelParams, ctx: Any):

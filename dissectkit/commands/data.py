@@ -105,7 +105,7 @@ def from_reports(
     if reports.suffix.lower() == ".csv":
         from dissectkit.builtin.probes.base import read_csv
 
-        texts = list(read_csv(reports, [column])[column])
+        texts = read_csv(reports, [column]).column(column)
     else:
         texts = reports.read_text(encoding="utf-8").splitlines()
     nouns = nouns_from_reports(texts, get_tagger(tagger, model))

@@ -1,4 +1,5 @@
-"""CLI: ``dissectkit synth train`` (the first-party weights) and ``dissectkit bench synthetic``."""
+"""CLI: ``dissectkit synth train`` (the first-party weights), ``synth export`` (the replica world) and
+``dissectkit bench synthetic``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,28 @@ def train(
         f"[bold]Wrote[/] {out_dir} in {config['timings_s']['total_s']:.0f} s: zero-shot AUC (mean over findings) "
         f"{held['zero_shot_auc_mean_findings']}, concepts AUC {held['concepts_auc_mean']}, "
         f"malignancy AUC {held['malignancy_auc_vs_true']}, general AUC {held['general_auc_mean']}."
+    )
+
+
+@synth_app.command("export")
+def export(
+    layout: str = typer.Option(..., help="vindr-mammo | vindr-png | rsna-mammo | cbis-ddsm | nih-cxr14 | image-folder"),
+    n: int = typer.Option(..., help="Generator items 0..n-1 to write."),
+    out: Path = typer.Option(..., help="Output folder (must be new or empty unless --force)."),
+    seed: int = typer.Option(0, help="Generator seed (the synth-mammo probe's seed)."),
+    height: int = typer.Option(320, help="Image height in pixels."),
+    width: int = typer.Option(192, help="Image width in pixels."),
+    force: bool = typer.Option(False, help="Write into a non-empty folder."),
+) -> None:
+    """Write the synthetic world in a publisher's layout, with synth_truth.csv and probe.yaml beside it."""
+    from rich.console import Console
+
+    from dissectkit.synthetic.export import export_world
+
+    res = export_world(layout, n, out, seed=seed, size=(height, width), force=force)
+    Console().print(
+        f"[bold]Wrote[/] {res.n_images} images in the {layout} layout to {res.out} in {res.seconds:.1f} s; "
+        f"read them with the probe in {res.out / 'probe.yaml'}."
     )
 
 

@@ -73,8 +73,7 @@ def read_table(path: str | Path, column: str = "concept") -> list[Concept]:
         return dedupe(_from_yaml(data, p, column), str(p))
     from dissectkit.builtin.probes.base import read_csv
 
-    df = read_csv(p, [column])
-    rows = df.to_dict("records")
+    rows = read_csv(p, [column]).records()
     return dedupe(
         (Concept(r[column], _cell(r.get("category")), _cell(r.get("subcategory"))) for r in rows), str(p)
     )

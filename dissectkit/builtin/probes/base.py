@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -105,18 +106,67 @@ def check_columns(columns: Sequence[str], required: Sequence[str], file: Path) -
         )
 
 
-def read_csv(path: Path, required: Sequence[str] = ()):
-    """A CSV as a pandas DataFrame (all columns as strings), checked for required columns."""
-    import pandas as pd
+@dataclass
+class CsvTable:
+    """A CSV read as strings: its column names and its rows (``rows[i][j]`` is column ``j``)."""
 
-    if not path.exists():
+    columns: list[str]
+    rows: list[list[str]]
+
+    def records(self) -> list[dict[str, str]]:
+        """One ``{column: cell}`` dict per row."""
+        cols = self.columns
+        return [dict(zip(cols, row, strict=True)) for row in self.rows]
+
+    def column(self, name: str) -> list[str]:
+        """The cells of column ``name``, top to bottom."""
+        j = self.columns.index(name)
+        return [row[j] for row in self.rows]
+
+
+def _header(names: list[str]) -> list[str]:
+    """Column names as pandas gives them: a blank one is ``Unnamed: j``, a repeat ``name.1``, ..."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for j, name in enumerate(names):
+        name = name.strip() or f"Unnamed: {j}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def read_csv(path: Path, required: Sequence[str] = ()) -> CsvTable:
+    """A CSV (stdlib ``csv``; UTF-8 with or without BOM) as strings, checked for required columns.
+
+    Blank lines are skipped; a short row is padded with empty cells; trailing empty cells beyond
+    the header are dropped; any other extra cell is a :class:`DataError` naming the line."""
+    if not path.is_file():
         raise DataError(f"CSV file not found: {path}. Check `root` (and the file name) in the probe params.")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"Cannot read CSV {path}: {exc}") from None
-    check_columns(list(df.columns), required, path)
-    return df
+    if not lines:
+        raise DataError(f"CSV {path} is empty; it needs a header row naming its columns.")
+    columns = _header(lines[0])
+    n = len(columns)
+    rows = []
+    for line_no, row in enumerate(lines[1:], start=2):
+        if len(row) > n:
+            if any(cell.strip() for cell in row[n:]):
+                raise DataError(
+                    f"CSV {path}: data row {line_no} has {len(row)} cells but the header names {n} columns."
+                )
+            row = row[:n]
+        elif len(row) < n:
+            row = row + [""] * (n - len(row))
+        rows.append(row)
+    check_columns(columns, required, path)
+    return CsvTable(columns, rows)
 
 
 def _balance_key(value: Any) -> str:
@@ -156,8 +206,33 @@ def select(records: list[Record], max_images: int | None, balance_by: str | None
     return records
 
 
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """``ids`` with each repeat made unique in order: the second ``x`` becomes ``x~2``, the third ``x~3``
+    (skipping any suffix that is itself an id), so every id still names its file and stays stable."""
+    taken = set(ids)
+    count: dict[str, int] = {}
+    out = []
+    for i in ids:
+        n = count.get(i, 0) + 1
+        count[i] = n
+        if n == 1:
+            out.append(i)
+            continue
+        candidate = f"{i}~{n}"
+        while candidate in taken:
+            n += 1
+            candidate = f"{i}~{n}"
+        count[i] = n
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
 class BaseProbe:
-    """A list of :class:`Record` read lazily; missing files are skipped (or an error when strict)."""
+    """A list of :class:`Record` read lazily; missing files are skipped (or an error when strict).
+
+    Each record's id is file-true (a path relative to the probe root, or the publisher's ids) and
+    unique: repeats are suffixed by :func:`unique_ids` over the listing, before any selection."""
 
     name = "probe"
     has_masks = False
@@ -166,6 +241,8 @@ class BaseProbe:
         self.root = root
         self.params = params
         self.skipped: list[tuple[str, str]] = []
+        for r, rid in zip(records, unique_ids([r.id for r in records]), strict=True):
+            r.id = rid
         present = []
         for r in records:
             if r.path.is_file():
@@ -181,12 +258,20 @@ class BaseProbe:
             raise DataError(f"{self.name}: max_images must be at least 1 (got {params.max_images}).")
         seed = params.seed if params.seed is not None else ctx.seed
         self.records = select(present, params.max_images, params.balance_by, seed)
+        self._ids: list[str] | None = None
         if not self.records:
             extra = f" ({len(self.skipped)} listed images are missing, e.g. {self.skipped[0][1]})" if self.skipped else ""
             raise DataError(f"{self.name} probe has no images under {root}{extra}. Check `root` and `split`.")
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def ids(self) -> list[str]:
+        """Every item's id in order (``ids()[i] == self[i].id``), without reading images. Built once;
+        the list is shared, so callers must not modify it."""
+        if self._ids is None:
+            self._ids = [r.id for r in self.records]
+        return self._ids
 
     def __getitem__(self, index: int) -> ProbeItem:
         r = self.records[index]

@@ -72,13 +72,13 @@ class CbisDdsmProbe(BaseProbe):
                         "abnormality type", "assessment", "pathology", "subtlety", "image file path",
                         "ROI mask file path", *(c for c, _ in DESCRIPTORS[kind])]
             check_columns(list(df.columns), required, csv)
-            for row in df.to_dict("records"):
+            for row in df.records():
                 image_rel = row["image file path"].strip()
                 rec = by_image.get(image_rel)
                 if rec is None:
                     rec = by_image[image_rel] = Record(
                         self._locate(root, image_rel, "full"),
-                        f"{row['patient_id']}_{row['left or right breast']}_{row['image view']}",
+                        f"{row['patient_id']}/{row['left or right breast']}_{row['image view']}",
                         {"abnormality": [], "pathology": [], "assessment": 0, "mass_shape": [], "mass_margins": [],
                          "calc_type": [], "calc_distribution": [], "concepts": [],
                          "density": _int(row[density]), "laterality": row["left or right breast"],

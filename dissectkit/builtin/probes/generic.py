@@ -83,7 +83,7 @@ class CsvProbe(BaseProbe):
             label_cols = [c for c in df.columns if c not in used]
         self.has_masks = bool(mask_map)
         records = []
-        for row in df.to_dict("records"):
+        for row in df.records():
             rel = row[params.path_column]
             path = Path(rel) if Path(rel).is_absolute() else base / rel
             masks = {}

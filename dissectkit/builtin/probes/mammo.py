@@ -109,7 +109,7 @@ class VindrMammoProbe(BaseProbe):
         if (root / FINDING_CSV).is_file() or box_masks:
             cols = ["image_id", "finding_categories"] + (["xmin", "ymin", "xmax", "ymax"] if box_masks else [])
             fdf = read_csv(root / FINDING_CSV, cols)
-            for row in fdf.to_dict("records"):
+            for row in fdf.records():
                 cats = [c for c in _categories(row["finding_categories"]) if c != "No Finding"]
                 acc = findings.setdefault(row["image_id"], [])
                 acc.extend(c for c in cats if c not in acc)
@@ -118,7 +118,7 @@ class VindrMammoProbe(BaseProbe):
                     for c in cats:
                         boxes.setdefault(row["image_id"], {}).setdefault(c.lower(), []).append(box)
         records = []
-        for row in breast.to_dict("records"):
+        for row in breast.records():
             if split is not None and row["split"] != split:
                 continue
             found = findings.get(row["image_id"], [])
@@ -132,7 +132,8 @@ class VindrMammoProbe(BaseProbe):
                 "split": row["split"],
             }
             path = root / "images" / row["study_id"] / f"{row['image_id']}.dicom"
-            records.append(Record(path, row["image_id"], labels, boxes.get(row["image_id"], {})))
+            rid = f"{row['study_id']}/{row['image_id']}"
+            records.append(Record(path, rid, labels, boxes.get(row["image_id"], {})))
         return records
 
     @staticmethod
@@ -143,12 +144,12 @@ class VindrMammoProbe(BaseProbe):
         else:
             images = root / "images_png" if (root / "images_png").is_dir() else root
         finding_cols = [c for c in df.columns if c.replace("_", " ") in VINDR_FINDINGS]
-        by_image: dict[str, Record] = {}
-        for row in df.to_dict("records"):
+        by_image: dict[tuple[str, str], Record] = {}
+        for row in df.records():
             if split is not None and row["split"] != split:
                 continue
             image_id = row["image_id"]
-            rec = by_image.get(image_id)
+            rec = by_image.get((row["patient_id"], image_id))
             if rec is None:
                 labels = {"findings": [], **{f: 0 for f in VINDR_FINDINGS}, "split": row["split"]}
                 if "density" in row:
@@ -158,7 +159,8 @@ class VindrMammoProbe(BaseProbe):
                 for key, col in (("laterality", "laterality"), ("view", "view")):
                     if col in row:
                         labels[key] = row[col]
-                rec = by_image[image_id] = Record(images / row["patient_id"] / image_id, image_id.rsplit(".", 1)[0], labels)
+                rid = f"{row['patient_id']}/{image_id.rsplit('.', 1)[0]}"  # = study_id/image_id, as in the DICOM layout
+                rec = by_image[(row["patient_id"], image_id)] = Record(images / row["patient_id"] / image_id, rid, labels)
             for col in finding_cols:
                 if _truthy(row[col]):
                     name = col.replace("_", " ")
@@ -191,7 +193,7 @@ class RsnaMammoProbe(BaseProbe):
             if c in df.columns
         ]
         records = []
-        for row in df.to_dict("records"):
+        for row in df.records():
             labels = {c: _num(row[c]) for c in label_cols}
             path = root / f"{params.split}_images" / row["patient_id"] / f"{row['image_id']}.dcm"
             records.append(Record(path, f"{row['patient_id']}/{row['image_id']}", labels))

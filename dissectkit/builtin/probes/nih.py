@@ -60,7 +60,7 @@ class NihCxr14Probe(BaseProbe):
         where = _image_index(root)
         extra = [c for c in ("Patient ID", "Patient Age", "Patient Gender", "View Position", "Follow-up #") if c in entry.columns]
         records = []
-        for row in entry.to_dict("records"):
+        for row in entry.records():
             name = row["Image Index"]
             if (keep is not None and name not in keep) or (params.with_boxes_only and name not in boxes):
                 continue
@@ -85,7 +85,7 @@ def _read_boxes(path: Path) -> dict[str, list[tuple[str, tuple[float, float, flo
     if len(cols) < start + 4:
         check_columns(cols, ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"], path)
     out: dict[str, list] = {}
-    for row in df.itertuples(index=False):
+    for row in df.rows:
         vals = list(row)
         try:
             x, y, w, h = (float(v) for v in vals[start : start + 4])
