@@ -30,6 +30,10 @@ class ProbeParams(Params):
     balance_by: str | None = None
     seed: int | None = None
     breast_crop: bool = False
+    frame: int = 0
+    """Frame of multi-frame files (DICOM, TIFF) to read; single-frame files give their only frame."""
+    apply_voi: bool = True
+    """Apply a DICOM's VOI LUT / window; false keeps the modality values (as Mammo-CLIP's conversion does)."""
 
 
 @dataclass
@@ -43,25 +47,12 @@ class Record:
     report: str | None = None
 
 
-def read_image(path: Path) -> Any:
-    """A raw image: DICOM -> uint16 array; 16-bit PNG/TIFF -> uint16 array; else a PIL L/RGB image."""
-    from PIL import Image
+def read_image(path: Path, frame: int = 0, apply_voi: bool = True) -> Any:
+    """A raw image under the raw-image contract (:func:`dissectkit.imaging.read_image`): DICOM with its
+    LUTs, 16-bit PNG/TIFF as uint16, 8-bit as PIL; bad files, decompression bombs -> ``DataError``."""
+    from dissectkit.imaging import read_image as read_raw
 
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        from dissectkit.dicom import read_dicom
-
-        return read_dicom(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im)
-                return arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr.astype(np.float32)
-            if im.mode == "F":
-                return np.asarray(im, dtype=np.float32)
-            return im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read image {path}: {exc}") from None
+    return read_raw(path, frame=frame, apply_voi=apply_voi)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -275,7 +266,7 @@ class BaseProbe:
 
     def __getitem__(self, index: int) -> ProbeItem:
         r = self.records[index]
-        image = read_image(r.path)
+        image = read_image(r.path, self.params.frame, self.params.apply_voi)
         box = None
         shape = _shape(image)
         if self.params.breast_crop:
