@@ -22,7 +22,8 @@ def versions(ctx: BuildContext) -> dict[str, Any]:
     import dissectkit
     from dissectkit.plugins import get_host
 
-    device_name = torch.cuda.get_device_name(0) if ctx.device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or platform.machine()
+    on_gpu = ctx.device.startswith("cuda") and torch.cuda.is_available()
+    device_name = torch.cuda.get_device_name(torch.device(ctx.device)) if on_gpu else platform.processor() or platform.machine()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -51,7 +51,10 @@ def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: An
     rt = recipe.runtime
     device = resolve_device(rt.device)
     if local_rank is not None and device == "cuda":
+        import torch
+
         device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)  # for code that asks for "the" GPU
     ctx = BuildContext(device=device, seed=rt.seed, strict_data=rt.strict_data)
     ctx.offline = rt.offline or ctx.offline
     if rt.cache_dir:
