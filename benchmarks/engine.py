@@ -70,7 +70,8 @@ def extraction_vs_bare(recipe_path: Path, tmp: Path, repeats: int = 2) -> tuple[
 
     import dissectkit as dk
     from dissectkit.cache import Cache
-    from dissectkit.engine import _chunk_batches, _collate, _PassDataset, extract_and_embed, resolve
+    from dissectkit.engine.extract import ChunkPlan, _chunk_batches, _collate, _PassDataset, extract_and_embed
+    from dissectkit.engine.resolve import resolve
 
     recipe = dk.load_recipe(recipe_path)
     res = resolve(recipe)
@@ -80,12 +81,13 @@ def extraction_vs_bare(recipe_path: Path, tmp: Path, repeats: int = 2) -> tuple[
 
     def bare() -> float:
         ranges = [range(c, min(n, c + chunk)) for c in range(0, n, chunk)]
-        loader = DataLoader(_PassDataset(res.probe, {"t": slot.instance.preprocess}, False), batch_sampler=_chunk_batches(ranges, bs),
+        plans = {c: ChunkPlan({slot.label: [i.name for i in slot.layers]}, [], []) for c in range(len(ranges))}
+        loader = DataLoader(_PassDataset(res, plans, chunk), batch_sampler=_chunk_batches(ranges, bs),
                             num_workers=recipe.runtime.num_workers, collate_fn=_collate)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for _idx, _ok, inputs, _r in loader:
-                slot.instance.module(inputs["t"])
+            for _idx, _ok, inputs, _masks, _r in loader:
+                slot.instance.module(inputs[f"t:{slot.label}"])
         return time.perf_counter() - t0
 
     def ours(i: int) -> float:

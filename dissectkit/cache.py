@@ -1,9 +1,14 @@
 """Content-addressed, crash-safe storage of activations and embeddings.
 
 An *entry* is a directory named by the hash of everything that changes its numbers. Inside, each
-chunk of probe images is one safetensors file (``values`` ``[n, K]`` float32 and ``valid`` ``[n]``
-uint8) written to a temporary name and renamed into place, so a killed run leaves only finished
-chunks and the next run resumes from them. ``meta.json`` records what the key was made of.
+chunk of probe images is one safetensors file (``values`` ``[n, ...]``, float32 unless the entry
+stores another dtype, and ``valid`` ``[n]`` uint8) written to a temporary name and renamed into
+place, so a killed run (or a killed rank of a distributed run) leaves only finished chunks and the
+next run resumes from them. ``meta.json`` records what the key was made of.
+
+Kinds: ``acts`` (pooled activations), ``spatial`` (bounded spatial maps, float16), ``masks``
+(probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings) and
+``texts`` (text embeddings).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
+KINDS = ("acts", "spatial", "masks", "embeds", "texts")
 
 
 def content_key(*parts: Any) -> str:
@@ -27,8 +34,10 @@ def content_key(*parts: Any) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name unique to this host and process, fsync, rename into place (ranks
+    of a distributed run, on one machine or several sharing the cache, never see a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -43,6 +52,7 @@ class ChunkedEntry:
     root: Path
     n_items: int
     chunk_size: int
+    dtype: str = "float32"
 
     @property
     def n_chunks(self) -> int:
@@ -64,36 +74,58 @@ class ChunkedEntry:
     def complete(self) -> bool:
         return not self.missing_chunks()
 
-    def write_chunk(self, c: int, values, valid, skipped: dict[int, str] | None = None) -> None:
-        """Store one chunk atomically (``values`` ``[n, K]``, ``valid`` ``[n]`` bools, and the
-        reasons images were skipped, by probe index, kept in the file's metadata)."""
+    def write_chunk(self, c: int, values, valid, skipped: dict[int, str] | None = None,
+                    extra: dict[str, Any] | None = None, metadata: dict[str, str] | None = None) -> None:
+        """Store one chunk atomically (``values`` ``[n, ...]`` in the entry's dtype, ``valid``
+        ``[n]`` bools, the reasons images were skipped, by probe index, kept in the file's
+        metadata; ``extra`` tensors and ``metadata`` strings are stored alongside)."""
         import torch
         from safetensors.torch import save
 
         n = len(self.chunk_range(c))
         if values.shape[0] != n or valid.shape[0] != n:
             raise ValueError(f"chunk {c} of {self.root} expects {n} rows, got {values.shape[0]}")
-        tensors = {"values": values.to(torch.float32).contiguous().cpu(), "valid": valid.to(torch.uint8).contiguous().cpu()}
-        blob = save(tensors, metadata={"skipped": json.dumps({str(k): v for k, v in (skipped or {}).items()})})
-        atomic_write_bytes(self.chunk_path(c), blob)
+        tensors = {
+            "values": values.to(getattr(torch, self.dtype)).contiguous().cpu(),
+            "valid": valid.to(torch.uint8).contiguous().cpu(),
+            **{k: v.contiguous().cpu() for k, v in (extra or {}).items()},
+        }
+        meta = {**(metadata or {}), "skipped": json.dumps({str(k): v for k, v in (skipped or {}).items()})}
+        atomic_write_bytes(self.chunk_path(c), save(tensors, metadata=meta))
+
+    def chunk_metadata(self, c: int) -> dict[str, str]:
+        """The string metadata stored with chunk ``c`` (reads only the file's header)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.chunk_path(c)), framework="pt") as fh:
+            return dict(fh.metadata() or {})
 
     def skipped(self) -> dict[int, str]:
         """Probe index -> reason, for every image skipped in any finished chunk."""
-        from safetensors import safe_open
-
         out: dict[int, str] = {}
         for c in range(self.n_chunks):
             if self.has_chunk(c):
-                with safe_open(str(self.chunk_path(c)), framework="pt") as fh:
-                    meta = fh.metadata() or {}
+                meta = self.chunk_metadata(c)
                 out.update({int(k): v for k, v in json.loads(meta.get("skipped", "{}")).items()})
         return out
 
     def read_chunk(self, c: int):
+        """(values, valid bools) of chunk ``c``."""
+        data = self.read_chunk_tensors(c)
+        return data["values"], data["valid"].bool()
+
+    def read_chunk_tensors(self, c: int) -> dict[str, Any]:
+        """Every tensor stored in chunk ``c`` by name."""
         from safetensors.torch import load_file
 
-        data = load_file(str(self.chunk_path(c)))
-        return data["values"], data["valid"].bool()
+        return load_file(str(self.chunk_path(c)))
+
+    def read_rows(self, c: int, start: int, stop: int):
+        """Rows ``start:stop`` (chunk-local) of chunk ``c``'s values, without loading the rest."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.chunk_path(c)), framework="pt") as fh:
+            return fh.get_slice("values")[start:stop]
 
     def read_all(self):
         """All chunks concatenated: (values ``[N, K]``, valid ``[N]``)."""
@@ -113,12 +145,13 @@ class Cache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
 
-    def entry(self, kind: str, key: str, n_items: int, chunk_size: int, meta: dict[str, Any]) -> ChunkedEntry:
+    def entry(self, kind: str, key: str, n_items: int, chunk_size: int, meta: dict[str, Any],
+              dtype: str = "float32") -> ChunkedEntry:
         root = self.root / kind / key
         meta_path = root / "meta.json"
         if not meta_path.exists():
-            atomic_write_bytes(meta_path, json.dumps({**meta, "n_items": n_items, "chunk_size": chunk_size}, indent=1, default=str).encode())
-        return ChunkedEntry(root, n_items, chunk_size)
+            atomic_write_bytes(meta_path, json.dumps({**meta, "n_items": n_items, "chunk_size": chunk_size, "dtype": dtype}, indent=1, default=str).encode())
+        return ChunkedEntry(root, n_items, chunk_size, dtype)
 
     # -- text embeddings -------------------------------------------------------------------
     def text_path(self, dissector_fp: str, texts: Iterable[str]) -> Path:
@@ -141,7 +174,7 @@ class Cache:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry with its kind, key, size in bytes, chunk count and recorded metadata."""
         rows = []
-        for kind in ("acts", "embeds", "texts"):
+        for kind in KINDS:
             base = self.root / kind
             if not base.is_dir():
                 continue
@@ -165,7 +198,7 @@ class Cache:
     def clear(self, kind: str | None = None) -> int:
         """Delete entries (of one kind or all); returns the number of entries removed."""
         removed = 0
-        for k in ([kind] if kind else ["acts", "embeds", "texts"]):
+        for k in ([kind] if kind else KINDS):
             base = self.root / k
             if base.is_dir():
                 removed += sum(1 for p in base.iterdir() if p.is_dir())

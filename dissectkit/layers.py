@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dissectkit.errors import LayerError, did_you_mean
 from dissectkit.types import LayerInfo
@@ -51,24 +51,17 @@ def infer_layer_infos(module: nn.Module, example: torch.Tensor, names: Sequence[
     """
     import torch
 
+    from dissectkit.capture import Capture
+
     wanted = set(names) if names is not None else None
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, sub in module.named_modules():
-        if not name or (wanted is not None and name not in wanted):
-            continue
+    subs = {n: sub for n, sub in module.named_modules() if n and (wanted is None or n in wanted)}
 
-        def hook(_m, _inp, out, name=name):
-            if isinstance(out, torch.Tensor) and 2 <= out.dim() <= 4:
-                shapes[name] = tuple(out.shape[1:])
+    def shape(_name: str, out: Any) -> tuple[int, ...] | None:
+        return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and 2 <= out.dim() <= 4 else None
 
-        handles.append(sub.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with Capture(subs, shape) as cap, torch.no_grad():
+        module(example)
+    shapes = cap.outputs
     order = [n for n, _ in module.named_modules() if n in shapes]
     return [info_from_shape(n, shapes[n]) for n in order]
 

@@ -78,6 +78,11 @@ class RuntimeConfig(_Strict):
     strict_data: bool = False
     cache_dir: str | None = None
     chunk_images: int = Field(default=512, ge=1, description="images per cached activation chunk")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="torch intra-op threads per process (default: the CPUs available to the process, "
+        "shared by the ranks on this machine, less one per DataLoader worker; at least 1)",
+    )
 
 
 class Recipe(_Strict):

@@ -176,3 +176,136 @@ def test_vit_tokens_pooled_by_cls_or_patch_mean(recipe, tmp_path):
     tokens = store["o"][0]  # [1 + 4 patches, 192]
     assert torch.allclose(cls.activations("timm", "blocks.1")[3], tokens[0], atol=1e-5)
     assert torch.allclose(mean.activations("timm", "blocks.1")[3], tokens[1:].mean(0), atol=1e-5)
+
+
+def test_strict_data_is_enforced_on_cached_chunks(recipe, image_root, tmp_path, capsys):
+    (image_root / "a" / "broken.png").write_bytes(b"not a png at all")
+    cache = "runtime.cache_dir=" + str(tmp_path / "shared-cache")
+    assert main(["run", str(recipe), "--quiet", "--set", cache]) == 0  # skipped, cached
+    capsys.readouterr()
+    fresh = tmp_path / "fresh-cache"
+    assert main(["run", str(recipe), "--quiet", "--set", "runtime.strict_data=true", "--set", f"runtime.cache_dir={fresh}"]) == 2
+    fresh_err = capsys.readouterr().err
+    assert main(["run", str(recipe), "--quiet", "--set", "runtime.strict_data=true", "--set", cache]) == 2
+    cached_err = capsys.readouterr().err
+    assert "broken.png" in cached_err and "Traceback" not in cached_err
+    assert cached_err == fresh_err  # the same error whether the chunk was read now or cached
+
+
+class _CountingProbe:
+    """A probe of many items whose ``ids()`` counts its calls."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def ids(self) -> list[str]:
+        self.calls += 1
+        return [f"case/{i:05d}.png" for i in range(self.n)]
+
+
+def test_probe_ids_come_from_one_ids_call():
+    from dissectkit.engine import probe_ids
+    from dissectkit.errors import DataError
+
+    probe = _CountingProbe(20_000)
+    ids = probe_ids(probe)
+    assert probe.calls == 1 and len(ids) == 20_000 and ids[12_345] == "case/12345.png"
+
+    class NoIds:
+        def __len__(self) -> int:
+            return 3
+
+    assert probe_ids(NoIds()) == ["0", "1", "2"]
+
+    class Short(_CountingProbe):
+        def __len__(self) -> int:
+            return self.n + 1
+
+    with pytest.raises(DataError, match="returned 5 ids for 6 images"):
+        probe_ids(Short(5), "short")
+
+
+def test_threads_default_from_the_cpus_ranks_and_workers(recipe, tmp_path):
+    import torch
+
+    from dissectkit.engine.runtime import available_cpus, default_threads
+
+    assert default_threads(local_ranks=1, num_workers=0, cpus=16) == 16
+    assert default_threads(local_ranks=2, num_workers=1, cpus=16) == 7
+    assert default_threads(local_ranks=4, num_workers=3, cpus=2) == 1
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    result = dk.run(dk.load_recipe(recipe, ["runtime.threads=3"]))
+    assert result.stats["processes"] == {"world_size": 1, "threads": 3}
+    assert torch.get_num_threads() == before  # restored after the run
+    default = dk.run(dk.load_recipe(recipe, ["runtime.num_workers=0"]))
+    assert default.stats["processes"]["threads"] == default_threads(1, 0)
+
+
+SYNTH_NETDISSECT = """\
+name: nd
+dissectors: [{name: synth-clip}, {name: synth-clip}]
+target: {name: synth-effnet-concepts, layers: [blocks.1, blocks.5, classifier]}
+probe: {name: synth-mammo, params: {n: 24, seed: 0}}
+concepts: {name: synth-mammo-concepts, params: {groups: [findings]}}
+methods: [{name: netdissect, params: {quantile: 0.02, min_iou: 0.0}}, {name: clip-dissect, params: {similarity: cos}}]
+output: {dir: OUT, reporters: [csv]}
+runtime: {device: cpu, batch_size: 8, chunk_images: 10, offline: true}
+"""
+
+
+def test_spatial_evidence_is_cached_in_the_pass_and_netdissect_runs_once_per_layer(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from dissectkit.builtin.methods.netdissect import NetDissect
+    from dissectkit.capture import Capture
+    from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, SpatialSource, align_masks, bounded_maps
+
+    path = tmp_path / "nd.yaml"
+    path.write_text(SYNTH_NETDISSECT.replace("OUT", str(tmp_path / "out")))
+    calls: list[str] = []
+    label = NetDissect.label
+    monkeypatch.setattr(NetDissect, "label", lambda self, ev: calls.append(ev.layer) or label(self, ev))
+    result = dk.run(dk.load_recipe(path))
+    assert calls == ["blocks.1", "blocks.5", "classifier"]  # not once per dissector
+    sets = {(ls.dissector, ls.method): ls for ls in result.label_sets}
+    assert {d for d, _ in sets} == {"synth-clip-1", "synth-clip-2"}
+    for layer in calls:
+        assert sets[("synth-clip-1", "netdissect")].layers[layer].neurons == sets[("synth-clip-2", "netdissect")].layers[layer].neurons
+    assert any(ranked for ranked in sets[("synth-clip-1", "netdissect")].layers["classifier"].neurons)
+
+    keys = result.stats["cache"]
+    assert set(keys["spatial"]) == {"synth-effnet-concepts/" + n for n in calls} and list(keys["masks"]) == ["synth-effnet-concepts"]
+    cache = Path(os.environ["DISSECTKIT_CACHE"])
+    from dissectkit.cache import ChunkedEntry
+
+    target = result.targets["synth-effnet-concepts"]
+    for layer in ("blocks.1", "classifier"):
+        maps = ChunkedEntry(cache / "spatial" / keys["spatial"]["synth-effnet-concepts/" + layer], 24, 10, "float16")
+        masks = ChunkedEntry(cache / "masks" / keys["masks"]["synth-effnet-concepts"], 24, 10, "int64")
+        values, _ = maps.read_chunk(0)
+        assert values.dtype == torch.float16 and max(values.shape[-2:]) <= SPATIAL_MAX_SIDE
+        valid = torch.ones(24, dtype=torch.bool)
+        valid[[3, 17]] = False  # streamed in probe order, only the chosen images
+        batches = list(SpatialSource(maps, masks, valid, batch_size=4)())
+        streamed = torch.cat([b.maps for b in batches])
+        streamed_masks = [m for b in batches for m in b.masks]
+        keep = valid.nonzero().flatten().tolist()
+        with Capture.named(target.module, [layer], lambda _n, out: bounded_maps(out)) as cap, torch.no_grad():
+            target.module(torch.stack([target.preprocess(result.probe[i].image) for i in keep]))
+        assert streamed.dtype == torch.float32 and torch.equal(streamed, cap.outputs[layer].float())
+        for i, got in zip(keep, streamed_masks, strict=True):
+            want = align_masks(result.probe[i].masks, getattr(target, "preprocess_mask", None))
+            assert (got is None) == (want is None)
+            if want:
+                assert got.keys() == want.keys() and all(np.array_equal(got[c], want[c]) for c in want)
+    assert any(m for m in streamed_masks)
+
+    calls.clear()
+    again = dk.run(dk.load_recipe(path))
+    assert again.stats["chunks"] == {"computed": 0, "total": 3}
+    assert [ls.to_dict() for ls in again.label_sets] == [ls.to_dict() for ls in result.label_sets]

@@ -247,8 +247,9 @@ class MaskHead:
 
         self.conv = torch.nn.Conv2d(channels, len(vocab.FINDINGS), 1)
         torch.nn.init.constant_(self.conv.bias, -4.0)
-        self.features = None
-        self.handle = module.register_forward_hook(lambda _m, _i, out: setattr(self, "features", out))
+        from dissectkit.capture import Capture
+
+        self.capture = Capture({"features": module})
 
     def parameters(self):
         return self.conv.parameters()
@@ -256,13 +257,13 @@ class MaskHead:
     def loss(self, masks):
         import torch.nn.functional as F
 
-        logits = self.conv(self.features)
+        logits = self.conv(self.capture.outputs["features"])
         if tuple(logits.shape[-2:]) != tuple(masks.shape[-2:]):
             raise RuntimeError(f"mask grid {tuple(masks.shape[-2:])} does not match the features {tuple(logits.shape[-2:])}")
         return F.binary_cross_entropy_with_logits(logits, masks.float())
 
     def remove(self) -> None:
-        self.handle.remove()
+        self.capture.remove()
 
 
 def _batches(rng: np.random.Generator, n: int, batch: int) -> list[np.ndarray]:

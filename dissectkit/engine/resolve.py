@@ -1,0 +1,134 @@
+"""Resolve: build every component of a recipe (collecting all errors) before any image is read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dissectkit.context import BuildContext, resolve_device
+from dissectkit.errors import DataError, DissectkitError, EvidenceError, RecipeError
+from dissectkit.layers import select_layers
+from dissectkit.methods import concept_list
+from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
+from dissectkit.types import Concept, LayerInfo
+
+
+@dataclass
+class TargetSlot:
+    label: str
+    name: str
+    instance: Any
+    layers: list[LayerInfo]
+    pool: str
+    token_pool: str
+
+
+@dataclass
+class Resolved:
+    """Every component of a recipe, built and checked, before any image is read."""
+
+    recipe: Recipe
+    ctx: BuildContext
+    dissectors: dict[str, Any]
+    targets: dict[str, TargetSlot]
+    probe: Any
+    concepts: list[Concept]
+    methods: dict[str, Any]
+    reporters: dict[str, Any]
+
+    @property
+    def needs_spatial(self) -> bool:
+        """Whether the pass must also cache spatial maps and aligned masks (a mask method is asked
+        for and the probe has masks; ``resolve`` already refused a mask method without masks)."""
+        return any(getattr(m, "needs_masks", False) for m in self.methods.values()) and bool(getattr(self.probe, "has_masks", False))
+
+
+def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: Any) -> BuildContext:
+    """The factories' context from the recipe's runtime; ``local_rank`` picks this process's GPU
+    in a distributed run (``cuda`` -> ``cuda:<local_rank>``)."""
+    rt = recipe.runtime
+    device = resolve_device(rt.device)
+    if local_rank is not None and device == "cuda":
+        import torch
+
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)  # for code that asks for "the" GPU
+    ctx = BuildContext(device=device, seed=rt.seed, strict_data=rt.strict_data)
+    ctx.offline = rt.offline or ctx.offline
+    if rt.cache_dir:
+        ctx.cache_dir = Path(rt.cache_dir).expanduser()
+    for k, v in overrides.items():
+        setattr(ctx, k, v)
+    if ctx.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    return ctx
+
+
+def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, ...] | None = None) -> Resolved:
+    """Validate params, build the components (all of them, collecting every error) and check layers."""
+    from dissectkit.plugins import get_host
+
+    ctx = ctx or build_context(recipe)
+    registry = get_host().registry
+    validated = validate_components(recipe, registry)
+    built: dict[int, Any] = {}
+    problems: list[str] = []
+    for kind, path, ref in component_refs(recipe):
+        if kinds is not None and kind not in kinds:
+            continue
+        spec = registry.get(kind, ref.name)
+        try:
+            built[id(ref)] = spec.factory(validated[id(ref)], ctx)
+        except DissectkitError as exc:
+            where = recipe.position(*_recipe_path(recipe, path))
+            problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
+    if problems:
+        raise RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
+
+    targets: dict[str, TargetSlot] = {}
+    for ref in recipe.targets:
+        if id(ref) not in built:
+            continue
+        target = built[id(ref)]
+        layers = select_layers(ref.layers, target.layers(), target=f"target '{ref.display}'")
+        targets[ref.display] = TargetSlot(ref.display, ref.name, target, layers, ref.pool, ref.token_pool)
+    probe = built.get(id(recipe.probe))
+    if probe is not None and len(probe) == 0:
+        raise DataError(f"Probe '{recipe.probe.name}' has no images ({recipe.position('probe')}). Check its root and split.")
+    concepts: list[Concept] = []
+    if id(recipe.concepts) in built:
+        concepts = concept_list(built[id(recipe.concepts)])
+        if not concepts:
+            raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
+    methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
+    for label, method in methods.items():
+        if getattr(method, "needs_masks", False) and probe is not None and not getattr(probe, "has_masks", False):
+            raise EvidenceError(
+                f"Method '{label}' needs a probe with per-concept masks, but probe '{recipe.probe.name}' has none. "
+                "Use a probe with masks (synth-mammo, cbis-ddsm, nih-cxr14, csv with a mask column) or another method."
+            )
+    return Resolved(
+        recipe=recipe,
+        ctx=ctx,
+        dissectors={r.display: built[id(r)] for r in recipe.dissectors if id(r) in built},
+        targets=targets,
+        probe=probe,
+        concepts=concepts,
+        methods=methods,
+        reporters={r.display: built[id(r)] for r in recipe.output.reporters if id(r) in built},
+    )
+
+
+def probe_ids(probe: Any, name: str = "probe") -> list[str]:
+    """Every probe item's id, from one call of the probe's optional ``ids()`` (``str(index)`` when
+    it has none): O(1) per item."""
+    ids = getattr(probe, "ids", None)
+    if not callable(ids):
+        return [str(i) for i in range(len(probe))]
+    values = [str(v) for v in ids()]
+    if len(values) != len(probe):
+        raise DataError(f"Probe '{name}' returned {len(values)} ids for {len(probe)} images; ids() must give one per image.")
+    return values

@@ -1,0 +1,140 @@
+"""Spatial evidence for mask methods, cached by the single pass and streamed back per layer.
+
+- Maps: each layer output as ``[B, K, h, w]`` (tokens on their square grid, ``[B, K]`` as 1x1),
+  area-averaged down so that the longer side is at most :data:`SPATIAL_MAX_SIDE` (aspect ratio
+  kept, never upsampled), stored as float16 (values clamped to float16's finite range). So a
+  layer costs at most ``K * 28 * 28 * 2`` bytes per image in the cache.
+- Masks: the probe's per-concept masks put through the target's ``preprocess_mask`` (when it has
+  one) once per image, bit-packed; a chunk row holds its concepts and shapes in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dissectkit.cache import ChunkedEntry
+from dissectkit.methods import SpatialBatch
+from dissectkit.types import LayerInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+SPATIAL_MAX_SIDE = 28
+"""The longest side of a cached spatial map (the maps of larger layers are area-averaged)."""
+_F16_MAX = 65504.0
+
+
+def bounded_size(h: int, w: int, max_side: int = SPATIAL_MAX_SIDE) -> tuple[int, int]:
+    """``(h, w)`` scaled so that its longer side is at most ``max_side`` (never enlarged)."""
+    if max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def bounded_maps(out: torch.Tensor) -> torch.Tensor:
+    """A layer output as float16 spatial maps ``[B, K, h, w]`` of bounded size (see the module doc)."""
+    import torch.nn.functional as F
+
+    from dissectkit.layers import spatial_output
+
+    maps = spatial_output(out).float()
+    size = bounded_size(*maps.shape[-2:])
+    if size != tuple(maps.shape[-2:]):
+        maps = F.adaptive_avg_pool2d(maps, size)
+    return maps.clamp(-_F16_MAX, _F16_MAX).half()
+
+
+def spatial_shape(info: LayerInfo) -> tuple[int, int, int]:
+    """The cached map shape ``(K, h, w)`` of a layer from its recorded output shape."""
+    import torch
+
+    if info.shape:
+        return tuple(bounded_maps(torch.zeros(1, *info.shape)).shape[1:])
+    return (info.n_neurons, 1, 1)
+
+
+# --------------------------------------------------------------------------- masks
+def align_masks(masks: dict[str, Any] | None, align: Any) -> dict[str, np.ndarray] | None:
+    """A probe item's masks as boolean arrays lined up with the target's input."""
+    import numpy as np
+
+    if not masks:
+        return masks
+    if callable(align):
+        return {c: np.asarray(align(m), dtype=bool) for c, m in masks.items()}
+    return {c: np.asarray(m, dtype=bool) for c, m in masks.items()}
+
+
+def pack_masks(rows: list[dict[str, np.ndarray] | None]) -> tuple[Any, Any, dict[str, str]]:
+    """Rows of masks -> (row byte offsets ``[n]`` int64, packed bits uint8, metadata)."""
+    import numpy as np
+    import torch
+
+    offsets, parts, layout, pos = [], [], [], 0
+    for masks in rows:
+        offsets.append(pos)
+        if masks is None:
+            layout.append(None)
+            continue
+        row = []
+        for concept, m in masks.items():
+            bits = np.packbits(np.ascontiguousarray(m, dtype=bool).reshape(-1))
+            parts.append(bits)
+            row.append([concept, int(m.shape[0]), int(m.shape[1])])
+            pos += bits.size
+        layout.append(row)
+    bits = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return torch.tensor(offsets, dtype=torch.int64), torch.from_numpy(bits), {"masks": json.dumps(layout)}
+
+
+def unpack_masks(entry: ChunkedEntry, c: int) -> list[dict[str, np.ndarray] | None]:
+    """The masks of every row of chunk ``c`` of a masks entry."""
+    import numpy as np
+
+    data = entry.read_chunk_tensors(c)
+    layout = json.loads(entry.chunk_metadata(c)["masks"])
+    bits, offsets = data["bits"].numpy(), data["values"].tolist()
+    rows: list[dict[str, np.ndarray] | None] = []
+    for start, row in zip(offsets, layout, strict=True):
+        if row is None:
+            rows.append(None)
+            continue
+        masks, pos = {}, start
+        for concept, h, w in row:
+            n = (h * w + 7) // 8
+            masks[concept] = np.unpackbits(bits[pos : pos + n], count=h * w).reshape(h, w).astype(bool)
+            pos += n
+        rows.append(masks)
+    return rows
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class SpatialSource:
+    """``Evidence.spatial_maps`` of one layer: each call streams ``SpatialBatch`` over the images
+    marked in ``valid`` (probe order), reading the cached maps and masks chunk by chunk."""
+
+    maps: ChunkedEntry
+    masks: ChunkedEntry
+    valid: torch.Tensor
+    batch_size: int
+
+    def __call__(self) -> Iterator[SpatialBatch]:
+        import torch
+
+        for c in range(self.maps.n_chunks):
+            span = self.maps.chunk_range(c)
+            rows = self.valid[span.start : span.stop].nonzero().flatten()
+            if not rows.numel():
+                continue
+            masks = unpack_masks(self.masks, c)
+            for b in range(0, rows.numel(), self.batch_size):
+                sel = rows[b : b + self.batch_size]
+                lo, hi = int(sel[0]), int(sel[-1]) + 1
+                maps = self.maps.read_rows(c, lo, hi)[sel - lo].to(torch.float32)
+                yield SpatialBatch(maps, [masks[i] for i in sel.tolist()])
