@@ -51,7 +51,7 @@ def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any
 
     spec = get_host().registry.get(kind, name)
     validated = spec.validate(params)
-    return spec.factory(validated, _ctx or BuildContext())
+    return spec.build(validated, _ctx or BuildContext())
 
 
 def load_recipe(path: Any, overrides: Any = ()) -> Recipe:

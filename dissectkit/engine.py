@@ -79,7 +79,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             continue
         spec = registry.get(kind, ref.name)
         try:
-            built[id(ref)] = spec.factory(validated[id(ref)], ctx)
+            built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
             where = recipe.position(*_recipe_path(recipe, path))
             problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
