@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.cache import Cache, ChunkedEntry, content_key
+from dissectkit.components import (
+    check_masks_available,
+    probe_has_masks,
+    probe_ids,
+    target_ground_truth,
+    target_mask_aligner,
+)
 from dissectkit.context import BuildContext, resolve_device
-from dissectkit.errors import DataError, DissectkitError, EvidenceError, RecipeError
+from dissectkit.errors import DataError, DissectkitError, RecipeError
 from dissectkit.layers import select_layers
 from dissectkit.methods import Evidence, LayerLabels, concept_list
 from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
@@ -103,11 +110,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
     methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
     for label, method in methods.items():
-        if getattr(method, "needs_masks", False) and probe is not None and not getattr(probe, "has_masks", False):
-            raise EvidenceError(
-                f"Method '{label}' needs a probe with per-concept masks, but probe '{recipe.probe.name}' has none. "
-                "Use a probe with masks (synth-mammo, cbis-ddsm, nih-cxr14, csv with a mask column) or another method."
-            )
+        check_masks_available(label, method, recipe.probe.name, probe)
     return Resolved(
         recipe=recipe,
         ctx=ctx,
@@ -344,7 +347,7 @@ def _probe_subset_loader(res: Resolved, slot: TargetSlot, indices: list[int], wi
     from torch.utils.data import DataLoader
 
     probe, pre = res.probe, slot.instance.preprocess
-    align = getattr(slot.instance, "preprocess_mask", None)
+    align = target_mask_aligner(slot.instance)
 
     class _View:
         def __len__(self) -> int:
@@ -422,7 +425,7 @@ def label_all(res: Resolved, entries: dict[str, Any], cache: Cache, progress: An
                 indices = valid.nonzero().flatten().tolist()
                 layer_acts, layer_emb = acts[valid], image_emb[valid]
                 for m_label, method in res.methods.items():
-                    spatial = spatial_maps_fn(res, slot, info.name, indices) if getattr(res.probe, "has_masks", False) else None
+                    spatial = spatial_maps_fn(res, slot, info.name, indices) if probe_has_masks(res.probe) else None
                     evidence = Evidence(
                         layer=info.name,
                         activations=layer_acts,
@@ -447,8 +450,7 @@ def label_all(res: Resolved, entries: dict[str, Any], cache: Cache, progress: An
 
 
 def _ground_truth(slot: TargetSlot, layer: str) -> list[str | None] | None:
-    fn = getattr(slot.instance, "ground_truth", None)
-    return fn(layer) if callable(fn) else None
+    return target_ground_truth(slot.instance, layer)
 
 
 def _final_layer_measures(labels: LayerLabels, truth: list[str | None]) -> dict[str, Any]:
@@ -519,7 +521,7 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
         out_dir=out,
         recipe=recipe.resolved_dict(),
         concepts=res.concepts,
-        probe_ids=[_probe_id(res.probe, i) for i in range(len(res.probe))],
+        probe_ids=probe_ids(res.probe),
         label_sets=label_sets,
         layer_infos={t: s.layers for t, s in res.targets.items()},
         measures=measures,
@@ -562,15 +564,6 @@ def _all_rows(entry: ChunkedEntry):
     """All rows of an entry, skipped images included as zero rows (indices match ``probe_ids``)."""
     values, _valid = entry.read_all()
     return values
-
-
-def _probe_id(probe: Any, index: int) -> str:
-    ids = getattr(probe, "ids", None)
-    if callable(ids):
-        return str(ids()[index])
-    if isinstance(ids, list | tuple):
-        return str(ids[index])
-    return str(index)
 
 
 def _manifest(result: RunResult) -> dict[str, Any]:
