@@ -24,8 +24,10 @@ from dissectkit.context import BuildContext, resolve_device
 from dissectkit.errors import DataError, DissectkitError, RecipeError
 from dissectkit.layers import select_layers
 from dissectkit.methods import Evidence, LayerLabels, concept_list
+from dissectkit.preflight import preflight
 from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
 from dissectkit.results import LABELS, MANIFEST, LabelSet, RunResult
+from dissectkit.rundir import RunDir, note_run
 from dissectkit.types import Concept, LayerInfo
 
 TEXT_BATCH = 256
@@ -493,14 +495,19 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    res = resolve(recipe)
+    out = Path(out_dir) if out_dir else recipe.output_dir
+    ctx = build_context(recipe)
+    preflight(recipe, ctx, out, console)
+    note_run(out, ctx.cache_dir)
+    res = resolve(recipe, ctx)
     timings["resolve"] = time.perf_counter() - t0
     seed_everything(recipe.runtime.seed)
     cache = Cache(res.ctx.cache_dir)
-    out = Path(out_dir) if out_dir else recipe.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    stage = RunDir(out)
+    final, out = out, stage.begin()
     hook = get_host().pm.hook
-    hook.dissectkit_run_started(recipe=recipe, out_dir=out)
+    hook.dissectkit_run_started(recipe=recipe, out_dir=final)
+    hook.dissectkit_stage_finished(stage="resolve", seconds=timings["resolve"], out_dir=final)
 
     bar = _progress(console) if progress else None
     try:
@@ -509,9 +516,11 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
         t0 = time.perf_counter()
         entries = extract_and_embed(res, cache, bar)
         timings["extract_embed"] = time.perf_counter() - t0
+        hook.dissectkit_stage_finished(stage="extract_embed", seconds=timings["extract_embed"], out_dir=final)
         t0 = time.perf_counter()
         label_sets, measures = label_all(res, entries, cache, bar)
         timings["label"] = time.perf_counter() - t0
+        hook.dissectkit_stage_finished(stage="label", seconds=timings["label"], out_dir=final)
     finally:
         if bar:
             bar.stop()
@@ -548,14 +557,17 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
     for name, reporter in res.reporters.items():
         try:
             reporter.write(result, out)
-        except DissectkitError:
-            raise
         except Exception as exc:
+            result.out_dir = stage.commit()  # the labels and manifest are complete: keep them
+            if isinstance(exc, DissectkitError):
+                raise
             raise DissectkitError(
-                f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {out / LABELS}."
+                f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {final / LABELS}."
             ) from exc
     timings["report"] = time.perf_counter() - t0
+    hook.dissectkit_stage_finished(stage="report", seconds=timings["report"], out_dir=final)
     _write_json(out / MANIFEST, _manifest(result))
+    result.out_dir = stage.commit()
     hook.dissectkit_run_finished(run_result=result)
     return result
 
