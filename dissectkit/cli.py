@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="dissectkit", standalone_mode=False)
+        if result == INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C) into this exit code
+            discard_unfinished()
+            return _interrupted(args)
         return int(result) if isinstance(result, int) else 0
     except DissectkitError as exc:
         err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
@@ -353,7 +356,7 @@ def _interrupted(args: list[str]) -> int:
     from dissectkit.rundir import interrupted_message
 
     err_console.print(_escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
-    return 130
+    return INTERRUPTED
 
 
 def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -369,6 +372,7 @@ def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 
 
 CLICK_EXCEPTIONS, ABORTS = _click_classes()
+INTERRUPTED = 130
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 
 

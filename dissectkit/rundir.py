@@ -28,7 +28,7 @@ class RunState:
 
     out_dir: Path | None = None
     cache_dir: Path | None = None
-    started: float = field(default_factory=time.time)
+    started_ns: int = field(default_factory=time.time_ns)
 
 
 CURRENT = RunState()
@@ -36,7 +36,7 @@ CURRENT = RunState()
 
 def note_run(out_dir: Path, cache_dir: Path) -> None:
     """Record the run in progress (out and cache directories, start time)."""
-    CURRENT.out_dir, CURRENT.cache_dir, CURRENT.started = Path(out_dir), Path(cache_dir), time.time()
+    CURRENT.out_dir, CURRENT.cache_dir, CURRENT.started_ns = Path(out_dir), Path(cache_dir), time.time_ns()
 
 
 def kept_chunks(state: RunState = CURRENT) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def kept_chunks(state: RunState = CURRENT) -> tuple[int, int]:
         for f in (state.cache_dir / kind).glob("*/chunk_*.safetensors"):
             total += 1
             try:
-                new += f.stat().st_mtime >= state.started - 1
+                new += f.stat().st_mtime_ns >= state.started_ns
             except OSError:
                 continue
     return new, total
