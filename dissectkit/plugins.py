@@ -161,7 +161,7 @@ class Host:
                 raise PluginError(f"Plugin '{record.name}' from '{record.distribution}' failed to load:\n  - "
                                   + "\n  - ".join(record.errors))
             return
-        self._objects[record.name] = plugin
+        self._objects[self._pm_name(record)] = plugin
 
     @staticmethod
     def _pm_name(record: PluginRecord) -> str:
@@ -188,6 +188,9 @@ class Host:
     # -- in-process plugins (tests) ----------------------------------------------------------
     def add_plugin(self, plugin: Any, name: str | None = None, distribution: str = "in-process") -> PluginRecord:
         """Register a plugin object or module without installing it (``dissectkit.testing``)."""
+        for record in self.records:  # installed too: its entry point registered it already
+            if self._objects.get(self._pm_name(record)) is plugin and record.ok:
+                return record
         name = name or getattr(plugin, "__name__", type(plugin).__name__)
         if any(r.name == name and r.distribution == distribution for r in self.records):
             raise PluginError(f"A plugin named '{name}' from '{distribution}' is already registered.")
@@ -198,7 +201,7 @@ class Host:
     def remove_plugin(self, record: PluginRecord) -> None:
         """Undo :meth:`add_plugin`: its components and hooks go away."""
         self.registry.discard(tuple(c.split(":", 1)) for c in record.components)
-        plugin = self._objects.pop(record.name, None)
+        plugin = self._objects.pop(self._pm_name(record), None)
         if plugin is not None and self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
         self.records.remove(record)

@@ -31,8 +31,10 @@ def dissectkit_plugin() -> Iterator[Callable[..., Any]]:
     def register(plugin: Any, name: str | None = None, distribution: str = "in-process"):
         if isinstance(plugin, str):
             plugin = importlib.import_module(plugin)
+        known = {id(r) for r in host.records}
         record = host.add_plugin(plugin, name=name, distribution=distribution)
-        added.append(record)
+        if id(record) not in known:  # an installed plugin stays as it is
+            added.append(record)
         if not record.ok:
             raise PluginError(f"Plugin '{record.name}' failed to register:\n  - " + "\n  - ".join(record.errors))
         return record
