@@ -21,6 +21,7 @@ Groups:
   ``dissector_input_size``, ``move_to``;
 - data: ``Concept``, ``LayerInfo``, ``ProbeItem``, ``Evidence``, ``SpatialBatch``, ``LayerLabels``,
   ``concept_list``; what a reporter receives: ``RunResult``, ``LabelSet`` (and ``LayerLabels``);
+  ``layer_threshold(layer_labels)`` (a layer's similarity threshold: mean top-1 score of its labels);
 - errors: ``DissectkitError`` and its subclasses, ``did_you_mean``;
 - weights: ``WeightsRef``, ``resolve_weights``, ``fetch_command``, ``file_fingerprint``,
   ``load_checkpoint``, ``extract_state_dict``, ``load_state_dict_strict``;
@@ -74,6 +75,7 @@ from dissectkit.errors import (
     did_you_mean,
 )
 from dissectkit.hookspecs import PROJECT, hookimpl, hookspec
+from dissectkit.measures import layer_threshold
 from dissectkit.methods import Evidence, LayerLabels, SpatialBatch, concept_list
 from dissectkit.registry import KINDS, ComponentSpec, NoParams, Params, Registry
 from dissectkit.results import LabelSet, RunResult
@@ -145,6 +147,7 @@ __all__ = [
     "file_fingerprint",
     "hookimpl",
     "hookspec",
+    "layer_threshold",
     "load_checkpoint",
     "load_state_dict_strict",
     "method_needs_masks",

@@ -38,9 +38,9 @@ def test_plugin_new_with_some_kinds_and_bad_input(tmp_path, capsys):
     dist = tmp_path / "two"
     assert main(["plugin", "new", "two-words", "--kinds", "reporter,concepts", "--dir", str(dist)]) == 0
     files = sorted(p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file())
-    assert files == ["README.md", "dissectkit_two_words/__init__.py", "dissectkit_two_words/concepts.py",
+    assert files == ["README.md", "conftest.py", "dissectkit_two_words/__init__.py", "dissectkit_two_words/concepts.py",
                      "dissectkit_two_words/plugin.py", "dissectkit_two_words/reporter.py", "pyproject.toml",
-                     "tests/conftest.py", "tests/test_components.py"]
+                     "tests/test_components.py"]
     plugin = (dist / "dissectkit_two_words" / "plugin.py").read_text()
     assert "def dissectkit_register_concept_sets" in plugin and "def dissectkit_register_reporters" in plugin
     assert "dissectkit_register_methods" not in plugin

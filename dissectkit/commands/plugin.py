@@ -66,7 +66,7 @@ def write_plugin(name: str, kinds: list[str], root: Path) -> list[Path]:
         "README.md": _template("README.md.tmpl"),
         f"{package}/__init__.py": _template("package_init.py.tmpl"),
         f"{package}/plugin.py": _plugin_module(kinds),
-        "tests/conftest.py": _template("tests/conftest.py.tmpl"),
+        "conftest.py": _template("conftest.py.tmpl"),
         "tests/test_components.py": _tests(kinds),
     }
     for kind in kinds:
