@@ -254,3 +254,22 @@ def test_plugins_json_cli_shows_the_broken_plugin(site, capsys):
     broken = next(d for d in data if d["distribution"] == "dissectkit-broken")
     assert broken["ok"] is False and "not_a_module_anywhere" in broken["error"]
     assert main(["--strict-plugins", "plugins"]) == 2
+
+
+def test_plugins_cli_lists_every_problem_and_names_are_easy_to_get(site, capsys, monkeypatch):
+    from dissectkit.cli import main
+
+    make_distribution(site, "dissectkit-evil", "dk_evil_cli", SHADOW_PLUGIN)
+    get_host(reload=True)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["plugins", "--json"]) == 0
+    evil = next(d for d in json.loads(capsys.readouterr().out) if d["distribution"] == "dissectkit-evil")
+    assert not evil["ok"] and len(evil["errors"]) == 5  # cos, wpmi, synth-clip, the broken hook, and the rollback note
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("registers similarity 'cos'", "registers similarity 'wpmi'", "registers dissector 'synth-clip'",
+                   "methods hook is broken too"):
+        assert needle in out.replace("\n", " ") or needle in out
+    assert dk.list_components("similarity", names=True) == ["cos", "cos3", "rank_reorder", "soft_wpmi", "wpmi"]
+    assert "concepts:synth-mammo-concepts" in dk.list_components(names=True)
+    assert [s.name for s in dk.list_components("similarity")] == dk.list_components("similarity", names=True)
