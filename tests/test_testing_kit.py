@@ -208,3 +208,26 @@ def test_planted_evidence_is_what_it_says():
     assert torch.equal(ev.activations.argmax(1), torch.arange(12) % 3)
     batch = next(ev.spatial_maps())
     assert batch.maps.shape == (12, 3, 8, 8) and list(batch.masks[0]) == ["concept 0"]
+
+
+def test_the_examples_of_docs_plugins_md_pass_the_kit(dissectkit_plugin, tmp_path):  # noqa: F811
+    """Every per-kind example of docs/plugins.md, run as one plugin module, passes its check."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    section = doc.split("## The seven kinds", 1)[1].split("## The reporter's view", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 7
+    module = types.ModuleType("dk_docs_examples")
+    exec(compile("\n".join(blocks), "docs/plugins.md", "exec"), module.__dict__)
+    record = dissectkit_plugin(module)
+    assert record.components == ["concepts:findings", "dissector:pixel-clip", "method:best-cosine", "probe:noise",
+                                 "reporter:top-labels", "similarity:correlation", "target:tiny-cnn"]
+    kit.check_dissector(dk.create("dissector", "pixel-clip"))
+    kit.check_target(dk.create("target", "tiny-cnn"))
+    kit.check_probe(dk.create("probe", "noise", n=5))
+    kit.check_concepts(dk.create("concepts", "findings"))
+    assert kit.check_similarity(dk.create("similarity", "correlation"))["planted_top1"] == 1.0
+    assert kit.check_method(dk.create("method", "best-cosine"))["planted_top1"] == 1.0
+    assert kit.check_reporter(dk.create("reporter", "top-labels"), tmp_path)["files"] == ["top_labels.csv"]
