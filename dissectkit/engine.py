@@ -503,7 +503,7 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
     timings["resolve"] = time.perf_counter() - t0
     seed_everything(recipe.runtime.seed)
     cache = Cache(res.ctx.cache_dir)
-    stage = RunDir(out)
+    stage = RunDir(out, keep=(ctx.cache_dir,))
     final, out = out, stage.begin()
     hook = get_host().pm.hook
     hook.dissectkit_run_started(recipe=recipe, out_dir=final)

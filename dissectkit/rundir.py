@@ -72,17 +72,39 @@ def is_run_dir(path: Path) -> bool:
 
 
 class RunDir:
-    """``begin()`` gives the directory to write into; ``commit()`` puts it in place of ``final``."""
+    """``begin()`` gives the directory to write into; ``commit()`` puts it in place of ``final``.
 
-    def __init__(self, final: str | Path) -> None:
+    ``keep``: directories that may live inside the run directory and are carried over to the new
+    one (the cache, when ``runtime.cache_dir`` points inside the output directory).
+    """
+
+    def __init__(self, final: str | Path, keep: tuple[str | Path, ...] = ()) -> None:
         self.final = Path(final)
         self.staging = self.final.parent / f".{self.final.name}{_PARTIAL}{os.getpid()}"
+        self.keep = tuple(Path(k).expanduser() for k in keep)
+
+    def _kept(self) -> list[Path]:
+        """The ``keep`` directories inside ``final``, relative to it."""
+        root = self.final.resolve()
+        out = []
+        for k in self.keep:
+            k = k.resolve()
+            if k == root:
+                raise DissectkitError(
+                    f"The cache directory and the output directory are the same ({root}); a run directory is "
+                    "replaced whole by the next run. Set runtime.cache_dir or --out to another directory."
+                )
+            if root in k.parents:
+                out.append(k.relative_to(root))
+        return out
 
     def begin(self) -> Path:
         final = self.final
         if final.exists() and not final.is_dir():
             raise DissectkitError(f"Output path {final} exists and is not a directory. Choose another with --out / output.dir.")
-        if final.is_dir() and any(final.iterdir()) and not is_run_dir(final):
+        kept_tops = {rel.parts[0] for rel in self._kept()}
+        others = [p for p in final.iterdir() if p.name not in kept_tops] if final.is_dir() else []
+        if others and not is_run_dir(final):
             raise DissectkitError(
                 f"Output directory {final} exists and is not a dissectkit run (no {MANIFEST}); refusing to "
                 "replace it. Choose another with --out / output.dir, or empty it."
@@ -98,6 +120,10 @@ class RunDir:
     def commit(self) -> Path:
         """Swap the finished run in: the old run (if any) goes, the new one appears whole."""
         old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        for rel in self._kept():  # carried over whole (a rename on the same file system)
+            if (self.final / rel).exists():
+                (self.staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.final / rel, self.staging / rel)
         if self.final.exists():
             os.replace(self.final, old)
         os.replace(self.staging, self.final)

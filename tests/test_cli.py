@@ -132,6 +132,15 @@ def test_a_rerun_replaces_the_run_directory_whole(tmp_path, tiny_openclip_dir, i
     assert main(["run", str(recipe), "-q", "-s", "output.reporters=[csv]"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "neurons.csv", "recipe.yaml"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left
+    # a cache inside the run directory is carried over, not thrown away
+    inner = ["-s", f"runtime.cache_dir={out / 'cache'}"]
+    assert main(["run", str(recipe), "-q", *inner]) == 0
+    assert main(["run", str(recipe), "-q", *inner, "-s", "output.reporters=[json]"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stats"]["chunks"]["computed"] == 0 and (out / "neurons.json").exists()
+    assert (out / "cache" / "acts").is_dir() and not (out / "neurons.csv").exists()
+    assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={out}"]) == 2
+    assert "The cache directory and the output directory are the same" in capsys.readouterr().err.replace("\n", " ")
     # a directory that is not a run is never replaced
     mine = tmp_path / "mine"
     mine.mkdir()
