@@ -59,6 +59,9 @@ def min_free_bytes() -> int:
 def check_directory(path: Path, what: str, fix: str) -> None:
     """``path`` (created if missing) accepts a file and its file system has the minimum free space."""
     path = Path(path).expanduser()
+    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise EnvironmentCheckError(f"The {what} {path} cannot be created: {blocker} is a file, not a directory. {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".dissectkit-write-check-"):

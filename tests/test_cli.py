@@ -106,13 +106,20 @@ def test_preflight_names_an_unwritable_or_full_directory(tmp_path, tiny_openclip
     blocker.write_text("not a directory")
     assert main(["run", str(recipe), "-q", "--out", str(blocker / "sub" / "run")]) == 2
     err = capsys.readouterr().err.replace("\n", "")
-    assert f"The output directory {blocker / 'sub'} is not writable" in err
+    assert f"The output directory {blocker / 'sub'} cannot be created: {blocker} is a file" in err
     assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={blocker / 'cache'}"]) == 2
-    assert f"The cache directory {blocker / 'cache'} is not writable" in capsys.readouterr().err.replace("\n", "")
+    assert f"The cache directory {blocker / 'cache'} cannot be created" in capsys.readouterr().err.replace("\n", "")
+    from dissectkit import preflight
+    from dissectkit.errors import DissectkitError
+
+    def refuse(*_a, **_k):  # a read-only directory (root, running the tests, may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m, pytest.raises(DissectkitError, match=f"{tmp_path} is not writable \\(Permission denied\\)"):
+        m.setattr(preflight.tempfile, "NamedTemporaryFile", refuse)
+        preflight.check_directory(tmp_path, "output directory", "")
 
     import shutil as real_shutil
-
-    from dissectkit import preflight
 
     usage = real_shutil.disk_usage(tmp_path)
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda p: usage._replace(free=50 * 2**20))
