@@ -3,7 +3,8 @@
 Public API::
 
     import dissectkit as dk
-    dk.list_components(kind=None)   # -> list[ComponentSpec]
+    dk.list_components(kind=None)   # -> list[ComponentSpec] (spec.name, spec.kind, ...)
+    dk.list_components(kind, names=True)  # -> list[str]
     dk.create(kind, name, **params) # -> component instance
     dk.load_recipe(path, overrides=())
     dk.run(recipe)                  # -> RunResult
@@ -12,7 +13,7 @@ Public API::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from dissectkit.registry import KINDS, ComponentSpec, Params
 from dissectkit.types import Concept, LayerInfo, ProbeItem
@@ -37,11 +38,22 @@ __all__ = [
 ]
 
 
-def list_components(kind: str | None = None) -> list[ComponentSpec]:
-    """Every registered component (of one kind when given), sorted by kind then name."""
+@overload
+def list_components(kind: str | None = None, *, names: Literal[False] = False) -> list[ComponentSpec]: ...
+@overload
+def list_components(kind: str | None = None, *, names: Literal[True]) -> list[str]: ...
+
+
+def list_components(kind: str | None = None, *, names: bool = False) -> list[ComponentSpec] | list[str]:
+    """Every registered component (of one kind when given), sorted by kind then name: specs
+    (``.name``, ``.kind``, ``.distribution``, ``.description``, ``.params``), or with
+    ``names=True`` just their names (``"kind:name"`` when no kind is given)."""
     from dissectkit.plugins import get_host
 
-    return get_host().registry.list(kind)
+    specs = get_host().registry.list(kind)
+    if not names:
+        return specs
+    return [s.name if kind is not None else f"{s.kind}:{s.name}" for s in specs]
 
 
 def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any) -> Any:
@@ -51,7 +63,7 @@ def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any
 
     spec = get_host().registry.get(kind, name)
     validated = spec.validate(params)
-    return spec.factory(validated, _ctx or BuildContext())
+    return spec.build(validated, _ctx or BuildContext())
 
 
 def load_recipe(path: Any, overrides: Any = ()) -> Recipe:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -46,7 +47,13 @@ def _host():
 
     host = get_host(strict=_STATE["strict"])
     for rec in host.failed:
-        err_console.print(f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {rec.error}")
+        err_console.print(
+            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {_escape(rec.error or '')}",
+            highlight=False,
+        )
+    hint = host.disable_hint()
+    if hint:
+        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
     return host
 
 
@@ -86,11 +93,12 @@ def run(
 def print_summary(result: Any, rows: int) -> None:
     """A rich table per (label set, layer); layers whose true concepts are known show every neuron
     with its truth, followed by the accuracy against it."""
+    from dissectkit.components import target_ground_truth
+
     for ls in result.label_sets:
         target = (result.targets or {}).get(ls.target)
         for layer, ll in ls.layers.items():
-            truth_fn = getattr(target, "ground_truth", None)
-            truth = truth_fn(layer) if callable(truth_fn) else None
+            truth = target_ground_truth(target, layer) if target is not None else None
             shown = len(ll.neurons) if truth is not None else rows
             table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
             table.add_column("unit", justify="right")
@@ -161,26 +169,41 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     host = get_host(strict=_STATE["strict"])
     if as_json:
         data = [
-            {"name": r.name, "distribution": r.distribution, "version": r.version, "module": r.module, "ok": r.ok, "error": r.error, "components": r.components}
+            {"name": r.name, "distribution": r.distribution, "version": r.version, "module": r.module, "ok": r.ok,
+             "disabled": r.disabled, "error": r.error, "errors": r.errors, "components": r.components}
             for r in host.records
         ]
-        console.print_json(json.dumps(data))
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
         return
     table = Table(title="dissectkit plugins", title_justify="left")
     for col in ("plugin", "distribution", "version", "status", "components"):
         table.add_column(col)
     for r in host.records:
-        status = "[green]ok[/]" if r.ok else f"[red]{r.error}[/]"
+        if r.disabled:
+            status = "[yellow]disabled[/] (DISSECTKIT_DISABLE_PLUGINS)"
+        elif r.ok:
+            status = "[green]ok[/]"
+        else:
+            status = "[red]failed[/]\n" + "\n".join(f"- {_escape(e)}" for e in r.errors)
         table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
     console.print(table)
+    hint = host.disable_hint()
+    if hint:
+        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
 
 
 @app.command("list")
-def list_(kind: Annotated[str | None, typer.Argument(help="One of: dissector, target, probe, concepts, similarity, method, reporter.")] = None) -> None:
+def list_(
+    kind: Annotated[str | None, typer.Argument(help="One of: dissector, target, probe, concepts, similarity, method, reporter.")] = None,
+    names: Annotated[bool, typer.Option("--names", help="Only the names, one a line (for scripts).")] = False,
+) -> None:
     """List the registered components (of one kind)."""
     import dissectkit as dk
 
     _host()
+    if names:
+        sys.stdout.write("".join(f"{n}\n" for n in dk.list_components(kind, names=True)))
+        return
     table = Table(title="dissectkit components", title_justify="left")
     for col in ("kind", "name", "from", "description"):
         table.add_column(col)
@@ -201,6 +224,28 @@ def schema(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write t
         console.print(f"JSON Schema written to {out}")
     else:
         sys.stdout.write(text + "\n")
+
+
+# --------------------------------------------------------------------------- fetch
+@app.command()
+def fetch(
+    url: Annotated[str, typer.Argument(help="The file's URL (as in a recipe's {url, sha256} weights).", show_default=False)],
+    sha256: Annotated[str, typer.Option("--sha256", help="The file's expected sha256 (64 hex digits).", show_default=False)],
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")] = None,
+) -> None:
+    """Download a {url, sha256} weights file into the cache, where offline runs find it."""
+    from pydantic import ValidationError
+
+    from dissectkit.context import BuildContext, default_cache_dir
+    from dissectkit.registry import format_validation_error
+    from dissectkit.weights import UrlRef, resolve
+
+    try:
+        ref = UrlRef(url=url, sha256=sha256)
+    except ValidationError as exc:
+        raise DissectkitError(format_validation_error(exc, "fetch arguments")) from None
+    path = resolve(ref, BuildContext(offline=False, cache_dir=cache_dir or default_cache_dir()), what="file")
+    console.print(f"Verified and cached: [bold]{path}[/]")
 
 
 # --------------------------------------------------------------------------- cache
@@ -261,30 +306,74 @@ _register_extensions()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: user errors print a message and exit 2, never a traceback."""
+    """Console-script entry: user errors print a message and exit 2, never a traceback; usage errors
+    are typer/click's own message (exit 2); Ctrl-C says what was kept and how to resume (exit 130)."""
+    from dissectkit.rundir import discard_unfinished
+
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, prog_name="dissectkit", standalone_mode=False)
+        result = app(args=args, prog_name="dissectkit", standalone_mode=False)
+        if result == INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C) into this exit code
+            discard_unfinished()
+            return _interrupted(args)
         return int(result) if isinstance(result, int) else 0
     except DissectkitError as exc:
         err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
         return exc.exit_code
-    except click.exceptions.ClickException as exc:
+    except CLICK_EXCEPTIONS as exc:  # typer's bundled click raises its own classes
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        err_console.print("Aborted.")
-        return 130
-    except KeyboardInterrupt:
-        err_console.print("Interrupted. Finished chunks are cached; run the same command again to resume.")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI never prints a bare traceback
-        if os.environ.get("DISSECTKIT_DEBUG"):
-            raise
+    except (KeyboardInterrupt, *ABORTS):
+        discard_unfinished()
+        return _interrupted(args)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal(exc)
+        discard_unfinished()
+        where = f" ({exc.filename})" if exc.filename else ""
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
-            "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
+            f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}. Finished chunks are cached; "
+            "free some space or fix the permissions, then run the same command again.", highlight=False,
         )
-        return 1
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI never prints a bare traceback
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    if os.environ.get("DISSECTKIT_DEBUG"):
+        raise exc
+    err_console.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
+    )
+    return 1
+
+
+def _interrupted(args: list[str]) -> int:
+    import shlex
+
+    from dissectkit.rundir import interrupted_message
+
+    err_console.print(_escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
+    return INTERRUPTED
+
+
+def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """click's exception classes and typer's bundled copies of them (typer >= 0.20 vendors click)."""
+    clicks: list[type[BaseException]] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as Bundled
+    except ImportError:  # an older typer that raises click's own
+        Bundled = None  # noqa: N806
+    if Bundled is not None:
+        clicks.append(Bundled)
+    return tuple(clicks), (click.exceptions.Abort, typer.Abort)
+
+
+CLICK_EXCEPTIONS, ABORTS = _click_classes()
+INTERRUPTED = 130
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 
 
 def _escape(text: str) -> str:

@@ -68,6 +68,17 @@ class OutputConfig(_Strict):
     dir: str | None = Field(default=None, description="default: runs/<recipe name>")
     reporters: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="csv"), ComponentRef(name="json")])
 
+    @model_validator(mode="after")
+    def _each_reporter_once(self) -> OutputConfig:
+        names = [r.name for r in self.reporters]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"output.reporters lists {', '.join(repr(n) for n in twice)} more than once; a reporter writes "
+                "the same files each time, so a second one would overwrite the first: list each reporter once"
+            )
+        return self
+
 
 class RuntimeConfig(_Strict):
     device: str = "auto"

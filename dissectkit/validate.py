@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.errors import DataError, DissectkitError, WeightsError
+from dissectkit.components import check_masks_available
+from dissectkit.errors import DataError, WeightsError
 from dissectkit.recipe import Recipe, TargetRef, _recipe_path, component_refs, validate_components
 from dissectkit.registry import KINDS
 from dissectkit.types import LayerInfo
@@ -22,7 +23,7 @@ def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[
     layers_fn = spec.metadata.get("layers")
     if callable(layers_fn):
         return list(layers_fn(params, ctx))
-    return list(spec.factory(params, ctx).layers())
+    return list(spec.build(params, ctx).layers())
 
 
 def validate_recipe(recipe: Recipe) -> list[str]:
@@ -48,14 +49,14 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         if kind not in ("probe", "concepts", "method"):
             continue
         try:
-            obj = registry.get(kind, ref.name).factory(validated[id(ref)], ctx)
+            obj = registry.get(kind, ref.name).build(validated[id(ref)], ctx)
         except (WeightsError, DataError) as exc:
             warnings.append(f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))}): {exc}")
             continue
         if kind == "probe":
             probe = obj
-        if kind == "method" and getattr(obj, "needs_masks", False) and probe is not None and not getattr(probe, "has_masks", False):
-            raise DissectkitError(f"Method '{ref.display}' needs a probe with masks; probe '{recipe.probe.name}' has none.")
+        if kind == "method":
+            check_masks_available(ref.display, obj, recipe.probe.name, probe)
     return warnings
 
 

@@ -97,16 +97,71 @@ def resolve(ref: Any, ctx: BuildContext | None = None, what: str = "weights") ->
     return _resolve_url(ref, ctx, what)
 
 
+PROBE_TIMEOUT_S = 2.0
+_REACHABLE: dict[tuple[str, int], bool] = {}
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (name lookup included);
+    answered once per process and endpoint, so an unreachable hub costs at most ``timeout`` once."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(hub_endpoint())
+    key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    if key not in _REACHABLE:
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(key, timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        _REACHABLE[key] = bool(result and result[0])
+    return _REACHABLE[key]
+
+
+def go_offline(ctx: BuildContext) -> None:
+    """Offline from now on: ``ctx`` and huggingface_hub / transformers read local caches only."""
+    ctx.offline = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
 def _resolve_hub(ref: HubRef, ctx: BuildContext, what: str) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    unreachable = not ctx.offline and not hub_reachable()
+    local_only = ctx.offline or unreachable
     try:
         if ref.file:
-            return Path(hf_hub_download(ref.hf, ref.file, revision=ref.revision, local_files_only=ctx.offline))
-        return Path(snapshot_download(ref.hf, revision=ref.revision, local_files_only=ctx.offline))
+            return Path(hf_hub_download(ref.hf, ref.file, revision=ref.revision, local_files_only=local_only))
+        return Path(snapshot_download(ref.hf, revision=ref.revision, local_files_only=local_only))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-        mode = "offline mode is on (runtime.offline / HF_HUB_OFFLINE)" if ctx.offline else "it could not be downloaded"
+        if unreachable:
+            mode = f"the Hugging Face Hub ({hub_endpoint()}) is unreachable from this machine"
+        elif ctx.offline:
+            mode = "offline mode is on (runtime.offline / HF_HUB_OFFLINE)"
+        else:
+            mode = "it could not be downloaded"
         raise WeightsError(
             f"{what} {describe(ref)} is not in the local Hugging Face cache and {mode}. "
             f"Fetch it on a connected machine with: {fetch_command(ref)}"

@@ -96,7 +96,7 @@ def test_broken_plugin_is_recorded_not_fatal(site):
     rec = next(r for r in host.records if r.distribution == "dissectkit-broken")
     assert not rec.ok and "RuntimeError: boom at import" in rec.error
     assert dk.list_components("method") == host.registry.list("method")  # the host still works
-    with pytest.raises(PluginError, match="dk_broken.*failed to load.*boom at import"):
+    with pytest.raises(PluginError, match="(?s)dk_broken.*failed to load.*boom at import"):
         Host(strict=True)
 
 
@@ -113,11 +113,111 @@ def test_duplicate_component_names_an_error_naming_both(site):
     make_distribution(site, "dissectkit-words", "dk_words", WORDS_PLUGIN)
     make_distribution(site, "dissectkit-words-copy", "dk_words_copy", WORDS_PLUGIN)
     host = Host()
-    failed = [r for r in host.records if r.error and "Duplicate" in r.error]
-    assert len(failed) == 1
+    failed = [r for r in host.records if r.error and "already has" in r.error]
+    assert [r.distribution for r in failed] == ["dissectkit-words-copy"]  # the later one (sorted) is reported
     assert "'dissectkit-words'" in failed[0].error and "'dissectkit-words-copy'" in failed[0].error
-    with pytest.raises(PluginError, match="Duplicate concepts name 'tp-words'"):
+    assert host.registry.get("concepts", "tp-words").distribution == "dissectkit-words"
+    with pytest.raises(PluginError, match="registers concepts 'tp-words', a name distribution 'dissectkit-words'"):
         Host(strict=True)
+
+
+SHADOW_PLUGIN = """
+from dissectkit.hookspecs import hookimpl
+from dissectkit.registry import Params
+
+EVENTS = []
+
+@hookimpl
+def dissectkit_register_similarities(registry):
+    registry.add("similarity", "my-sim", lambda p, ctx: (lambda P, A: None))
+    registry.add("similarity", "cos", lambda p, ctx: (lambda P, A: None), description="shadow cos")
+    registry.add("similarity", "wpmi", lambda p, ctx: (lambda P, A: None))
+
+@hookimpl
+def dissectkit_register_dissectors(registry):
+    registry.add("dissector", "synth-clip", lambda p, ctx: None)
+
+@hookimpl
+def dissectkit_register_methods(registry):
+    raise RuntimeError("methods hook is broken too")
+
+@hookimpl
+def dissectkit_run_started(recipe, out_dir):
+    EVENTS.append(out_dir)
+"""
+
+
+def test_a_plugin_never_displaces_a_builtin_and_fails_atomically_with_every_problem(site):
+    make_distribution(site, "dissectkit-evil", "dk_evil", SHADOW_PLUGIN)
+    host = Host()
+    builtin_sims = {"cos", "cos3", "wpmi", "soft_wpmi", "rank_reorder"}
+    assert builtin_sims <= set(host.registry.names("similarity"))
+    assert all(host.registry.get("similarity", n).distribution == "dissectkit" for n in builtin_sims)
+    assert host.registry.get("dissector", "synth-clip").distribution == "dissectkit"
+    assert all(r.ok for r in host.records if r.distribution == "dissectkit")  # no built-in is marked failed
+    rec = next(r for r in host.records if r.distribution == "dissectkit-evil")
+    assert not rec.ok and rec.components == []
+    # every problem, each naming both distributions and the component
+    assert "registers similarity 'cos', a name distribution 'dissectkit' (plugin 'builtin:similarities')" in rec.error
+    assert "registers similarity 'wpmi'" in rec.error and "registers dissector 'synth-clip'" in rec.error
+    assert "dissectkit_register_methods raised RuntimeError: methods hook is broken too" in rec.error
+    assert "(distribution 'dissectkit-evil')" in rec.error
+    # atomic: its own new name is gone too, and its event hooks are not called
+    assert "my-sim" not in host.registry.names("similarity")
+    assert not any(impl.plugin_name.startswith("dissectkit-evil") for impl in host.pm.hook.dissectkit_run_started.get_hookimpls())
+
+
+@pytest.mark.parametrize("blocked", ["builtin:similarities", "dissectkit.builtin.similarities", "similarities"])
+def test_disable_plugins_accepts_builtin_modules(site, monkeypatch, blocked):
+    module = f"dk_evil_{blocked.replace(':', '_').replace('.', '_')}"  # a fresh module per case
+    make_distribution(site, "dissectkit-evil", module, SHADOW_PLUGIN.replace(
+        'registry.add("dissector", "synth-clip"', 'registry.add("dissector", "synth-clip-2"').replace(
+        'raise RuntimeError("methods hook is broken too")', "pass"))
+    monkeypatch.setenv("DISSECTKIT_DISABLE_PLUGINS", blocked)
+    host = Host()
+    sims = next(r for r in host.records if r.name == "builtin:similarities")
+    assert sims.disabled and sims.error == "disabled by DISSECTKIT_DISABLE_PLUGINS"
+    evil = next(r for r in host.records if r.distribution == "dissectkit-evil")
+    assert evil.ok, evil.error
+    assert host.registry.get("similarity", "cos").distribution == "dissectkit-evil"  # the user chose this
+    assert "soft_wpmi" not in host.registry.names("similarity")
+    assert host.unmatched_disabled == []
+
+
+def test_disable_plugins_warns_about_names_that_match_nothing(monkeypatch):
+    monkeypatch.setenv("DISSECTKIT_DISABLE_PLUGINS", "builtin:similarity, dissectkit-nothing")
+    host = Host()
+    assert host.unmatched_disabled == ["builtin:similarity", "dissectkit-nothing"]
+    assert "Did you mean 'builtin:similarities'" in host.disable_hint()
+
+
+FACTORY_BUG_PLUGIN = """
+from dissectkit.hookspecs import hookimpl
+
+def make(params, ctx):
+    return {}["missing"]
+
+@hookimpl
+def dissectkit_register_concept_sets(registry):
+    registry.add("concepts", "buggy-words", make)
+"""
+
+
+def test_a_factory_bug_names_the_plugin_and_component(site, tmp_path, capsys):
+    make_distribution(site, "dissectkit-buggy", "dk_buggy", FACTORY_BUG_PLUGIN)
+    get_host(reload=True)
+    with pytest.raises(PluginError, match="factory of concepts 'buggy-words' from distribution 'dissectkit-buggy'.*KeyError"):
+        dk.create("concepts", "buggy-words")
+    from dissectkit.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "dissector: {name: synth-clip}\ntarget: {name: synth-effnet-concepts, layers: [classifier]}\n"
+        "probe: {name: synth-mammo, params: {n: 8}}\nconcepts: buggy-words\nmethod: clip-dissect\n"
+    )
+    assert main(["run", str(recipe), "--quiet", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "dissectkit-buggy" in err and "buggy-words" in err and "internal error" not in err
 
 
 @pytest.mark.parametrize(
@@ -154,3 +254,22 @@ def test_plugins_json_cli_shows_the_broken_plugin(site, capsys):
     broken = next(d for d in data if d["distribution"] == "dissectkit-broken")
     assert broken["ok"] is False and "not_a_module_anywhere" in broken["error"]
     assert main(["--strict-plugins", "plugins"]) == 2
+
+
+def test_plugins_cli_lists_every_problem_and_names_are_easy_to_get(site, capsys, monkeypatch):
+    from dissectkit.cli import main
+
+    make_distribution(site, "dissectkit-evil", "dk_evil_cli", SHADOW_PLUGIN)
+    get_host(reload=True)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["plugins", "--json"]) == 0
+    evil = next(d for d in json.loads(capsys.readouterr().out) if d["distribution"] == "dissectkit-evil")
+    assert not evil["ok"] and len(evil["errors"]) == 5  # cos, wpmi, synth-clip, the broken hook, and the rollback note
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("registers similarity 'cos'", "registers similarity 'wpmi'", "registers dissector 'synth-clip'",
+                   "methods hook is broken too"):
+        assert needle in out.replace("\n", " ") or needle in out
+    assert dk.list_components("similarity", names=True) == ["cos", "cos3", "rank_reorder", "soft_wpmi", "wpmi"]
+    assert "concepts:synth-mammo-concepts" in dk.list_components(names=True)
+    assert [s.name for s in dk.list_components("similarity")] == dk.list_components("similarity", names=True)

@@ -4,4 +4,5 @@ COMMAND_MODULES = (
     "dissectkit.commands.data",
     "dissectkit.commands.synth",
     "dissectkit.commands.compare",
+    "dissectkit.commands.plugin",
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectkit.cache import Cache, ChunkedEntry, content_key
+from dissectkit.components import target_mask_aligner
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
@@ -144,7 +145,7 @@ class _PassDataset:
         try:
             item = self.probe[index]
             inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
-            masks = {t: align_masks(item.masks, getattr(self.targets[t], "preprocess_mask", None)) for t in plan.masks}
+            masks = {t: align_masks(item.masks, target_mask_aligner(self.targets[t])) for t in plan.masks}
             return index, inputs, masks, None
         except DataError as exc:
             if self.strict:

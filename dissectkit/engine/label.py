@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectkit.cache import Cache
+from dissectkit.components import method_uses_dissector, target_ground_truth
 from dissectkit.engine.distributed import World
 from dissectkit.engine.extract import Extraction
 from dissectkit.engine.resolve import Resolved, TargetSlot
@@ -49,13 +50,6 @@ class TextEncoder:
         return values
 
 
-def _uses_dissector(method: Any) -> bool:
-    """Whether a method's labels depend on the dissector (Network Dissection's do not).
-
-    The one place this rule lives; it becomes the Method protocol's declared ``uses_dissector``."""
-    return getattr(method, "name", type(method).__name__).lower() != "netdissect"
-
-
 @dataclass
 class LayerResult:
     """The labels (and measures against the truth) of one (target, layer) for every
@@ -71,7 +65,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
                 embeddings: dict[str, tuple[Any, Any]]) -> LayerResult:
     """Label one layer with every (dissector, method) pair."""
     acts, valid_a = ex.acts[(slot.label, layer)].read_all()
-    truth = _ground_truth(slot, layer)
+    truth = target_ground_truth(slot.instance, layer)
     out = LayerResult(slot.label, layer)
 
     def evidence(d_label: str, valid: Any) -> Evidence:
@@ -102,7 +96,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
         shared_valid &= valid_e
     first = next(iter(res.dissectors))
     for m_label, method in res.methods.items():
-        if _uses_dissector(method):
+        if method_uses_dissector(method):
             for d_label in res.dissectors:
                 record(d_label, m_label, method.label(evidence(d_label, valid_a & embeddings[d_label][1])))
         else:  # one labelling, the same for every dissector
@@ -147,11 +141,6 @@ def label_all(res: Resolved, ex: Extraction, cache: Cache, progress: Any = None,
                     measures.setdefault(label_set.key, {})[layer] = r.measures[(d_label, m_label)]
     ordered = {ls.key: measures[ls.key] for ls in sets.values() if ls.key in measures}
     return list(sets.values()), ordered
-
-
-def _ground_truth(slot: TargetSlot, layer: str) -> list[str | None] | None:
-    fn = getattr(slot.instance, "ground_truth", None)
-    return fn(layer) if callable(fn) else None
 
 
 def _final_layer_measures(labels: LayerLabels, truth: list[str | None]) -> dict[str, Any]:

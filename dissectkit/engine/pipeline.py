@@ -18,8 +18,10 @@ from dissectkit.engine.outputs import make_run_result, manifest, run_stats, writ
 from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolve
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
 from dissectkit.errors import DissectkitError
+from dissectkit.preflight import preflight
 from dissectkit.recipe import Recipe
 from dissectkit.results import LABELS, MANIFEST, RunResult
+from dissectkit.rundir import RunDir, note_run
 
 
 class _Timer:
@@ -58,33 +60,48 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
 
     rt = recipe.runtime
     timer = _Timer()
+    hook = get_host().pm.hook
+    final = Path(out_dir) if out_dir else recipe.output_dir
     with timer.stage("resolve"):
-        res = resolve(recipe, build_context(recipe, local_rank=world.local_rank if world.distributed else None))
+        ctx = build_context(recipe, local_rank=world.local_rank if world.distributed else None)
+        if world.is_main:
+            preflight(recipe, ctx, final, console)
+            note_run(final, ctx.cache_dir)
+        res = resolve(recipe, ctx)
     threads = rt.threads or default_threads(world.local_size, rt.num_workers)
     with intra_op_threads(threads):
         seed_everything(rt.seed)
         cache = Cache(res.ctx.cache_dir)
-        out = Path(out_dir) if out_dir else recipe.output_dir
-        hook = get_host().pm.hook
+        stage = RunDir(final, keep=(ctx.cache_dir,)) if world.is_main else None
+        out = stage.begin() if stage else final
         if world.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            hook.dissectkit_run_started(recipe=recipe, out_dir=out)
+            hook.dissectkit_run_started(recipe=recipe, out_dir=final)
+            _stage_finished(hook, timer, "resolve", final)
         bar = progress_bar(console) if progress else None
         with bar or nullcontext():
             with timer.stage("extract_embed"):
                 ex = extract(res, cache, bar, world)
+            if world.is_main:
+                _stage_finished(hook, timer, "extract_embed", final)
             with timer.stage("label"):
                 label_sets, measures = label_all(res, ex, cache, bar, world)
         processes = {"world_size": world.size, "threads": threads}
         stats = run_stats(res, ex, timer.timings, processes)
         result = make_run_result(res, ex, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats)
-        if world.is_main:
+        if stage is not None:
+            _stage_finished(hook, timer, "label", final)
             write_outputs(result, recipe)
             with timer.stage("report"):
-                report(res, result, out)
+                report(res, result, stage, final)
+            _stage_finished(hook, timer, "report", final)
             write_json(out / MANIFEST, manifest(result))
+            result.out_dir = stage.commit()
             hook.dissectkit_run_finished(run_result=result)
     return result
+
+
+def _stage_finished(hook: Any, timer: _Timer, stage: str, out_dir: Path) -> None:
+    hook.dissectkit_stage_finished(stage=stage, seconds=timer.timings[stage], out_dir=out_dir)
 
 
 def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extraction:
@@ -97,14 +114,16 @@ def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extract
     return ex
 
 
-def report(res: Resolved, result: RunResult, out: Path) -> None:
-    """Every reporter writes; a reporter's unexpected failure names it (the labels are saved)."""
+def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
+    """Every reporter writes into the staged run directory; a reporter's failure keeps the finished
+    labels (the directory is committed) and names the reporter."""
     for name, reporter in res.reporters.items():
         try:
-            reporter.write(result, out)
-        except DissectkitError:
-            raise
+            reporter.write(result, stage.staging)
         except Exception as exc:
+            result.out_dir = stage.commit()
+            if isinstance(exc, DissectkitError):
+                raise
             raise DissectkitError(
-                f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {out / LABELS}."
+                f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {final / LABELS}."
             ) from exc

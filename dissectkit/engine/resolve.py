@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dissectkit.components import check_masks_available, method_needs_masks, probe_has_masks
+from dissectkit.components import probe_ids as probe_id_list
 from dissectkit.context import BuildContext, resolve_device
-from dissectkit.errors import DataError, DissectkitError, EvidenceError, RecipeError
+from dissectkit.errors import DataError, DissectkitError, RecipeError
 from dissectkit.layers import select_layers
 from dissectkit.methods import concept_list
 from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
@@ -42,7 +44,7 @@ class Resolved:
     def needs_spatial(self) -> bool:
         """Whether the pass must also cache spatial maps and aligned masks (a mask method is asked
         for and the probe has masks; ``resolve`` already refused a mask method without masks)."""
-        return any(getattr(m, "needs_masks", False) for m in self.methods.values()) and bool(getattr(self.probe, "has_masks", False))
+        return any(method_needs_masks(m) for m in self.methods.values()) and probe_has_masks(self.probe)
 
 
 def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: Any) -> BuildContext:
@@ -81,7 +83,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             continue
         spec = registry.get(kind, ref.name)
         try:
-            built[id(ref)] = spec.factory(validated[id(ref)], ctx)
+            built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
             where = recipe.position(*_recipe_path(recipe, path))
             problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
@@ -105,11 +107,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
     methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
     for label, method in methods.items():
-        if getattr(method, "needs_masks", False) and probe is not None and not getattr(probe, "has_masks", False):
-            raise EvidenceError(
-                f"Method '{label}' needs a probe with per-concept masks, but probe '{recipe.probe.name}' has none. "
-                "Use a probe with masks (synth-mammo, cbis-ddsm, nih-cxr14, csv with a mask column) or another method."
-            )
+        check_masks_available(label, method, recipe.probe.name, probe)
     return Resolved(
         recipe=recipe,
         ctx=ctx,
@@ -125,10 +123,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
 def probe_ids(probe: Any, name: str = "probe") -> list[str]:
     """Every probe item's id, from one call of the probe's optional ``ids()`` (``str(index)`` when
     it has none): O(1) per item."""
-    ids = getattr(probe, "ids", None)
-    if not callable(ids):
-        return [str(i) for i in range(len(probe))]
-    values = [str(v) for v in ids()]
+    values = probe_id_list(probe)
     if len(values) != len(probe):
         raise DataError(f"Probe '{name}' returned {len(values)} ids for {len(probe)} images; ids() must give one per image.")
     return values

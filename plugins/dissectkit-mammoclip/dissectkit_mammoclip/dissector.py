@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, load_tokenizer
 from dissectkit.context import BuildContext
 from dissectkit.errors import WeightsError
+from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
 from dissectkit.weights import file_fingerprint, load_state_dict_strict, resolve
 
 from . import checkpoint, model

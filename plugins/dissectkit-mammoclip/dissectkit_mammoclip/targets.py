@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.builtin.dissectors.common import digest
 from dissectkit.context import BuildContext
 from dissectkit.errors import WeightsError
+from dissectkit.plugin import digest
 from dissectkit.types import LayerInfo
 from dissectkit.weights import file_fingerprint, load_state_dict_strict, resolve
 

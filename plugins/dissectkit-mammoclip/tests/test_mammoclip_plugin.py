@@ -11,7 +11,7 @@ import torch
 import dissectkit as dk
 from dissectkit.context import BuildContext
 from dissectkit.errors import ComponentError, WeightsError
-from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
+from dissectkit.testing import check_dissector, check_target, write_wordpiece_tokenizer
 
 MEAN, STD = 0.3089279, 0.25053555408335154  # the published constants, to the last digit
 WORDS = "mass calcification benign malignant spiculated round oval breast density dense fatty normal tissue a in the of"
@@ -248,6 +248,8 @@ def test_image_encoder_target_matches_dissector_encoder(setup):
     assert torch.allclose(feats, want, atol=1e-5)
     assert target.module.get_submodule("image_encoder._blocks.22") is not None
     assert len(target.layers()) == 23 and target.fingerprint() == target.fingerprint()
+    report = check_target(target, images=[np.random.default_rng(i).random(SIZE) for i in range(2)])
+    assert report == {"layers": 23, "input": (3, *SIZE)}
 
 
 def test_classifier_target_reads_head(setup, tmp_path):
@@ -260,6 +262,7 @@ def test_classifier_target_reads_head(setup, tmp_path):
                        image_size=list(SIZE))
     infos = target.layers()
     assert infos[-1].n_neurons == 4 and len(infos) == 24
+    assert check_target(target, images=[np.zeros(SIZE, dtype=np.uint8) + 7])["layers"] == 24
     x = target.preprocess(np.random.default_rng(0).integers(0, 255, SIZE, dtype=np.uint8))[None]
     with torch.no_grad():
         logits = target.module(x)

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, load_tokenizer
 from dissectkit.context import BuildContext
 from dissectkit.errors import WeightsError
+from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
 from dissectkit.registry import Params
 from dissectkit.weights import (
     WeightsRef,

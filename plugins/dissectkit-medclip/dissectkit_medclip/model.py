@@ -101,7 +101,7 @@ def build_medclip(sd: dict[str, Any], variant: str):
     from torch import nn
     from transformers import BertModel
 
-    from dissectkit.builtin.dissectors.common import bert_config_from_state_dict
+    from dissectkit.plugin import bert_config_from_state_dict
 
     class VisionViT(nn.Module):
         def __init__(self) -> None:
