@@ -4,10 +4,12 @@ Labelling never holds a layer's ``[N, K]`` activation matrix: methods and simila
 blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
 
 - :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
-  neuron's min / max / sum / sum of squares on its first full pass (:class:`Moments`), so a dead
-  (constant) neuron is known without a pass of its own;
+  neuron's min / max on its first full pass (:class:`Moments`), so a dead (constant) neuron is
+  known without a pass of its own;
 - :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
   merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index).
+
+Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
 
 Memory: ``O(K * k + K + block)``.
 """
@@ -28,6 +30,8 @@ __all__ = [
     "Moments",
     "RunningTopK",
     "check_finite",
+    "key_value",
+    "order_key",
     "stream_top",
     "tensor_blocks",
     "top_indices",
@@ -94,96 +98,140 @@ def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
     return out
 
 
+def order_key(x: torch.Tensor) -> torch.Tensor:
+    """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
+    import torch
+
+    b = x.contiguous().view(torch.int32)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+def key_value(key: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`order_key` (int32 keys -> float32 values)."""
+    import torch
+
+    k = key.to(torch.int32)
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+_LOW = 0xFFFFFFFF
+
+
+def _rank_keys(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering ``(value descending, row ascending)`` as ``key descending``: the value's
+    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does), ``~row`` in the low 32."""
+    import torch
+
+    hi = order_key((values + 0.0).to(torch.float32)).to(torch.int64) << 32
+    return hi | (_LOW - rows)
+
+
 class RunningTopK:
     """Each neuron's ``k`` largest values over a stream of row blocks, with their global row indices.
 
-    Candidates are buffered per neuron in ascending row order; when the buffer is full it is cut
-    back to the ``k`` best (:func:`top_indices` on the buffer, whose position order is the row
-    order, so ties keep the lower row). The result equals ``top_indices`` on the whole matrix.
-    Memory: ``K * (k + spare)`` values and indices.
+    The running set is kept as int64 keys ``(value, ~row)`` so one ``topk`` on keys applies the
+    tie rule of :func:`top_indices` exactly (descending, ties by the lower row). Once ``k`` rows are
+    in, a row of a later block can only enter where its value is strictly above the neuron's
+    ``k``-th value (it has a higher row index than everything held), so a block costs one
+    comparison; the candidates are merged by one ``topk`` per about ``k`` of them.
+    Memory: about ``2 K k`` keys plus one block's candidates.
     """
 
-    def __init__(self, k: int, spare: int | None = None) -> None:
+    def __init__(self, k: int) -> None:
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
-        self.spare = spare
-        self._vals: torch.Tensor | None = None
-        self._idx: torch.Tensor | None = None
-        self._fill = 0
+        self._keys: torch.Tensor | None = None  # [K, m], m <= k, unordered
+        self._kth: torch.Tensor | None = None  # [K] float32, the k-th value once m == k
+        self._pending: list[torch.Tensor] = []  # candidate keys not merged yet
+        self._pending_w = 0
 
     def update(self, block: torch.Tensor, start: int) -> None:
-        """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``)."""
+        """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``, finite)."""
+
+        n, K = block.shape
+        if start + n > _LOW:
+            raise ValueError("RunningTopK handles at most 2**32 - 1 rows")
+        step = max(self.k, 512)  # pieces: the k-th value rises between them, fewer candidates
+        for s in range(0, n, step):
+            self._update(block[s : s + step], start + s)
+
+    def _update(self, block: torch.Tensor, start: int) -> None:
         import torch
 
         n, K = block.shape
-        if self._vals is None:
-            spare = self.spare or max(self.k, min(4096, max(256, BLOCK_ELEMS // 4 // max(K, 1))))
-            cap = self.k + spare
-            self._vals = torch.empty((K, cap), dtype=block.dtype, device=block.device)
-            self._idx = torch.empty((K, cap), dtype=torch.long, device=block.device)
-        cap = self._vals.shape[1]
-        pos = 0
-        while pos < n:
-            if self._fill == cap:
-                self._reduce()
-            take = min(n - pos, cap - self._fill)
-            f = self._fill
-            self._vals[:, f : f + take] = block[pos : pos + take].T
-            self._idx[:, f : f + take] = torch.arange(start + pos, start + pos + take, device=block.device)
-            self._fill += take
-            pos += take
-
-    def _reduce(self) -> None:
-        if self._fill <= self.k:
+        if self._kth is None:  # fewer than k rows held: the first rows all enter
+            m = min(n, self.k - (0 if self._keys is None else self._keys.shape[1]))
+            rows = torch.arange(start, start + m, device=block.device)
+            keys = _rank_keys(block[:m].T, rows.unsqueeze(0))
+            self._set(keys if self._keys is None else torch.cat([self._keys, keys], 1))
+            if m == n:
+                return
+            block, start, n = block[m:], start + m, n - m
+        cand = (block > self._kth).nonzero()  # [m, 2] (row, neuron), few once warmed up
+        if cand.numel() == 0:
             return
-        f = self._fill
-        sel = top_indices(self._vals[:, :f].T, self.k).sort(dim=1).values  # keep the row order
-        v = self._vals[:, :f].gather(1, sel)
-        i = self._idx[:, :f].gather(1, sel)
-        self._vals[:, : self.k] = v
-        self._idx[:, : self.k] = i
-        self._fill = self.k
+        r, c = cand[:, 0], cand[:, 1]
+        order = torch.sort(c, stable=True).indices
+        r, c = r[order], c[order]
+        counts = torch.bincount(c, minlength=K)
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(c.numel(), device=c.device) - first[c]
+        buf = torch.full((K, int(counts.max())), torch.iinfo(torch.int64).min, dtype=torch.int64, device=block.device)
+        buf[c, slot] = _rank_keys(block[r, c], r + start)
+        # candidates wait until about k of them have come (the k-th value used to filter them is
+        # a lower bound meanwhile): about one topk per k candidates, also for a large k
+        self._pending.append(buf)
+        self._pending_w += buf.shape[1]
+        if self._pending_w >= max(self.k, 64):
+            self._merge()
+
+    def _merge(self) -> None:
+        import torch
+
+        if self._pending:
+            self._set(torch.cat([self._keys, *self._pending], 1))
+            self._pending, self._pending_w = [], 0
+
+    def _set(self, keys: torch.Tensor) -> None:
+        if keys.shape[1] > self.k:
+            keys = keys.topk(self.k, dim=1, sorted=False).values
+        self._keys = keys
+        if keys.shape[1] == self.k:
+            self._kth = key_value(keys.amin(1) >> 32)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(indices [K, k], values [K, k])`` in descending value order, ties by the lower row."""
-        if self._vals is None or self._fill < self.k:
-            raise ValueError(f"only {self._fill} rows were streamed; top-{self.k} needs at least {self.k}")
-        f = self._fill
-        sel = top_indices(self._vals[:, :f].T, self.k)
-        return self._idx[:, :f].gather(1, sel), self._vals[:, :f].gather(1, sel)
+        import torch
+
+        self._merge()
+        have = 0 if self._keys is None else self._keys.shape[1]
+        if have < self.k:
+            raise ValueError(f"only {have} rows were streamed; top-{self.k} needs at least {self.k}")
+        keys = torch.sort(self._keys, dim=1, descending=True).values
+        return _LOW - (keys & _LOW), key_value(keys >> 32)
 
 
 # ---------------------------------------------------------------------------------------------
 # moments and the validated stream
 @dataclass
 class Moments:
-    """Per-neuron ``min``, ``max`` (exact, the blocks' dtype), ``sum`` and ``sumsq`` (float64), ``count``."""
+    """Per-neuron ``min`` and ``max`` (exact, float32) over ``count`` rows."""
 
     min: torch.Tensor
     max: torch.Tensor
-    sum: torch.Tensor
-    sumsq: torch.Tensor
     count: int
 
     @classmethod
     def of(cls, block: torch.Tensor) -> Moments:
-        b64 = block.double()
-        return cls(block.amin(0), block.amax(0), b64.sum(0), (b64 * b64).sum(0), block.shape[0])
+        return cls(block.amin(0), block.amax(0), block.shape[0])
 
     def add(self, block: torch.Tensor) -> None:
         import torch
 
         torch.minimum(self.min, block.amin(0), out=self.min)
         torch.maximum(self.max, block.amax(0), out=self.max)
-        b64 = block.double()
-        self.sum += b64.sum(0)
-        self.sumsq += (b64 * b64).sum(0)
         self.count += block.shape[0]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.sum / max(self.count, 1)
 
     @property
     def constant(self) -> torch.Tensor:

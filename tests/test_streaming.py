@@ -57,18 +57,25 @@ class Table:
 
 
 # ---------------------------------------------------------------------------------------------
+SPLITS = {"one": [150], "ragged": [13, 1, 64, 72], "rows": [1] * 150, "tail": [3, 147]}
+
+
 @pytest.mark.parametrize("k", [1, 5, 37, 150])
-@pytest.mark.parametrize("spare", [1, 7, None])
-def test_running_top_k_equals_top_indices_with_ties(k, spare):
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_running_top_k_equals_top_indices_with_ties(k, split):
     g = torch.Generator().manual_seed(k)
-    A = torch.randint(0, 5, (150, 6), generator=g).float()
+    A = torch.randint(0, 5, (150, 7), generator=g).float()
     A[:, 3] = 2.0  # all tied
     A[40:, 4] = -0.0
     A[:40, 4] = 0.0  # -0.0 == 0.0: ties by index as well
+    A[:, 5] = torch.randn(150, generator=g) * 1e30  # wide range, negative values
+    A[::7, 6] = -3.0
     want = top_indices(A, k)
-    top = RunningTopK(k, spare=spare)
-    for s, n in ((0, 13), (13, 1), (14, 64), (78, 72)):
+    top = RunningTopK(k)
+    s = 0
+    for n in SPLITS[split]:
         top.update(A[s : s + n], s)
+        s += n
     idx, vals = top.result()
     assert torch.equal(idx, want)
     assert torch.equal(vals, A.T.gather(1, want))
@@ -88,9 +95,7 @@ def test_stream_moments_and_validation():
     A[:, 2] = 3.5
     stream = ActivationStream(_blocks(A, [30, 7]), 100, "blocks.1")
     m = stream.moments
-    assert torch.equal(m.min, A.min(0).values) and torch.equal(m.max, A.max(0).values)
-    torch.testing.assert_close(m.mean, A.double().mean(0))
-    torch.testing.assert_close(m.sumsq, (A.double() ** 2).sum(0))
+    assert torch.equal(m.min, A.min(0).values) and torch.equal(m.max, A.max(0).values) and m.count == 100
     assert stream.dead.tolist() == [False, False, True, False]
     assert stream.n_neurons == 4
     idx, _ = stream_top(stream, 9)

@@ -18,7 +18,7 @@ from pydantic import Field
 from dissectkit.errors import EvidenceError
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
-from dissectkit.streaming import ActivationStream, check_finite, top_indices
+from dissectkit.streaming import ActivationStream, RunningTopK, check_finite, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -222,8 +222,6 @@ class _Similarity:
 
     def _top(self, A: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each neuron's ``k`` largest activations (indices, values) in one streamed pass."""
-        from dissectkit.streaming import RunningTopK
-
         top = RunningTopK(k)
         for s, b in self._blocks(A):
             top.update(b, s)
@@ -251,12 +249,13 @@ class Cos(_Similarity):
 
     def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
         # one pass: sum_b A_b^T P_b (factored through I for a lazy P) and the column norms of A
-        acc = None
+        acc = sq = None
         for s, Ab in self._blocks(A):
             part = src.left_part(Ab, s).double()
+            part_sq = (Ab * Ab).sum(0).double()
             acc = part if acc is None else acc.add_(part)
-        norm = A.moments.sumsq.sqrt().to(acc.device)
-        M = _safe_div_rows(acc, norm).float()
+            sq = part_sq if sq is None else sq.add_(part_sq)
+        M = _safe_div_rows(acc, sq.sqrt()).float()
         return _safe_div_cols(src.left_finish(M), src.col_norm())
 
 
@@ -266,19 +265,21 @@ class Cos3(_Similarity):
     def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
         import torch
 
-        # pass 1 (the stream's moments): column means; pass 2: centred cubes, products and norms
-        mean = A.moments.mean.float().to(self.device)
+        # pass 1: column means of A; pass 2: centred cubes, their products with P's and the norms
+        total = None
+        for _, Ab in self._blocks(A):
+            part = Ab.sum(0).double()
+            total = part if total is None else total.add_(part)
+        mean = (total / A.n_images).float()
         N, C = src.shape
+        K = mean.shape[0]
         Pmean = src.col_mean()
-        S = None
-        sqA = sqP = None
+        S = torch.zeros((K, C), dtype=torch.float32, device=mean.device)
+        sqA = torch.zeros(K, dtype=torch.float64, device=mean.device)
+        sqP = torch.zeros(C, dtype=torch.float64, device=mean.device)
         step = max(1, min(self._budget_elems() // 2, 1 << 21) // max(C, 1))
         for s, Ab in self._blocks(A):
             A3 = (Ab - mean).pow_(3)
-            if S is None:
-                S = torch.zeros((A3.shape[1], C), dtype=torch.float32, device=A3.device)
-                sqA = torch.zeros(A3.shape[1], dtype=torch.float64, device=A3.device)
-                sqP = torch.zeros(C, dtype=torch.float64, device=A3.device)
             sqA += (A3 * A3).sum(0).double()
             for r in range(0, A3.shape[0], step):
                 Pb = (src.block(s + r, s + min(r + step, A3.shape[0])) - Pmean).pow_(3)

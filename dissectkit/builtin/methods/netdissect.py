@@ -15,6 +15,7 @@ from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.errors import DataError, EvidenceError
 from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
+from dissectkit.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
@@ -26,22 +27,6 @@ class NetDissectParams(Params):
     min_iou: float = Field(0.04, ge=0, le=1)
     top_m: int = Field(5, ge=1, description="concepts kept per neuron (those with IoU >= min_iou)")
     max_memory_mb: float = Field(512.0, gt=0)
-
-
-def order_key(x):
-    """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
-    import torch
-
-    b = x.contiguous().view(torch.int32)
-    return b ^ ((b >> 31) & 0x7FFFFFFF)
-
-
-def key_value(key):
-    """Inverse of :func:`order_key` (int32 keys -> float32 values)."""
-    import torch
-
-    k = key.to(torch.int32)
-    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
 def _mask_probe_hint() -> str:
