@@ -148,8 +148,7 @@ class RunningTopK:
 
     def update(self, block: torch.Tensor, start: int) -> None:
         """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``, finite)."""
-
-        n, K = block.shape
+        n = block.shape[0]
         if start + n > _LOW:
             raise ValueError("RunningTopK handles at most 2**32 - 1 rows")
         step = max(self.k, 512)  # pieces: the k-th value rises between them, fewer candidates

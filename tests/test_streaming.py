@@ -214,3 +214,20 @@ def test_uses_dissector():
         needs_masks = False
 
     assert method_uses_dissector(ThirdParty()) is True
+
+
+def test_third_party_similarity_gets_the_materialised_matrix():
+    V, _, A = _data(N=120, K=5)
+    seen = []
+
+    def plain(P, acts):  # a third-party similarity: plain tensors in, [K, C] out
+        seen.append((tuple(P.shape), type(acts)))
+        return acts.T @ P
+
+    method = dk.create("method", "clip-dissect")
+    method.similarity = plain
+    ev, _ = _chunked(Evidence("l", A, V, CONCEPTS, Table(8)), [50])
+    out = method.label(ev)
+    assert seen == [((120, len(CONCEPTS)), torch.Tensor)]
+    S = A.T @ (torch.nn.functional.normalize(V, dim=1) @ Table(8)(CONCEPTS).T)
+    assert out.topk(3) == [[CONCEPTS[j] for j in row] for row in S.argsort(1, descending=True)[:, :3].tolist()]

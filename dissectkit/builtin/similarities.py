@@ -67,6 +67,9 @@ class RankReorderParams(_Budget):
 
 # ---------------------------------------------------------------------------------------------
 # sources of P
+_ROWS = 1 << 14  # image rows per block for the statistics of a lazy P
+
+
 class LazyP:
     """``P = I @ T.T`` never held whole: rows are formed on demand (``I[N, D]``, ``T[C, D]``)."""
 
@@ -95,10 +98,21 @@ class LazyP:
         return self.I[start:stop] @ self.T.T
 
     def col_mean(self) -> torch.Tensor:
-        return (self.I.double().mean(0) @ self.T.double().T).float()
+        import torch
+
+        total = torch.zeros(self.I.shape[1], dtype=torch.float64, device=self.I.device)
+        for s in range(0, self.I.shape[0], _ROWS):  # row blocks: no float64 copy of I
+            total += self.I[s : s + _ROWS].double().sum(0)
+        return (total / max(self.I.shape[0], 1) @ self.T.double().T).float()
 
     def col_norm(self) -> torch.Tensor:
-        gram = self.I.double().T @ self.I.double()
+        import torch
+
+        D = self.I.shape[1]
+        gram = torch.zeros((D, D), dtype=torch.float64, device=self.I.device)
+        for s in range(0, self.I.shape[0], _ROWS):
+            b = self.I[s : s + _ROWS].double()
+            gram.addmm_(b.T, b)
         T = self.T.double()
         return ((T @ gram) * T).sum(1).clamp_min(0).sqrt().float()
 
@@ -117,9 +131,11 @@ class LazyP:
     def check_finite(self, layer: str | None = None) -> None:
         import torch
 
-        if not bool(torch.isfinite(self.I).all()):
-            bad = (~torch.isfinite(self.I)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
+        for s in range(0, self.I.shape[0], _ROWS):  # row blocks: no [N, D] temporary
+            part = self.I[s : s + _ROWS]
+            if not bool(torch.isfinite(part).all()):
+                bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
+                raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
         if not bool(torch.isfinite(self.T).all()):
             bad = (~torch.isfinite(self.T)).any(1).nonzero().flatten().tolist()
             raise EvidenceError(f"Text embeddings{_of(layer)} contain NaN or inf (concepts {bad[:5]}).")

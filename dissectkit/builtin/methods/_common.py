@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from dissectkit.errors import EvidenceError
 from dissectkit.streaming import ActivationStream
 
+_ROWS = 1 << 16  # image rows per block when checking embeddings
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,13 +37,26 @@ def checked_inputs(evidence: Evidence, device: str = "cpu") -> tuple[ActivationS
             )
     if V.shape[0] == 0:
         raise EvidenceError(f"Layer {evidence.layer!r}: no probe images to label with.")
-    if not bool(torch.isfinite(V).all()):
-        bad = (~torch.isfinite(V)).any(1).nonzero().flatten().tolist()
-        raise EvidenceError(
-            f"Image embeddings used for layer {evidence.layer!r} contain NaN or inf (images {bad[:5]}); "
-            "check the dissector and the probe images."
-        )
+    for s in range(0, V.shape[0], _ROWS):  # in row blocks: no [N, D] temporary
+        part = V[s : s + _ROWS]
+        if not bool(torch.isfinite(part).all()):
+            bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
+            raise EvidenceError(
+                f"Image embeddings used for layer {evidence.layer!r} contain NaN or inf (images {bad[:5]}); "
+                "check the dissector and the probe images."
+            )
     return ActivationStream(evidence.iter_activations, V.shape[0], evidence.layer, device), V
+
+
+def unit_rows(V: torch.Tensor) -> torch.Tensor:
+    """``V`` with L2-normalised rows: ``V`` itself when its rows already have unit norm (to 1e-5,
+    as the engine's embeddings do), else a normalised copy - no ``[N, D]`` copy in the usual case."""
+    import torch
+
+    norms = torch.linalg.vector_norm(V, dim=1)
+    if V.shape[0] and float((norms - 1).abs().max()) <= 1e-5:
+        return V
+    return torch.nn.functional.normalize(V, dim=1)
 
 
 def encode(evidence: Evidence, texts: list[str], device: str = "cpu") -> torch.Tensor:

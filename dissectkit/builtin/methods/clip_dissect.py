@@ -13,6 +13,7 @@ from dissectkit.builtin.methods._common import (
     device_of,
     encode,
     top_m_lists,
+    unit_rows,
 )
 from dissectkit.builtin.similarities import _Similarity
 from dissectkit.methods import Evidence, LayerLabels, MethodBase
@@ -51,7 +52,7 @@ class ClipDissect(MethodBase):
         A, V = checked_inputs(evidence, device)
         names = evidence.concept_texts
         T = encode(evidence, apply_template(self.params.template, names), device)
-        V = _normalise(V)
+        V = unit_rows(V)
         sim = self.similarity
         if isinstance(sim, _Similarity):  # built-in: streams the activations
             sim.layer = evidence.layer
@@ -64,12 +65,6 @@ class ClipDissect(MethodBase):
         return LayerLabels(
             layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
-
-
-def _normalise(x):
-    import torch
-
-    return torch.nn.functional.normalize(x, dim=1)
 
 
 def make_clip_dissect(params: ClipDissectParams, ctx: Any) -> ClipDissect:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode
+from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
 from dissectkit.errors import EvidenceError
 from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
@@ -32,12 +32,11 @@ def mammi_scores(A, V, T, t0, percentile: float):
     ``A`` is an ``[N, K]`` tensor or an :class:`~dissectkit.streaming.ActivationStream`; two streamed
     passes: the range of each neuron (its moments), then ``R^T V`` block by block.
     """
-    import torch
 
     stream = A if isinstance(A, ActivationStream) else ActivationStream.from_tensor(A, device=V.device)
     m = stream.moments
     tau = mammi_threshold(m.min, m.max, percentile)  # float32, like the activations
-    Vn = torch.nn.functional.normalize(V, dim=1)
+    Vn = unit_rows(V)
     acc = None
     sizes = None
     for s, Ab in stream.blocks():
