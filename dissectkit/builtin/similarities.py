@@ -373,6 +373,7 @@ class _PMI(_Similarity):
             for s in range(ks, ke, kc):
                 e = min(s + kc, ke)
                 L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
+            del Q, remap, pos  # before the next group's rows are formed: one group held at a time
         step = max(1, budget // 4 // max(K, 1))
         for c0 in range(0, C, step):  # the prior couples every neuron of the layer
             Lc = L[:, c0 : c0 + step]
@@ -507,6 +508,7 @@ class RankReorder(_Similarity):
                     err = (a_s - asc[s:e].unsqueeze(2)).abs_().pow_(prm.p).mean(1)
                     err = err / meanP.clamp_min(1e-12).pow(prm.scale_p)
                     S[s:e, c0 : c0 + cb] = err
+            del Prow, remap  # one group's rows held at a time
         dead = base <= 0
         S = S / torch.where(dead, torch.ones_like(base), base).unsqueeze(1)
         S[dead] = 0.0
