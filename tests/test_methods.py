@@ -270,3 +270,72 @@ def test_netdissect_nan_maps():
     ev = _nd_evidence(maps, [{"a": np.ones((4, 4), bool)}] * 2, ["a"])
     with pytest.raises(EvidenceError, match=r"layer4.*neuron 1"):
         dk.create("method", "netdissect").label(ev)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_mammi_threshold_compares_in_float32():
+    # neuron 0: lo = 0, hi = 1, p = 93 -> tau = 1 - 1 * 0.07 in float32 = 0.93000000715...
+    # image 1 sits exactly on tau: the published code (float32, strict >) drops it; a float64
+    # comparison would keep it (0.93000000715 > 0.93), adding concept y to the list
+    from dissectkit.builtin.methods.mammi import mammi_scores, mammi_threshold
+
+    N = 10
+    A = torch.zeros(N, 1)
+    A[0, 0] = 1.0
+    A[1, 0] = float(torch.tensor(1.0) - torch.tensor(1.0) * (1.0 - 93.0 / 100.0))
+    tau = mammi_threshold(torch.zeros(1), torch.ones(1), 93.0)
+    assert tau.dtype == torch.float32 and float(A[1, 0]) == float(tau[0])
+    assert float(A[1, 0]) > 1.0 - 1.0 * (1.0 - 93.0 / 100.0)  # float64 would keep image 1
+    V = torch.zeros(N, 4)
+    V[:, 2] = 1.0
+    V[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    V[1] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    table = {
+        "A chest x-ray image of a": torch.tensor([0.0, 0.0, 0.0, 1.0]),
+        "A chest x-ray image of a x": torch.tensor([1.0, 0.0, 0.0, 0.0]),
+        "A chest x-ray image of a y": torch.tensor([0.0, 1.0, 0.0, 0.0]),
+    }
+    enc = lambda ts: torch.stack([table[t] for t in ts])  # noqa: E731
+    _, sizes = mammi_scores(A, V, enc(["A chest x-ray image of a x", "A chest x-ray image of a y"]),
+                            enc(["A chest x-ray image of a"])[0], 93.0)
+    assert sizes.tolist() == [1]
+    out = dk.create("method", "mammi").label(Evidence("fc", A, V, ["x", "y"], enc))
+    assert out.neurons[0] == [("x", pytest.approx(1.0))]  # with image 1: [("x", 1.0), ("y", 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("clip-dissect", {}),
+        ("clip-dissect", {"similarity": "cos"}),
+        ("clip-dissect", {"similarity": "cos3"}),
+        ("clip-dissect", {"similarity": "wpmi"}),
+        ("clip-dissect", {"similarity": "rank_reorder"}),
+        ("mammi", {}),
+    ],
+)
+def test_dead_neurons_get_no_concept_and_a_reason(method, params):
+    ev = _evidence(K=6, seed=4)
+    ev.activations[:, 1] = 0.0  # a dead ReLU unit
+    ev.activations[:, 4] = 0.37  # constant, not zero: cos alone would label it
+    out = dk.create("method", method, **params).label(ev)
+    assert out.neurons[1] == [] and out.neurons[4] == []
+    assert out.reasons[1] == out.reasons[4] == "dead" and out.dead == [1, 4]
+    assert all(out.neurons[k] for k in (0, 2, 3, 5)) or method == "mammi"
+    assert all(out.reasons.get(k) != "dead" for k in (0, 2, 3, 5))
+    restored = LayerLabels.from_dict(out.to_dict())
+    assert restored.reasons == out.reasons
+
+
+def test_netdissect_dead_and_unmatched_neurons_say_why():
+    rng = np.random.default_rng(3)
+    maps = [rng.standard_normal((3, 4, 4)).astype(np.float32) for _ in range(3)]
+    for m in maps:
+        m[1] = 2.0  # neuron 1: constant maps
+    masks = [{"a": m[0] > 0.5} for m in maps]  # neuron 0's hot pixels: it matches "a"
+    ev = _nd_evidence(maps, masks, ["a"])
+    out = dk.create("method", "netdissect", quantile=0.2, min_iou=0.3).label(ev)
+    assert out.label(0) == "a" and out.reason(0) is None
+    assert out.neurons[1] == [] and out.reason(1) == "dead"
+    assert out.neurons[2] == [] and out.reason(2) == "no_match"
+    assert dk.create("method", "netdissect").uses_dissector is False

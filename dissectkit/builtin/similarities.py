@@ -3,7 +3,9 @@
 Each registered similarity is a callable ``(P[N, C], A[N, K]) -> Tensor[K, C]`` (higher = better).
 ``P`` may also be a :class:`LazyP` (image embeddings ``I[N, D]`` and text embeddings ``T[C, D]``
 with ``P = I T^T`` formed a block of rows at a time); ``sim.from_embeddings(I, T, A)`` is the
-shortcut. Formulas and defaults: ``docs/methods.md``.
+shortcut. ``A`` may also be an :class:`~dissectkit.streaming.ActivationStream`: every function
+reads the activations in one or two streamed passes of row blocks and never holds ``[N, K]``.
+Formulas and defaults: ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import Field
 from dissectkit.errors import EvidenceError
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
+from dissectkit.streaming import ActivationStream, RunningTopK, check_finite, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +67,9 @@ class RankReorderParams(_Budget):
 
 # ---------------------------------------------------------------------------------------------
 # sources of P
+_ROWS = 1 << 14  # image rows per block for the statistics of a lazy P
+
+
 class LazyP:
     """``P = I @ T.T`` never held whole: rows are formed on demand (``I[N, D]``, ``T[C, D]``)."""
 
@@ -92,10 +98,21 @@ class LazyP:
         return self.I[start:stop] @ self.T.T
 
     def col_mean(self) -> torch.Tensor:
-        return (self.I.double().mean(0) @ self.T.double().T).float()
+        import torch
+
+        total = torch.zeros(self.I.shape[1], dtype=torch.float64, device=self.I.device)
+        for s in range(0, self.I.shape[0], _ROWS):  # row blocks: no float64 copy of I
+            total += self.I[s : s + _ROWS].double().sum(0)
+        return (total / max(self.I.shape[0], 1) @ self.T.double().T).float()
 
     def col_norm(self) -> torch.Tensor:
-        gram = self.I.double().T @ self.I.double()
+        import torch
+
+        D = self.I.shape[1]
+        gram = torch.zeros((D, D), dtype=torch.float64, device=self.I.device)
+        for s in range(0, self.I.shape[0], _ROWS):
+            b = self.I[s : s + _ROWS].double()
+            gram.addmm_(b.T, b)
         T = self.T.double()
         return ((T @ gram) * T).sum(1).clamp_min(0).sqrt().float()
 
@@ -103,12 +120,22 @@ class LazyP:
         """``M.T @ P`` for ``M[N, K]`` without forming ``P``."""
         return (M.T @ self.I) @ self.T.T
 
+    def left_part(self, M: torch.Tensor, start: int) -> torch.Tensor:
+        """One row block's share of ``M.T @ P`` in factored form (``M_b.T @ I_b``, ``[K, D]``)."""
+        return M.T @ self.I[start : start + M.shape[0]]
+
+    def left_finish(self, acc: torch.Tensor) -> torch.Tensor:
+        """``M.T @ P`` from the summed :meth:`left_part` shares."""
+        return acc @ self.T.T
+
     def check_finite(self, layer: str | None = None) -> None:
         import torch
 
-        if not bool(torch.isfinite(self.I).all()):
-            bad = (~torch.isfinite(self.I)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
+        for s in range(0, self.I.shape[0], _ROWS):  # row blocks: no [N, D] temporary
+            part = self.I[s : s + _ROWS]
+            if not bool(torch.isfinite(part).all()):
+                bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
+                raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
         if not bool(torch.isfinite(self.T).all()):
             bad = (~torch.isfinite(self.T)).any(1).nonzero().flatten().tolist()
             raise EvidenceError(f"Text embeddings{_of(layer)} contain NaN or inf (concepts {bad[:5]}).")
@@ -144,6 +171,12 @@ class _DenseP:
     def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
         return M.T @ self.P
 
+    def left_part(self, M: torch.Tensor, start: int) -> torch.Tensor:
+        return M.T @ self.P[start : start + M.shape[0]]
+
+    def left_finish(self, acc: torch.Tensor) -> torch.Tensor:
+        return acc
+
     def check_finite(self, layer: str | None = None) -> None:
         import torch
 
@@ -162,53 +195,6 @@ def _of(layer: str | None) -> str:
     return f" of layer {layer!r}" if layer else ""
 
 
-def check_finite(A: torch.Tensor, layer: str | None = None, what: str = "Activations") -> None:
-    """Raise :class:`EvidenceError` naming the layer and the first neurons with NaN/inf values."""
-    import torch
-
-    finite = torch.isfinite(A)
-    if bool(finite.all()):
-        return
-    bad = (~finite).any(0).nonzero().flatten().tolist()
-    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise EvidenceError(
-        f"{what}{_of(layer)} contain NaN or inf for neuron {bad[0]}"
-        + (f" (neurons {bad[:5]}{more})" if len(bad) > 1 else "")
-        + ". Check the target's weights and the probe images (e.g. 16-bit data not scaled to [0, 1])."
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# deterministic top-k
-def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
-    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
-    ties broken by the lower image index (deterministic on every device)."""
-    import torch
-
-    N, K = A.shape
-    out = torch.empty((K, k), dtype=torch.long, device=A.device)
-    for s in range(0, K, chunk):
-        Ac = A[:, s : s + chunk]
-        vals, idx = torch.topk(Ac, k, dim=0, sorted=True)
-        thr = vals[-1]
-        n_eq = (Ac == thr).sum(0)
-        n_eq_in = (vals == thr).sum(0)
-        rows = idx.T.contiguous()  # [kc, k]
-        ambiguous = (n_eq > n_eq_in).nonzero().flatten()
-        if ambiguous.numel():  # ties across the k-th value: take the lowest indices among them
-            sub = Ac[:, ambiguous]
-            t = thr[ambiguous]
-            gt = sub > t
-            eq = sub == t
-            keep = gt | (eq & (eq.cumsum(0) <= (k - gt.sum(0))))
-            rows[ambiguous] = keep.T.nonzero()[:, 1].view(-1, k)
-        rows, _ = rows.sort(dim=1)
-        v = Ac.T.gather(1, rows)
-        order = torch.sort(v, dim=1, descending=True, stable=True).indices
-        out[s : s + chunk] = rows.gather(1, order)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # the functions
 class _Similarity:
@@ -219,31 +205,45 @@ class _Similarity:
         self.device = device
         self.layer: str | None = None  # set by methods, for error messages
 
-    def __call__(self, P: Any, A: torch.Tensor) -> torch.Tensor:
+    def __call__(self, P: Any, A: torch.Tensor | ActivationStream) -> torch.Tensor:
+        """Scores ``[K, C]`` from ``P`` (tensor or :class:`LazyP`) and activations ``A`` (``[N, K]``
+        tensor or :class:`~dissectkit.streaming.ActivationStream`, read in streamed passes)."""
         import torch
 
         src = (P if isinstance(P, LazyP) else _DenseP(torch.as_tensor(P))).to(self.device)
-        A = torch.as_tensor(A).to(device=self.device, dtype=torch.float32)
-        if A.ndim != 2:
-            raise EvidenceError(f"Activations must be [images, neurons], got shape {tuple(A.shape)}.")
-        if A.shape[0] != src.shape[0]:
+        if isinstance(A, ActivationStream):
+            stream = A
+        else:
+            stream = ActivationStream.from_tensor(A, self.layer, self.device)
+        if stream.n_images != src.shape[0]:
             raise EvidenceError(
-                f"Activations{_of(self.layer)} cover {A.shape[0]} images but P covers {src.shape[0]}: "
+                f"Activations{_of(self.layer)} cover {stream.n_images} images but P covers {src.shape[0]}: "
                 "both must come from the same probe images in the same order."
             )
-        check_finite(A, self.layer)
         src.check_finite(self.layer)
         with torch.no_grad():
-            return self._compute(src, A)
+            return self._compute(src, stream)
 
-    def from_embeddings(self, images: torch.Tensor, texts: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    def from_embeddings(self, images: torch.Tensor, texts: torch.Tensor, A: Any) -> torch.Tensor:
         """Scores from image ``[N, D]`` and text ``[C, D]`` embeddings, ``P`` formed lazily."""
         return self(LazyP(images, texts), A)
 
     def _budget_elems(self) -> int:
         return max(1, int(self.params.max_memory_mb * 2**20 / 4))
 
-    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def _blocks(self, A: ActivationStream):
+        """The stream's ``(start, block)`` pairs on this similarity's device."""
+        for s, b in A.blocks():
+            yield s, b.to(self.device)
+
+    def _top(self, A: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each neuron's ``k`` largest activations (indices, values) in one streamed pass."""
+        top = RunningTopK(k)
+        for s, b in self._blocks(A):
+            top.update(b, s)
+        return top.result()
+
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -256,32 +256,53 @@ def _safe_div_cols(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+def _safe_div_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    return _safe_div_cols(x.T, norm).T
+
+
 class Cos(_Similarity):
     name = "cos"
 
-    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
-        A_hat = _safe_div_cols(A, A.norm(dim=0))
-        return _safe_div_cols(src.left_matmul(A_hat), src.col_norm())
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
+        # one pass: sum_b A_b^T P_b (factored through I for a lazy P) and the column norms of A
+        acc = sq = None
+        for s, Ab in self._blocks(A):
+            part = src.left_part(Ab, s).double()
+            part_sq = (Ab * Ab).sum(0).double()
+            acc = part if acc is None else acc.add_(part)
+            sq = part_sq if sq is None else sq.add_(part_sq)
+        M = _safe_div_rows(acc, sq.sqrt()).float()
+        return _safe_div_cols(src.left_finish(M), src.col_norm())
 
 
 class Cos3(_Similarity):
     name = "cos3"
 
-    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
         import torch
 
-        A3 = (A - A.mean(0)).pow_(3)
-        A3 /= A3.norm(dim=0).clamp_min(1e-3)
+        # pass 1: column means of A; pass 2: centred cubes, their products with P's and the norms
+        total = None
+        for _, Ab in self._blocks(A):
+            part = Ab.sum(0).double()
+            total = part if total is None else total.add_(part)
+        mean = (total / A.n_images).float()
         N, C = src.shape
-        mean = src.col_mean()
-        S = torch.zeros((A.shape[1], C), dtype=torch.float32, device=A.device)
-        sq = torch.zeros(C, dtype=torch.float64, device=A.device)
+        K = mean.shape[0]
+        Pmean = src.col_mean()
+        S = torch.zeros((K, C), dtype=torch.float32, device=mean.device)
+        sqA = torch.zeros(K, dtype=torch.float64, device=mean.device)
+        sqP = torch.zeros(C, dtype=torch.float64, device=mean.device)
         step = max(1, min(self._budget_elems() // 2, 1 << 21) // max(C, 1))
-        for s in range(0, N, step):
-            Pb = (src.block(s, s + step) - mean).pow_(3)
-            sq += (Pb * Pb).sum(0).double()
-            S.addmm_(A3[s : s + step].T, Pb)
-        return S / sq.sqrt().clamp_min(1e-3).float()
+        for s, Ab in self._blocks(A):
+            A3 = (Ab - mean).pow_(3)
+            sqA += (A3 * A3).sum(0).double()
+            for r in range(0, A3.shape[0], step):
+                Pb = (src.block(s + r, s + min(r + step, A3.shape[0])) - Pmean).pow_(3)
+                sqP += (Pb * Pb).sum(0).double()
+                S.addmm_(A3[r : r + step].T, Pb)
+        S /= sqA.sqrt().clamp_min(1e-3).float().unsqueeze(1)
+        return S / sqP.sqrt().clamp_min(1e-3).float()
 
 
 def _groups(lower: list[float], upper: list[float], lo: float, hi: float, max_size: int) -> list[list[int]]:
@@ -309,12 +330,11 @@ class _PMI(_Similarity):
     def _coefficients(self, k: int) -> tuple[list[float], list[float]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
         import torch
 
         prm = self.params
         N, C = src.shape
-        K = A.shape[1]
         k = prm.top_k
         if k > N:
             raise EvidenceError(
@@ -333,30 +353,39 @@ class _PMI(_Similarity):
         lower = [d for _, d in terms]
         upper = [1.0 + d for _, d in terms]
         g32 = _groups(lower, upper, -30.0, 30.0, 16)
-        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and A.device.type != "mps"
+        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and _device_type(self.device) != "mps"
         dtype = torch.float64 if use64 else torch.float32
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
 
-        top = top_indices(A, k)  # [K, k]
-        L = torch.empty((K, C), dtype=torch.float64, device=A.device)  # |L| ~ top_k * 6: keep float64
+        top, _ = self._top(A, k)  # [K, k]
+        K = top.shape[0]
+        dev = top.device
+        L = torch.empty((K, C), dtype=torch.float64, device=dev)  # |L| ~ top_k * 6: keep float64
         budget = self._budget_elems()
         for ks, ke, rows in _neuron_groups(top, budget // max(C, 1), N):
             Q = _softmax_rows(src, rows, prm.a, 1 << 20)
             if dtype == torch.float64:
                 Q = Q.double()
-            remap = torch.full((N,), -1, dtype=torch.long, device=A.device)
-            remap[rows] = torch.arange(rows.numel(), device=A.device)
+            remap = torch.full((N,), -1, dtype=torch.long, device=dev)
+            remap[rows] = torch.arange(rows.numel(), device=dev)
             pos = remap[top[ks:ke]]
             kc = prm.chunk_size or max(16, min(512, (1 << 20) // max(C, 1)))
             for s in range(ks, ke, kc):
                 e = min(s + kc, ke)
                 L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
+            del Q, remap, pos  # before the next group's rows are formed: one group held at a time
         step = max(1, budget // 4 // max(K, 1))
         for c0 in range(0, C, step):  # the prior couples every neuron of the layer
             Lc = L[:, c0 : c0 + step]
             prior = torch.logsumexp(Lc, dim=0) - math.log(K)
             L[:, c0 : c0 + step] = Lc - prm.lam * prior
         return L.float()
+
+
+def _device_type(device: Any) -> str:
+    import torch
+
+    return torch.device(device).type
 
 
 def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):
@@ -437,12 +466,11 @@ class SoftWpmi(_PMI):
 class RankReorder(_Similarity):
     name = "rank_reorder"
 
-    def _compute(self, src: Any, A: torch.Tensor) -> torch.Tensor:
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
         import torch
 
         prm = self.params
         N, C = src.shape
-        K = A.shape[1]
         n = math.floor(N * prm.top_fraction)
         if n < 1:
             need = math.ceil(1 / prm.top_fraction)
@@ -450,26 +478,25 @@ class RankReorder(_Similarity):
                 f"rank_reorder with top_fraction={prm.top_fraction} needs at least {need} probe images, "
                 f"but layer {self.layer or '?'} has {N}."
             )
-        top = top_indices(A, n)
-        a = A.T.gather(1, top)  # [K, n], descending
+        top, a = self._top(A, n)  # [K, n], descending
+        K = top.shape[0]
+        dev = top.device
         asc = a.flip(1)
         gen = torch.Generator(device="cpu").manual_seed(prm.seed)
-        perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(prm.n_permutations)]).to(
-            A.device
-        )
+        perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(prm.n_permutations)]).to(dev)
         base = torch.stack([(asc - asc[:, perm]).abs().pow(prm.p).mean(1) for perm in perms]).mean(0)
-        S = torch.empty((K, C), dtype=torch.float32, device=A.device)
+        S = torch.empty((K, C), dtype=torch.float32, device=dev)
         budget = self._budget_elems()
         tile = min(budget // 8, 1 << 22)  # [neurons, n, concepts] values per step (~7 temporaries)
         cb = max(1, min(C, tile // max(n, 1)))
         kc = prm.chunk_size or max(1, tile // (n * cb))
         for ks, ke, rows in _neuron_groups(top, budget // 4 // max(C, 1), N):
-            Prow = torch.empty((rows.numel(), C), dtype=torch.float32, device=A.device)
+            Prow = torch.empty((rows.numel(), C), dtype=torch.float32, device=dev)
             step = max(1, budget // 4 // max(C, 1))
             for s in range(0, rows.numel(), step):
                 Prow[s : s + step] = src.rows(rows[s : s + step])
-            remap = torch.full((N,), -1, dtype=torch.long, device=A.device)
-            remap[rows] = torch.arange(rows.numel(), device=A.device)
+            remap = torch.full((N,), -1, dtype=torch.long, device=dev)
+            remap[rows] = torch.arange(rows.numel(), device=dev)
             for s in range(ks, ke, kc):
                 e = min(s + kc, ke)
                 pos = remap[top[s:e]]  # [kc, n]
@@ -481,6 +508,7 @@ class RankReorder(_Similarity):
                     err = (a_s - asc[s:e].unsqueeze(2)).abs_().pow_(prm.p).mean(1)
                     err = err / meanP.clamp_min(1e-12).pow(prm.scale_p)
                     S[s:e, c0 : c0 + cb] = err
+            del Prow, remap  # one group's rows held at a time
         dead = base <= 0
         S = S / torch.where(dead, torch.ones_like(base), base).unsqueeze(1)
         S[dead] = 0.0

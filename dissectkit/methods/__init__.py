@@ -12,7 +12,23 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["Evidence", "LayerLabels", "SpatialBatch", "Method", "concept_list"]
+__all__ = [
+    "NO_CONCEPT_REASONS",
+    "Evidence",
+    "LayerLabels",
+    "SpatialBatch",
+    "Method",
+    "MethodBase",
+    "concept_list",
+    "method_uses_dissector",
+]
+
+#: Why a neuron has no concept: code (the value of ``LayerLabels.reasons[k]``) -> description.
+NO_CONCEPT_REASONS: dict[str, str] = {
+    "dead": "constant activation over every valid probe image (a dead neuron): nothing to label",
+    "no_match": "no concept passes the method's rule (mammi: every summed score <= 0; "
+    "netdissect: best IoU below min_iou)",
+}
 
 
 @dataclass
@@ -39,21 +55,82 @@ def concept_list(concepts: Any) -> list[Concept]:
 class Evidence:
     """Everything a method may use to label the neurons of one layer.
 
-    ``activations`` is ``[N, K]`` (N probe images, K neurons), ``image_embeddings`` is ``[N, D]``
-    (L2-normalised dissector embeddings of the same images, same order). ``encode_texts`` maps
-    strings to L2-normalised ``[n, D]`` text embeddings (cached by the engine).
-    ``spatial_maps``, when given, is a zero-argument callable that returns a fresh iterator of
-    ``SpatialBatch`` over the probe set (mask-based methods iterate it more than once).
+    The activations of the N valid probe images come in one of two forms:
+
+    - ``activations``: a materialised ``[N, K]`` tensor (N probe images, K neurons), or
+    - ``activation_chunks``: a zero-argument callable returning a *fresh* iterator of float32 row
+      blocks ``[n_i, K]`` that cover the N images in order (e.g. the cache's chunks, the skipped
+      images already left out); ``activations`` may then be ``None``. Methods read the blocks in one
+      or two streamed passes and never hold ``[N, K]``. When both are given the chunks are used.
+
+    Read them with :meth:`iter_activations` (works for both forms). ``image_embeddings`` is
+    ``[N, D]`` (L2-normalised dissector embeddings of the same images, same order; row i of the
+    embeddings is row i of the activations). ``encode_texts`` maps strings to L2-normalised
+    ``[n, D]`` text embeddings (cached by the engine). ``spatial_maps``, when given, is a
+    zero-argument callable that returns a fresh iterator of ``SpatialBatch`` over the probe set
+    (mask-based methods iterate it more than once).
     """
 
     layer: str
-    activations: torch.Tensor
+    activations: torch.Tensor | None
     image_embeddings: torch.Tensor
     concepts: list[str] | Any
     encode_texts: Callable[[list[str]], torch.Tensor]
     spatial_maps: Callable[[], Iterator[SpatialBatch]] | None = None
     seed: int = 0
     device: str | None = None
+    activation_chunks: Callable[[], Iterator[torch.Tensor]] | None = None
+    _n_neurons: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.activations is None and self.activation_chunks is None:
+            from dissectkit.errors import EvidenceError
+
+            raise EvidenceError(
+                f"Evidence for layer {self.layer!r} has no activations: pass `activations` ([N, K] tensor) "
+                "or `activation_chunks` (a callable returning an iterator of [n_i, K] blocks)."
+            )
+
+    def iter_activations(self) -> Iterator[torch.Tensor]:
+        """The activations as float32 ``[n_i, K]`` row blocks in probe order (a fresh iterator)."""
+        import torch
+
+        if self.activation_chunks is not None:
+            for block in self.activation_chunks():
+                yield torch.as_tensor(block).to(torch.float32)
+            return
+        from dissectkit.streaming import tensor_blocks
+
+        A = torch.as_tensor(self.activations)
+        if A.ndim != 2:
+            from dissectkit.errors import EvidenceError
+
+            raise EvidenceError(
+                f"Layer {self.layer!r}: activations must be [images, neurons], got shape {tuple(A.shape)}."
+            )
+        for block in tensor_blocks(A):
+            yield block.to(torch.float32)
+
+    @property
+    def n_images(self) -> int:
+        """N, the number of valid probe images (rows of ``image_embeddings``)."""
+        return int(self.image_embeddings.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        """K, the number of neurons of the layer (reads the first block when only chunks are given)."""
+        if self._n_neurons is None:
+            if self.activation_chunks is None and self.activations is not None:
+                self._n_neurons = int(self.activations.shape[-1])
+            else:
+                for block in self.iter_activations():
+                    self._n_neurons = int(block.shape[1])
+                    break
+        if self._n_neurons is None:
+            from dissectkit.errors import EvidenceError
+
+            raise EvidenceError(f"Layer {self.layer!r}: the activation chunks are empty.")
+        return self._n_neurons
 
     @property
     def concept_objects(self) -> list[Concept]:
@@ -72,12 +149,18 @@ class Evidence:
 
 @dataclass
 class LayerLabels:
-    """Per-neuron ranked ``(concept, score)`` lists for one layer (an empty list = no concept)."""
+    """Per-neuron ranked ``(concept, score)`` lists for one layer (an empty list = no concept).
+
+    ``reasons`` says why a neuron has no concept: neuron index -> a code of
+    :data:`NO_CONCEPT_REASONS` (``"dead"``: constant activation over the valid probe images;
+    ``"no_match"``: nothing passes the method's rule). Neurons with a concept have no entry.
+    """
 
     layer: str
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     neurons: list[list[tuple[str, float]]] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -91,6 +174,15 @@ class LayerLabels:
         ranked = self.neurons[unit]
         return ranked[0][1] if ranked else None
 
+    def reason(self, unit: int) -> str | None:
+        """Why the neuron has no concept (a :data:`NO_CONCEPT_REASONS` code), or ``None``."""
+        return self.reasons.get(unit)
+
+    @property
+    def dead(self) -> list[int]:
+        """The neurons whose activation is constant over the valid probe images."""
+        return sorted(k for k, r in self.reasons.items() if r == "dead")
+
     def top1(self) -> list[str | None]:
         return [self.label(k) for k in range(len(self.neurons))]
 
@@ -103,23 +195,45 @@ class LayerLabels:
             "method": self.method,
             "params": self.params,
             "neurons": [[[c, float(s)] for c, s in ranked] for ranked in self.neurons],
+            "reasons": {str(k): self.reasons[k] for k in sorted(self.reasons)},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerLabels:
+        """Inverse of :meth:`to_dict`; files written before ``reasons`` existed load with none."""
         return cls(
             layer=data["layer"],
             method=data["method"],
             params=dict(data.get("params", {})),
             neurons=[[(str(c), float(s)) for c, s in ranked] for ranked in data["neurons"]],
+            reasons={int(k): str(v) for k, v in (data.get("reasons") or {}).items()},
         )
 
 
 class Method(Protocol):
-    """A labelling strategy. ``needs_masks`` methods require ``evidence.spatial_maps``."""
+    """A labelling strategy.
+
+    ``needs_masks`` methods require ``evidence.spatial_maps``. Optional member ``uses_dissector``
+    (default ``True``, see :class:`MethodBase`): ``False`` when the labels do not depend on the
+    dissector (no image or text embeddings read, e.g. ``netdissect``), so the engine runs the method
+    once per (target, layer) instead of once per dissector. Read it with :func:`method_uses_dissector`.
+    """
 
     name: str
     needs_masks: bool
 
     def label(self, evidence: Evidence) -> LayerLabels: ...
 
+
+class MethodBase:
+    """Declares the optional members of :class:`Method` with their defaults (built-in methods inherit it)."""
+
+    #: the method requires a probe with masks (``evidence.spatial_maps``)
+    needs_masks: bool = False
+    #: the labels depend on the dissector's embeddings; ``False``: run once per (target, layer)
+    uses_dissector: bool = True
+
+
+def method_uses_dissector(method: Any) -> bool:
+    """Whether ``method``'s labels depend on the dissector (``True`` unless it declares ``uses_dissector = False``)."""
+    return bool(getattr(method, "uses_dissector", MethodBase.uses_dissector))

@@ -1,11 +1,13 @@
-"""Helpers shared by the built-in methods: evidence checks, text encoding, ranked lists."""
+"""Helpers shared by the built-in methods: evidence checks, text encoding, ranked lists, dead neurons."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dissectkit.builtin.similarities import check_finite
 from dissectkit.errors import EvidenceError
+from dissectkit.streaming import ActivationStream
+
+_ROWS = 1 << 16  # image rows per block when checking embeddings
 
 if TYPE_CHECKING:
     import torch
@@ -13,32 +15,48 @@ if TYPE_CHECKING:
     from dissectkit.methods import Evidence
 
 
-def checked_inputs(evidence: Evidence, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations ``[N, K]`` and image embeddings ``[N, D]`` as float32 on ``device``, validated."""
+def checked_inputs(evidence: Evidence, device: str = "cpu") -> tuple[ActivationStream, torch.Tensor]:
+    """The activations as a validated :class:`ActivationStream` (float32 blocks on ``device``; checked
+    for NaN/inf and row count as they stream) and the image embeddings ``[N, D]``, validated."""
     import torch
 
-    A = torch.as_tensor(evidence.activations).to(device=device, dtype=torch.float32)
     V = torch.as_tensor(evidence.image_embeddings).to(device=device, dtype=torch.float32)
-    if A.ndim != 2 or V.ndim != 2:
-        raise EvidenceError(
-            f"Layer {evidence.layer!r}: activations must be [images, neurons] and image embeddings "
-            f"[images, dim]; got {tuple(A.shape)} and {tuple(V.shape)}."
-        )
-    if A.shape[0] != V.shape[0]:
-        raise EvidenceError(
-            f"Layer {evidence.layer!r}: {A.shape[0]} images have activations but {V.shape[0]} have "
-            "dissector embeddings; both must cover the same probe images in the same order."
-        )
-    if A.shape[0] == 0:
+    if V.ndim != 2:
+        raise EvidenceError(f"Layer {evidence.layer!r}: image embeddings must be [images, dim]; got {tuple(V.shape)}.")
+    if evidence.activation_chunks is None:
+        A = torch.as_tensor(evidence.activations)
+        if A.ndim != 2:
+            raise EvidenceError(
+                f"Layer {evidence.layer!r}: activations must be [images, neurons] and image embeddings "
+                f"[images, dim]; got {tuple(A.shape)} and {tuple(V.shape)}."
+            )
+        if A.shape[0] != V.shape[0]:
+            raise EvidenceError(
+                f"Layer {evidence.layer!r}: {A.shape[0]} images have activations but {V.shape[0]} have "
+                "dissector embeddings; both must cover the same probe images in the same order."
+            )
+    if V.shape[0] == 0:
         raise EvidenceError(f"Layer {evidence.layer!r}: no probe images to label with.")
-    check_finite(A, evidence.layer)
-    if not bool(torch.isfinite(V).all()):
-        bad = (~torch.isfinite(V)).any(1).nonzero().flatten().tolist()
-        raise EvidenceError(
-            f"Image embeddings used for layer {evidence.layer!r} contain NaN or inf (images {bad[:5]}); "
-            "check the dissector and the probe images."
-        )
-    return A, V
+    for s in range(0, V.shape[0], _ROWS):  # in row blocks: no [N, D] temporary
+        part = V[s : s + _ROWS]
+        if not bool(torch.isfinite(part).all()):
+            bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
+            raise EvidenceError(
+                f"Image embeddings used for layer {evidence.layer!r} contain NaN or inf (images {bad[:5]}); "
+                "check the dissector and the probe images."
+            )
+    return ActivationStream(evidence.iter_activations, V.shape[0], evidence.layer, device), V
+
+
+def unit_rows(V: torch.Tensor) -> torch.Tensor:
+    """``V`` with L2-normalised rows: ``V`` itself when its rows already have unit norm (to 1e-5,
+    as the engine's embeddings do), else a normalised copy - no ``[N, D]`` copy in the usual case."""
+    import torch
+
+    norms = torch.linalg.vector_norm(V, dim=1)
+    if V.shape[0] and float((norms - 1).abs().max()) <= 1e-5:
+        return V
+    return torch.nn.functional.normalize(V, dim=1)
 
 
 def encode(evidence: Evidence, texts: list[str], device: str = "cpu") -> torch.Tensor:
@@ -76,6 +94,15 @@ def top_m_lists(S: torch.Tensor, names: list[str], m: int) -> list[list[tuple[st
         [(names[j], float(v)) for j, v in zip(row, vrow, strict=True)]
         for row, vrow in zip(order.tolist(), vals.tolist(), strict=True)
     ]
+
+
+def blank_dead(neurons: list[list[tuple[str, float]]], dead: torch.Tensor) -> dict[int, str]:
+    """Empty the lists of dead neurons (``dead``: boolean ``[K]``) and return the ``reasons``."""
+    reasons = {}
+    for k in dead.nonzero().flatten().tolist():
+        neurons[k] = []
+        reasons[k] = "dead"
+    return reasons
 
 
 def device_of(method: Any, evidence: Evidence) -> str:

@@ -6,8 +6,17 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from dissectkit.builtin.methods._common import apply_template, checked_inputs, device_of, encode, top_m_lists
-from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.builtin.methods._common import (
+    apply_template,
+    blank_dead,
+    checked_inputs,
+    device_of,
+    encode,
+    top_m_lists,
+    unit_rows,
+)
+from dissectkit.builtin.similarities import _Similarity
+from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
 
 
@@ -26,9 +35,8 @@ class ClipDissectParams(Params):
         return self
 
 
-class ClipDissect:
+class ClipDissect(MethodBase):
     name = "clip-dissect"
-    needs_masks = False
 
     def __init__(self, params: ClipDissectParams, ctx: Any) -> None:
         from dissectkit.plugins import get_host
@@ -44,24 +52,19 @@ class ClipDissect:
         A, V = checked_inputs(evidence, device)
         names = evidence.concept_texts
         T = encode(evidence, apply_template(self.params.template, names), device)
-        V = _normalise(V)
+        V = unit_rows(V)
         sim = self.similarity
-        if hasattr(sim, "layer"):
+        if isinstance(sim, _Similarity):  # built-in: streams the activations
             sim.layer = evidence.layer
-        # a third-party similarity may only take a materialised P
-        S = sim.from_embeddings(V, T, A) if hasattr(sim, "from_embeddings") else sim(V @ T.T, A)
+            S = sim.from_embeddings(V, T, A)
+        else:  # a third-party similarity takes materialised activations
+            Am = A.materialise()
+            S = sim.from_embeddings(V, T, Am) if hasattr(sim, "from_embeddings") else sim(V @ T.T, Am)
+        neurons = top_m_lists(S, names, self.params.top_m)
+        reasons = blank_dead(neurons, A.dead)
         return LayerLabels(
-            layer=evidence.layer,
-            method=self.name,
-            params=self.params.model_dump(),
-            neurons=top_m_lists(S, names, self.params.top_m),
+            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
-
-
-def _normalise(x):
-    import torch
-
-    return torch.nn.functional.normalize(x, dim=1)
 
 
 def make_clip_dissect(params: ClipDissectParams, ctx: Any) -> ClipDissect:

@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import Field
 
-from dissectkit.builtin.methods._common import checked_inputs, device_of, encode
+from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
 from dissectkit.errors import EvidenceError
-from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
+from dissectkit.streaming import ActivationStream
 
 
 class MammiParams(Params):
@@ -18,23 +19,38 @@ class MammiParams(Params):
     template: str = "A chest x-ray image of a {}"
 
 
+def mammi_threshold(lo, hi, percentile: float):
+    """``tau = hi - (hi - lo) * (1 - p/100)`` computed in the dtype of ``lo``/``hi`` (float32 for
+    dissectkit's activations), as the published code does: an activation exactly on ``tau`` is
+    *not* representative (the comparison ``a > tau`` is strict and made in that dtype)."""
+    return hi - (hi - lo) * (1.0 - percentile / 100.0)
+
+
 def mammi_scores(A, V, T, t0, percentile: float):
-    """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``."""
-    import torch
+    """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``.
 
-    A64 = A.double()
-    lo = A64.min(0).values
-    hi = A64.max(0).values
-    tau = hi - (hi - lo) * (1.0 - percentile / 100.0)
-    R = (A64 - tau > 0).to(V.dtype)  # [N, K]
+    ``A`` is an ``[N, K]`` tensor or an :class:`~dissectkit.streaming.ActivationStream`; two streamed
+    passes: the range of each neuron (its moments), then ``R^T V`` block by block.
+    """
+
+    stream = A if isinstance(A, ActivationStream) else ActivationStream.from_tensor(A, device=V.device)
+    m = stream.moments
+    tau = mammi_threshold(m.min, m.max, percentile)  # float32, like the activations
+    Vn = unit_rows(V)
+    acc = None
+    sizes = None
+    for s, Ab in stream.blocks():
+        R = Ab > tau  # [n, K]
+        part = (R.to(Vn.dtype).T @ Vn[s : s + Ab.shape[0]]).double()
+        cnt = R.sum(0)
+        acc = part if acc is None else acc.add_(part)
+        sizes = cnt if sizes is None else sizes.add_(cnt)
     D = T - t0.unsqueeze(0)  # [C, D]
-    S = (R.T @ torch.nn.functional.normalize(V, dim=1)) @ D.T
-    return S, R.sum(0)
+    return acc.float() @ D.T, sizes
 
 
-class Mammi:
+class Mammi(MethodBase):
     name = "mammi"
-    needs_masks = False
 
     def __init__(self, params: MammiParams, ctx: Any) -> None:
         if "{}" not in params.template:
@@ -53,17 +69,20 @@ class Mammi:
         S, _ = mammi_scores(A, V, emb[:-1], emb[-1], self.params.percentile)
         S = S.double().cpu()
         neurons: list[list[tuple[str, float]]] = []
-        for row in S:
+        reasons: dict[int, str] = {}
+        for k, row in enumerate(S):
             best = float(row.max())
             if best <= 0:
                 neurons.append([])
+                reasons[k] = "no_match"
                 continue
             keep = (row > self.params.beta * best).nonzero().flatten()
             vals = row[keep]
             order = keep[vals.argsort(descending=True, stable=True)]
             neurons.append([(names[j], float(row[j])) for j in order.tolist()])
+        reasons.update(blank_dead(neurons, A.dead))
         return LayerLabels(
-            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons
+            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
 
 

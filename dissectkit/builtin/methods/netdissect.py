@@ -11,10 +11,11 @@ from typing import Any
 
 from pydantic import Field
 
-from dissectkit.builtin.methods._common import device_of
+from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.errors import DataError, EvidenceError
-from dissectkit.methods import Evidence, LayerLabels
+from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
+from dissectkit.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
@@ -28,22 +29,6 @@ class NetDissectParams(Params):
     max_memory_mb: float = Field(512.0, gt=0)
 
 
-def order_key(x):
-    """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
-    import torch
-
-    b = x.contiguous().view(torch.int32)
-    return b ^ ((b >> 31) & 0x7FFFFFFF)
-
-
-def key_value(key):
-    """Inverse of :func:`order_key` (int32 keys -> float32 values)."""
-    import torch
-
-    k = key.to(torch.int32)
-    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
-
-
 def _mask_probe_hint() -> str:
     try:
         from dissectkit.plugins import get_host
@@ -54,9 +39,10 @@ def _mask_probe_hint() -> str:
     return ", ".join(dict.fromkeys([*names, *_MASK_PROBES]))
 
 
-class NetDissect:
+class NetDissect(MethodBase):
     name = "netdissect"
     needs_masks = True
+    uses_dissector = False  # reads only the spatial maps and the probe's masks
 
     def __init__(self, params: NetDissectParams, ctx: Any) -> None:
         self.params = params
@@ -102,14 +88,24 @@ class NetDissect:
 
     def thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
         """Per-neuron level ``T_k`` exceeded by a fraction ``quantile`` of all annotated pixels."""
+        return self._thresholds(evidence, k0, k1, device)[0]
+
+    def _thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
+        """``(T [kc], dead [kc])``: the thresholds and the neurons whose upsampled maps are constant
+        over every annotated pixel (dead: nothing to threshold)."""
         import torch
 
         kc = k1 - k0
         hist = torch.zeros((kc, _BINS), dtype=torch.int64, device=device)
+        vmin = torch.full((kc,), float("inf"), device=device)
+        vmax = torch.full((kc,), float("-inf"), device=device)
         total = 0
         for s, Fk, _ in self._images(evidence, k0, k1, device):
+            e = s + Fk.shape[0]
+            torch.minimum(vmin[s:e], Fk.amin(1), out=vmin[s:e])
+            torch.maximum(vmax[s:e], Fk.amax(1), out=vmax[s:e])
             hi = (order_key(Fk) >> 16).long() + (_BINS // 2)
-            rows = torch.arange(s, s + Fk.shape[0], device=device).unsqueeze(1) * _BINS
+            rows = torch.arange(s, e, device=device).unsqueeze(1) * _BINS
             hist.view(-1).index_add_(0, (rows + hi).flatten(), _ones(hi.numel(), device))
             if s == 0:
                 total += Fk.shape[1]
@@ -132,7 +128,7 @@ class NetDissect:
         refine = (cnt.double() / total > _TOL).nonzero().flatten()
         if refine.numel():
             T[refine] = self._refine(evidence, k0, k1, device, refine, b[refine], rank - above[refine])
-        return T.float()
+        return T.float(), vmin == vmax
 
     def _refine(self, evidence, k0, k1, device, which, bins, ranks):
         """Exact values: a histogram of the low 16 key bits of the pixels in each chosen bin."""
@@ -187,6 +183,10 @@ class NetDissect:
 
     def scores(self, evidence: Evidence):
         """The ``[K, C]`` IoU matrix of the layer (the labels are read from it)."""
+        return self._scores(evidence)[0]
+
+    def _scores(self, evidence: Evidence):
+        """``(IoU [K, C], dead [K])``."""
         import torch
 
         if evidence.spatial_maps is None:
@@ -204,24 +204,29 @@ class NetDissect:
         if K is None:
             raise EvidenceError(f"Layer {evidence.layer!r}: the probe yielded no spatial maps.")
         group = max(1, int(self.params.max_memory_mb * 2**20 / 2 / (_BINS * 8)))
-        out = []
+        out, dead = [], []
         for k0 in range(0, K, group):
             k1 = min(K, k0 + group)
-            T = self.thresholds(evidence, k0, k1, device)
+            T, d = self._thresholds(evidence, k0, k1, device)
             out.append(self.iou(evidence, k0, k1, T, names, device).cpu())
-        return torch.cat(out, 0)
+            dead.append(d.cpu())
+        return torch.cat(out, 0), torch.cat(dead, 0)
 
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
 
-        S = self.scores(evidence)
+        S, dead = self._scores(evidence)
         names = evidence.concept_texts
         neurons = []
+        reasons: dict[int, str] = {}
         order = torch.sort(S, dim=1, descending=True, stable=True).indices[:, : self.params.top_m]
-        for row, idx in zip(S.tolist(), order.tolist(), strict=True):
+        for k, (row, idx) in enumerate(zip(S.tolist(), order.tolist(), strict=True)):
             neurons.append([(names[j], row[j]) for j in idx if row[j] >= self.params.min_iou and row[j] > 0])
+            if not neurons[-1]:
+                reasons[k] = "no_match"
+        reasons.update(blank_dead(neurons, dead))
         return LayerLabels(
-            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons
+            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
 
 

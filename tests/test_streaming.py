@@ -1,0 +1,233 @@
+"""Streamed labelling: running top-k, validated activation streams, and streamed == materialised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dissectkit as dk
+from dissectkit.builtin.similarities import LazyP
+from dissectkit.errors import EvidenceError
+from dissectkit.methods import Evidence, LayerLabels, method_uses_dissector
+from dissectkit.streaming import ActivationStream, RunningTopK, stream_top, top_indices
+
+CONCEPTS = [f"c{i}" for i in range(9)]
+
+
+def _blocks(A: torch.Tensor, sizes: list[int]):
+    """A chunk source over ``A`` with irregular block sizes (cycled), counting its passes."""
+    calls = []
+
+    def source():
+        calls.append(1)
+        s, i = 0, 0
+        while s < A.shape[0]:
+            n = sizes[i % len(sizes)]
+            yield A[s : s + n].clone()
+            s += n
+            i += 1
+
+    source.calls = calls
+    return source
+
+
+def _data(N=260, K=11, C=9, D=8, seed=0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    V = torch.nn.functional.normalize(torch.randn(N, D, generator=g), dim=1)
+    T = torch.nn.functional.normalize(torch.randn(C, D, generator=g), dim=1)
+    if ties:  # few distinct values: ties everywhere, across every top-k boundary
+        A = torch.randint(0, 4, (N, K), generator=g).float()
+    else:
+        A = torch.randn(N, K, generator=g).relu_() + 0.01 * torch.randn(N, K, generator=g)
+    return V, T, A
+
+
+class Table:
+    def __init__(self, dim, seed=0):
+        self.g = torch.Generator().manual_seed(seed)
+        self.dim = dim
+        self.table: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts):
+        for t in texts:
+            if t not in self.table:
+                self.table[t] = torch.nn.functional.normalize(torch.randn(self.dim, generator=self.g), dim=0)
+        return torch.stack([self.table[t] for t in texts])
+
+
+# ---------------------------------------------------------------------------------------------
+SPLITS = {"one": [150], "ragged": [13, 1, 64, 72], "rows": [1] * 150, "tail": [3, 147]}
+
+
+@pytest.mark.parametrize("k", [1, 5, 37, 150])
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_running_top_k_equals_top_indices_with_ties(k, split):
+    g = torch.Generator().manual_seed(k)
+    A = torch.randint(0, 5, (150, 7), generator=g).float()
+    A[:, 3] = 2.0  # all tied
+    A[40:, 4] = -0.0
+    A[:40, 4] = 0.0  # -0.0 == 0.0: ties by index as well
+    A[:, 5] = torch.randn(150, generator=g) * 1e30  # wide range, negative values
+    A[::7, 6] = -3.0
+    want = top_indices(A, k)
+    top = RunningTopK(k)
+    s = 0
+    for n in SPLITS[split]:
+        top.update(A[s : s + n], s)
+        s += n
+    idx, vals = top.result()
+    assert torch.equal(idx, want)
+    assert torch.equal(vals, A.T.gather(1, want))
+    for j in range(A.shape[1]):  # and the order is the published one: descending, ties by index
+        assert idx[j].tolist() == np.argsort(-A[:, j].numpy(), kind="stable")[:k].tolist()
+
+
+def test_running_top_k_needs_k_rows():
+    top = RunningTopK(10)
+    top.update(torch.zeros(4, 2), 0)
+    with pytest.raises(ValueError, match="only 4 rows"):
+        top.result()
+
+
+def test_stream_moments_and_validation():
+    _, _, A = _data(N=100, K=4)
+    A[:, 2] = 3.5
+    stream = ActivationStream(_blocks(A, [30, 7]), 100, "blocks.1")
+    m = stream.moments
+    assert torch.equal(m.min, A.min(0).values) and torch.equal(m.max, A.max(0).values) and m.count == 100
+    assert stream.dead.tolist() == [False, False, True, False]
+    assert stream.n_neurons == 4
+    idx, _ = stream_top(stream, 9)
+    assert torch.equal(idx, top_indices(A, 9))
+    with pytest.raises(EvidenceError, match=r"cover 100 images but the image embeddings cover 101"):
+        list(ActivationStream(_blocks(A, [30]), 101, "blocks.1").blocks())
+    with pytest.raises(EvidenceError, match=r"at least 30 images .* cover 20"):
+        list(ActivationStream(_blocks(A, [30]), 20, "blocks.1").blocks())
+    bad = A.clone()
+    bad[70, 1] = float("nan")
+    with pytest.raises(EvidenceError, match=r"blocks\.1.*neuron 1"):
+        _ = ActivationStream(_blocks(bad, [30]), 100, "blocks.1").moments
+
+    def ragged():
+        yield A[:10]
+        yield A[10:, :3]
+
+    with pytest.raises(EvidenceError, match="disagree on the number of neurons: 3 after 4"):
+        list(ActivationStream(ragged, 100, "blocks.1").blocks())
+
+
+# ---------------------------------------------------------------------------------------------
+PASSES = {"cos": 1, "cos3": 2, "wpmi": 1, "soft_wpmi": 1, "rank_reorder": 1}
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("name", sorted(PASSES))
+def test_similarity_streamed_equals_materialised(name, ties):
+    V, T, A = _data(ties=ties, seed=3)
+    sim = dk.create("similarity", name)
+    want = sim(LazyP(V, T), A)
+    source = _blocks(A, [17, 64, 5])
+    got = sim(LazyP(V, T), ActivationStream(source, A.shape[0], "l"))
+    assert len(source.calls) == PASSES[name]
+    if name in ("cos", "cos3"):  # sums in another order: equal to float rounding
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    else:  # the same top-k sets and order: the same numbers
+        assert torch.equal(got, want)
+    dense = sim(V @ T.T, ActivationStream(_blocks(A, [100]), A.shape[0]))
+    torch.testing.assert_close(dense, want, rtol=1e-4, atol=1e-5)
+
+
+def _chunked(ev: Evidence, sizes):
+    source = _blocks(ev.activations, sizes)
+    out = Evidence(
+        ev.layer,
+        None,
+        ev.image_embeddings,
+        ev.concepts,
+        ev.encode_texts,
+        seed=ev.seed,
+        activation_chunks=source,
+    )
+    return out, source
+
+
+METHODS = [
+    ("clip-dissect", {}, 1),
+    ("clip-dissect", {"similarity": "cos"}, 1),
+    ("clip-dissect", {"similarity": "cos3"}, 2),
+    ("clip-dissect", {"similarity": "wpmi"}, 1),
+    ("clip-dissect", {"similarity": "rank_reorder"}, 1),
+    ("mammi", {"beta": 0.6}, 2),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize(("method", "params", "passes"), METHODS)
+def test_method_on_chunks_equals_method_on_tensor(method, params, passes, ties):
+    V, _, A = _data(N=240, K=10, D=8, seed=5, ties=ties)
+    A[:, 6] = 1.25  # dead
+    ev = Evidence("blocks.2", A, V, CONCEPTS, Table(8, seed=1))
+    chunked, source = _chunked(ev, [50, 3, 100])
+    assert chunked.activations is None and chunked.n_images == 240 and chunked.n_neurons == 10
+    m = dk.create("method", method, **params)
+    want, got = m.label(ev), m.label(chunked)
+    assert len(source.calls) == passes + 1  # + the n_neurons peek above
+    assert [[c for c, _ in r] for r in got.neurons] == [[c for c, _ in r] for r in want.neurons]
+    for g_, w_ in zip(got.neurons, want.neurons, strict=True):
+        assert [s for _, s in g_] == pytest.approx([s for _, s in w_], rel=1e-5, abs=1e-6)
+    assert got.reasons == want.reasons
+    assert got.neurons[6] == [] and got.reasons[6] == "dead" and got.dead == [6]
+
+
+def test_evidence_forms_and_iteration():
+    V, _, A = _data(N=50, K=3)
+    ev = Evidence("l", A, V, CONCEPTS, Table(8))
+    assert torch.equal(torch.cat(list(ev.iter_activations())), A)
+    assert (ev.n_images, ev.n_neurons) == (50, 3)
+    half = A.double()
+    ch = Evidence("l", None, V, CONCEPTS, Table(8), activation_chunks=lambda: iter([half[:20], half[20:]]))
+    blocks = list(ch.iter_activations())
+    assert [b.dtype for b in blocks] == [torch.float32] * 2 and torch.equal(torch.cat(blocks), A)
+    assert list(ch.iter_activations())  # a fresh iterator every time
+    with pytest.raises(EvidenceError, match="no activations"):
+        Evidence("l", None, V, CONCEPTS, Table(8))
+
+
+def test_layer_labels_reasons_round_trip_and_old_files():
+    ll = LayerLabels("l", "mammi", {}, [[("a", 1.0)], [], []], reasons={2: "dead", 1: "no_match"})
+    d = ll.to_dict()
+    assert d["reasons"] == {"1": "no_match", "2": "dead"}
+    back = LayerLabels.from_dict(d)
+    assert back == ll and back.dead == [2] and back.reason(1) == "no_match" and back.reason(0) is None
+    del d["reasons"]  # a labels.json written before the field existed
+    assert LayerLabels.from_dict(d).reasons == {}
+
+
+def test_uses_dissector():
+    assert method_uses_dissector(dk.create("method", "clip-dissect")) is True
+    assert method_uses_dissector(dk.create("method", "mammi")) is True
+    assert method_uses_dissector(dk.create("method", "netdissect")) is False
+
+    class ThirdParty:  # declares nothing: the default
+        name = "x"
+        needs_masks = False
+
+    assert method_uses_dissector(ThirdParty()) is True
+
+
+def test_third_party_similarity_gets_the_materialised_matrix():
+    V, _, A = _data(N=120, K=5)
+    seen = []
+
+    def plain(P, acts):  # a third-party similarity: plain tensors in, [K, C] out
+        seen.append((tuple(P.shape), type(acts)))
+        return acts.T @ P
+
+    method = dk.create("method", "clip-dissect")
+    method.similarity = plain
+    ev, _ = _chunked(Evidence("l", A, V, CONCEPTS, Table(8)), [50])
+    out = method.label(ev)
+    assert seen == [((120, len(CONCEPTS)), torch.Tensor)]
+    S = A.T @ (torch.nn.functional.normalize(V, dim=1) @ Table(8)(CONCEPTS).T)
+    assert out.topk(3) == [[CONCEPTS[j] for j in row] for row in S.argsort(1, descending=True)[:, :3].tolist()]
