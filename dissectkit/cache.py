@@ -127,6 +127,27 @@ class ChunkedEntry:
         with safe_open(str(self.chunk_path(c)), framework="pt") as fh:
             return fh.get_slice("values")[start:stop]
 
+    def read_valid(self):
+        """The valid flags ``[N]`` of every image, without loading the values."""
+        import torch
+        from safetensors import safe_open
+
+        parts = []
+        for c in range(self.n_chunks):
+            with safe_open(str(self.chunk_path(c)), framework="pt") as fh:
+                parts.append(fh.get_tensor("valid").bool())
+        return torch.cat(parts)
+
+    def iter_rows(self, keep):
+        """The values of the rows where ``keep`` (``[N]`` bools) is true: one block per chunk, in order
+        (one chunk in memory at a time)."""
+        for c in range(self.n_chunks):
+            r = self.chunk_range(c)
+            mask = keep[r.start : r.stop]
+            if mask.any():
+                values, _valid = self.read_chunk(c)
+                yield values[mask]
+
     def read_all(self):
         """All chunks concatenated: (values ``[N, K]``, valid ``[N]``)."""
         import torch

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dissectkit.methods import Method as Method  # the Method protocol lives with Evidence
+from dissectkit.methods import MethodBase
 from dissectkit.types import Concept, LayerInfo, ProbeItem
 
 if TYPE_CHECKING:
@@ -120,13 +121,10 @@ class SimilarityDefaults:
     from_embeddings: Callable[[Any, Any, Any], Any] | None = None
 
 
-class MethodDefaults:
-    """Optional method members. ``needs_masks``: it reads ``evidence.spatial_maps`` and needs a probe
-    with masks; ``uses_dissector``: it reads the dissector's embeddings (``False``: the host need not
-    run a dissector for it)."""
-
-    needs_masks: bool = False
-    uses_dissector: bool = True
+MethodDefaults = MethodBase
+"""Optional method members (declared with :class:`dissectkit.methods.MethodBase`, which the built-in
+methods inherit): ``needs_masks``: it reads ``evidence.spatial_maps`` and needs a probe with masks;
+``uses_dissector``: it reads the dissector's embeddings (``False``: run once per (target, layer))."""
 
 
 # --------------------------------------------------------------------------- the readers

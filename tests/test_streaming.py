@@ -8,8 +8,9 @@ import torch
 
 import dissectkit as dk
 from dissectkit.builtin.similarities import LazyP
+from dissectkit.components import method_uses_dissector
 from dissectkit.errors import EvidenceError
-from dissectkit.methods import Evidence, LayerLabels, method_uses_dissector
+from dissectkit.methods import Evidence, LayerLabels
 from dissectkit.streaming import ActivationStream, RunningTopK, stream_top, top_indices
 
 CONCEPTS = [f"c{i}" for i in range(9)]

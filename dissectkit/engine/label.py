@@ -64,7 +64,8 @@ class LayerResult:
 def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, encoders: dict[str, TextEncoder],
                 embeddings: dict[str, tuple[Any, Any]]) -> LayerResult:
     """Label one layer with every (dissector, method) pair."""
-    acts, valid_a = ex.acts[(slot.label, layer)].read_all()
+    entry = ex.acts[(slot.label, layer)]
+    valid_a = entry.read_valid()
     truth = target_ground_truth(slot.instance, layer)
     out = LayerResult(slot.label, layer)
 
@@ -76,7 +77,8 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
             spatial = SpatialSource(ex.spatial[(slot.label, layer)], ex.masks[slot.label], valid, res.recipe.runtime.batch_size)
         return Evidence(
             layer=layer,
-            activations=acts[valid],
+            activations=None,
+            activation_chunks=lambda: entry.iter_rows(valid),
             image_embeddings=embeddings[d_label][0][valid],
             concepts=res.concepts,
             encode_texts=encoders[d_label],

@@ -20,7 +20,6 @@ __all__ = [
     "Method",
     "MethodBase",
     "concept_list",
-    "method_uses_dissector",
 ]
 
 #: Why a neuron has no concept: code (the value of ``LayerLabels.reasons[k]``) -> description.
@@ -216,7 +215,8 @@ class Method(Protocol):
     ``needs_masks`` methods require ``evidence.spatial_maps``. Optional member ``uses_dissector``
     (default ``True``, see :class:`MethodBase`): ``False`` when the labels do not depend on the
     dissector (no image or text embeddings read, e.g. ``netdissect``), so the engine runs the method
-    once per (target, layer) instead of once per dissector. Read it with :func:`method_uses_dissector`.
+    once per (target, layer) instead of once per dissector. Read it with
+    :func:`dissectkit.components.method_uses_dissector`.
     """
 
     name: str
@@ -232,8 +232,3 @@ class MethodBase:
     needs_masks: bool = False
     #: the labels depend on the dissector's embeddings; ``False``: run once per (target, layer)
     uses_dissector: bool = True
-
-
-def method_uses_dissector(method: Any) -> bool:
-    """Whether ``method``'s labels depend on the dissector (``True`` unless it declares ``uses_dissector = False``)."""
-    return bool(getattr(method, "uses_dissector", MethodBase.uses_dissector))
