@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from dissectkit.context import BuildContext
 from dissectkit.layers import infer_layer_infos
-from dissectkit.synthetic import models
+from dissectkit.synthetic import arch, models
 from dissectkit.types import LayerInfo
 
 PREPROCESS_ID = f"gray-minmax-area{models.MODEL_INPUT[0]}x{models.MODEL_INPUT[1]}-m{models.PIXEL_MEAN}-s{models.PIXEL_STD}"
 
 
-def _packaged(name: str) -> dict[str, str]:
-    cfg = models.read_config()
-    return {"path": str(models.WEIGHTS_DIR / cfg["files"][name])}
+def _weights_fingerprint(prefix: str, path: Any, ctx: BuildContext, *parts: str) -> str:
+    from dissectkit.weights import file_fingerprint
 
-
-def _weights_config(path: Path) -> dict[str, Any]:
-    """The json config next to a weights file (falls back to the packaged one)."""
-    local = Path(path).parent / models.CONFIG_FILE
-    return models.read_config(local.parent) if local.exists() else models.read_config()
+    h = file_fingerprint(path, ctx)
+    return f"{prefix}:" + hashlib.sha256("|".join((h, *parts)).encode()).hexdigest()[:16]
 
 
 class SynthClip:
@@ -33,18 +28,19 @@ class SynthClip:
 
     def __init__(self, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
-        ref = weights if weights is not None else _packaged("synth-clip")
+        ref = weights if weights is not None else arch.packaged_ref("synth-clip")
         from dissectkit import weights as wmod
 
         path = wmod.resolve(ref, ctx, what="synth-clip weights")
-        cfg = _weights_config(path)["clip"]
+        cfg = arch.weights_config(path)["clip"]
         self.model = models.build_clip(cfg).eval()
-        self.path = models.load_weights_into(self.model, {"path": str(path)}, ctx, "synth-clip weights")
+        self.path = models.load_weights_into(self.model, path, "synth-clip weights")
         self.tokenizer = models.build_tokenizer(cfg)
         self._config_id = json.dumps(cfg, sort_keys=True)  # architecture and tokenizer: part of the fingerprint
         self.embed_dim = int(cfg["embed_dim"])
         self.input_size = models.MODEL_INPUT
         self._ctx = ctx
+        self._fingerprint: str | None = None
         self.device = torch.device(ctx.device)
         self.model.to(self.device)
 
@@ -68,10 +64,9 @@ class SynthClip:
         return self.model.encode_text(torch.from_numpy(ids).to(self.device), torch.from_numpy(offsets).to(self.device))
 
     def fingerprint(self) -> str:
-        from dissectkit.weights import file_fingerprint
-
-        h = file_fingerprint(self.path, self._ctx)
-        return "synth-clip:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}|{self._config_id}".encode()).hexdigest()[:16]
+        if self._fingerprint is None:
+            self._fingerprint = _weights_fingerprint("synth-clip", self.path, self._ctx, PREPROCESS_ID, self._config_id)
+        return self._fingerprint
 
 
 class SynthEffnetTarget:
@@ -82,20 +77,14 @@ class SynthEffnetTarget:
         ctx = ctx or BuildContext()
         from dissectkit import weights as wmod
 
-        ref = weights if weights is not None else _packaged(name)
+        ref = weights if weights is not None else arch.packaged_ref(name)
         path = wmod.resolve(ref, ctx, what=f"{name} weights")
-        cfg = _weights_config(path)
-        if name == "synth-effnet-concepts":
-            self.classes: list[str] | None = list(cfg["concept_classes"])
-        elif name == "synth-effnet-general":
-            self.classes = list(cfg["general_classes"])
-        else:
-            self.classes = None
-        n_out = len(self.classes) if self.classes else 1
+        self.classes = arch.target_classes(name, arch.weights_config(path))
         self.name = name
-        self.module = models.build_effnet(n_out).eval()
-        self.path = models.load_weights_into(self.module, {"path": str(path)}, ctx, f"{name} weights")
+        self.module = models.build_effnet(arch.n_outputs(self.classes)).eval()
+        self.path = models.load_weights_into(self.module, path, f"{name} weights")
         self._ctx = ctx
+        self._fingerprint: str | None = None
         self.device = torch.device(ctx.device)
         self.module.to(self.device)
         self._layers: list[LayerInfo] | None = None
@@ -121,7 +110,6 @@ class SynthEffnetTarget:
         return None
 
     def fingerprint(self) -> str:
-        from dissectkit.weights import file_fingerprint
-
-        h = file_fingerprint(self.path, self._ctx)
-        return f"{self.name}:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}".encode()).hexdigest()[:16]
+        if self._fingerprint is None:
+            self._fingerprint = _weights_fingerprint(self.name, self.path, self._ctx, PREPROCESS_ID)
+        return self._fingerprint
