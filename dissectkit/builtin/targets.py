@@ -502,7 +502,7 @@ def architecture_layers(build, input_shape, what: str) -> list[LayerInfo]:
             raise
         except Exception as exc:  # noqa: BLE001 - any op of any architecture may lack a meta kernel
             failure = exc
-    raise ComponentError(f"{what}: a forward pass of a zero image fails, so its layers cannot be listed: {failure}")
+    raise ComponentError(f"{what}: cannot be built and run on a zero image, so its layers cannot be listed: {failure}")
 
 
 def _timm_layers(params: TimmParams, ctx: BuildContext) -> list[LayerInfo]:
