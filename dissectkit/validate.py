@@ -51,9 +51,11 @@ def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef |
     return []
 
 
-def missing_weights(params: Any, ctx: Any) -> list[str]:
-    """A line for each weights ref in ``params`` that is not on this machine. Nothing is downloaded
-    or read: a path must exist, a hub or URL file must be in its local cache."""
+def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
+    """A line for each weights file of a component that is not on this machine: every weights ref
+    in its params, plus what its spec's optional ``missing_weights(params, ctx)`` metadata reports
+    (pretrained tags and the like). Nothing is downloaded or read: a path must exist, a hub or URL
+    file must be in its local cache."""
     from dataclasses import replace
 
     from dissectkit.weights import describe, fetch_command, resolve
@@ -69,7 +71,8 @@ def missing_weights(params: Any, ctx: Any) -> list[str]:
             else:
                 lines.append(f"{field} {describe(ref)} is not local yet; `dissectkit run` downloads it "
                              f"(or fetch it now with: {fetch_command(ref)}).")
-    return lines
+    check = spec.metadata.get("missing_weights")
+    return lines + (list(check(params, ctx)) if callable(check) else [])
 
 
 def validate_recipe(recipe: Recipe) -> list[str]:
@@ -85,7 +88,8 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     for kind, path, ref in component_refs(recipe):
         if kind in ("dissector", "target"):
             where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
-            warnings += [f"{where}: {line}" for line in missing_weights(validated[id(ref)], ctx)]
+            spec = registry.get(kind, ref.name)
+            warnings += [f"{where}: {line}" for line in missing_weights(spec, validated[id(ref)], ctx)]
     for ref in recipe.targets:
         try:
             infos = target_layer_infos(ref, recipe, ctx)

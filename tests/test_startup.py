@@ -104,18 +104,56 @@ def test_validate_and_layers_never_read_weights(tmp_path, capsys, count_weights)
         resolve(rec)
 
 
+def _synth_recipe(tmp_path: Path, targets: str) -> Path:
+    """The quickstart with other targets."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "dissector: {name: synth-clip}\n" + targets
+        + "probe: {name: synth-mammo, params: {n: 10}}\nconcepts: {name: synth-mammo-concepts}\n"
+        "method: {name: clip-dissect}\nruntime: {offline: true}\n"
+    )
+    return path
+
+
 def test_validate_warns_of_missing_weights_of_any_target(tmp_path, capsys):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(QUICKSTART.read_text().replace(
-        "  name: synth-effnet-concepts\n  layers: [blocks.1, blocks.5, classifier]",
-        f"  name: timm\n  params: {{model: resnet10t, num_classes: 3, input_size: [3, 32, 32], checkpoint: '{tmp_path / 'w.pth'}'}}\n"
-        "  layers: [layer4, fc]",
+    recipe = _synth_recipe(tmp_path, (
+        "target:\n  name: timm\n  layers: [layer4, fc]\n"
+        f"  params: {{model: resnet10t, num_classes: 3, input_size: [3, 32, 32], checkpoint: '{tmp_path / 'w.pth'}'}}\n"
     ))
     assert main(["validate", str(recipe)]) == 0
     err = capsys.readouterr().err.replace("\n", " ")
     assert "target 'timm'" in err and "w.pth" in err and "not found" in err and "r.yaml:" in err
     assert main(["layers", str(recipe)]) == 0
     assert "2 selected" in capsys.readouterr().out
+
+
+def test_validate_warns_of_missing_pretrained_weights_and_lists_layers(tmp_path, capsys, monkeypatch):
+    """Pretrained tags not in the local caches are warnings (offline: the run would fail); the
+    layers come from the architecture alone."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    recipe = _synth_recipe(tmp_path, (
+        "targets:\n"
+        "  - {name: timm, params: {model: resnet10t, pretrained: true, input_size: [3, 32, 32]}, layers: [fc]}\n"
+        "  - {name: torchvision, params: {model: resnet18, weights: DEFAULT}, layers: [layer4]}\n"
+    ))
+    assert main(["validate", str(recipe)]) == 0
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "timm model 'resnet10t' are not available locally and offline mode is on" in err
+    assert "hf download timm/resnet10t" in err
+    assert "ResNet18_Weights.IMAGENET1K_V1 are not in the torch hub cache" in err
+    assert "not checked" not in err
+    assert main(["layers", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1 selected") == 2 and "target 'torchvision'" in out
+    assert "512x7x7" in out  # resnet18's layer4 at the weights' 224 crop
+    # the same weights cached: no warning
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert main(["validate", str(recipe)]) == 0
+    assert "torch hub cache" not in capsys.readouterr().err
 
 
 def test_resolve_reads_each_weights_file_once(count_weights):

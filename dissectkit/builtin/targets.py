@@ -267,12 +267,10 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
     except Exception as exc:  # noqa: BLE001 - hub / network failures come in many classes
         if not pretrained:
             raise ComponentError(f"timm could not build {name!r}: {exc}") from None
-        hub = _timm_hub_id(name)
-        fetch = f"`hf download {hub}`" if hub else "timm.create_model(..., pretrained=True) once online"
         raise WeightsError(
             f"Pretrained weights for timm model {name!r} are not available locally "
             f"({'offline mode is on' if ctx.offline else 'download failed'}: {exc.__class__.__name__}). "
-            f"Fetch them on a connected machine with {fetch}, or set `checkpoint` to a local weights file."
+            f"Fetch them on a connected machine with {_timm_fetch(name)}, or set `checkpoint` to a local weights file."
         ) from None
     identity = f"timm:{name}:{sorted(kwargs.items())}"
     if params.checkpoint is not None:
@@ -287,14 +285,43 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
     return TorchTarget(model, transform, tuple(data_cfg["input_size"]), identity, ctx)
 
 
-def _timm_hub_id(name: str) -> str | None:
+def _timm_pretrained_cfg(name: str) -> Any:
     try:
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(name)
-        return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    except Exception:  # noqa: BLE001 - only used for the hint
+        return get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - only used for hints and cache look-ups
         return None
+
+
+def _timm_fetch(name: str) -> str:
+    hub = getattr(_timm_pretrained_cfg(name), "hf_hub_id", None)
+    return f"`hf download {hub}`" if hub else "timm.create_model(..., pretrained=True) once online"
+
+
+def _timm_weights_cached(name: str) -> bool:
+    """Whether timm would find the pretrained weights of ``name`` without a download (its hub file,
+    or its URL's file in the torch hub cache)."""
+    import torch
+
+    cfg = _timm_pretrained_cfg(name)
+    hub, url = getattr(cfg, "hf_hub_id", None), getattr(cfg, "url", None)
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(hub, f), str) for f in ("model.safetensors", "pytorch_model.bin")):
+            return True
+    return bool(url) and os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", url.rsplit("/", 1)[-1]))
+
+
+def _timm_missing_weights(params: TimmParams, ctx: BuildContext) -> list[str]:
+    name, pretrained, _ = _timm_request(params)
+    if not pretrained or _timm_weights_cached(name):
+        return []
+    if ctx.offline:
+        return [f"pretrained weights for timm model {name!r} are not available locally and offline mode is on; "
+                f"fetch them on a connected machine with {_timm_fetch(name)}."]
+    return [f"pretrained weights for timm model {name!r} are not local yet; `dissectkit run` downloads them."]
 
 
 # -- torchvision -------------------------------------------------------------------------------------
@@ -323,20 +350,30 @@ def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]
     return weights, kwargs
 
 
+def _torchvision_missing_weights(params: TorchvisionParams, ctx: BuildContext) -> list[str]:
+    """The weights enum's file when it is not in the torch hub cache."""
+    import torch
+
+    weights, _ = _torchvision_request(params)
+    if weights is None:
+        return []
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
+    if os.path.exists(cached):
+        return []
+    if ctx.offline:
+        return [f"torchvision weights {weights} are not in the torch hub cache ({cached}) and offline mode "
+                f"is on. Download {weights.url} to that path, or use `weights_file`."]
+    return [f"torchvision weights {weights} are not local yet; `dissectkit run` downloads them to {cached}."]
+
+
 def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarget:
     import torchvision
     from torchvision.models import get_model
 
     weights, kwargs = _torchvision_request(params)
-    if weights is not None and ctx.offline:
-        import torch
-
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
-        if not os.path.exists(cached):
-            raise WeightsError(
-                f"torchvision weights {weights} are not in the torch hub cache ({cached}) and offline mode "
-                f"is on. Download {weights.url} to that path, or use `weights_file`."
-            )
+    missing = _torchvision_missing_weights(params, ctx)
+    if missing and ctx.offline:
+        raise WeightsError(missing[0])
     try:
         with seeded(ctx):
             model = get_model(params.model, weights=weights, **kwargs)
@@ -539,10 +576,10 @@ def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[L
 def dissectkit_register_targets(registry):
     registry.add("target", "timm", _make_timm, params=TimmParams,
                  description="Any timm model (pretrained tag or checkpoint file).", licence="per model",
-                 layers=_timm_layers)
+                 layers=_timm_layers, missing_weights=_timm_missing_weights)
     registry.add("target", "torchvision", _make_torchvision, params=TorchvisionParams,
                  description="A torchvision model via get_model (weights enum or file).", licence="per model",
-                 layers=_torchvision_layers)
+                 layers=_torchvision_layers, missing_weights=_torchvision_missing_weights)
     registry.add("target", "module", _make_module, params=ModuleParams,
                  description="Any nn.Module from 'package.module:factory' plus a state-dict file.", licence=None,
                  layers=_module_layers)
