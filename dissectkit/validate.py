@@ -86,17 +86,17 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     ctx = validation_context(recipe)
     warnings: list[str] = []
     for kind, path, ref in component_refs(recipe):
-        if kind in ("dissector", "target"):
-            where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
-            spec = registry.get(kind, ref.name)
-            warnings += [f"{where}: {line}" for line in missing_weights(spec, validated[id(ref)], ctx)]
-    for ref in recipe.targets:
-        try:
-            infos = target_layer_infos(ref, recipe, ctx)
-        except (WeightsError, DataError) as exc:
-            warnings.append(f"layers of target '{ref.display}' not checked: {exc}")
+        if kind not in ("dissector", "target"):
             continue
-        select_layers(ref.layers, infos, target=f"target '{ref.display}' ({recipe.position(*_recipe_path(recipe, ('targets', 0)))})")
+        where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
+        warnings += [f"{where}: {line}" for line in missing_weights(registry.get(kind, ref.name), validated[id(ref)], ctx)]
+        if kind == "target":
+            try:
+                infos = target_layer_infos(ref, recipe, ctx)
+            except (WeightsError, DataError) as exc:
+                warnings.append(f"layers of target '{ref.display}' not checked: {exc}")
+                continue
+            select_layers(ref.layers, infos, target=where)
     probe = None
     for kind, path, ref in component_refs(recipe):
         if kind not in ("probe", "concepts", "method"):
