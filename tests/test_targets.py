@@ -250,6 +250,16 @@ def test_layers_metadata_reads_no_weights(tmp_path, monkeypatch):
                             weights_file=str(garbage))[-1] == dk.LayerInfo("fc", 2, "linear", (2,))
 
 
+def test_torchvision_layers_metadata_follows_the_weights_enum():
+    """The architecture the weights fit, without downloading them: ImageNet head, and the ViT
+    built for the weights' 384 crop: (384 / 16)^2 patches + the class token."""
+    infos = {i.name: i for i in _metadata_layers("torchvision", model="vit_b_16", weights="ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1")}
+    assert infos["encoder.layers.encoder_layer_11"] == dk.LayerInfo("encoder.layers.encoder_layer_11", 768, "tokens", (577, 768))
+    assert infos["heads.head"].n_neurons == 1000
+    with pytest.raises(ComponentError, match="have 1000 classes, not num_classes 3"):
+        _metadata_layers("torchvision", model="resnet18", weights="DEFAULT", num_classes=3)
+
+
 def test_layers_metadata_errors():
     with torch.device("meta"), pytest.raises(RuntimeError):  # why ItemNet's layers come from the CPU fallback
         ItemNet()(torch.zeros(1, 3, 16, 16))

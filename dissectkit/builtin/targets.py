@@ -347,6 +347,12 @@ def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]
                 f"{enum.__name__} has no member {member!r}; choose one of {', '.join(enum.__members__)}."
             )
         weights = enum[member]
+        classes = len(weights.meta["categories"])
+        if kwargs.get("num_classes", classes) != classes:
+            raise ComponentError(
+                f"torchvision {params.model}: weights {weights} have {classes} classes, not num_classes "
+                f"{kwargs['num_classes']}. Drop num_classes, or give your fine-tuned head as `weights_file`."
+            )
     return weights, kwargs
 
 
@@ -556,8 +562,13 @@ def _torchvision_layers(params: TorchvisionParams, ctx: BuildContext) -> list[La
     weights, kwargs = _torchvision_request(params)
     size = params.input_size
     if weights is not None:  # the architecture the weights fit and their crop, without the weights
-        kwargs.setdefault("num_classes", len(weights.meta["categories"]))
+        kwargs["num_classes"] = len(weights.meta["categories"])
         size = int(getattr(weights.transforms(), "crop_size", [size])[0])
+        # the size-dependent builders torchvision fits to the weights (``_ovewrite_named_param``)
+        if params.model.startswith("vit_"):
+            kwargs.setdefault("image_size", weights.meta["min_size"][0])
+        elif params.model.startswith("maxvit_"):
+            kwargs.setdefault("input_size", tuple(weights.meta["min_size"]))
     return architecture_layers(lambda: get_model(params.model, weights=None, **kwargs), lambda m: (3, size, size),
                                f"torchvision {params.model}")
 
