@@ -4,6 +4,7 @@ world, no weights read for any target); `run`'s resolve reads each weights file 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import dissectkit as dk
 from dissectkit import weights
 from dissectkit.cli import main
 from dissectkit.context import BuildContext
-from dissectkit.errors import DissectkitError
+from dissectkit.errors import DissectkitError, WeightsError
 from dissectkit.synthetic import arch
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
@@ -157,6 +158,9 @@ def test_validate_warns_of_missing_pretrained_weights_and_lists_layers(tmp_path,
 
 
 def test_resolve_reads_each_weights_file_once(count_weights):
+    """synth-clip is read at resolve; the target's file only when its module is first used (a run
+    whose activations are cached never reads it); each file is hashed once however often the cache
+    keys ask for fingerprints."""
     from dissectkit.engine import resolve
 
     res = resolve(dk.load_recipe(QUICKSTART, ["runtime.device=cpu"]))
@@ -165,6 +169,46 @@ def test_resolve_reads_each_weights_file_once(count_weights):
             slot.instance.fingerprint()
         for d in res.dissectors.values():
             d.fingerprint()
+    files = {k: Path(v).name for k, v in arch.read_config()["files"].items()}
+    both = {files["synth-clip"]: 1, files["synth-effnet-concepts"]: 1}
+    assert count_weights == {"load": {files["synth-clip"]: 1}, "hash": both}
+    target = res.targets["synth-effnet-concepts"].instance
+    assert not target.module.training and target.module is target.module
+    assert count_weights == {"load": both, "hash": both}
+
+
+def test_a_cached_rerun_never_builds_the_target(tmp_path):
+    """The second run of a recipe finds every activation chunk cached: the target's weights are not
+    read and timm is not imported; its labels are the first run's."""
+    code = (
+        "import json, sys\nimport dissectkit as dk\nfrom dissectkit import weights\nfrom dissectkit.engine import run\n"
+        "loads = []\nreal = weights.load_checkpoint\n"
+        "weights.load_checkpoint = lambda p, *a, **k: loads.append(str(p)) or real(p, *a, **k)\n"
+        f"rec = dk.load_recipe({str(QUICKSTART)!r}, ['probe.params.n=24', 'runtime.batch_size=12', 'output.reporters=[csv]',"
+        " 'method.params={similarity: soft_wpmi, similarity_params: {top_k: 5}}',"
+        f" 'runtime.device=cpu', 'output.dir={tmp_path / 'out'}'])\n"
+        "result = run(rec)\n"
+        "print(json.dumps({'timm': 'timm' in sys.modules, 'loads': sorted(loads)}))\n"
+    )
+    env = {**os.environ, "DISSECTKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    labels = (tmp_path / "out" / "labels.json").read_bytes()
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
     files = arch.read_config()["files"]
-    expected = {Path(files["synth-clip"]).name: 1, Path(files["synth-effnet-concepts"]).name: 1}
-    assert count_weights == {"load": expected, "hash": expected}
+    runs = [json.loads(p.stdout.strip().splitlines()[-1]) for p in (first, second)]
+    assert runs[0]["timm"] and any(files["synth-effnet-concepts"] in p for p in runs[0]["loads"])
+    assert not runs[1]["timm"] and not any(files["synth-effnet-concepts"] in p for p in runs[1]["loads"])
+    assert (tmp_path / "out" / "labels.json").read_bytes() == labels
+
+
+def test_synth_target_checks_its_file_before_reading_it(tmp_path, count_weights):
+    """Resolve refuses a wrong or unreadable synth-effnet file from its header alone."""
+    garbage = _world_copy(tmp_path)
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        dk.create("target", "synth-effnet-concepts", _ctx=CTX, weights={"path": str(garbage)})
+    general = arch.WEIGHTS_DIR / arch.read_config()["files"]["synth-effnet-general"]
+    with pytest.raises(WeightsError, match=r"classifier: checkpoint .*\(8, 1280\).* vs model .*\(20, 1280\)"):
+        dk.create("target", "synth-effnet-concepts", _ctx=CTX, weights={"path": str(general)})
+    assert count_weights["load"] == {}

@@ -68,3 +68,29 @@ def effnet_layers(n_out: int) -> list[LayerInfo]:
     from dissectkit.layers import info_from_shape
 
     return [*_backbone_layers(), info_from_shape(CLASSIFIER, (int(n_out),))]
+
+
+def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
+    """Check a synth-effnet weights file without reading its tensors (nor importing torch or timm):
+    a safetensors header that parses, with a classifier of ``n_out`` outputs. False for other
+    formats (they are checked by loading them)."""
+    if Path(path).suffix != ".safetensors":
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    from dissectkit.errors import WeightsError
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith(f"{CLASSIFIER}.")}  # noqa: SIM118
+    except SafetensorError as exc:
+        raise WeightsError(f"{what} {path} is not a readable safetensors file ({exc}); replace it with a good copy.") from None
+    features = _backbone_layers()[-1].n_neurons
+    expected = {f"{CLASSIFIER}.weight": (n_out, features), f"{CLASSIFIER}.bias": (n_out,)}
+    if shapes != expected:
+        raise WeightsError(
+            f"{what} ({path}) does not match the architecture - {CLASSIFIER}: checkpoint "
+            f"{shapes or 'none'} vs model {expected} (is it the file of another synth-effnet target?)"
+        )
+    return True
+

@@ -78,30 +78,51 @@ class SynthEffnetTarget:
         from dissectkit import weights as wmod
 
         ref = weights if weights is not None else arch.packaged_ref(name)
-        path = wmod.resolve(ref, ctx, what=f"{name} weights")
-        self.classes = arch.target_classes(name, arch.weights_config(path))
+        self._what = f"{name} weights"
+        self.path = wmod.resolve(ref, ctx, what=self._what)
+        self.classes = arch.target_classes(name, arch.weights_config(self.path))
         self.name = name
-        self.module = models.build_effnet(arch.n_outputs(self.classes)).eval()
-        self.path = models.load_weights_into(self.module, path, f"{name} weights")
         self._ctx = ctx
         self._fingerprint: str | None = None
         self.device = torch.device(ctx.device)
-        self.module.to(self.device)
-        self._layers: list[LayerInfo] | None = None
+        self._module: torch.nn.Module | None = None
+        if not arch.check_effnet_file(self.path, arch.n_outputs(self.classes), self._what):
+            self.module  # noqa: B018 - a file whose header cannot be checked is read now, before any run starts
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The network, built and its weights read (once) on first use: a run whose activations are
+        all cached never builds it, and never imports timm."""
+        if self._module is None:
+            n_out = arch.n_outputs(self.classes)
+            module = models.build_effnet(n_out).eval()
+            models.load_weights_into(module, self.path, self._what)
+            built = infer_layer_infos(module, torch.zeros(1, 3, *models.MODEL_INPUT))
+            if built != arch.effnet_layers(n_out):
+                import timm
+
+                from dissectkit.errors import ComponentError
+
+                raise ComponentError(
+                    f"timm {timm.__version__} builds {arch.TARGET_ARCH} with other layers than the packaged table "
+                    f"{arch.LAYER_TABLE}; regenerate it with `python -c \"from dissectkit.synthetic.models import "
+                    f"write_layer_table; write_layer_table()\"`."
+                )
+            self._module = module.to(self.device)
+        return self._module
 
     def to(self, device: Any) -> SynthEffnetTarget:
         self.device = torch.device(device)
-        self.module.to(self.device)
+        if self._module is not None:
+            self._module.to(self.device)
         return self
 
     def preprocess(self, image: Any) -> torch.Tensor:
         return models.preprocess_image(image)
 
     def layers(self) -> list[LayerInfo]:
-        if self._layers is None:
-            dummy = torch.zeros(1, 3, *models.MODEL_INPUT, device=self.device)
-            self._layers = infer_layer_infos(self.module, dummy)
-        return list(self._layers)
+        """From the packaged table (the built module is checked against it when it is built)."""
+        return arch.effnet_layers(arch.n_outputs(self.classes))
 
     def ground_truth(self, layer: str) -> list[str | None] | None:
         """The true concept of each output neuron of ``classifier`` (None for other layers)."""
