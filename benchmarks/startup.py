@@ -8,6 +8,8 @@ Prints, in one run (every command in a fresh interpreter, as a user runs it; min
 - ``dissectkit validate`` and ``dissectkit layers`` of the recipe, with their ratio to the baselines;
 - the resolve stage of ``dissectkit run`` (build every component, load weights: what the run's
   manifest calls ``resolve``), with the weights files it read and hashed;
+- a cached re-run's start: resolve + the pass over a probe of ``--cached-images`` whose chunks are
+  all in the cache (nothing to compute: the target network is never built);
 - for a timm ``--big`` model with a checkpoint file: the layers metadata that ``validate`` uses
   (meta device, weights never read) vs building the target (architecture + load + hash).
 """
@@ -42,7 +44,7 @@ for name, key in (("load_checkpoint", "load"), ("file_fingerprint", "hash")):
         return real(path, *a, **k)
     setattr(weights, name, counted)
 get_host()
-recipe = dk.load_recipe(sys.argv[1])
+recipe = dk.load_recipe(sys.argv[1], [a for a in sys.argv[3:] if a != "--fill"])
 t1 = time.perf_counter()
 res = resolve(recipe)
 for s in res.targets.values():
@@ -50,7 +52,13 @@ for s in res.targets.values():
 for d in res.dissectors.values():
     d.fingerprint()
 t2 = time.perf_counter()
-print(json.dumps({"setup": t1 - t0, "resolve": t2 - t1, **counts}))
+if sys.argv[2] == "pass":  # then the cached pass over the probe, as `run` does next
+    from dissectkit.cache import Cache
+    from dissectkit.engine import extract_and_embed
+    stats = extract_and_embed(res, Cache(res.ctx.cache_dir))
+    assert stats["computed_chunks"] == 0 or "--fill" in sys.argv, stats["computed_chunks"]
+t3 = time.perf_counter()
+print(json.dumps({"setup": t1 - t0, "resolve": t2 - t1, "pass": t3 - t2, "timm": "timm" in sys.modules, **counts}))
 """
 
 
@@ -99,6 +107,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="recipes/quickstart.yaml")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--big", default="resnet50", help="timm model for the weights-size comparison ('' skips it)")
+    ap.add_argument("--cached-images", type=int, default=200, help="probe size of the cached re-run (0 skips it)")
     args = ap.parse_args()
 
     py = sys.executable
@@ -112,10 +121,20 @@ def main() -> None:
         rows["dissectkit layers"] = series([py, "-m", "dissectkit.cli", "layers", args.recipe], env, args.repeats)
         resolves, last = [], {}
         for _ in range(args.repeats):
-            _, out = timed([py, "-c", RESOLVE_SCRIPT, args.recipe], env)
+            _, out = timed([py, "-c", RESOLVE_SCRIPT, args.recipe, "resolve"], env)
             last = json.loads(out.strip().splitlines()[-1])
             resolves.append(last["resolve"])
         rows["run: resolve stage (in process)"] = resolves
+        cached: dict = {}
+        if args.cached_images:
+            n = [f"probe.params.n={args.cached_images}"]
+            timed([py, "-c", RESOLVE_SCRIPT, args.recipe, "pass", *n, "--fill"], env)
+            runs = []
+            for _ in range(args.repeats):
+                wall, out = timed([py, "-c", RESOLVE_SCRIPT, args.recipe, "pass", *n], env)
+                cached = json.loads(out.strip().splitlines()[-1])
+                runs.append(wall)
+            rows[f"cached re-run start ({args.cached_images} images)"] = runs
 
         torch_med = statistics.median(rows["python -c 'import torch'"])
         timm_med = statistics.median(rows["python -c 'import torch, timm'"])
@@ -127,6 +146,8 @@ def main() -> None:
         print(f"resolve read {sorted(last['load'])} and hashed {sorted(set(last['hash']))} "
               f"({len(last['hash'])} hash calls) once each" if sorted(last["load"]) == sorted(set(last["load"]))
               else f"resolve read weights more than once: {last['load']}")
+        if cached:
+            print(f"cached re-run: imported timm: {cached['timm']}; read {sorted(cached['load'])}")
         if args.big:
             mb, listed, built = big_model(args.big, tmp)
             print(f"timm {args.big} ({mb:.0f} MB checkpoint): layers metadata {listed:.2f} s (weights not read) vs "
