@@ -235,9 +235,13 @@ def load_checkpoint(path: Path, trust: bool = False, what: str = "checkpoint") -
     """Load a torch/safetensors checkpoint; pickles only with ``weights_only=True`` unless trusted."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise WeightsError(f"{what} {path} is not a readable safetensors file ({exc}); replace it with a good copy.") from None
     import pickle
 
     import torch

@@ -180,3 +180,92 @@ def test_densenet121_cxr(tmp_path):
     p = t.preprocess(np.full((300, 300), 128, np.uint8))
     assert p.shape == (3, 224, 224)
     assert torch.allclose(p, torch.full_like(p, (128 / 255 - 0.5056) / 0.252), atol=1e-5)
+
+
+# -- layers metadata (validate / layers): the architecture without its weights ---------------------
+class ItemNet(torch.nn.Module):
+    """A module whose forward needs a tensor's value (``.item()``): no meta kernel, so the layers
+    metadata must fall back to a CPU build."""
+
+    def __init__(self, width: int = 3) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, width, 3, padding=1)
+        self.head = torch.nn.Linear(width, 2)
+
+    def forward(self, x):
+        f = self.conv(x)
+        scale = 1.0 + float(f.abs().amax().item() > 1e9)
+        return self.head(f.mean(dim=(2, 3)) * scale)
+
+
+def broken_net():
+    """A factory whose forward fails on every device."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Linear(5, 2))
+
+
+def _metadata_layers(name, **params):
+    from dissectkit.plugins import get_host
+
+    spec = get_host().registry.get("target", name)
+    return spec.metadata["layers"](spec.validate(params), CTX)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("timm", {"model": "resnet10t", "num_classes": 3, "input_size": [3, 64, 64]}),
+    ("timm", {"model": "vit_tiny_patch16_224", "num_classes": 4, "kwargs": {"img_size": 32}}),
+    ("timm", {"model": "tinynet_e", "num_classes": 2, "input_size": [3, 64, 48]}),
+    ("torchvision", {"model": "resnet18", "num_classes": 5, "input_size": 64}),
+    ("torchvision", {"model": "mobilenet_v3_small", "num_classes": 3, "input_size": 64}),
+    ("module", {"factory": "test_targets:tiny_net", "kwargs": {"width": 6}, "input_size": 32, "channels": 1,
+                "mean": [0.5], "std": [0.25]}),
+    ("module", {"factory": "test_targets:ItemNet", "input_size": 16}),
+    ("densenet121-cxr", {}),
+])
+def test_layers_metadata_equals_the_built_target(name, params):
+    """What validate / layers list (meta device, no weights) is what the run hooks (built target)."""
+    meta = _metadata_layers(name, **params)
+    built = dk.create("target", name, _ctx=CTX, **params).layers()
+    assert meta == built and len(meta) >= 2
+    assert all(i.shape and i.n_neurons > 0 for i in meta)
+
+
+def test_layers_metadata_reads_no_weights(tmp_path, monkeypatch):
+    """A checkpoint that is absent, or present but not a checkpoint, does not stop the layers listing;
+    no weights are resolved, loaded or hashed."""
+    from dissectkit import weights
+
+    def refuse(*a, **k):
+        raise AssertionError("the layers metadata touched the weights")
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    expected = _timm(model="resnet10t", num_classes=3, input_size=[3, 64, 64]).layers()
+    for name in ("resolve", "load_checkpoint", "file_fingerprint", "load_state_dict_strict"):
+        monkeypatch.setattr(weights, name, refuse)
+    for ckpt in (garbage, tmp_path / "absent.pth"):
+        assert _metadata_layers("timm", model="resnet10t", num_classes=3, input_size=[3, 64, 64], checkpoint=str(ckpt)) == expected
+    sizes = {i.name: i.n_neurons for i in _metadata_layers("densenet121-cxr", weights=str(tmp_path / "absent.pth"))}
+    assert sizes["classifier"] == 14 and sizes["features.relu5"] == 1024
+    assert _metadata_layers("torchvision", model="resnet18", num_classes=2, input_size=32,
+                            weights_file=str(garbage))[-1] == dk.LayerInfo("fc", 2, "linear", (2,))
+
+
+def test_torchvision_layers_metadata_follows_the_weights_enum():
+    """The architecture the weights fit, without downloading them: ImageNet head, and the ViT
+    built for the weights' 384 crop: (384 / 16)^2 patches + the class token."""
+    infos = {i.name: i for i in _metadata_layers("torchvision", model="vit_b_16", weights="ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1")}
+    assert infos["encoder.layers.encoder_layer_11"] == dk.LayerInfo("encoder.layers.encoder_layer_11", 768, "tokens", (577, 768))
+    assert infos["heads.head"].n_neurons == 1000
+    with pytest.raises(ComponentError, match="have 1000 classes, not num_classes 3"):
+        _metadata_layers("torchvision", model="resnet18", weights="DEFAULT", num_classes=3)
+
+
+def test_layers_metadata_errors():
+    with torch.device("meta"), pytest.raises(RuntimeError):  # why ItemNet's layers come from the CPU fallback
+        ItemNet()(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ComponentError, match="cannot be built and run on a zero image"):
+        _metadata_layers("module", factory="test_targets:broken_net", input_size=8)
+    with pytest.raises(ComponentError, match="timm has no model 'resnet1t'"):
+        _metadata_layers("timm", model="resnet1t")
+    with pytest.raises(ComponentError, match="has no member"):
+        _metadata_layers("torchvision", model="resnet18", weights="ResNet18_Weights.IMAGENET2K")

@@ -93,7 +93,8 @@ def dissectkit_register_targets(registry: Any) -> None:
         ("synth-effnet-general", "same architecture trained on synthetic shapes (general-data regime)"),
     ):
         registry.add("target", name, _target_factory(name), params=ModelParams,
-                     description=f"tinynet_e (timm EfficientNet): {what}", licence=LICENCE)
+                     description=f"tinynet_e (timm EfficientNet): {what}", licence=LICENCE,
+                     layers=_target_layers(name))
 
 
 @hookimpl
@@ -123,6 +124,37 @@ def _target_factory(name: str):
         return SynthEffnetTarget(name, params.weights, ctx)
 
     return make
+
+
+def _target_layers(name: str):
+    def layers(params: ModelParams, ctx: Any):
+        """The layers from the packaged table and the weights' config: no torch, no weights read."""
+        from dissectkit.synthetic import arch
+
+        return arch.effnet_layers(arch.n_outputs(arch.target_classes(name, _config_of(params.weights, ctx))))
+
+    return layers
+
+
+def _config_of(ref: Any, ctx: Any) -> dict[str, Any]:
+    """The synthetic-world config that goes with a weights ref, found without downloading or reading
+    the weights: next to the local file (or where a missing local file should be), else the packaged one."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from dissectkit import weights
+    from dissectkit.errors import WeightsError
+    from dissectkit.synthetic import arch
+
+    if ref is None:
+        return arch.read_config()
+    try:
+        path = weights.resolve(ref, replace(ctx, offline=True))
+    except WeightsError:
+        if not isinstance(ref, weights.PathRef):
+            return arch.read_config()
+        path = Path(ref.path).expanduser()
+    return arch.weights_config(path)
 
 
 def _make_concepts(params: SynthConceptParams, ctx: Any):

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.errors import ComponentError, DissectkitError, WeightsError
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
 from dissectkit.types import LayerInfo
@@ -218,9 +218,9 @@ def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=No
 
 
 # -- timm ------------------------------------------------------------------------------------------
-def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
+def _timm_request(params: TimmParams) -> tuple[str, bool, dict[str, Any]]:
+    """(timm model name with its tag, pretrained, create_model kwargs), checked against timm's list."""
     import timm
-    from timm.data import create_transform, resolve_data_config
 
     name = params.model
     pretrained = bool(params.pretrained)
@@ -238,18 +238,35 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
         from dissectkit.errors import did_you_mean
 
         raise ComponentError(f"timm has no model {base!r}.{did_you_mean(base, timm.list_models())}")
+    return name, pretrained, kwargs
+
+
+def _timm_data_config(model, params: TimmParams, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm's eval data config of ``model`` with the recipe's ``input_size`` (or a ViT's fixed size)."""
+    from timm.data import resolve_data_config
+
+    overrides = {"input_size": tuple(params.input_size)} if params.input_size else {}
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViTs built for another size
+    if not overrides and fixed:
+        overrides = {"input_size": (int(kwargs.get("in_chans", 3)), *(int(v) for v in fixed))}
+    return resolve_data_config(overrides, model=model)
+
+
+def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
+    import timm
+    from timm.data import create_transform
+
+    name, pretrained, kwargs = _timm_request(params)
     try:
         with seeded(ctx), hub_offline(ctx.offline):
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub / network failures come in many classes
         if not pretrained:
             raise ComponentError(f"timm could not build {name!r}: {exc}") from None
-        hub = _timm_hub_id(name)
-        fetch = f"`hf download {hub}`" if hub else "timm.create_model(..., pretrained=True) once online"
         raise WeightsError(
             f"Pretrained weights for timm model {name!r} are not available locally "
             f"({'offline mode is on' if ctx.offline else 'download failed'}: {exc.__class__.__name__}). "
-            f"Fetch them on a connected machine with {fetch}, or set `checkpoint` to a local weights file."
+            f"Fetch them on a connected machine with {_timm_fetch(name)}, or set `checkpoint` to a local weights file."
         ) from None
     identity = f"timm:{name}:{sorted(kwargs.items())}"
     if params.checkpoint is not None:
@@ -259,29 +276,54 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
         identity += f":pretrained:{cfg.get('hf_hub_id') or ''}:{cfg.get('tag') or ''}:{cfg.get('url') or ''}"
     else:
         identity += ":random-init"
-    overrides = {"input_size": tuple(params.input_size)} if params.input_size else {}
-    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)  # ViTs built for another size
-    if not overrides and fixed:
-        overrides = {"input_size": (int(kwargs.get("in_chans", 3)), *(int(v) for v in fixed))}
-    data_cfg = resolve_data_config(overrides, model=model)
+    data_cfg = _timm_data_config(model, params, kwargs)
     transform = create_transform(**data_cfg, is_training=False)
     return TorchTarget(model, transform, tuple(data_cfg["input_size"]), identity, ctx)
 
 
-def _timm_hub_id(name: str) -> str | None:
+def _timm_pretrained_cfg(name: str) -> Any:
     try:
         from timm.models import get_pretrained_cfg
 
-        cfg = get_pretrained_cfg(name)
-        return getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    except Exception:  # noqa: BLE001 - only used for the hint
+        return get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - only used for hints and cache look-ups
         return None
 
 
+def _timm_fetch(name: str) -> str:
+    hub = getattr(_timm_pretrained_cfg(name), "hf_hub_id", None)
+    return f"`hf download {hub}`" if hub else "timm.create_model(..., pretrained=True) once online"
+
+
+def _timm_weights_cached(name: str) -> bool:
+    """Whether timm would find the pretrained weights of ``name`` without a download (its hub file,
+    or its URL's file in the torch hub cache)."""
+    import torch
+
+    cfg = _timm_pretrained_cfg(name)
+    hub, url = getattr(cfg, "hf_hub_id", None), getattr(cfg, "url", None)
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(hub, f), str) for f in ("model.safetensors", "pytorch_model.bin")):
+            return True
+    return bool(url) and os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", url.rsplit("/", 1)[-1]))
+
+
+def _timm_missing_weights(params: TimmParams, ctx: BuildContext) -> list[str]:
+    name, pretrained, _ = _timm_request(params)
+    if not pretrained or _timm_weights_cached(name):
+        return []
+    if ctx.offline:
+        return [f"pretrained weights for timm model {name!r} are not available locally and offline mode is on; "
+                f"fetch them on a connected machine with {_timm_fetch(name)}."]
+    return [f"pretrained weights for timm model {name!r} are not local yet; `dissectkit run` downloads them."]
+
+
 # -- torchvision -------------------------------------------------------------------------------------
-def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarget:
-    import torchvision
-    from torchvision.models import get_model, get_model_weights, list_models
+def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]]:
+    """(the weights enum member or None, get_model kwargs), checked against torchvision's lists."""
+    from torchvision.models import get_model_weights, list_models
 
     if params.model not in list_models():
         from dissectkit.errors import did_you_mean
@@ -301,15 +343,39 @@ def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarg
                 f"{enum.__name__} has no member {member!r}; choose one of {', '.join(enum.__members__)}."
             )
         weights = enum[member]
-        if ctx.offline:
-            import torch
+        classes = len(weights.meta["categories"])
+        if kwargs.get("num_classes", classes) != classes:
+            raise ComponentError(
+                f"torchvision {params.model}: weights {weights} have {classes} classes, not num_classes "
+                f"{kwargs['num_classes']}. Drop num_classes, or give your fine-tuned head as `weights_file`."
+            )
+    return weights, kwargs
 
-            cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
-            if not os.path.exists(cached):
-                raise WeightsError(
-                    f"torchvision weights {weights} are not in the torch hub cache ({cached}) and offline mode "
-                    f"is on. Download {weights.url} to that path, or use `weights_file`."
-                )
+
+def _torchvision_missing_weights(params: TorchvisionParams, ctx: BuildContext) -> list[str]:
+    """The weights enum's file when it is not in the torch hub cache."""
+    import torch
+
+    weights, _ = _torchvision_request(params)
+    if weights is None:
+        return []
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", weights.url.rsplit("/", 1)[-1])
+    if os.path.exists(cached):
+        return []
+    if ctx.offline:
+        return [f"torchvision weights {weights} are not in the torch hub cache ({cached}) and offline mode "
+                f"is on. Download {weights.url} to that path, or use `weights_file`."]
+    return [f"torchvision weights {weights} are not local yet; `dissectkit run` downloads them to {cached}."]
+
+
+def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarget:
+    import torchvision
+    from torchvision.models import get_model
+
+    weights, kwargs = _torchvision_request(params)
+    missing = _torchvision_missing_weights(params, ctx)
+    if missing and ctx.offline:
+        raise WeightsError(missing[0])
     try:
         with seeded(ctx):
             model = get_model(params.model, weights=weights, **kwargs)
@@ -354,14 +420,19 @@ def import_factory(spec: str):
     return obj
 
 
-def _make_module(params: ModuleParams, ctx: BuildContext) -> TorchTarget:
+def _build_module(params: ModuleParams):
+    """Call the recipe's factory; it must return an ``nn.Module``."""
     from torch import nn
 
-    factory = import_factory(params.factory)
-    with seeded(ctx):
-        model = factory(**params.kwargs)
+    model = import_factory(params.factory)(**params.kwargs)
     if not isinstance(model, nn.Module):
         raise ComponentError(f"factory {params.factory!r} returned {type(model).__name__}, not a torch nn.Module.")
+    return model
+
+
+def _make_module(params: ModuleParams, ctx: BuildContext) -> TorchTarget:
+    with seeded(ctx):
+        model = _build_module(params)
     identity = f"module:{params.factory}:{sorted(params.kwargs.items())}:{model.__class__.__qualname__}"
     if params.weights is not None:
         identity += ":" + _load_into(model, params.weights, ctx, params.trust_checkpoint, f"module {params.factory} weights")
@@ -386,6 +457,7 @@ def _tensor_hash(model) -> str:
 
 # -- DenseNet-121 for NIH ChestX-ray14 -------------------------------------------------------------
 CXR_MEAN, CXR_STD = 0.5056, 0.252
+CXR_INPUT = (3, 224, 224)
 
 
 class DenseNetCxrTarget(TorchTarget):
@@ -447,7 +519,64 @@ def _make_densenet_cxr(params: DenseNetCxrParams, ctx: BuildContext) -> DenseNet
     else:
         identity += ":random-init:" + _tensor_hash(model)
     transform = _resize_crop_normalise(224, 256, (CXR_MEAN,) * 3, (CXR_STD,) * 3)
-    return DenseNetCxrTarget(model, transform, (3, 224, 224), identity, ctx)
+    return DenseNetCxrTarget(model, transform, CXR_INPUT, identity, ctx)
+
+
+# -- layers without weights (``dissectkit validate`` / ``layers``) ----------------------------------------
+def architecture_layers(build, input_shape, what: str) -> list[LayerInfo]:
+    """The layers of an architecture, never reading weights: ``build()`` runs on the meta device (no
+    memory, no initialisation) and one zero image goes through it; an op without a meta kernel makes it
+    run again on the CPU with random weights. ``input_shape(model)`` gives ``(C, H, W)``."""
+    import torch
+
+    from dissectkit.layers import infer_layer_infos
+
+    failure: Exception | None = None
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                model = build().eval()
+                return infer_layer_infos(model, torch.zeros((1, *input_shape(model))))
+        except DissectkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any op of any architecture may lack a meta kernel
+            failure = exc
+    raise ComponentError(f"{what}: cannot be built and run on a zero image, so its layers cannot be listed: {failure}")
+
+
+def _timm_layers(params: TimmParams, ctx: BuildContext) -> list[LayerInfo]:
+    import timm
+
+    name, _, kwargs = _timm_request(params)
+    return architecture_layers(lambda: timm.create_model(name, pretrained=False, **kwargs),
+                               lambda m: tuple(_timm_data_config(m, params, kwargs)["input_size"]), f"timm {name}")
+
+
+def _torchvision_layers(params: TorchvisionParams, ctx: BuildContext) -> list[LayerInfo]:
+    from torchvision.models import get_model
+
+    weights, kwargs = _torchvision_request(params)
+    size = params.input_size
+    if weights is not None:  # the architecture the weights fit and their crop, without the weights
+        kwargs["num_classes"] = len(weights.meta["categories"])
+        size = int(getattr(weights.transforms(), "crop_size", [size])[0])
+        # the size-dependent builders torchvision fits to the weights (``_ovewrite_named_param``)
+        if params.model.startswith("vit_"):
+            kwargs.setdefault("image_size", weights.meta["min_size"][0])
+        elif params.model.startswith("maxvit_"):
+            kwargs.setdefault("input_size", tuple(weights.meta["min_size"]))
+    return architecture_layers(lambda: get_model(params.model, weights=None, **kwargs), lambda m: (3, size, size),
+                               f"torchvision {params.model}")
+
+
+def _module_layers(params: ModuleParams, ctx: BuildContext) -> list[LayerInfo]:
+    size = params.input_size
+    return architecture_layers(lambda: _build_module(params), lambda m: (params.channels, size, size),
+                               f"module {params.factory}")
+
+
+def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[LayerInfo]:
+    return architecture_layers(build_densenet121_cxr, lambda m: CXR_INPUT, "densenet121-cxr")
 
 
 @hookimpl
@@ -461,10 +590,14 @@ def dissectkit_run_started(recipe, out_dir):
 @hookimpl
 def dissectkit_register_targets(registry):
     registry.add("target", "timm", _make_timm, params=TimmParams,
-                 description="Any timm model (pretrained tag or checkpoint file).", licence="per model")
+                 description="Any timm model (pretrained tag or checkpoint file).", licence="per model",
+                 layers=_timm_layers, missing_weights=_timm_missing_weights)
     registry.add("target", "torchvision", _make_torchvision, params=TorchvisionParams,
-                 description="A torchvision model via get_model (weights enum or file).", licence="per model")
+                 description="A torchvision model via get_model (weights enum or file).", licence="per model",
+                 layers=_torchvision_layers, missing_weights=_torchvision_missing_weights)
     registry.add("target", "module", _make_module, params=ModuleParams,
-                 description="Any nn.Module from 'package.module:factory' plus a state-dict file.", licence=None)
+                 description="Any nn.Module from 'package.module:factory' plus a state-dict file.", licence=None,
+                 layers=_module_layers)
     registry.add("target", "densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
-                 description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None)
+                 description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None,
+                 layers=_densenet_cxr_layers)

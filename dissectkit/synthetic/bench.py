@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.components import method_needs_masks
 from dissectkit.synthetic import vocab
 
 TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
@@ -85,7 +86,7 @@ def bench_recipes(n: int, seed: int, out_dir: Path, device: str, batch_size: int
             continue
         params = {"template": MAMMI_TEMPLATE} if spec.name == "mammi" else {}
         method = dk.create("method", spec.name, **params)
-        (masked if getattr(method, "needs_masks", False) else free).append({"name": spec.name, "label": spec.name, "params": params})
+        (masked if method_needs_masks(method) else free).append({"name": spec.name, "label": spec.name, "params": params})
     common = {
         "schema_version": 1,
         "dissectors": [{"name": d} for d in dissectors],

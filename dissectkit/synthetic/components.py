@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from dissectkit.context import BuildContext
 from dissectkit.layers import infer_layer_infos
-from dissectkit.synthetic import models
+from dissectkit.synthetic import arch, models
 from dissectkit.types import LayerInfo
 
 PREPROCESS_ID = f"gray-minmax-area{models.MODEL_INPUT[0]}x{models.MODEL_INPUT[1]}-m{models.PIXEL_MEAN}-s{models.PIXEL_STD}"
 
 
-def _packaged(name: str) -> dict[str, str]:
-    cfg = models.read_config()
-    return {"path": str(models.WEIGHTS_DIR / cfg["files"][name])}
+def _weights_fingerprint(prefix: str, path: Any, ctx: BuildContext, *parts: str) -> str:
+    from dissectkit.weights import file_fingerprint
 
-
-def _weights_config(path: Path) -> dict[str, Any]:
-    """The json config next to a weights file (falls back to the packaged one)."""
-    local = Path(path).parent / models.CONFIG_FILE
-    return models.read_config(local.parent) if local.exists() else models.read_config()
+    h = file_fingerprint(path, ctx)
+    return f"{prefix}:" + hashlib.sha256("|".join((h, *parts)).encode()).hexdigest()[:16]
 
 
 class SynthClip:
@@ -33,18 +28,19 @@ class SynthClip:
 
     def __init__(self, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
-        ref = weights if weights is not None else _packaged("synth-clip")
+        ref = weights if weights is not None else arch.packaged_ref("synth-clip")
         from dissectkit import weights as wmod
 
         path = wmod.resolve(ref, ctx, what="synth-clip weights")
-        cfg = _weights_config(path)["clip"]
+        cfg = arch.weights_config(path)["clip"]
         self.model = models.build_clip(cfg).eval()
-        self.path = models.load_weights_into(self.model, {"path": str(path)}, ctx, "synth-clip weights")
+        self.path = models.load_weights_into(self.model, path, "synth-clip weights")
         self.tokenizer = models.build_tokenizer(cfg)
         self._config_id = json.dumps(cfg, sort_keys=True)  # architecture and tokenizer: part of the fingerprint
         self.embed_dim = int(cfg["embed_dim"])
         self.input_size = models.MODEL_INPUT
         self._ctx = ctx
+        self._fingerprint: str | None = None
         self.device = torch.device(ctx.device)
         self.model.to(self.device)
 
@@ -68,10 +64,9 @@ class SynthClip:
         return self.model.encode_text(torch.from_numpy(ids).to(self.device), torch.from_numpy(offsets).to(self.device))
 
     def fingerprint(self) -> str:
-        from dissectkit.weights import file_fingerprint
-
-        h = file_fingerprint(self.path, self._ctx)
-        return "synth-clip:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}|{self._config_id}".encode()).hexdigest()[:16]
+        if self._fingerprint is None:
+            self._fingerprint = _weights_fingerprint("synth-clip", self.path, self._ctx, PREPROCESS_ID, self._config_id)
+        return self._fingerprint
 
 
 class SynthEffnetTarget:
@@ -82,37 +77,52 @@ class SynthEffnetTarget:
         ctx = ctx or BuildContext()
         from dissectkit import weights as wmod
 
-        ref = weights if weights is not None else _packaged(name)
-        path = wmod.resolve(ref, ctx, what=f"{name} weights")
-        cfg = _weights_config(path)
-        if name == "synth-effnet-concepts":
-            self.classes: list[str] | None = list(cfg["concept_classes"])
-        elif name == "synth-effnet-general":
-            self.classes = list(cfg["general_classes"])
-        else:
-            self.classes = None
-        n_out = len(self.classes) if self.classes else 1
+        ref = weights if weights is not None else arch.packaged_ref(name)
+        self._what = f"{name} weights"
+        self.path = wmod.resolve(ref, ctx, what=self._what)
+        self.classes = arch.target_classes(name, arch.weights_config(self.path))
         self.name = name
-        self.module = models.build_effnet(n_out).eval()
-        self.path = models.load_weights_into(self.module, {"path": str(path)}, ctx, f"{name} weights")
         self._ctx = ctx
+        self._fingerprint: str | None = None
         self.device = torch.device(ctx.device)
-        self.module.to(self.device)
-        self._layers: list[LayerInfo] | None = None
+        self._module: torch.nn.Module | None = None
+        if not arch.check_effnet_file(self.path, arch.n_outputs(self.classes), self._what):
+            self.module  # noqa: B018 - a file whose header cannot be checked is read now, before any run starts
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The network, built and its weights read (once) on first use: a run whose activations are
+        all cached never builds it, and never imports timm."""
+        if self._module is None:
+            n_out = arch.n_outputs(self.classes)
+            module = models.build_effnet(n_out).eval()
+            models.load_weights_into(module, self.path, self._what)
+            built = infer_layer_infos(module, torch.zeros(1, 3, *models.MODEL_INPUT))
+            if built != arch.effnet_layers(n_out):
+                import timm
+
+                from dissectkit.errors import ComponentError
+
+                raise ComponentError(
+                    f"timm {timm.__version__} builds {arch.TARGET_ARCH} with other layers than the packaged table "
+                    f"{arch.LAYER_TABLE}; regenerate it with `python -c \"from dissectkit.synthetic.models import "
+                    f"write_layer_table; write_layer_table()\"`."
+                )
+            self._module = module.to(self.device)
+        return self._module
 
     def to(self, device: Any) -> SynthEffnetTarget:
         self.device = torch.device(device)
-        self.module.to(self.device)
+        if self._module is not None:
+            self._module.to(self.device)
         return self
 
     def preprocess(self, image: Any) -> torch.Tensor:
         return models.preprocess_image(image)
 
     def layers(self) -> list[LayerInfo]:
-        if self._layers is None:
-            dummy = torch.zeros(1, 3, *models.MODEL_INPUT, device=self.device)
-            self._layers = infer_layer_infos(self.module, dummy)
-        return list(self._layers)
+        """From the packaged table (the built module is checked against it when it is built)."""
+        return arch.effnet_layers(arch.n_outputs(self.classes))
 
     def ground_truth(self, layer: str) -> list[str | None] | None:
         """The true concept of each output neuron of ``classifier`` (None for other layers)."""
@@ -121,7 +131,6 @@ class SynthEffnetTarget:
         return None
 
     def fingerprint(self) -> str:
-        from dissectkit.weights import file_fingerprint
-
-        h = file_fingerprint(self.path, self._ctx)
-        return f"{self.name}:" + hashlib.sha256(f"{h}|{PREPROCESS_ID}".encode()).hexdigest()[:16]
+        if self._fingerprint is None:
+            self._fingerprint = _weights_fingerprint(self.name, self.path, self._ctx, PREPROCESS_ID)
+        return self._fingerprint

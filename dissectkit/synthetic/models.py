@@ -15,13 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from dissectkit.imaging import as_array, gray_or_rgb, minmax_unit
+from dissectkit.synthetic.arch import (  # noqa: F401 - re-exported: the world's torch-free facts
+    CLASSIFIER,
+    CONFIG_FILE,
+    LAYER_TABLE,
+    MODEL_INPUT,
+    TARGET_ARCH,
+    WEIGHTS_DIR,
+    read_config,
+)
+from dissectkit.types import LayerInfo
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-CONFIG_FILE = "synth_world.json"
-MODEL_INPUT = (112, 64)  # H x W the models see (area-resized; small so training takes minutes on 2 CPU cores)
 PIXEL_MEAN = 0.25  # one scalar for all channels, after per-image min-max scaling (Mammo-CLIP style)
 PIXEL_STD = 0.25
-TARGET_ARCH = "tinynet_e"
 
 
 # ----------------------------------------------------------------------------------------- preprocessing
@@ -123,23 +129,30 @@ def build_effnet(num_classes: int) -> nn.Module:
     return timm.create_model(TARGET_ARCH, pretrained=False, num_classes=num_classes)
 
 
+def effnet_layer_infos(num_classes: int, device: str = "meta") -> list[LayerInfo]:
+    """The targets' layers measured on the built architecture: one forward pass of a zero image
+    (on the meta device by default: no memory, no weights)."""
+    from dissectkit.layers import infer_layer_infos
+
+    with torch.device(device):
+        module = build_effnet(num_classes).eval()
+        return infer_layer_infos(module, torch.zeros(1, 3, *MODEL_INPUT))
+
+
+def write_layer_table() -> None:
+    """Regenerate ``arch.LAYER_TABLE`` from the architecture (run after changing it or timm)."""
+    infos = effnet_layer_infos(1)
+    if infos[-1].name != CLASSIFIER:
+        raise RuntimeError(f"{TARGET_ARCH}: expected {CLASSIFIER!r} to be the last layer, got {infos[-1].name!r}")
+    rows = ",\n".join(json.dumps([i.name, list(i.shape or ())]) for i in infos[:-1])
+    LAYER_TABLE.write_text(f'{{"arch": "{TARGET_ARCH}", "input": {list(MODEL_INPUT)}, "layers": [\n{rows}\n]}}\n')
+
+
 # ----------------------------------------------------------------------------------------- loading
-def read_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
-    path = Path(weights_dir) / CONFIG_FILE
-    if not path.exists():
-        from dissectkit.errors import WeightsError
-
-        raise WeightsError(
-            f"Synthetic-world config {path} is missing. Recreate the weights with `dissectkit synth train --out {weights_dir}`."
-        )
-    return json.loads(path.read_text())
-
-
-def load_weights_into(module: nn.Module, ref: Any, ctx: Any, what: str) -> Path:
-    """Resolve a weights ref, read it (safetensors or weights-only torch), cast, load strictly."""
+def load_weights_into(module: nn.Module, path: Path, what: str) -> Path:
+    """Read a resolved weights file once (safetensors or weights-only torch), cast, load strictly."""
     from dissectkit import weights
 
-    path = weights.resolve(ref, ctx, what=what)
     sd = weights.extract_state_dict(weights.load_checkpoint(path, what=what), what=what)
     own = module.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}

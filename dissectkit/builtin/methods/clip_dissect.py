@@ -16,6 +16,7 @@ from dissectkit.builtin.methods._common import (
     unit_rows,
 )
 from dissectkit.builtin.similarities import _Similarity
+from dissectkit.components import similarity_scores
 from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
 
@@ -45,7 +46,7 @@ class ClipDissect(MethodBase):
         self.ctx = ctx
         self.device = getattr(ctx, "device", "cpu")
         spec = get_host().registry.get("similarity", params.similarity)
-        self.similarity = spec.factory(spec.validate(params.similarity_params, where="similarity"), ctx)
+        self.similarity = spec.build(spec.validate(params.similarity_params, where="similarity"), ctx)
 
     def label(self, evidence: Evidence) -> LayerLabels:
         device = device_of(self, evidence)
@@ -58,8 +59,7 @@ class ClipDissect(MethodBase):
             sim.layer = evidence.layer
             S = sim.from_embeddings(V, T, A)
         else:  # a third-party similarity takes materialised activations
-            Am = A.materialise()
-            S = sim.from_embeddings(V, T, Am) if hasattr(sim, "from_embeddings") else sim(V @ T.T, Am)
+            S = similarity_scores(sim, V, T, A.materialise())
         neurons = top_m_lists(S, names, self.params.top_m)
         reasons = blank_dead(neurons, A.dead)
         return LayerLabels(
