@@ -1,0 +1,144 @@
+"""Label quality without ground truth (docs/methods.md, "Label quality").
+
+For a neuron labelled with concept ``c`` by some method, and the dissector's image-concept
+similarity ``p_c = V t_c`` over the probe (``V``: L2-normalised image embeddings, ``t_c``: the
+L2-normalised embedding of the bare concept text):
+
+- ``sim_corr``: Spearman correlation over the probe between the neuron's activation and ``p_c``
+  ("simulation": how well the label, read by the dissector, predicts the activation);
+- ``top_auc``: AUC of ``p_c`` separating the neuron's top-activating images (the top
+  ``top_fraction`` of the probe, at least one) from the other images;
+- ``sim_z``: ``(sim_corr - mean) / sd`` where mean and sd are over the Spearman correlations of the
+  same neuron with *every* concept of the set (population sd);
+- ``interpretable``: ``sim_z >= Z_MIN`` and ``sim_corr > 0``.
+
+Everything is vectorised: average ranks by sort + scatter, correlations as matmuls of
+standardised ranks, over blocks of concepts so memory stays ``O(N * (K + block))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from dissectkit.methods import LayerLabels
+
+__all__ = ["QUALITY_COLUMNS", "Z_MIN", "average_ranks", "label_quality", "layer_quality"]
+
+QUALITY_COLUMNS = ("sim_corr", "top_auc", "sim_z", "interpretable")
+Z_MIN = 2.0
+TOP_FRACTION = 0.05
+CONCEPT_BLOCK = 1024
+
+
+def average_ranks(X: torch.Tensor) -> torch.Tensor:
+    """Ranks (1..N, ties get their average rank) of every column of ``X [N, M]``, float64."""
+    import torch
+
+    N, M = X.shape
+    vals, order = torch.sort(X, dim=0, stable=True)
+    new = torch.ones_like(vals, dtype=torch.bool)
+    new[1:] = vals[1:] != vals[:-1]
+    gid = new.long().cumsum(0) - 1
+    pos = torch.arange(1, N + 1, dtype=torch.float64, device=X.device).unsqueeze(1).expand(N, M)
+    sums = torch.zeros((N, M), dtype=torch.float64, device=X.device).scatter_add_(0, gid, pos)
+    counts = torch.zeros((N, M), dtype=torch.float64, device=X.device).scatter_add_(0, gid, torch.ones_like(pos))
+    avg = (sums / counts.clamp(min=1)).gather(0, gid)
+    return torch.empty_like(avg).scatter_(0, order, avg)
+
+
+def _standardised_ranks(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column ranks centred and scaled to unit L2 norm (float32), and a mask of constant columns.
+
+    The dot product of two such columns is their Spearman correlation."""
+    import torch
+
+    R = average_ranks(X)
+    R = R - R.mean(0, keepdim=True)
+    norm = R.norm(dim=0)
+    const = norm <= 1e-9
+    R = R / torch.where(const, torch.ones_like(norm), norm)
+    R[:, const] = 0.0
+    return R.float(), const
+
+
+def layer_quality(
+    activations: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    label_index: Sequence[int | None],
+    top_fraction: float = TOP_FRACTION,
+    concept_block: int = CONCEPT_BLOCK,
+    device: str | None = None,
+) -> dict[str, list[Any]]:
+    """Quality columns of one layer. ``activations [N, K]``, ``image_embeddings [N, D]``,
+    ``text_embeddings [C, D]`` (every concept of the set), ``label_index[k]``: the concept index of
+    neuron k's label or ``None``. Returns ``{column: [K values]}`` with ``None`` where undefined
+    (no label, constant activation or fewer than 2 images)."""
+    import torch
+
+    dev = torch.device(device or "cpu")
+    A = torch.as_tensor(activations).to(dev, torch.float32)
+    V = torch.nn.functional.normalize(torch.as_tensor(image_embeddings).to(dev, torch.float32), dim=1)
+    T = torch.nn.functional.normalize(torch.as_tensor(text_embeddings).to(dev, torch.float32), dim=1)
+    N, K = A.shape
+    out: dict[str, list[Any]] = {c: [None] * K for c in QUALITY_COLUMNS}
+    labelled = [k for k, c in enumerate(label_index) if c is not None]
+    if N < 2 or not labelled or T.shape[0] == 0:
+        return out
+    Ra, dead = _standardised_ranks(A)
+    # z-score reference: moments of corr(neuron, every concept), accumulated over concept blocks
+    s1 = torch.zeros(K, dtype=torch.float64, device=dev)
+    s2 = torch.zeros(K, dtype=torch.float64, device=dev)
+    C = T.shape[0]
+    for c0 in range(0, C, concept_block):
+        Rp, _ = _standardised_ranks(V @ T[c0 : c0 + concept_block].T)
+        corr = (Ra.T @ Rp).double()  # [K, block]
+        s1 += corr.sum(1)
+        s2 += (corr * corr).sum(1)
+    mean = s1 / C
+    sd = (s2 / C - mean * mean).clamp(min=0).sqrt()
+    # the label's own similarity column per labelled neuron
+    idx = torch.tensor([label_index[k] for k in labelled], device=dev)
+    units = torch.tensor(labelled, device=dev)
+    P_lab = V @ T[idx].T  # [N, L]
+    ranks_lab = average_ranks(P_lab)
+    Rp_lab, const_p = _standardised_ranks(P_lab)
+    rho = (Ra[:, units] * Rp_lab).sum(0).double()
+    n1 = min(max(1, int(math.ceil(top_fraction * N))), N - 1)
+    top = torch.topk(A[:, units], n1, dim=0).indices  # [n1, L]
+    rank_sum = ranks_lab.gather(0, top).sum(0)
+    auc = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * (N - n1))
+    z = (rho - mean[units]) / sd[units].clamp(min=1e-12)
+    bad = dead[units] | const_p
+    for j, k in enumerate(labelled):
+        if bool(bad[j]):
+            continue
+        r, zz = float(rho[j]), float(z[j])
+        out["sim_corr"][k] = r
+        out["top_auc"][k] = float(auc[j])
+        out["sim_z"][k] = zz
+        out["interpretable"][k] = bool(zz >= Z_MIN and r > 0)
+    return out
+
+
+def label_quality(
+    activations: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    encode_texts: Callable[[list[str]], torch.Tensor],
+    concepts: Sequence[Any],
+    labels: LayerLabels,
+    device: str | None = None,
+) -> dict[str, list[Any]]:
+    """:func:`layer_quality` of a method's ``LayerLabels`` (the top-1 concept of each neuron), the
+    concept texts embedded bare by ``encode_texts`` (the engine's cached text encoder)."""
+    from dissectkit.methods import concept_list
+
+    texts = [c.text for c in concept_list(concepts)]
+    where = {t: i for i, t in enumerate(texts)}
+    label_index = [where.get(label) if label is not None else None for label in labels.top1()]
+    return layer_quality(activations, image_embeddings, encode_texts(texts), label_index, device=device)
