@@ -17,8 +17,10 @@ from dissectkit.context import BuildContext, resolve_device
 from dissectkit.errors import DataError, DissectkitError, EvidenceError, RecipeError
 from dissectkit.layers import select_layers
 from dissectkit.methods import Evidence, LayerLabels, concept_list
+from dissectkit.quality import label_quality
 from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
 from dissectkit.results import LABELS, MANIFEST, LabelSet, RunResult
+from dissectkit.study import run_study
 from dissectkit.types import Concept, LayerInfo
 
 TEXT_BATCH = 256
@@ -437,6 +439,7 @@ def label_all(res: Resolved, entries: dict[str, Any], cache: Cache, progress: An
                     labels.layer = info.name
                     label_set = sets[(d_label, t_label, m_label)]
                     label_set.layers[info.name] = labels
+                    label_set.quality[info.name] = label_quality(layer_acts, layer_emb, encoders[d_label], res.concepts, labels, res.ctx.device)
                     hook.dissectkit_layer_labelled(layer_labels=labels, dissector=d_label, target=t_label, method=m_label)
                     if truth is not None:
                         measures.setdefault(label_set.key, {})[info.name] = _final_layer_measures(labels, truth)
@@ -553,6 +556,7 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
                 f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {out / LABELS}."
             ) from exc
     timings["report"] = time.perf_counter() - t0
+    run_study(result)
     _write_json(out / MANIFEST, _manifest(result))
     hook.dissectkit_run_finished(run_result=result)
     return result
