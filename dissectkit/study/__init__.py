@@ -17,7 +17,7 @@ FOLDER = "study"
 def run_study(result: Any, out_dir: str | Path | None = None) -> Path | None:
     """Write the study files of a run whose recipe has a ``study:`` section; ``None`` otherwise."""
     config = (result.recipe or {}).get("study")
-    if not config:
+    if config is None:
         return None
     from dissectkit.recipe import StudyConfig
     from dissectkit.study.analysis import analyse
