@@ -211,3 +211,67 @@ def test_synthetic_study_files_match_a_direct_computation(tmp_path):
             link = f"../report-s{i}-{layer}.html#s{i}-{layer}"
             assert link in page
             assert (out / link[3:].split("#")[0]).is_file()
+
+
+def _quality(sim: list[float | None]) -> dict[str, list]:
+    return {"sim_corr": sim, "top_auc": [None if s is None else 0.5 + s / 2 for s in sim],
+            "sim_z": [None if s is None else 4 * s for s in sim],
+            "interpretable": [None if s is None else s > 0.4 for s in sim]}
+
+
+def test_compare_ranks_label_sets_by_quality_per_layer(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dissectkit.cli import app
+    from dissectkit.report.compare import quality_ranking
+
+    labels = {"l1": _ll("l1", [[("a", 1.0)], [("b", 1.0)]]), "l2": _ll("l2", [[("a", 1.0)], []])}
+    sets = [LabelSet("d1", "t", "clip-dissect", dict(labels), {"l1": _quality([0.2, 0.4]), "l2": _quality([0.9, None])}),
+            LabelSet("d2", "t", "clip-dissect", dict(labels), {"l1": _quality([0.5, 0.7]), "l2": _quality([0.1, None])}),
+            LabelSet("d1", "t", "mammi", dict(labels), {})]  # a run without quality ranks last
+    run = RunResult("r", tmp_path / "r", {}, [Concept("a"), Concept("b")], ["0"], sets)
+    ranking = quality_ranking([run])
+    l1 = [(r["rank"], r["label_set"], r["sim_corr"]) for r in ranking if r["layer"] == "l1"]
+    assert l1 == [(1, "d2/t/clip-dissect", pytest.approx(0.6)), (2, "d1/t/clip-dissect", pytest.approx(0.3)),
+                  (3, "d1/t/mammi", None)]
+    l2 = {r["label_set"]: r for r in ranking if r["layer"] == "l2"}
+    assert l2["d1/t/clip-dissect"]["rank"] == 1 and l2["d1/t/clip-dissect"]["n_scored"] == 1
+    assert l2["d1/t/clip-dissect"]["interpretable_share"] == 1.0 and l2["d2/t/clip-dissect"]["interpretable_share"] == 0.0
+    run.out_dir.mkdir()
+    (run.out_dir / "labels.json").write_text(json.dumps(run.labels_payload()))
+    res = CliRunner().invoke(app, ["compare", str(run.out_dir), "--out", str(tmp_path / "cmp")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Label quality per layer" in res.output
+    rows = _read(tmp_path / "cmp" / "comparison_quality.csv")
+    assert [(r["layer"], r["rank"], r["label_set"]) for r in rows[:3]] == [
+        ("l1", "1", "d2/t/clip-dissect"), ("l1", "2", "d1/t/clip-dissect"), ("l1", "3", "d1/t/mammi")]
+
+
+def test_bench_quality_table_relates_scores_to_truth():
+    from dissectkit.synthetic import vocab
+    from dissectkit.synthetic.bench import OUTPUT_LAYER, quality_rows, tables
+
+    names = list(vocab.CONCEPT_CLASSES)
+    concepts = [Concept(n) for n in names] + [Concept("dog")]
+    n = len(names)
+    right = [[(names[k], 1.0)] for k in range(n)]
+    wrong = [[("dog", 1.0)] for _ in range(n)]
+    good = LabelSet("d", "synth-effnet-concepts", "good", {OUTPUT_LAYER: _ll(OUTPUT_LAYER, right)},
+                    {OUTPUT_LAYER: _quality([0.5 + 0.01 * k for k in range(n)])})
+    bad = LabelSet("d", "synth-effnet-concepts", "bad", {OUTPUT_LAYER: _ll(OUTPUT_LAYER, wrong)},
+                   {OUTPUT_LAYER: _quality([0.1 + 0.01 * k for k in range(n)])})
+    other = LabelSet("d", "synth-effnet-general", "good", {OUTPUT_LAYER: _ll(OUTPUT_LAYER, wrong)},
+                     {OUTPUT_LAYER: _quality([0.9] * n)})  # no truth on other targets: ignored
+    run = RunResult("r", Path("."), {}, concepts, [], [good, bad, other])
+    rows = quality_rows([("set", run)])
+    by = {r["method"]: r for r in rows}
+    assert by["good"]["n_right"] == n and by["good"]["n_wrong"] == 0 and by["bad"]["n_wrong"] == n
+    pooled = by["all"]
+    assert pooled["n_right"] == n and pooled["n_wrong"] == n
+    assert pooled["auc_sim_corr"] == 1.0 and pooled["sim_corr_right"] > pooled["sim_corr_wrong"]
+    assert by["all, wrong = unrelated"]["n_wrong"] == n  # "dog" is unrelated to every finding
+    title, cols, body = tables({"output_layer": [], "agreement_with_netdissect": [], "zero_shot_auc": {},
+                                "regimes": [], "quality_vs_truth": rows})[-1]
+    assert "auc_sim_corr" in cols and body[-2][cols.index("auc_sim_corr")] == "1.000"
