@@ -13,7 +13,9 @@ L2-normalised embedding of the bare concept text):
 - ``interpretable``: ``sim_z >= Z_MIN`` and ``sim_corr > 0``.
 
 Everything is vectorised: average ranks by sort + scatter, correlations as matmuls of
-standardised ranks, over blocks of concepts so memory stays ``O(N * (K + block))``.
+standardised ranks, over blocks of neurons and of concepts so memory stays
+``O(N * (NEURON_BLOCK + CONCEPT_BLOCK))`` whatever K and C (the concepts' ranks are formed again
+for each block of neurons).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ __all__ = ["QUALITY_COLUMNS", "Z_MIN", "average_ranks", "label_quality", "layer_
 QUALITY_COLUMNS = ("sim_corr", "top_auc", "sim_z", "interpretable")
 Z_MIN = 2.0
 TOP_FRACTION = 0.05
-CONCEPT_BLOCK = 1024
+CONCEPT_BLOCK = 512
+NEURON_BLOCK = 512
 
 
 def average_ranks(X: torch.Tensor) -> torch.Tensor:
@@ -74,6 +77,7 @@ def layer_quality(
     top_fraction: float = TOP_FRACTION,
     concept_block: int = CONCEPT_BLOCK,
     device: str | None = None,
+    neuron_block: int = NEURON_BLOCK,
 ) -> dict[str, list[Any]]:
     """Quality columns of one layer. ``activations [N, K]``, ``image_embeddings [N, D]``,
     ``text_embeddings [C, D]`` (every concept of the set), ``label_index[k]``: the concept index of
@@ -90,29 +94,37 @@ def layer_quality(
     labelled = [k for k, c in enumerate(label_index) if c is not None]
     if N < 2 or not labelled or T.shape[0] == 0:
         return out
-    Ra, dead = _standardised_ranks(A)
-    # z-score reference: moments of corr(neuron, every concept), accumulated over concept blocks
+    # z-score reference: moments of corr(neuron, every concept), over neuron x concept blocks
     s1 = torch.zeros(K, dtype=torch.float64, device=dev)
     s2 = torch.zeros(K, dtype=torch.float64, device=dev)
+    dead = torch.zeros(K, dtype=torch.bool, device=dev)
     C = T.shape[0]
-    for c0 in range(0, C, concept_block):
-        Rp, _ = _standardised_ranks(V @ T[c0 : c0 + concept_block].T)
-        corr = (Ra.T @ Rp).double()  # [K, block]
-        s1 += corr.sum(1)
-        s2 += (corr * corr).sum(1)
+    for k0 in range(0, K, neuron_block):
+        Ra, dead[k0 : k0 + neuron_block] = _standardised_ranks(A[:, k0 : k0 + neuron_block])
+        for c0 in range(0, C, concept_block):
+            Rp, _ = _standardised_ranks(V @ T[c0 : c0 + concept_block].T)
+            corr = (Ra.T @ Rp).double()  # [neuron block, concept block]
+            s1[k0 : k0 + neuron_block] += corr.sum(1)
+            s2[k0 : k0 + neuron_block] += (corr * corr).sum(1)
     mean = s1 / C
     sd = (s2 / C - mean * mean).clamp(min=0).sqrt()
     # the label's own similarity column per labelled neuron
-    idx = torch.tensor([label_index[k] for k in labelled], device=dev)
-    units = torch.tensor(labelled, device=dev)
-    P_lab = V @ T[idx].T  # [N, L]
-    ranks_lab = average_ranks(P_lab)
-    Rp_lab, const_p = _standardised_ranks(P_lab)
-    rho = (Ra[:, units] * Rp_lab).sum(0).double()
     n1 = min(max(1, int(math.ceil(top_fraction * N))), N - 1)
-    top = torch.topk(A[:, units], n1, dim=0).indices  # [n1, L]
-    rank_sum = ranks_lab.gather(0, top).sum(0)
-    auc = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * (N - n1))
+    rho = torch.zeros(len(labelled), dtype=torch.float64, device=dev)
+    auc = torch.zeros(len(labelled), dtype=torch.float64, device=dev)
+    const_p = torch.zeros(len(labelled), dtype=torch.bool, device=dev)
+    for j0 in range(0, len(labelled), neuron_block):
+        sl = slice(j0, j0 + neuron_block)
+        units = torch.tensor(labelled[sl], device=dev)
+        idx = torch.tensor([label_index[k] for k in labelled[sl]], device=dev)
+        P_lab = V @ T[idx].T  # [N, block]: each labelled neuron's own similarity column
+        ranks_lab = average_ranks(P_lab)
+        Rp_lab, const_p[sl] = _standardised_ranks(P_lab)
+        Ra_lab, _ = _standardised_ranks(A[:, units])
+        rho[sl] = (Ra_lab * Rp_lab).sum(0).double()
+        top = torch.topk(A[:, units], n1, dim=0).indices  # [n1, block]
+        auc[sl] = (ranks_lab.gather(0, top).sum(0) - n1 * (n1 + 1) / 2) / (n1 * (N - n1))
+    units = torch.tensor(labelled, device=dev)
     z = (rho - mean[units]) / sd[units].clamp(min=1e-12)
     bad = dead[units] | const_p
     for j, k in enumerate(labelled):

@@ -52,7 +52,7 @@ def evidence():
 def test_layer_quality_matches_direct_computation(evidence):
     A, V, T, P = evidence
     labels = [4, 7, 3, None, 11, 0]
-    got = layer_quality(A, V, T, labels, top_fraction=0.1, concept_block=5)  # several concept blocks
+    got = layer_quality(A, V, T, labels, top_fraction=0.1, concept_block=5, neuron_block=4)  # several blocks
     An, Pn = A.numpy().astype(np.float64), P.numpy().astype(np.float64)
     N, C = Pn.shape
     n1 = math.ceil(0.1 * N)
