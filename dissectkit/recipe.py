@@ -69,7 +69,7 @@ class StudyConfig(_Strict):
     """Turns on the Mammo-CLIP Dissect study analysis (docs/study.md) after the run."""
 
     preset: Literal["mcd"] | None = Field(default=None, description="fill the published runs' method params (top 10 concepts, top_k=100)")
-    top_concepts: int = Field(default=10, ge=1, description="concepts listed per neuron in study/neurons.csv")
+    top_concepts: int = Field(default=10, ge=1, description="concepts kept per neuron (clip-dissect top_m, reporters) and listed in study/neurons.csv")
     general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
     top_categories: int = Field(default=3, ge=1, description="categories per layer in the top-categories figure")
 
@@ -124,10 +124,10 @@ class Recipe(_Strict):
                 raise ValueError(f"'{single}' is required (or a list under '{plural}')")
         for plural in ("dissectors", "targets", "methods"):
             _unique_labels(getattr(self, plural), plural)
-        if self.study is not None and self.study.preset:
-            from dissectkit.study.presets import apply_preset
+        if self.study is not None:
+            from dissectkit.study.presets import apply_study
 
-            apply_preset(self.study.preset, self.methods, self.output.reporters)
+            apply_study(self.study.preset, self.study.top_concepts, self.methods, self.output.reporters)
         return self
 
     @property

@@ -119,6 +119,8 @@ def test_mcd_preset_fills_what_the_recipe_leaves_out():
     from dissectkit.recipe import validate_components
 
     validate_components(r, get_host().registry)  # the filled params are valid
+    base["study"] = {}  # study mode without a preset: 10 concepts per neuron, similarity params untouched
+    assert [m.params for m in recipe_from_dict(base).methods][:2] == [{"top_m": 10}, {"similarity": "wpmi", "top_m": 10}]
     base.pop("study")
     assert recipe_from_dict(base).methods[0].params == {}
 
