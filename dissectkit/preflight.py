@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dissectkit.errors import DissectkitError
+from dissectkit.errors import DissectkitError, WeightsError
 
 MIN_FREE_MB_ENV = "DISSECTKIT_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 200
@@ -103,3 +103,20 @@ def preflight(recipe: Any, ctx: Any, out_dir: Path, console: Any = None) -> None
     note = check_network(ctx)
     if note and console is not None:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def missing_weights(params: Any, ctx: Any) -> list[str]:
+    """One message per weights reference in a component's validated ``params`` that cannot be
+    resolved now (offline: not in the local cache), each naming the file and the command that
+    fetches it. Components may load weights lazily, so ``resolve`` asks this of every built
+    component and stops before any work, naming every missing file at once."""
+    from dissectkit.validate import weights_refs
+    from dissectkit.weights import resolve
+
+    out = []
+    for where, ref in weights_refs(params):
+        try:
+            resolve(ref, ctx, what=f"`{where}`")
+        except WeightsError as exc:
+            out.append(str(exc))
+    return out

@@ -57,11 +57,21 @@ class TargetRef(ComponentRef):
     layers: list[str] = Field(min_length=1, description="exact names or glob patterns")
     pool: Literal["mean", "max"] = "mean"
     token_pool: Literal["cls", "mean"] = "cls"
+    role: str | None = Field(default=None, description="its part in a study: G (general), M (domain), C or C-<task> (fine-tuned)")
 
     @field_validator("layers", mode="before")
     @classmethod
     def _one_layer(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+
+class StudyConfig(_Strict):
+    """Turns on the Mammo-CLIP Dissect study analysis (docs/study.md) after the run."""
+
+    preset: Literal["mcd"] | None = Field(default=None, description="fill the published runs' method params (top 10 concepts, top_k=100)")
+    top_concepts: int = Field(default=10, ge=1, description="concepts kept per neuron (clip-dissect top_m, reporters) and listed in study/neurons.csv")
+    general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
+    top_categories: int = Field(default=3, ge=1, description="categories per layer in the top-categories figure")
 
 
 class OutputConfig(_Strict):
@@ -111,6 +121,7 @@ class Recipe(_Strict):
     method: ComponentRef | None = None
     methods: list[ComponentRef] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    study: StudyConfig | None = None
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     _source: Path | None = PrivateAttr(default=None)
@@ -129,6 +140,10 @@ class Recipe(_Strict):
                 raise ValueError(f"'{single}' is required (or a list under '{plural}')")
         for plural in ("dissectors", "targets", "methods"):
             _unique_labels(getattr(self, plural), plural)
+        if self.study is not None:
+            from dissectkit.study.presets import apply_study
+
+            apply_study(self.study.preset, self.study.top_concepts, self.methods, self.output.reporters)
         return self
 
     @property

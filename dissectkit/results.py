@@ -28,6 +28,8 @@ class LabelSet:
     target: str
     method: str
     layers: dict[str, LayerLabels] = field(default_factory=dict)
+    quality: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    """``quality[layer][column]``: per-neuron label quality (:mod:`dissectkit.quality`)."""
 
     @property
     def key(self) -> str:
@@ -39,6 +41,7 @@ class LabelSet:
             "target": self.target,
             "method": self.method,
             "layers": {name: ll.to_dict() for name, ll in self.layers.items()},
+            "quality": self.quality,
         }
 
     @classmethod
@@ -46,6 +49,7 @@ class LabelSet:
         return cls(
             data["dissector"], data["target"], data["method"],
             {name: LayerLabels.from_dict(ll) for name, ll in data["layers"].items()},
+            dict(data.get("quality") or {}),
         )
 
 
@@ -81,10 +85,14 @@ class RunResult:
         return {c.text: c for c in self.concepts}
 
     def rows(self, top: int = 5) -> Iterator[dict[str, Any]]:
-        """One tidy row per (label set, layer, neuron): label, score, category, top concepts."""
+        """One tidy row per (label set, layer, neuron): label, score, category, top concepts and the
+        label quality columns (``None`` when not computed)."""
+        from dissectkit.quality import QUALITY_COLUMNS
+
         index = self.concept_index()
         for ls in self.label_sets:
             for layer, ll in ls.layers.items():
+                quality = ls.quality.get(layer, {})
                 for unit, ranked in enumerate(ll.neurons):
                     label, score = (ranked[0][0], ranked[0][1]) if ranked else (None, None)
                     concept = index.get(label) if label else None
@@ -101,6 +109,7 @@ class RunResult:
                         "n_concepts": len(ranked),
                         "top_concepts": [c for c, _ in ranked[:top]],
                         "top_scores": [float(s) for _, s in ranked[:top]],
+                        **{c: quality[c][unit] if c in quality else None for c in QUALITY_COLUMNS},
                     }
 
     # -- persistence ---------------------------------------------------------------------------

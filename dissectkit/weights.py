@@ -23,9 +23,10 @@ class _Ref(BaseModel):
 
 
 class PathRef(_Ref):
-    """A local file or directory."""
+    """A local file or directory; ``fetch``: the command that puts it there (shown when it is missing)."""
 
     path: str
+    fetch: str | None = None
 
 
 class HubRef(_Ref):
@@ -80,7 +81,7 @@ def fetch_command(ref: PathRef | HubRef | UrlRef) -> str:
         return f"hf download {ref.hf}{' ' + ref.file if ref.file else ''}{rev}"
     if isinstance(ref, UrlRef):
         return f"dissectkit fetch {ref.url} --sha256 {ref.sha256}"
-    return "(copy the file to that path)"
+    return ref.fetch or "(copy the file to that path)"
 
 
 def resolve(ref: Any, ctx: BuildContext | None = None, what: str = "weights") -> Path:
@@ -90,7 +91,8 @@ def resolve(ref: Any, ctx: BuildContext | None = None, what: str = "weights") ->
     if isinstance(ref, PathRef):
         path = Path(ref.path).expanduser()
         if not path.exists():
-            raise WeightsError(f"{what} file not found: {path.resolve()}. Check the path in the recipe.")
+            hint = f"Fetch it on a connected machine with: {ref.fetch}" if ref.fetch else "Check the path in the recipe."
+            raise WeightsError(f"{what} file not found: {path.resolve()}. {hint}")
         return path
     if isinstance(ref, HubRef):
         return _resolve_hub(ref, ctx, what)

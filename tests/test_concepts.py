@@ -63,6 +63,32 @@ def test_mcd_workbook(tmp_path):
                   Concept("spiculated", "Mass", "margin"), Concept("pleomorphic", "Calcification", "morphology")]
 
 
+def test_mcd_workbook_last_listing_and_spaces_as_published(tmp_path):
+    """A concept under two categories takes the last (the published lookup is overwritten sheet by
+    sheet); spaces around texts, sheet titles and headers are kept as the workbook has them."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Findings"
+    ws.append(["other", "mass "])
+    ws.append(["foreign body including implants", "oval"])
+    ws.append(["oval ", "   "])
+    ws2 = wb.create_sheet("General ")
+    ws2.append(["objects"])
+    ws2.append(["foreign body including implants"])
+    wb.save(tmp_path / "w.xlsx")
+    with pytest.warns(UserWarning, match="listed more than once"):
+        cs = dk.create("concepts", "mcd-workbook", path=str(tmp_path / "w.xlsx")).concepts
+    assert cs == [Concept("foreign body including implants", "General ", "objects"),
+                  Concept("oval ", "Findings", "other"), Concept("oval", "Findings", "mass ")]
+    with pytest.warns(UserWarning, match="category of its first listing"):
+        first = dk.create("concepts", "mcd-workbook", path=str(tmp_path / "w.xlsx"), duplicates="first",
+                          whitespace="strip").concepts
+    assert first == [Concept("foreign body including implants", "Findings", "other"),
+                     Concept("oval", "Findings", "other")]
+
+
 def test_bundled_sets():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no duplicates in our files

@@ -15,20 +15,29 @@ def compare_command(
     runs: list[Path] = typer.Argument(..., help="finished run directories (each holds labels.json)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for compare.html and the CSV tables"),
 ) -> None:
-    """Compare label sets per layer: top-1 agreement, top-5 Jaccard, Cohen's kappa, global threshold.
+    """Compare label sets per layer: top-1 agreement, top-5 Jaccard, Cohen's kappa, global threshold,
+    and rank them per layer by the quality of their labels (simulation correlation, top AUC, z).
 
     With one run directory, its label sets (several dissectors/targets/methods) are compared pairwise.
     """
     from rich.console import Console
     from rich.table import Table
 
-    from dissectkit.report.compare import compare_runs, write_html, write_tables
+    from dissectkit.report.compare import (
+        compare_runs,
+        quality_ranking,
+        write_html,
+        write_quality_ranking,
+        write_tables,
+    )
     from dissectkit.results import RunResult
 
     loaded = [RunResult.load(p) for p in runs]
     result = compare_runs(loaded)
     out.mkdir(parents=True, exist_ok=True)
     tables = write_tables(result, out)
+    ranking = quality_ranking(loaded)
+    tables["quality"] = write_quality_ranking(ranking, out)
     html = write_html(result, out, loaded)
     console = Console()
     for p in result:
@@ -46,7 +55,22 @@ def compare_command(
             console.print("[yellow]No layer in common.[/]")
         for note in p.skipped:
             console.print(f"[yellow]skipped[/] {note}")
+    _print_ranking(console, ranking)
     console.print(f"Wrote {html} and {', '.join(str(t) for t in tables.values())}")
+
+
+def _print_ranking(console, ranking: list[dict]) -> None:
+    """Label sets ranked per layer by their labels' quality (no ground truth needed)."""
+    from rich.table import Table
+
+    table = Table(title="Label quality per layer (ranked by mean simulation correlation)", title_justify="left")
+    for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "interpretable"):
+        table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right")
+    for r in ranking:
+        share = r["interpretable_share"]
+        table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
+                      _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

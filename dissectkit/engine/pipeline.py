@@ -22,6 +22,7 @@ from dissectkit.preflight import preflight
 from dissectkit.recipe import Recipe
 from dissectkit.results import LABELS, MANIFEST, RunResult
 from dissectkit.rundir import RunDir, note_run
+from dissectkit.study import run_study
 
 
 class _Timer:
@@ -94,6 +95,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             with timer.stage("report"):
                 report(res, result, stage, final)
             _stage_finished(hook, timer, "report", final)
+            run_study(result)
             write_json(out / MANIFEST, manifest(result))
             result.out_dir = stage.commit()
             hook.dissectkit_run_finished(run_result=result)

@@ -13,6 +13,7 @@ from dissectkit.context import BuildContext, resolve_device
 from dissectkit.errors import DataError, DissectkitError, RecipeError
 from dissectkit.layers import select_layers
 from dissectkit.methods import concept_list
+from dissectkit.preflight import missing_weights
 from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
 from dissectkit.types import Concept, LayerInfo
 
@@ -82,11 +83,14 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         if kinds is not None and kind not in kinds:
             continue
         spec = registry.get(kind, ref.name)
+        where = recipe.position(*_recipe_path(recipe, path))
         try:
             built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
-            where = recipe.position(*_recipe_path(recipe, path))
             problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
+            continue
+        # components may load weights lazily: name every missing file now, before any work
+        problems += [f"  - {kind} '{ref.display}' ({where}): {msg}" for msg in missing_weights(validated[id(ref)], ctx)]
     if problems:
         raise RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
 

@@ -140,6 +140,50 @@ def compare_runs(runs: list[Any]) -> list[PairComparison]:
     return [compare_pair(a, b, concepts) for a, b in pairs(runs)]
 
 
+QUALITY = ("sim_corr", "top_auc", "sim_z")
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
+    """Every label set ranked per (target, layer) by the mean label quality of its neurons
+    (:mod:`dissectkit.quality`): mean simulation correlation first, then mean z-score; label sets
+    without quality scores (runs made before they existed) rank last. One row per label set and layer."""
+    by_layer: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for side in sides(runs):
+        for layer, ll in side.ls.layers.items():
+            q = side.ls.quality.get(layer, {})
+            interp = [v for v in q.get("interpretable", []) if v is not None]
+            by_layer.setdefault((side.ls.target, layer), []).append({
+                "target": side.ls.target, "layer": layer, "label_set": side.name, "dissector": side.ls.dissector,
+                "method": side.ls.method, "n_neurons": len(ll.neurons), "n_scored": len(interp),
+                **{c: _mean(q.get(c, [])) for c in QUALITY},
+                "interpretable_share": sum(interp) / len(interp) if interp else None,
+            })
+    rows = []
+    for entries in by_layer.values():
+        entries.sort(key=lambda r: (r["sim_corr"] is None, -(r["sim_corr"] or 0.0), -(r["sim_z"] or 0.0), r["label_set"]))
+        for rank, r in enumerate(entries, 1):
+            rows.append({"rank": rank, **r})
+    return rows
+
+
+def write_quality_ranking(rows: list[dict[str, Any]], out: Path) -> Path:
+    """``comparison_quality.csv``: :func:`quality_ranking`'s rows."""
+    path = out / "comparison_quality.csv"
+    cols = ["target", "layer", "rank", "label_set", "dissector", "method", "n_neurons", "n_scored", *QUALITY,
+            "interpretable_share"]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_num(r[c]) if isinstance(r[c], float) or r[c] is None else r[c] for c in cols])
+    return path
+
+
 def _num(x: float | None) -> str:
     return "" if x is None or x != x else f"{x:.6g}"
 

@@ -10,6 +10,7 @@ from typing import Any
 COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
+    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
 )
 SEP = "|"
 
@@ -26,6 +27,9 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out["score"] = "" if row["score"] is None else f"{row['score']:.6g}"
     for key in ("label", "category", "subcategory"):
         out[key] = "" if row[key] is None else row[key]
+    for key in ("sim_corr", "top_auc", "sim_z"):
+        out[key] = "" if row[key] is None else f"{row[key]:.6g}"
+    out["interpretable"] = "" if row["interpretable"] is None else int(row["interpretable"])
     return out
 
 
@@ -56,6 +60,7 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
         ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
         ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
+        ("sim_corr", pa.float64()), ("top_auc", pa.float64()), ("sim_z", pa.float64()), ("interpretable", pa.bool_()),
     ])
     columns = {name: [r[name] for r in rows] for name in COLUMNS}
     table = pa.Table.from_pydict(columns, schema=schema)

@@ -10,7 +10,10 @@ Tables written to ``<out>/bench_synthetic.json`` and ``.md``:
 - agreement of each mask-free method with ``netdissect`` on the inner layers;
 - zero-shot AUC of every finding for every dissector;
 - general / domain / fine-tuned comparison (Mammo-CLIP Dissect): per-layer similarity thresholds
-  and counts of neurons above the global threshold per category, for the default method.
+  and counts of neurons above the global threshold per category, for the default method;
+- label quality vs the truth: on the output layer, the ground-truth-free quality scores
+  (:mod:`dissectkit.quality`) of labels that are right (the finding's name or a synonym) and
+  wrong, and the AUC of each score separating right from wrong labels.
 """
 
 from __future__ import annotations
@@ -158,6 +161,56 @@ def output_layer_rows(result: Any, concept_set: str) -> list[dict[str, Any]]:
     return rows
 
 
+QUALITY_SCORES = ("sim_corr", "top_auc", "sim_z")
+RELATED_COS = 0.5  # a wrong label this close to a true text in the independent space is "related"
+
+
+def quality_rows(results: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Output layer of ``synth-effnet-concepts``: per (concept set, dissector, method) and pooled over
+    every label set of ``results``, the mean quality scores of right and wrong top-1 labels (right =
+    the finding's name or a synonym; neurons without a label or a score left out) and the AUC of
+    each score separating right from wrong labels. A last pooled row leaves out the wrong labels
+    that are *related* to the truth (cosine >= ``RELATED_COS`` to the name or a synonym in the
+    independent text space, e.g. "spiculated mass" for "spiculated margin")."""
+    from dissectkit.synthetic.training import auc
+
+    items: list[tuple[str, str, str, bool, dict[str, float]]] = []
+    related: list[bool] = []
+    for concept_set, result in results:
+        if result is None:
+            continue
+        sets = truth_sets({c.text for c in result.concepts})
+        for ls in sorted(result.label_sets, key=lambda s: (s.dissector, s.method)):
+            quality = ls.quality.get(OUTPUT_LAYER)
+            if ls.target != "synth-effnet-concepts" or OUTPUT_LAYER not in ls.layers or not quality:
+                continue
+            for k, label in enumerate(ls.layers[OUTPUT_LAYER].top1()):
+                if label is None or quality["sim_corr"][k] is None:
+                    continue
+                scores = {q: float(quality[q][k]) for q in QUALITY_SCORES}
+                items.append((concept_set, ls.dissector, ls.method, label in sets[k], scores))
+                e = lexical_embed([label, *sorted(sets[k])])
+                related.append(label not in sets[k] and float((e[1:] @ e[0]).max()) >= RELATED_COS)
+
+    def row(name: dict[str, str], chosen: list[tuple[str, str, str, bool, dict[str, float]]]) -> dict[str, Any]:
+        right = np.array([it[3] for it in chosen], dtype=bool)
+        out: dict[str, Any] = {**name, "n_right": int(right.sum()), "n_wrong": int((~right).sum())}
+        for q in QUALITY_SCORES:
+            vals = np.array([it[4][q] for it in chosen], dtype=np.float64)
+            out[f"{q}_right"] = float(vals[right].mean()) if right.any() else None
+            out[f"{q}_wrong"] = float(vals[~right].mean()) if (~right).any() else None
+            out[f"auc_{q}"] = auc(vals, right) if len(chosen) else float("nan")
+        return out
+
+    keys = list(dict.fromkeys(it[:3] for it in items))
+    rows = [row({"concepts": c, "dissector": d, "method": m}, [it for it in items if it[:3] == (c, d, m)])
+            for c, d, m in keys]
+    rows.append(row({"concepts": "all", "dissector": "all", "method": "all"}, items))
+    rows.append(row({"concepts": "all", "dissector": "all", "method": "all, wrong = unrelated"},
+                    [it for it, rel in zip(items, related, strict=True) if not rel]))
+    return rows
+
+
 def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
     """All benchmark figures from a finished run (``protocol``: the run on ``PROTOCOL_GROUPS``)."""
     from dissectkit import measures
@@ -194,6 +247,7 @@ def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
         "agreement_with_netdissect": agreement_rows,
         "zero_shot_auc": zero_shot(result, n),
         "regimes": compare_rows,
+        "quality_vs_truth": quality_rows([("names + distractors", protocol), ("full set", result)]),
     }
 
 
@@ -257,6 +311,11 @@ def tables(figures: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     out.append((f"General / domain / fine-tuned ({DEFAULT_METHOD})", cols,
                 [[_f(r[c]) if not isinstance(r[c], dict) else json.dumps(r[c], sort_keys=True) for c in cols]
                  for r in figures["regimes"]]))
+    cols = ["concepts", "dissector", "method", "n_right", "n_wrong"]
+    for q in QUALITY_SCORES:
+        cols += [f"{q}_right", f"{q}_wrong", f"auc_{q}"]
+    out.append(("Label quality (no ground truth) vs correctness, output layer: AUC separating right from wrong labels",
+                cols, [[_f(r[c]) for c in cols] for r in figures.get("quality_vs_truth", [])]))
     return out
 
 

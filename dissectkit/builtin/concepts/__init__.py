@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
 from dissectkit.types import Concept
@@ -9,6 +11,16 @@ from dissectkit.types import Concept
 
 class PathParams(Params):
     path: str
+
+
+class WorkbookParams(Params):
+    """``duplicates``: a concept listed under several categories takes the ``last`` (as published)
+    or ``first`` one; ``whitespace``: ``keep`` leading / trailing spaces as the workbook has them
+    (as published) or ``strip`` them."""
+
+    path: str
+    duplicates: Literal["last", "first"] = "last"
+    whitespace: Literal["keep", "strip"] = "keep"
 
 
 class TableParams(Params):
@@ -53,10 +65,10 @@ def _table(params: TableParams, ctx) -> ConceptList:
     return ConceptList(read_table(params.path, params.column), params.path)
 
 
-def _workbook(params: PathParams, ctx) -> ConceptList:
+def _workbook(params: WorkbookParams, ctx) -> ConceptList:
     from dissectkit.builtin.concepts.loaders import read_workbook
 
-    return ConceptList(read_workbook(params.path), params.path)
+    return ConceptList(read_workbook(params.path, params.duplicates, params.whitespace), params.path)
 
 
 def _bundled(name: str):
@@ -87,7 +99,7 @@ def dissectkit_register_concept_sets(registry):
                  description="A text file, one concept per line.", licence=None)
     registry.add("concepts", "table", _table, params=TableParams,
                  description="CSV/YAML with concept, category, subcategory.", licence=None)
-    registry.add("concepts", "mcd-workbook", _workbook, params=PathParams,
+    registry.add("concepts", "mcd-workbook", _workbook, params=WorkbookParams,
                  description="Excel workbook in the Mammo-CLIP Dissect layout (sheet = category).", licence=None)
     registry.add("concepts", "mammo-birads", _bundled("mammo_birads"), params=BundledParams,
                  description="BI-RADS mammography vocabulary, categorised, plus everyday distractor words.",

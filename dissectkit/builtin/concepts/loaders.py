@@ -107,9 +107,16 @@ def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
     raise DataError(f"{p}: expected a list of concepts or a mapping category -> [concepts], got {type(data).__name__}.")
 
 
-def read_workbook(path: str | Path) -> list[Concept]:
+def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep") -> list[Concept]:
     """Mammo-CLIP Dissect layout: one sheet per broad category, row 1 = sub-category headers, the
-    concepts below each header in its column. Sheet order, then column order, then row order."""
+    concepts below each header in its column. Sheet order, then column order, then row order.
+
+    Resolved as the published analysis does (its lookup table is filled sheet by sheet, so a later
+    entry overwrites an earlier one): a concept listed under several categories is kept once, at
+    its first position, with the category and sub-category of its *last* listing
+    (``duplicates="first"``: of its first). Concept texts, sheet titles and headers keep their
+    leading / trailing spaces as the workbook has them (``whitespace="strip"`` removes them; then
+    ``"mass"`` and ``"mass "`` are one concept); whitespace-only cells are empty."""
     p = _existing(path)
     from openpyxl import load_workbook
 
@@ -117,19 +124,37 @@ def read_workbook(path: str | Path) -> list[Concept]:
         wb = load_workbook(p, read_only=True, data_only=True)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"Cannot open workbook {p}: {exc}") from None
-    out: list[Concept] = []
+
+    def cell(value: Any) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        return str(value) if whitespace == "keep" else str(value).strip()
+
+    entries: dict[str, Concept] = {}  # insertion order = first position
+    listings: dict[str, int] = {}
     for ws in wb.worksheets:
         rows = list(ws.iter_rows(values_only=True))
         if not rows:
             continue
-        headers = [_cell(h) for h in rows[0]]
+        sheet = ws.title if whitespace == "keep" else ws.title.strip()
+        headers = [cell(h) for h in rows[0]]
         for j, header in enumerate(headers):
             for row in rows[1:]:
-                text = _cell(row[j]) if j < len(row) else None
-                if text:
-                    out.append(Concept(text, ws.title.strip(), header))
+                text = cell(row[j]) if j < len(row) else None
+                if not text:
+                    continue
+                listings[text] = listings.get(text, 0) + 1
+                if text not in entries or duplicates == "last":
+                    entries[text] = Concept(text, sheet, header)
     wb.close()
-    return dedupe(out, str(p))
+    several = [t for t, n in listings.items() if n > 1]
+    if several:
+        warnings.warn(
+            f"{p}: {len(several)} concept(s) are listed more than once (e.g. {several[0]!r}); each is kept once "
+            f"with the category of its {duplicates} listing.", stacklevel=2)
+    if not entries:
+        raise DataError(f"Concept source {p} holds no concepts.")
+    return list(entries.values())
 
 
 def bundled(name: str) -> list[Concept]:

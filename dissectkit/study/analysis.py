@@ -1,0 +1,209 @@
+"""The Mammo-CLIP Dissect analysis of a finished run, as plain tables (docs/study.md).
+
+Per (dissector, method) and target, layers in the order the recipe listed them:
+
+- layer threshold: the mean top-1 score over the layer's labelled neurons;
+- global threshold of layer position ``i``: the largest layer threshold at position ``i`` over the
+  study's targets (for two setups, "the larger of the two", as published);
+- a neuron meets a threshold when its top-1 score is ``>=`` it (the published test);
+- interpretable neuron: meets the global threshold; its category is its top-1 concept's;
+- categories: interpretable neurons per target x layer x category, and their share of the layer's
+  interpretable neurons, at two levels (``category`` = workbook sheet / broad category,
+  ``subcategory`` = column header);
+- category shift: the share of a category among all interpretable neurons of a target, M minus G
+  and C minus M (each fine-tuned target);
+- underrepresented: concepts never the top-1 label of an interpretable neuron in any layer of any
+  target.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+NONE = "(none)"  # a concept without a category (as in dissectkit.measures)
+LEVELS = ("category", "subcategory")
+
+
+@dataclass
+class TargetLayers:
+    target: str
+    role: str
+    layers: list[str]
+
+
+@dataclass
+class Group:
+    """One (dissector, method) of the run, with the study tables computed on its neurons."""
+
+    dissector: str
+    method: str
+    targets: list[TargetLayers] = field(default_factory=list)
+    neurons: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    shifts: list[dict[str, Any]] = field(default_factory=list)
+    underrepresented: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dissector}/{self.method}"
+
+
+def roles(recipe: dict[str, Any]) -> dict[str, str]:
+    """Target display name -> role (the role, else the display name itself)."""
+    out = {}
+    for t in recipe.get("targets") or []:
+        display = t.get("label") or t["name"]
+        out[display] = t.get("role") or display
+    return out
+
+
+def layer_threshold(scores: list[float]) -> float | None:
+    """Mean top-1 score of a layer's labelled neurons (``None`` when none is labelled)."""
+    return sum(scores) / len(scores) if scores else None
+
+
+def meets(score: float | None, threshold: float | None) -> bool:
+    """The published test: a neuron is counted when its top-1 score is ``>=`` the threshold."""
+    return score is not None and threshold is not None and score >= threshold
+
+
+def analyse(result: Any, top_concepts: int = 10) -> list[Group]:
+    """Every study table of a run, per (dissector, method)."""
+    role_of = roles(result.recipe)
+    concepts = result.concepts
+    rows = list(result.rows(top=top_concepts))
+    groups: dict[tuple[str, str], Group] = {}
+    for ls in result.label_sets:
+        g = groups.setdefault((ls.dissector, ls.method), Group(ls.dissector, ls.method))
+        g.targets.append(TargetLayers(ls.target, role_of.get(ls.target, ls.target), list(ls.layers)))
+    for row in rows:
+        groups[(row["dissector"], row["method"])].neurons.append(row)
+    for g in groups.values():
+        _thresholds(g)
+        _categories(g, concepts)
+        _shifts(g, concepts)
+        _underrepresented(g, concepts)
+    return list(groups.values())
+
+
+def _thresholds(g: Group) -> None:
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for r in g.neurons:
+        counts[(r["target"], r["layer"])] += 1
+        if r["label"] is not None:
+            scores[(r["target"], r["layer"])].append(float(r["score"]))
+    local = {key: layer_threshold(v) for key, v in scores.items()}
+    position: dict[tuple[str, str], int] = {}
+    global_at: dict[int, float | None] = {}
+    for t in g.targets:
+        for i, layer in enumerate(t.layers):
+            position[(t.target, layer)] = i
+            value = local.get((t.target, layer))
+            if value is not None:
+                global_at[i] = value if global_at.get(i) is None else max(global_at[i], value)
+    role_of = {t.target: t.role for t in g.targets}
+    for r in g.neurons:
+        key = (r["target"], r["layer"])
+        i = position[key]
+        r["role"] = role_of[r["target"]]
+        r["layer_index"] = i
+        r["layer_threshold"] = local.get(key)
+        r["global_threshold"] = global_at.get(i)
+        r["meets_local"] = meets(r["score"], r["layer_threshold"])
+        r["meets_global"] = meets(r["score"], r["global_threshold"])
+    by_layer = _by_layer(g)
+    for t in g.targets:
+        for i, layer in enumerate(t.layers):
+            mine = by_layer.get((t.target, layer), [])
+            g.thresholds.append({
+                "dissector": g.dissector, "method": g.method, "target": t.target, "role": t.role,
+                "layer_index": i, "layer": layer, "n_neurons": counts[(t.target, layer)],
+                "n_labelled": len(scores.get((t.target, layer), [])),
+                "threshold": local.get((t.target, layer)), "global_threshold": global_at.get(i),
+                "n_meets_local": sum(r["meets_local"] for r in mine),
+                "n_meets_global": sum(r["meets_global"] for r in mine),
+            })
+
+
+def _by_layer(g: Group) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in g.neurons:
+        out[(r["target"], r["layer"])].append(r)
+    return out
+
+
+def category_of(concept: Any, level: str) -> str:
+    value = getattr(concept, level, None) if concept is not None else None
+    return value or NONE
+
+
+def all_categories(concepts: list[Any], level: str) -> list[str]:
+    """The categories of a concept set at ``level``, in first-seen order (``(none)`` last if any)."""
+    cats = list(dict.fromkeys(category_of(c, level) for c in concepts))
+    return [c for c in cats if c != NONE] + ([NONE] if NONE in cats else [])
+
+
+def _categories(g: Group, concepts: list[Any]) -> None:
+    index = {c.text: c for c in concepts}
+    by_layer = _by_layer(g)
+    for level in LEVELS:
+        cats = all_categories(concepts, level)
+        for t in g.targets:
+            for i, layer in enumerate(t.layers):
+                hits = [r for r in by_layer.get((t.target, layer), []) if r["meets_global"]]
+                counts: dict[str, int] = defaultdict(int)
+                for r in hits:
+                    counts[category_of(index.get(r["label"]), level)] += 1
+                for cat in cats:
+                    g.categories.append({
+                        "dissector": g.dissector, "method": g.method, "target": t.target, "role": t.role,
+                        "layer_index": i, "layer": layer, "level": level, "category": cat,
+                        "interpretable": counts[cat], "share": counts[cat] / len(hits) if hits else 0.0,
+                    })
+
+
+def shift_pairs(targets: list[TargetLayers]) -> list[tuple[TargetLayers, TargetLayers]]:
+    """(from, to) pairs of the category shift: G -> M, and M -> each fine-tuned target (role C...)."""
+    by_role = {t.role: t for t in targets}
+    pairs = []
+    if "G" in by_role and "M" in by_role:
+        pairs.append((by_role["G"], by_role["M"]))
+    if "M" in by_role:
+        pairs += [(by_role["M"], t) for t in targets if t.role == "C" or t.role.startswith("C-")]
+    return pairs
+
+
+def target_shares(g: Group, concepts: list[Any], target: str, level: str) -> dict[str, float]:
+    """Share of each category among all interpretable neurons of a target (all layers)."""
+    index = {c.text: c for c in concepts}
+    hits = [r for r in g.neurons if r["target"] == target and r["meets_global"]]
+    counts: dict[str, int] = defaultdict(int)
+    for r in hits:
+        counts[category_of(index.get(r["label"]), level)] += 1
+    return {cat: counts[cat] / len(hits) if hits else 0.0 for cat in all_categories(concepts, level)}
+
+
+def _shifts(g: Group, concepts: list[Any]) -> None:
+    for a, b in shift_pairs(g.targets):
+        for level in LEVELS:
+            sa, sb = target_shares(g, concepts, a.target, level), target_shares(g, concepts, b.target, level)
+            for cat in all_categories(concepts, level):
+                g.shifts.append({
+                    "dissector": g.dissector, "method": g.method, "level": level, "category": cat,
+                    "shift": f"{b.role} minus {a.role}", "from_target": a.target, "to_target": b.target,
+                    "share_from": sa[cat], "share_to": sb[cat], "difference": sb[cat] - sa[cat],
+                })
+
+
+def _underrepresented(g: Group, concepts: list[Any]) -> None:
+    found = {r["label"] for r in g.neurons if r["meets_global"]}
+    for c in concepts:
+        if c.text not in found:
+            g.underrepresented.append({
+                "dissector": g.dissector, "method": g.method, "concept": c.text,
+                "category": c.category or "", "subcategory": c.subcategory or "",
+            })
