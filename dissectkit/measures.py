@@ -18,6 +18,7 @@ __all__ = [
     "list_measures",
     "layer_threshold",
     "global_threshold_counts",
+    "meets_threshold",
     "agreement",
 ]
 
@@ -120,8 +121,14 @@ def layer_threshold(labels: LayerLabels) -> float:
     return sum(scores) / len(scores)
 
 
+def meets_threshold(score: float | None, threshold: float | None) -> bool:
+    """Mammo-CLIP Dissect's test: a neuron counts as interpretable when its top-1 score is ``>=``
+    the threshold (the published analysis; ties count)."""
+    return score is not None and threshold is not None and score >= threshold
+
+
 def global_threshold_counts(a: LayerLabels, b: LayerLabels, concepts: Any) -> dict[str, Any]:
-    """Counts, for two runs on the same layer, of neurons whose top-1 score exceeds the global
+    """Counts, for two runs on the same layer, of neurons whose top-1 score meets (``>=``) the global
     threshold (the larger of the two layer thresholds), per concept category (``subcategory``) and
     broad category (``category``); concepts without one are counted under ``"(none)"``."""
     threshold = max(layer_threshold(a), layer_threshold(b))
@@ -132,7 +139,7 @@ def global_threshold_counts(a: LayerLabels, b: LayerLabels, concepts: Any) -> di
         by_broad: Counter[str] = Counter()
         total = 0
         for ranked in run.neurons:
-            if not ranked or not ranked[0][1] > threshold:
+            if not ranked or not meets_threshold(ranked[0][1], threshold):
                 continue
             total += 1
             c = info.get(ranked[0][0])

@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from dissectkit.measures import meets_threshold
+
 NONE = "(none)"  # a concept without a category (as in dissectkit.measures)
 LEVELS = ("category", "subcategory")
 
@@ -65,9 +67,7 @@ def layer_threshold(scores: list[float]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def meets(score: float | None, threshold: float | None) -> bool:
-    """The published test: a neuron is counted when its top-1 score is ``>=`` the threshold."""
-    return score is not None and threshold is not None and score >= threshold
+meets = meets_threshold  # the published test (``>=``), stated once in dissectkit.measures
 
 
 def analyse(result: Any, top_concepts: int = 10) -> list[Group]:
