@@ -279,11 +279,14 @@ def cache_ls(cache_dir: CacheDirOpt = None) -> None:
 @cache_app.command("clear")
 def cache_clear(
     cache_dir: CacheDirOpt = None,
-    kind: Annotated[str | None, typer.Option(help="Only this kind: acts, embeds or texts.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: acts, spatial, masks, embeds or texts.")] = None,
 ) -> None:
     """Delete cache entries."""
-    if kind not in (None, "acts", "embeds", "texts"):
-        raise DissectkitError(f"Unknown cache kind {kind!r}; use acts, embeds or texts.")
+    from dissectkit.cache import KINDS
+    from dissectkit.errors import did_you_mean
+
+    if kind is not None and kind not in KINDS:
+        raise DissectkitError(f"Unknown cache kind {kind!r}; use one of {', '.join(KINDS)}.{did_you_mean(kind, KINDS)}")
     removed = _cache(cache_dir).clear(kind)
     console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
 
