@@ -18,6 +18,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 # module -> the extra that provides it (its use must catch ImportError and name the extra)
 OPTIONAL = {"spacy": "reports"}
+# files only pytest itself loads (the `pytest11` entry point), so pytest is there when they run
+PYTEST_ONLY = {"dissectkit/pytest_plugin.py"}
 
 
 def _norm(name: str) -> str:
@@ -33,6 +35,8 @@ def _third_party_imports(package: Path) -> dict[str, str]:
     """Top-level module -> first file importing it, over every .py file of ``package``."""
     found: dict[str, str] = {}
     for py in sorted(package.rglob("*.py")):
+        if str(py.relative_to(ROOT)) in PYTEST_ONLY:
+            continue
         for node in ast.walk(ast.parse(py.read_text(), str(py))):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -70,6 +74,11 @@ def test_every_runtime_import_is_a_declared_dependency(package, pyproject, own):
         if not names & declared:
             missing.append(f"{module} ({where}; distribution {', '.join(sorted(names))})")
     assert not missing, f"imported at run time but not in {pyproject.relative_to(ROOT)} [project].dependencies: {missing}"
+
+
+def test_pytest_only_files_are_the_pytest11_entry_points():
+    entry_points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["pytest11"]
+    assert {m.replace(".", "/") + ".py" for m in entry_points.values()} == PYTEST_ONLY
 
 
 def test_pandas_is_not_needed_at_run_time():
