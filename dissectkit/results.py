@@ -1,20 +1,23 @@
-"""The result of a run: label sets per (dissector, target, method), plus handles for reporters.
+"""The result of a run: label sets per (dissector, target, method), top images, and evidence for reporters.
 
 Every run directory holds ``manifest.json`` (resolved recipe, versions, device, timings, cache keys)
-and ``labels.json`` (every label set), written by the engine whatever reporters were chosen, so
-finished runs can be reloaded (:meth:`RunResult.load`) and compared.
+and ``labels.json`` (every label set and each neuron's top images), written by the engine whatever
+reporters were chosen, so finished runs can be reloaded (:meth:`RunResult.load`) and compared.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dissectkit.methods import LayerLabels
 from dissectkit.types import Concept, LayerInfo
+
+if TYPE_CHECKING:
+    from dissectkit.run_evidence import RunEvidence
 
 MANIFEST = "manifest.json"
 LABELS = "labels.json"
@@ -57,8 +60,10 @@ class LabelSet:
 class RunResult:
     """What ``dk.run`` returns and reporters receive.
 
-    Live handles (``probe``, ``targets``, ``dissectors``, ``activations``, ``image_embeddings``,
-    ``spatial_maps``) are set during a run and are ``None`` on a result reloaded from disk.
+    ``top_images[target][layer][k]`` lists the probe indices of neuron ``k``'s most activating
+    valid images (at most ``run_evidence.TOP_IMAGES``, best first; empty for a constant neuron);
+    it is saved in ``labels.json``. Live handles (``probe``, ``targets``, ``dissectors`` and the
+    cache-backed ``evidence``) are set during a run and are ``None`` on a result reloaded from disk.
     """
 
     name: str
@@ -73,12 +78,36 @@ class RunResult:
     probe: Any = None
     targets: dict[str, Any] | None = None
     dissectors: dict[str, Any] | None = None
-    activations: Callable[[str, str], Any] | None = None
-    """``activations(target_label, layer) -> Tensor[N, K]`` (read from the cache)."""
-    image_embeddings: Callable[[str], Any] | None = None
-    """``image_embeddings(dissector_label) -> Tensor[N, D]``."""
-    spatial_maps: Callable[[str, str, list[int]], Any] | None = None
-    """``spatial_maps(target_label, layer, image_indices) -> Tensor[n, K, h, w]`` (recomputed)."""
+    top_images: dict[str, dict[str, list[list[int]]]] = field(default_factory=dict)
+    evidence: RunEvidence | None = None
+    """Cache entries, probe and targets of the run (``dissectkit.run_evidence``); ``None`` when reloaded."""
+
+    # -- top images ------------------------------------------------------------------------------
+    def top_image_indices(self, target: str, layer: str, unit: int) -> list[int]:
+        """Probe indices of a neuron's top images (``[]`` when unknown or constant)."""
+        rows = self.top_images.get(target, {}).get(layer)
+        return list(rows[unit]) if rows is not None and unit < len(rows) else []
+
+    def top_image_ids(self, target: str, layer: str, unit: int) -> list[str]:
+        """Probe ids of a neuron's top images (``probe_ids[index]``)."""
+        return [self.probe_ids[i] for i in self.top_image_indices(target, layer, unit)]
+
+    # -- live evidence -------------------------------------------------------------------------
+    def live_evidence(self) -> RunEvidence:
+        """The run's cache-backed evidence; a reloaded run has none."""
+        from dissectkit.errors import DataError
+
+        if self.evidence is None:
+            raise DataError(f"Run '{self.name}' was reloaded from {self.out_dir}: it has no live evidence (cache handles).")
+        return self.evidence
+
+    def activations(self, target: str, layer: str):
+        """``Tensor[N, K]`` of one layer, read from the cache (skipped images are zero rows)."""
+        return self.live_evidence().activations(target, layer)
+
+    def image_embeddings(self, dissector: str):
+        """``Tensor[N, D]`` image embeddings of one dissector, read from the cache."""
+        return self.live_evidence().image_embeddings(dissector)
 
     # -- tidy rows ---------------------------------------------------------------------------
     def concept_index(self) -> dict[str, Concept]:
@@ -121,6 +150,7 @@ class RunResult:
             "layer_infos": {t: [i.__dict__ for i in infos] for t, infos in self.layer_infos.items()},
             "label_sets": [ls.to_dict() for ls in self.label_sets],
             "measures": self.measures,
+            "top_images": self.top_images,
         }
 
     @classmethod
@@ -147,4 +177,5 @@ class RunResult:
             },
             measures=data.get("measures", {}),
             stats=manifest.get("stats", {}),
+            top_images=data.get("top_images", {}),
         )

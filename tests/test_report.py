@@ -12,7 +12,8 @@ import pytest
 from test_report_fixtures import make_run, save_run
 
 import dissectkit as dk
-from dissectkit.report.assets import gather_heatmaps, normalise_per_neuron, outline, top_images
+from dissectkit.errors import DataError
+from dissectkit.report.assets import outline
 from dissectkit.report.html import HtmlOptions, write_html_report
 from dissectkit.results import RunResult
 
@@ -64,29 +65,93 @@ def test_tables_are_byte_identical_across_runs(tmp_path):
     assert a == b
 
 
-def test_gather_heatmaps_batched_matches_direct(tmp_path):
-    run = make_run(tmp_path)
-    maps = run.outputs["relu2"]  # [N, 6, 20, 20]
-    idx, vals = top_images(run.activations("tinynet", "relu2"), 4)
-    assert idx.shape == (6, 4) and np.all(np.diff(vals, axis=1) <= 0)
-    heat = gather_heatmaps(run.spatial_maps, "tinynet", "relu2", idx, chunk=3)
-    for k in range(6):
-        for j in range(4):
-            np.testing.assert_array_equal(heat[k, j], maps[idx[k, j], k].numpy())
-    # each image of the union is asked for once, in chunks of at most 3
-    sizes = [n for _, _, n in run.spatial_calls]
-    assert sum(sizes) == len(np.unique(idx)) and max(sizes) <= 3
-    norm = normalise_per_neuron(heat)
-    assert norm.min() >= 0 and norm.max() <= 1
-    live = [k for k in range(6) if heat[k].max() > heat[k].min()]
-    assert all(norm[k].max() == pytest.approx(1.0) and norm[k].min() == pytest.approx(0.0) for k in live)
+def _brute_top(acts: np.ndarray, n: int, skip: set[int] = frozenset()) -> list[list[int]]:
+    """Top-n per column by (value desc, index asc) over the non-skipped rows; [] for constant columns."""
+    rows = [i for i in range(acts.shape[0]) if i not in skip]
+    out = []
+    for k in range(acts.shape[1]):
+        col = acts[rows, k]
+        if col.max() == col.min():
+            out.append([])
+            continue
+        out.append([rows[j] for j in sorted(range(len(rows)), key=lambda j: (-col[j], rows[j]))[:n]])
+    return out
 
 
-def test_large_maps_are_pooled(tmp_path):
-    run = make_run(tmp_path)
-    idx, _ = top_images(run.activations("tinynet", "relu1"), 2)
-    heat = gather_heatmaps(run.spatial_maps, "tinynet", "relu1", idx)
-    assert heat.shape == (4, 2, 32, 32)  # 40x40 maps pooled to at most 32x32
+@pytest.mark.parametrize("chunk", [1, 3, 7, 50])
+def test_streaming_top_images_equal_a_full_sort(tmp_path, chunk):
+    import torch
+
+    from dissectkit.cache import Cache
+    from dissectkit.run_evidence import streaming_top_images
+
+    rng = np.random.default_rng(chunk)
+    n_img, k = 41, 9
+    acts = rng.integers(0, 4, (n_img, k)).astype(np.float32)  # many ties
+    acts[:, 0] = 2.5  # constant (dead)
+    acts[:, 1] = rng.normal(size=n_img)  # no ties
+    acts[:, 2] = 0.0
+    acts[[3, 30], 2] = 1.0  # only two images above the rest
+    skipped = {5: "unreadable", 17: "too small", 40: "bomb"}
+    acts[list(skipped), 3] = 99.0  # a skipped image never reaches the top, whatever its (zero) row holds
+    entry = Cache(tmp_path).entry("acts", f"k{chunk}", n_img, chunk, {})
+    for c in range(entry.n_chunks):
+        rows = list(entry.chunk_range(c))
+        valid = torch.tensor([i not in skipped for i in rows])
+        entry.write_chunk(c, torch.from_numpy(acts[rows]), valid, {i: skipped[i] for i in rows if i in skipped})
+    clean = acts.copy()
+    clean[list(skipped)] = 0.0
+    for n in (1, 4, 10):
+        top = streaming_top_images(entry, n, skipped)
+        assert top.indices == _brute_top(clean, n, set(skipped))
+        for k_, row in enumerate(top.indices):
+            assert top.values[k_] == [float(clean[i, k_]) for i in row]
+    top = streaming_top_images(entry, 4, skipped)
+    assert top.indices[0] == [] and top.indices[2][:2] == [3, 30] and top.indices[2][2:] == [0, 1]
+    assert not set(skipped) & {i for row in top.indices for i in row}
+    # the skip set also comes from the chunks' valid flags alone
+    assert streaming_top_images(entry, 4).indices == top.indices
+
+
+def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
+    """The running top-k never holds more than (n + chunk) candidates per neuron."""
+    import torch
+
+    from dissectkit import run_evidence
+    from dissectkit.cache import Cache
+
+    entry = Cache(tmp_path).entry("acts", "big", 200, 16, {})
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(200, 5)).astype(np.float32)
+    for c in range(entry.n_chunks):
+        rows = list(entry.chunk_range(c))
+        entry.write_chunk(c, torch.from_numpy(acts[rows]), torch.ones(len(rows), dtype=torch.bool))
+    widths = []
+    original = run_evidence._RunningTop._select
+
+    def spy(self, v, idx):
+        widths.append(v.shape[1])
+        return original(self, v, idx)
+
+    monkeypatch.setattr(run_evidence._RunningTop, "_select", spy)
+    top = run_evidence.streaming_top_images(entry, 3)
+    assert max(widths) <= 3 + 16 and len(widths) == entry.n_chunks
+    assert top.indices == _brute_top(acts, 3)
+
+
+def test_top_images_persist_in_labels_json(tmp_path):
+    from dissectkit.run_evidence import TOP_IMAGES
+
+    run = make_run(tmp_path, skipped={4: "unreadable file"})
+    loaded = RunResult.load(save_run(run))
+    assert loaded.top_images == run.top_images
+    assert set(loaded.top_images["tinynet"]) == {"relu1", "relu2"}
+    for layer, rows in loaded.top_images["tinynet"].items():
+        acts = run.pooled[layer].numpy()
+        assert rows == _brute_top(acts, TOP_IMAGES, {4})
+        assert all(4 not in row for row in rows)
+    assert loaded.top_image_ids("tinynet", "relu2", 0) == [run.probe_ids[i] for i in rows[0]]
+    assert run.label_sets[0].layers["relu1"].neurons[3] == [] and loaded.top_images["tinynet"]["relu1"][3] == []
 
 
 def test_outline_is_the_mask_boundary():
@@ -126,11 +191,16 @@ def test_html_report_live(tmp_path):
     assert len(thumbs) == len(shown) <= 12
     assert html.count("/thumbs/") > len(thumbs)  # shared by several cards
     # heatmaps: one inline PNG per (live neuron, image), both label sets share them
-    live = sum(1 for layer in ("relu1", "relu2") for k in range(run.activations("tinynet", layer).shape[1])
-               if float(run.activations("tinynet", layer)[:, k].std()) > 0)
+    live = sum(1 for layer in ("relu1", "relu2") for row in run.top_images["tinynet"][layer] if row)
+    assert live == sum(1 for layer in ("relu1", "relu2") for k in range(run.activations("tinynet", layer).shape[1])
+                       if float(run.activations("tinynet", layer)[:, k].std()) > 0)
     assert html.count('class="heat" src="data:image/png;base64,') == 2 * live * 4
-    # spatial maps were computed once per layer (label sets share them), in batches
-    assert {layer for _, layer, _ in run.spatial_calls} == {"relu1", "relu2"} and len(run.spatial_calls) == 2
+    # one forward pass over the union of both layers' shown images (label sets share it)
+    union = {i for layer in ("relu1", "relu2") for row in run.top_images["tinynet"][layer] for i in row[:4]}
+    assert run.forward_batches == [len(union)]
+    # each heatmap is the neuron's real activation map on that image, pooled to <= 32 px
+    first = next(k for k in range(6) if run.top_images["tinynet"]["relu2"][k])
+    assert html.count(f'title="{run.probe_ids[run.top_images["tinynet"]["relu2"][first][0]]} (activation') >= 1
     # mask outlines of the neurons' concepts
     assert 'alt="mask outline: circle"' in html and 'alt="mask outline: square"' in html
     # plots as PNG + SVG next to the report
@@ -141,6 +211,69 @@ def test_html_report_live(tmp_path):
     moved = tmp_path / "elsewhere"
     out.rename(moved)
     _check_offline(moved / "report.html")
+
+
+def test_skipped_images_never_reach_the_report(tmp_path):
+    full = make_run(tmp_path / "full")
+    best = {row[0] for rows in full.top_images["tinynet"].values() for row in rows if row}
+    skipped = {i: "cannot read: no pixel data" for i in sorted(best)[:2]}
+    run = make_run(tmp_path / "skip", skipped=skipped)
+    html = _write("html", run, tmp_path / "out", top_images=10).read_text()
+    shown = {int(name[3:9]) for name in re.findall(r"thumbs/(img\d{6})\.jpg", html)}
+    assert shown and not shown & set(skipped)
+    for i in skipped:
+        assert f">{run.probe_ids[i]} ·" not in html and run.probe_ids[i] not in html
+    assert 'class="thumb unreadable"' not in html  # the skipped images are not even placeholders
+
+
+class _Broken:
+    """A probe whose chosen images became unreadable after the run (file deleted, truncated...)."""
+
+    def __init__(self, probe, bad: dict[int, Exception]) -> None:
+        self.probe, self.bad = probe, bad
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            raise self.bad[i]
+        return self.probe[i]
+
+
+def test_image_unreadable_at_report_time_is_a_placeholder(tmp_path):
+    run = make_run(tmp_path)
+    rows = run.top_images["tinynet"]["relu2"]
+    first = next(row for row in rows if row)
+    bad = {first[0]: DataError("Cannot read image a.png: truncated"), first[1]: OSError("No such file: b.png")}
+    run.evidence.probe = _Broken(run.evidence.probe, bad)
+    page = _write("html", run, tmp_path / "out", top_images=4)
+    html = page.read_text()
+    _check_offline(page)
+    expected = sum(i in bad for layer_rows in run.top_images["tinynet"].values() for row in layer_rows for i in row[:4])
+    assert expected >= 2 and html.count('class="thumb unreadable"') == expected
+    for i in bad:
+        assert f'title="{run.probe_ids[i]}: ' in html and not (tmp_path / "out" / "report_files" / "thumbs" / f"img{i:06d}.jpg").exists()
+    assert "truncated" in html and "No such file: b.png" in html
+    thumbs = list((tmp_path / "out" / "report_files" / "thumbs").iterdir())
+    assert len(thumbs) >= 3  # the other images are still shown
+
+
+def test_tables_list_top_image_ids(tmp_path):
+    run = make_run(tmp_path, skipped={0: "unreadable"})
+    out = tmp_path / "out"
+    rows = list(csv.DictReader(_write("csv", run, out, top_images=3).open()))
+    data = json.loads(_write("json", run, out, top_images=3).read_text())
+    import pandas as pd
+
+    df = pd.read_parquet(_write("parquet", run, out, top_images=3))
+    for i, r in enumerate(rows):
+        ids = run.top_image_ids(r["target"], r["layer"], int(r["unit"]))[:3]
+        assert r["top_images"] == "|".join(ids) and data[i]["top_images"] == ids
+        assert list(df.loc[i, "top_images"]) == ids
+        assert run.probe_ids[0] not in ids
+    assert rows[0]["top_images"].count("|") == 2
+    assert [r["top_images"] for r in rows if r["layer"] == "relu1" and r["unit"] == "3"] == [""]  # dead neuron
 
 
 def test_html_report_split_pages(tmp_path):
@@ -158,11 +291,16 @@ def test_html_report_split_pages(tmp_path):
 def test_html_report_reloaded_run_has_cards_without_images(tmp_path):
     run = make_run(tmp_path, methods=("corr", "cos"))
     loaded = RunResult.load(save_run(run))
-    assert loaded.probe is None and loaded.activations is None
+    assert loaded.probe is None and loaded.evidence is None
+    with pytest.raises(DataError, match="reloaded"):
+        loaded.activations("tinynet", "relu1")
     page = _write("html", loaded, tmp_path / "out2")
     html = page.read_text()
     assert html.count('class="card"') == 20
     assert "/thumbs/" not in html and "Images are not available for a reloaded run." in html
+    # the cards still name each neuron's top images (probe ids from labels.json)
+    ids = run.top_image_ids("tinynet", "relu2", 0)[:5]
+    assert ids and "top images: " + ", ".join(f"<code>{i}</code>" for i in ids) in html
     assert not (tmp_path / "out2" / "report_files" / "thumbs").exists()
     _check_offline(page)
 
@@ -210,3 +348,25 @@ def test_concept_text_is_escaped(tmp_path):
     html = write_html_report(run, tmp_path / "out").read_text()
     assert evil not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     assert 'data-category="a&amp;b"' in html
+
+
+def test_spatial_maps_stop_after_the_deepest_wanted_layer(tmp_path):
+    run = make_run(tmp_path)
+    net = run.evidence.targets["tinynet"].module
+    ran: list[str] = []
+    net.conv2.register_forward_pre_hook(lambda _m, _inp: ran.append("conv2"))
+    x = torch_stack([run.evidence.model_input("tinynet", run.probe[i].image) for i in (0, 1, 2)])
+    maps = run.evidence.spatial_maps("tinynet", ["relu1"], x)
+    assert set(maps) == {"relu1"} and maps["relu1"].shape == (3, 4, 40, 40) and ran == []
+    maps = run.evidence.spatial_maps("tinynet", ["relu1", "relu2"], x, max_side=8)
+    assert ran == ["conv2"] and maps["relu1"].shape == (3, 4, 8, 8) and maps["relu2"].shape == (3, 6, 8, 8)
+    import torch.nn.functional as F
+
+    expected = F.adaptive_avg_pool2d(run.outputs["relu1"][:3], (8, 8))
+    assert np.allclose(maps["relu1"].numpy(), expected.numpy(), atol=1e-5)
+
+
+def torch_stack(xs):
+    import torch
+
+    return torch.stack(xs)

@@ -1,7 +1,7 @@
 """A tiny, real dissection world for report and comparison tests (no engine needed).
 
-A generated probe with shapes and masks, a tiny conv net whose real activations and spatial maps
-back the live handles, and label sets computed from them (correlation / cosine of activations
+A generated probe with shapes and masks, a tiny conv net whose real activations (written into a
+real cache) and spatial maps back the run's evidence, and label sets computed from them (correlation / cosine of activations
 with concept presence), including a dead neuron that gets no concept.
 """
 
@@ -127,40 +127,73 @@ def label_layer(acts: np.ndarray, y: np.ndarray, layer: str, method: str, top: i
     return LayerLabels(layer, method, {"top": top}, neurons)
 
 
-def make_run(tmp_path: Path, name: str = "tiny", methods: tuple[str, ...] = ("corr",), target: str = "tinynet",
-             seed: int = 0, n: int = 12, live: bool = True) -> RunResult:
-    """A RunResult with live handles (activations, spatial maps, probe) and one label set per method."""
+class TinyTarget:
+    """The tiny net as a dissectkit target: ``module`` and ``preprocess`` (unit float, RGB, CHW)."""
+
+    def __init__(self, net) -> None:
+        self.module = net
+        self.forward_batches: list[int] = []
+        net.register_forward_pre_hook(lambda _m, inp: self.forward_batches.append(int(inp[0].shape[0])))
+
+    def preprocess(self, image):
+        import torch
+
+        from dissectkit.imaging import gray_or_rgb, to_unit_float
+
+        return torch.from_numpy(gray_or_rgb(to_unit_float(image))).permute(2, 0, 1)
+
+
+def cache_activations(root: Path, pooled: dict[str, Any], skipped: dict[int, str], chunk: int = 5) -> dict[tuple[str, str], Any]:
+    """Write pooled activations into real cache entries, chunk by chunk (skipped rows: zeros, invalid)."""
     import torch
 
+    from dissectkit.cache import Cache
+
+    cache = Cache(root)
+    entries = {}
+    for layer, acts in pooled.items():
+        n = acts.shape[0]
+        entry = cache.entry("acts", f"tiny-{layer}", n, chunk, {"layer": layer})
+        for c in range(entry.n_chunks):
+            rows = list(entry.chunk_range(c))
+            valid = torch.tensor([i not in skipped for i in rows])
+            values = acts[rows].clone()
+            values[~valid] = 0.0
+            entry.write_chunk(c, values, valid, {i: skipped[i] for i in rows if i in skipped})
+        entries[("tinynet", layer)] = entry
+    return entries
+
+
+def make_run(tmp_path: Path, name: str = "tiny", methods: tuple[str, ...] = ("corr",), target: str = "tinynet",
+             seed: int = 0, n: int = 12, live: bool = True, skipped: dict[int, str] | None = None) -> RunResult:
+    """A RunResult with live evidence (activations in a real cache, the tiny net as target, the probe)
+    and one label set per method; ``skipped`` images are left out of the cache as the engine does."""
+    from dissectkit.run_evidence import build_run_evidence
+
+    skipped = dict(skipped or {})
     probe = ShapesProbe(n=n)
-    outputs = spatial_outputs(tiny_net(seed), probe)
+    net = tiny_net(seed)
+    outputs = spatial_outputs(net, probe)
     pooled = {layer: out.mean(dim=(2, 3)) for layer, out in outputs.items()}
     y = presence(probe)
-    calls: list[tuple[str, str, int]] = []
-
-    def activations(t: str, layer: str) -> torch.Tensor:
-        assert t == target
-        return pooled[layer]
-
-    def spatial_maps(t: str, layer: str, indices: list[int]) -> torch.Tensor:
-        assert t == target
-        calls.append((t, layer, len(indices)))
-        return outputs[layer][indices]
-
+    valid = [i for i in range(n) if i not in skipped]
     sets = [
-        LabelSet("shape-clip", target, m, {layer: label_layer(pooled[layer].numpy().astype(np.float64), y, layer, m)
+        LabelSet("shape-clip", target, m, {layer: label_layer(pooled[layer][valid].numpy().astype(np.float64), y[valid], layer, m)
                                            for layer in LAYERS})
         for m in methods
     ]
+    tiny = TinyTarget(net)
+    evidence = build_run_evidence(cache_activations(tmp_path / f"{name}-cache", pooled, skipped), {}, probe,
+                                  {target: tiny}, "cpu", skipped)
     run = RunResult(
         name=name, out_dir=tmp_path / name, recipe={"target": {"name": target}, "method": {"name": methods[0]}},
         concepts=list(CONCEPTS), probe_ids=[it.id for it in probe.items], label_sets=sets,
         layer_infos={target: [LayerInfo(layer, pooled[layer].shape[1], "conv") for layer in LAYERS]},
-        probe=probe if live else None, activations=activations if live else None,
-        spatial_maps=spatial_maps if live else None,
+        probe=probe if live else None, top_images=evidence.top, evidence=evidence if live else None,
     )
-    run.spatial_calls = calls  # type: ignore[attr-defined]
+    run.forward_batches = tiny.forward_batches  # type: ignore[attr-defined]
     run.outputs = outputs  # type: ignore[attr-defined]
+    run.pooled = pooled  # type: ignore[attr-defined]
     return run
 
 
@@ -178,5 +211,8 @@ def test_fixture_world_is_real(tmp_path):
     assert relu1.neurons[3] == []  # the dead channel has no concept
     assert any(len(r) > 0 for r in relu1.neurons[:3])
     assert run.activations("tinynet", "relu2").shape == (12, 6)
-    assert run.spatial_maps("tinynet", "relu2", [0, 3]).shape == (2, 6, 20, 20)
+    x = run.evidence.model_input("tinynet", run.probe[0].image)[None]
+    maps = run.evidence.spatial_maps("tinynet", ["relu1", "relu2"], x)
+    assert maps["relu2"].shape == (1, 6, 20, 20) and maps["relu1"].shape == (1, 4, 40, 40)
+    assert np.allclose(maps["relu2"][0].numpy(), run.outputs["relu2"][0].numpy(), atol=1e-6)
     assert run.label_sets[0].layers["relu1"].top1() != run.label_sets[1].layers["relu1"].top1()

@@ -10,10 +10,12 @@ from pydantic import Field
 
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
+from dissectkit.run_evidence import TOP_IMAGES
 
 
 class TableParams(Params):
     top: int = Field(5, ge=1, description="top concepts (with scores) listed per neuron")
+    top_images: int = Field(5, ge=0, le=TOP_IMAGES, description="probe ids of the top-activating images listed per neuron")
 
 
 class HtmlParams(Params):
@@ -24,6 +26,7 @@ class HtmlParams(Params):
     split_above: int = Field(400, ge=0, description="one page per layer when the run has more neurons than this")
     max_cards: int | None = Field(None, ge=0, description="cards for the first N neurons of each layer only")
     colormap: str = Field("inferno", description="matplotlib colormap of the heatmaps")
+    threads: int = Field(4, ge=1, le=64, description="threads reading and thumbnailing the shown probe images")
 
 
 @dataclass
@@ -32,13 +35,14 @@ class TableReporter:
 
     fmt: str
     top: int = 5
+    top_images: int = 5
 
     FILES = {"csv": "neurons.csv", "json": "neurons.json", "parquet": "neurons.parquet"}
 
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.report import tables
 
-        rows = tables.neuron_rows(run_result, top=self.top)
+        rows = tables.neuron_rows(run_result, top=self.top, top_images=self.top_images)
         writer = {"csv": tables.write_csv, "json": tables.write_json, "parquet": tables.write_parquet}[self.fmt]
         return writer(rows, Path(out_dir) / self.FILES[self.fmt])
 
@@ -57,7 +61,7 @@ class HtmlReporter:
 
 def _table(fmt: str):
     def factory(params: TableParams, ctx: Any) -> TableReporter:
-        return TableReporter(fmt, params.top)
+        return TableReporter(fmt, params.top, params.top_images)
 
     return factory
 
@@ -69,7 +73,7 @@ def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
 @hookimpl
 def dissectkit_register_reporters(registry):
     registry.add("reporter", "csv", _table("csv"), params=TableParams,
-                 description="neurons.csv: one row per neuron (label, score, category, top concepts)")
+                 description="neurons.csv: one row per neuron (label, score, category, top concepts, top image ids)")
     registry.add("reporter", "json", _table("json"), params=TableParams,
                  description="neurons.json: the same rows as a JSON list")
     registry.add("reporter", "parquet", _table("parquet"), params=TableParams,

@@ -15,7 +15,7 @@
 
 from dissectkit.engine.extract import Extraction, activation_key, embedding_key, extract_and_embed
 from dissectkit.engine.label import TextEncoder, label_all
-from dissectkit.engine.outputs import compute_spatial_maps, versions, write_outputs
+from dissectkit.engine.outputs import versions, write_outputs
 from dissectkit.engine.pipeline import run
 from dissectkit.engine.resolve import Resolved, TargetSlot, build_context, probe_ids, resolve
 from dissectkit.engine.runtime import seed_everything
@@ -29,7 +29,6 @@ __all__ = [
     "TextEncoder",
     "activation_key",
     "build_context",
-    "compute_spatial_maps",
     "embedding_key",
     "extract_and_embed",
     "label_all",

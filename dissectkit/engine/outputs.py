@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dissectkit.cache import ChunkedEntry, atomic_write_bytes
+from dissectkit.cache import atomic_write_bytes
 from dissectkit.context import BuildContext
-from dissectkit.engine.extract import Extraction, _module_device
-from dissectkit.engine.resolve import Resolved, TargetSlot
+from dissectkit.engine.extract import Extraction
+from dissectkit.engine.resolve import Resolved
 from dissectkit.recipe import Recipe
 from dissectkit.results import LABELS, MANIFEST, LabelSet, RunResult
+from dissectkit.run_evidence import RunEvidence
 
 
 def versions(ctx: BuildContext) -> dict[str, Any]:
@@ -48,11 +49,10 @@ def run_stats(res: Resolved, ex: Extraction, timings: dict[str, float], processe
     }
 
 
-def make_run_result(res: Resolved, ex: Extraction, out: Path, probe_ids: list[str], label_sets: list[LabelSet],
-                    measures: dict[str, Any], stats: dict[str, Any]) -> RunResult:
-    """The ``RunResult`` reporters receive, with live handles over this run's cache and models.
-
-    The one place that builds it; the handles are closures until the result holds data instead."""
+def make_run_result(res: Resolved, out: Path, probe_ids: list[str], label_sets: list[LabelSet],
+                    measures: dict[str, Any], stats: dict[str, Any], evidence: RunEvidence | None) -> RunResult:
+    """The ``RunResult`` reporters receive: data (labels, top images) and the run's cache-backed
+    evidence (``None`` on the ranks that write nothing)."""
     return RunResult(
         name=res.recipe.run_name,
         out_dir=out,
@@ -66,36 +66,9 @@ def make_run_result(res: Resolved, ex: Extraction, out: Path, probe_ids: list[st
         probe=res.probe,
         targets={t: s.instance for t, s in res.targets.items()},
         dissectors=res.dissectors,
-        activations=lambda t, layer: _all_rows(ex.acts[(t, layer)]),
-        image_embeddings=lambda d: _all_rows(ex.embeds[d]),
-        spatial_maps=lambda t, layer, idx: compute_spatial_maps(res, res.targets[t], layer, list(idx)),
+        top_images=evidence.top if evidence is not None else {},
+        evidence=evidence,
     )
-
-
-def _all_rows(entry: ChunkedEntry):
-    """All rows of an entry, skipped images included as zero rows (indices match ``probe_ids``)."""
-    values, _valid = entry.read_all()
-    return values
-
-
-def compute_spatial_maps(res: Resolved, slot: TargetSlot, layer: str, indices: list[int]):
-    """``[n, K, h, w]`` full-resolution maps of chosen probe images (report heatmaps), by running
-    the target over them."""
-    import torch
-
-    from dissectkit.capture import Capture, first_tensor
-    from dissectkit.layers import spatial_output
-
-    if not indices:
-        return torch.zeros(0)
-    module, batch = slot.instance.module, res.recipe.runtime.batch_size
-    out = []
-    with Capture.named(module, [layer], lambda _n, o: spatial_output(first_tensor(o)).float()) as cap, torch.inference_mode():
-        for b in range(0, len(indices), batch):
-            x = torch.stack([slot.instance.preprocess(res.probe[i].image) for i in indices[b : b + batch]])
-            module(x.to(_module_device(module, res.ctx.device)))
-            out.append(cap.outputs[layer].cpu())
-    return torch.cat(out)
 
 
 def manifest(result: RunResult) -> dict[str, Any]:

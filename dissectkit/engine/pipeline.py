@@ -21,6 +21,7 @@ from dissectkit.errors import DissectkitError
 from dissectkit.preflight import preflight
 from dissectkit.recipe import Recipe
 from dissectkit.results import LABELS, MANIFEST, RunResult
+from dissectkit.run_evidence import build_run_evidence
 from dissectkit.rundir import RunDir, note_run
 from dissectkit.study import run_study
 
@@ -86,9 +87,11 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
                 _stage_finished(hook, timer, "extract_embed", final)
             with timer.stage("label"):
                 label_sets, measures = label_all(res, ex, cache, bar, world)
+                evidence = build_run_evidence(ex.acts, ex.embeds, res.probe, {t: s.instance for t, s in res.targets.items()},
+                                              res.ctx.device, ex.skipped) if world.is_main else None
         processes = {"world_size": world.size, "threads": threads}
         stats = run_stats(res, ex, timer.timings, processes)
-        result = make_run_result(res, ex, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats)
+        result = make_run_result(res, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats, evidence)
         if stage is not None:
             _stage_finished(hook, timer, "label", final)
             write_outputs(result, recipe)

@@ -106,43 +106,40 @@ def display_image(image: Any):
 
 
 class ImageAssets:
-    """Reads each needed probe image once; writes its thumbnail and mask outlines once."""
+    """Thumbnails (one JPEG per probe image) and mask outlines (one PNG per image and concept).
 
-    def __init__(self, probe: Any, folder: Path, rel: str, thumb_size: int = 112) -> None:
-        self.probe = probe
+    Masks are kept at thumbnail size only. An image that cannot be read at report time is
+    recorded in ``errors`` and shown as a placeholder.
+    """
+
+    def __init__(self, folder: Path, rel: str, thumb_size: int = 112) -> None:
         self.folder = folder
         self.rel = rel
         self.thumb_size = thumb_size
         self.thumbs: dict[int, tuple[str, int, int]] = {}
         self.masks: dict[int, dict[str, np.ndarray]] = {}
         self.outlines: dict[tuple[int, str], str] = {}
-        self.ids: dict[int, str] = {}
         self.errors: dict[int, str] = {}
+        (folder / "thumbs").mkdir(parents=True, exist_ok=True)
 
-    def thumb(self, index: int) -> tuple[str, int, int] | None:
-        """``(relative path, width, height)`` of image ``index``'s thumbnail, or ``None`` if unreadable."""
-        if index in self.thumbs:
-            return self.thumbs[index]
-        if index in self.errors:
-            return None
-        from dissectkit.errors import DissectkitError
+    def add(self, index: int, item: Any) -> None:
+        """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
+        from PIL import Image
 
-        try:
-            item = self.probe[index]
-            pil = display_image(item.image)
-        except DissectkitError as exc:
-            self.errors[index] = str(exc)
-            return None
+        pil = display_image(item.image)
         scale = self.thumb_size / max(pil.width, pil.height)
         shown = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))  # small images scaled up
         pil.thumbnail((self.thumb_size, self.thumb_size))
         name = f"img{index:06d}.jpg"
-        (self.folder / "thumbs").mkdir(parents=True, exist_ok=True)
         pil.save(self.folder / "thumbs" / name, format="JPEG", quality=85)
+        self.masks[index] = {
+            str(c): np.asarray(Image.fromarray(np.asarray(m).astype(np.uint8) * 255).resize(shown, Image.NEAREST)) > 127
+            for c, m in (item.masks or {}).items() if np.ndim(m) == 2 and np.any(m)
+        }
         self.thumbs[index] = (f"{self.rel}/thumbs/{name}", shown[0], shown[1])
-        self.ids[index] = str(item.id)
-        self.masks[index] = {str(c): np.asarray(m).astype(bool) for c, m in (item.masks or {}).items()}
-        return self.thumbs[index]
+
+    def fail(self, index: int, reason: str) -> None:
+        self.errors[index] = reason
 
     def mask_concepts(self, index: int) -> list[str]:
         return sorted(self.masks.get(index, {}))
@@ -153,65 +150,12 @@ class ImageAssets:
         if key in self.outlines:
             return self.outlines[key]
         mask = self.masks.get(index, {}).get(concept)
-        thumb = self.thumbs.get(index)
-        if mask is None or thumb is None or mask.ndim != 2 or not mask.any():
+        if mask is None:
             return None
         from PIL import Image
 
         name = f"img{index:06d}-{slug(concept, 32)}-{len(self.outlines)}.png"
         (self.folder / "masks").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(outline(mask, (thumb[1], thumb[2]), (0, 255, 255))).save(self.folder / "masks" / name)
+        Image.fromarray(outline(mask, (mask.shape[1], mask.shape[0]), (0, 255, 255))).save(self.folder / "masks" / name)
         self.outlines[key] = f"{self.rel}/masks/{name}"
         return self.outlines[key]
-
-
-def top_images(activations: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``[K, n]`` and values of each neuron's ``n`` most activating images (``A: [N, K]``)."""
-    import torch
-
-    acts = torch.as_tensor(activations).detach().float().cpu()
-    n = min(n, acts.shape[0])
-    vals, idx = torch.topk(acts.T, n, dim=1)
-    return idx.numpy(), vals.numpy()
-
-
-def constant_units(activations: Any) -> np.ndarray:
-    """Boolean ``[K]``: neurons whose activation is the same on every probe image (dead)."""
-    import torch
-
-    acts = torch.as_tensor(activations).detach().float().cpu()
-    return (acts.amax(dim=0) == acts.amin(dim=0)).numpy()
-
-
-def gather_heatmaps(spatial_maps: Any, target: str, layer: str, idx: np.ndarray, chunk: int = 32) -> np.ndarray | None:
-    """``[K, n, h, w]`` maps of every neuron on its own top images, from batched spatial-map calls.
-
-    The union of top images is processed ``chunk`` images at a time; maps larger than
-    ``MAX_MAP_SIDE`` are average-pooled down (the browser upsamples them anyway).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    k_count, n = idx.shape
-    images = np.unique(idx)
-    heat: np.ndarray | None = None
-    units = np.arange(k_count)
-    for start in range(0, len(images), chunk):
-        part = images[start:start + chunk]
-        maps = spatial_maps(target, layer, [int(i) for i in part])
-        if maps is None:
-            return None
-        maps = torch.as_tensor(maps).detach().float().cpu()
-        if maps.ndim != 4:
-            return None
-        h, w = maps.shape[-2:]
-        if max(h, w) > MAX_MAP_SIDE:
-            maps = F.adaptive_avg_pool2d(maps, (min(h, MAX_MAP_SIDE), min(w, MAX_MAP_SIDE)))
-        if heat is None:
-            heat = np.zeros((k_count, n) + tuple(maps.shape[-2:]), dtype=np.float32)
-        pos = np.searchsorted(part, idx)  # position of each (k, j) image inside this chunk
-        inside = (pos < len(part)) & (part[np.minimum(pos, len(part) - 1)] == idx)
-        ks, js = np.nonzero(inside)
-        if len(ks):
-            heat[ks, js] = maps.numpy()[pos[ks, js], units[ks]]
-    return heat

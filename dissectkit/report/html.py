@@ -9,18 +9,9 @@ from typing import Any
 import numpy as np
 
 from dissectkit.report import plots
-from dissectkit.report.assets import (
-    ImageAssets,
-    colormap_lut,
-    constant_units,
-    gather_heatmaps,
-    heatmap_rgba,
-    normalise_per_neuron,
-    png_data_uri,
-    slug,
-    top_images,
-)
+from dissectkit.report.assets import slug
 from dissectkit.report.render import render
+from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"
 REPORT = "report.html"
@@ -37,6 +28,7 @@ class HtmlOptions:
     split_above: int = 400
     max_cards: int | None = None
     colormap: str = "inferno"
+    threads: int = 4
 
 
 @dataclass
@@ -57,76 +49,20 @@ def _threshold(ll: Any) -> float | None:
     return float(np.mean(scores)) if scores else None
 
 
-class _Visuals:
-    """Top images, heatmaps and outlines per (target, layer), computed once and shared by label sets."""
+def no_concept_reason(ll: Any, unit: int) -> str | None:
+    """Why neuron ``unit`` of ``ll`` has no concept (``None`` when it has one).
 
-    def __init__(self, run: Any, folder: Path, opts: HtmlOptions) -> None:
-        self.run = run
-        self.opts = opts
-        self.live = run.probe is not None and run.activations is not None
-        self.assets = ImageAssets(run.probe, folder, FILES, opts.thumb_size) if self.live else None
-        self.cache: dict[tuple[str, str], list[list[dict[str, Any]]] | None] = {}
-        self.lut = colormap_lut(opts.colormap) if self.live else None
-
-    def images(self, target: str, layer: str, unit: int, concepts: list[str]) -> list[dict[str, Any]]:
-        per_unit = self._layer(target, layer)
-        if per_unit is None or unit >= len(per_unit):
-            return []
-        out = []
-        for entry in per_unit[unit]:
-            img = dict(entry)
-            img["outlines"] = [
-                {"concept": c, "src": src}
-                for c in concepts if (src := self.assets.outline(entry["index"], c)) is not None
-            ]
-            out.append(img)
-        return out
-
-    def _layer(self, target: str, layer: str) -> list[list[dict[str, Any]]] | None:
-        key = (target, layer)
-        if key in self.cache:
-            return self.cache[key]
-        self.cache[key] = None
-        if not self.live:
-            return None
-        acts = self.run.activations(target, layer)
-        if acts is None:
-            return None
-        idx, vals = top_images(acts, self.opts.top_images)
-        heat = None
-        if self.run.spatial_maps is not None:
-            heat = gather_heatmaps(self.run.spatial_maps, target, layer, idx)
-        uris: np.ndarray | None = None
-        if heat is not None:
-            rgba = heatmap_rgba(normalise_per_neuron(heat), self.lut, self.opts.heatmap_alpha)
-            uris = np.empty(idx.shape, dtype=object)
-            for k in range(idx.shape[0]):
-                for j in range(idx.shape[1]):
-                    uris[k, j] = png_data_uri(rgba[k, j])
-        dead = constant_units(acts)
-        per_unit: list[list[dict[str, Any]]] = []
-        for k in range(idx.shape[0]):
-            row: list[dict[str, Any]] = []
-            if dead[k]:  # constant activation: no image is "top-activating"
-                per_unit.append(row)
-                continue
-            for j in range(idx.shape[1]):
-                index = int(idx[k, j])
-                thumb = self.assets.thumb(index)
-                if thumb is None:
-                    continue
-                row.append({
-                    "index": index, "src": thumb[0], "w": thumb[1], "h": thumb[2],
-                    "id": self.assets.ids.get(index, str(index)), "value": float(vals[k, j]),
-                    "heat": None if uris is None else uris[k, j],
-                    "masks": self.assets.mask_concepts(index),
-                })
-            per_unit.append(row)
-        self.cache[key] = per_unit
-        return per_unit
+    The one place the report reads a method's per-neuron reason (``LayerLabels.reasons``, e.g.
+    "constant activation"); without one it says "no concept".
+    """
+    if ll.neurons[unit]:
+        return None
+    reasons = getattr(ll, "reasons", None)  # bridge until LayerLabels declares its reasons
+    reason = reasons[unit] if reasons and unit < len(reasons) else None
+    return str(reason) if reason else "no concept"
 
 
-def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: _Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
+def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
     index = run.concept_index()
     out = []
     for unit, ranked in enumerate(ll.neurons):
@@ -143,6 +79,8 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: _Visuals, opts: Ht
             "category": concept.category if concept else None,
             "subcategory": concept.subcategory if concept else None,
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
+            "reason": no_concept_reason(ll, unit),
+            "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
         })
     return out
 
@@ -160,19 +98,55 @@ def _summary(ll: Any, neurons: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _plots(run: Any, folder: Path) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """The summary plots of every label set (from the labels alone) and the thresholds plot."""
+    concepts = run.concept_index()
+    figs, thresholds = [], {}
+    for lsi, ls in enumerate(run.label_sets):
+        thresholds[ls.key] = {layer: _threshold(ll) for layer, ll in ls.layers.items()}
+        figs.append({
+            "categories": plots.stacked_categories_plot(
+                {layer: ll.top1() for layer, ll in ls.layers.items()}, concepts, folder,
+                f"categories-set{lsi}", ls.method),
+            "scores": plots.score_distribution_plot(
+                {layer: [r[0][1] for r in ll.neurons if r] for layer, ll in ls.layers.items()},
+                folder, f"scores-set{lsi}", f"Top-1 score distribution ({ls.method})"),
+        })
+    return figs, (plots.thresholds_plot(thresholds, folder, "thresholds") if thresholds else None)
+
+
+def _cards(run: Any, opts: HtmlOptions) -> dict[tuple[str, str], list[int]]:
+    """The units shown with a card, per (target, layer), over every label set."""
+    wanted: dict[tuple[str, str], set[int]] = {}
+    for ls in run.label_sets:
+        for layer, ll in ls.layers.items():
+            n = len(ll.neurons) if opts.max_cards is None else min(opts.max_cards, len(ll.neurons))
+            wanted.setdefault((ls.target, layer), set()).update(range(n))
+    return {key: sorted(units) for key, units in wanted.items()}
+
+
 def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:
-    """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``."""
+    """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``.
+
+    The summary plots are drawn in a worker thread while the card images are computed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     opts = opts or HtmlOptions()
     out_dir = Path(out_dir)
     folder = out_dir / FILES
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    visuals = _Visuals(run, folder, opts)
-    concepts = run.concept_index()
     total = sum(len(ll.neurons) for ls in run.label_sets for ll in ls.layers.values())
     split = total > opts.split_above
+    visuals = Visuals(run, folder, opts)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dk-plots") as pool:
+        drawn = pool.submit(_plots, run, folder / "plots")
+        try:
+            visuals.prepare(_cards(run, opts))
+        finally:
+            figs, threshold_plot = drawn.result()
 
     sets, views, used = [], [], set()
-    thresholds: dict[str, dict[str, float | None]] = {}
     for lsi, ls in enumerate(run.label_sets):
         set_views = []
         for layer, ll in ls.layers.items():
@@ -188,18 +162,7 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
                 view.page = f"report-{key}.html"
             set_views.append(view)
         views += set_views
-        thresholds[ls.key] = {v.layer: v.summary["threshold"] for v in set_views}
-        stem = f"set{lsi}"
-        figs = {
-            "categories": plots.stacked_categories_plot(
-                {v.layer: [n["label"] for n in v.neurons] for v in set_views}, concepts, folder / "plots",
-                f"categories-{stem}", ls.method),
-            "scores": plots.score_distribution_plot(
-                {v.layer: [n["score"] for n in v.neurons if n["score"] is not None] for v in set_views},
-                folder / "plots", f"scores-{stem}", f"Top-1 score distribution ({ls.method})"),
-        }
-        sets.append({"index": lsi, "ls": ls, "views": set_views, "plots": figs})
-    threshold_plot = plots.thresholds_plot(thresholds, folder / "plots", "thresholds") if thresholds else None
+        sets.append({"index": lsi, "ls": ls, "views": set_views, "plots": figs[lsi]})
 
     context = {
         "run": run, "sets": sets, "files": FILES, "split": split, "total": total,

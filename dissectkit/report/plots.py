@@ -1,4 +1,4 @@
-"""Summary plots (matplotlib, Agg backend, imported lazily), saved as PNG and SVG."""
+"""Summary plots (matplotlib figures without pyplot, imported lazily), saved as PNG and SVG."""
 
 from __future__ import annotations
 
@@ -12,24 +12,22 @@ NONE = "(no concept)"
 UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.measures)
 
 
-def _pyplot():
+def _figure(figsize: tuple[float, float]):
+    """A matplotlib ``Figure`` outside pyplot: no global figure manager, no GUI backend, safe to
+    draw in a worker thread while the report's images are computed."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "dissectkit"
-    return plt
+    matplotlib.rcParams["svg.hashsalt"] = "dissectkit"
+    return Figure(figsize=figsize)
 
 
 def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` (no timestamps: reproducible)."""
-    plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(svg, bbox_inches="tight", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
     return {"png": png.name, "svg": svg.name}
 
 
@@ -40,11 +38,11 @@ def _short(name: str, limit: int = 24) -> str:
 def thresholds_plot(series: dict[str, dict[str, float | None]], folder: Path, stem: str,
                     title: str = "Layer similarity threshold (mean top-1 score)") -> dict[str, str]:
     """One line per series over layers: ``series[name][layer] = mean top-1 score``."""
-    plt = _pyplot()
     layers: list[str] = []
     for values in series.values():
         layers += [layer for layer in values if layer not in layers]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(layers) + 3), 3.4))
+    fig = _figure((max(5.0, 0.45 * len(layers) + 3), 3.4))
+    ax = fig.subplots()
     x = np.arange(len(layers))
     for name, values in series.items():
         y = np.array([np.nan if values.get(layer) is None else values[layer] for layer in layers], dtype=float)
@@ -74,15 +72,17 @@ def category_counts(labels: list[str | None], concepts: dict[str, Any], level: s
 def stacked_categories_plot(per_layer: dict[str, list[str | None]], concepts: dict[str, Any],
                             folder: Path, stem: str, title: str) -> dict[str, str]:
     """Two stacked-bar panels per layer: broad categories and fine (sub)categories of top-1 labels."""
-    plt = _pyplot()
+    import matplotlib
+
     layers = list(per_layer)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.7 * len(layers) + 6), 3.8))
+    fig = _figure((max(8.0, 0.7 * len(layers) + 6), 3.8))
+    axes = fig.subplots(1, 2)
     for ax, level, name in zip(axes, ("category", "subcategory"), ("broad category", "fine category"), strict=True):
         counts = [category_counts(per_layer[layer], concepts, level) for layer in layers]
         keys = sorted({k for c in counts for k in c}, key=lambda k: (k in (NONE, UNCATEGORISED), k))
         bottom = np.zeros(len(layers))
         x = np.arange(len(layers))
-        cmap = plt.get_cmap("tab20")
+        cmap = matplotlib.colormaps["tab20"]
         for i, key in enumerate(keys):
             vals = np.array([c.get(key, 0) for c in counts], dtype=float)
             colour = "#bbbbbb" if key == NONE else ("#dddddd" if key == UNCATEGORISED else cmap(i % 20))
@@ -99,9 +99,9 @@ def stacked_categories_plot(per_layer: dict[str, list[str | None]], concepts: di
 
 def score_distribution_plot(per_layer: dict[str, list[float]], folder: Path, stem: str, title: str) -> dict[str, str]:
     """A box plot of top-1 scores per layer (neurons with no concept are left out)."""
-    plt = _pyplot()
     layers = list(per_layer)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(layers) + 3), 3.4))
+    fig = _figure((max(5.0, 0.45 * len(layers) + 3), 3.4))
+    ax = fig.subplots()
     data = [np.asarray(per_layer[layer], dtype=float) for layer in layers]
     positions = [i for i, d in enumerate(data) if len(d)]
     if positions:
@@ -117,11 +117,11 @@ def score_distribution_plot(per_layer: dict[str, list[float]], folder: Path, ste
 
 def grouped_bars_plot(groups: dict[str, dict[str, float]], folder: Path, stem: str, title: str, ylabel: str) -> dict[str, str]:
     """Grouped bars: ``groups[series][x] = value`` (e.g. agreement per layer, counts per category)."""
-    plt = _pyplot()
     xs: list[str] = []
     for values in groups.values():
         xs += [x for x in values if x not in xs]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(xs) * max(1, len(groups)) / 2 + 3), 3.4))
+    fig = _figure((max(5.0, 0.5 * len(xs) * max(1, len(groups)) / 2 + 3), 3.4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(xs))
     for i, (name, values) in enumerate(groups.items()):

@@ -11,19 +11,29 @@ COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
     "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
+    "top_images",  # probe ids of the top-activating valid images (dissectkit.run_evidence)
 )
 SEP = "|"
 
 
-def neuron_rows(run_result: Any, top: int = 5) -> list[dict[str, Any]]:
-    """One row per (label set, layer, neuron), ordered as in the run (deterministic)."""
-    return [{k: row[k] for k in COLUMNS} for row in run_result.rows(top=top)]
+def neuron_rows(run_result: Any, top: int = 5, top_images: int = 5) -> list[dict[str, Any]]:
+    """One row per (label set, layer, neuron), ordered as in the run (deterministic).
+
+    ``top_images``: the probe ids of the neuron's most activating valid images, best first
+    (at most ``top_images``; empty for a neuron whose activation is constant).
+    """
+    out = []
+    for row in run_result.rows(top=top):
+        ids = run_result.top_image_ids(row["target"], row["layer"], row["unit"])[:top_images]
+        out.append({k: (ids if k == "top_images" else row[k]) for k in COLUMNS})
+    return out
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["top_concepts"] = SEP.join(row["top_concepts"])
     out["top_scores"] = SEP.join(f"{s:.6g}" for s in row["top_scores"])
+    out["top_images"] = SEP.join(row["top_images"])
     out["score"] = "" if row["score"] is None else f"{row['score']:.6g}"
     for key in ("label", "category", "subcategory"):
         out[key] = "" if row[key] is None else row[key]
@@ -34,7 +44,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """CSV, one neuron a line; ``top_concepts`` / ``top_scores`` joined with ``|``; no concept = empty."""
+    """CSV, one neuron a line; ``top_concepts`` / ``top_scores`` / ``top_images`` joined with ``|``; no concept = empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), lineterminator="\n")
@@ -61,6 +71,7 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
         ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
         ("sim_corr", pa.float64()), ("top_auc", pa.float64()), ("sim_z", pa.float64()), ("interpretable", pa.bool_()),
+        ("top_images", pa.list_(pa.string())),
     ])
     columns = {name: [r[name] for r in rows] for name in COLUMNS}
     table = pa.Table.from_pydict(columns, schema=schema)

@@ -1,0 +1,177 @@
+"""The images of the neuron cards: top images, thumbnails and heatmaps, one pass per target.
+
+Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
+images only, see ``dissectkit.run_evidence``). For a live run, the union of the shown images of
+all layers of a target is read once, in batches: each image is read once, its thumbnail written
+once, and one forward pass per batch captures the spatial maps of every shown layer (stopping
+after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``, get no
+heatmap). The cost grows with the cards and images shown, not with the probe size. An image that cannot be read
+any more becomes a placeholder; the rest of the report is unaffected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dissectkit.report.assets import ImageAssets, colormap_lut, heatmap_rgba, png_data_uri
+from dissectkit.run_evidence import read_error
+
+MAX_MAP_SIDE = 32
+"""Heatmaps are average-pooled to at most this side (the browser stretches them)."""
+BATCH = 32
+"""Images read and run through the target together."""
+
+
+@dataclass
+class LayerCards:
+    """The top images of one (target, layer) for the units that have a card (others: ``[]``)."""
+
+    indices: list[list[int]]
+    values: list[list[float]] | None
+    heat: list[list[str | None]] | None = None
+
+
+class Visuals:
+    """Thumbnails and heatmaps of the shown top images, computed once and shared by label sets."""
+
+    def __init__(self, run: Any, folder: Path, opts: Any) -> None:
+        self.run = run
+        self.opts = opts
+        self.evidence = run.evidence
+        self.live = self.evidence is not None
+        self.assets = ImageAssets(folder, folder.name, opts.thumb_size) if self.live and opts.top_images > 0 else None
+        self.layers: dict[tuple[str, str], LayerCards] = {}
+
+    # -- planning ------------------------------------------------------------------------------
+    def prepare(self, wanted: dict[tuple[str, str], list[int]]) -> None:
+        """Compute every card image: ``wanted[(target, layer)]`` = units shown with a card."""
+        if self.opts.top_images <= 0:
+            return
+        for key, units in wanted.items():
+            top = self._top(*key)
+            if top is None:
+                continue
+            keep = set(units)
+            top.indices = [row if k in keep else [] for k, row in enumerate(top.indices)]
+            self.layers[key] = top
+        if self.assets is None:
+            return
+        targets = sorted({t for t, _ in self.layers})
+        for target in targets:
+            self._pass(target, [layer for t, layer in self.layers if t == target])
+
+    def _top(self, target: str, layer: str) -> LayerCards | None:
+        n = self.opts.top_images
+        if self.live and (target, layer) in self.evidence.acts:
+            top = self.evidence.top_images(target, layer, n)
+            return LayerCards(top.indices, top.values)
+        stored = self.run.top_images.get(target, {}).get(layer)
+        return None if stored is None else LayerCards([list(r[:n]) for r in stored], None)
+
+    # -- the pass --------------------------------------------------------------------------------
+    def _pass(self, target: str, layers: list[str]) -> None:
+        """Read the union of the layers' shown images once; thumbnails and maps of every layer.
+
+        Images are read, preprocessed and thumbnailed by ``opts.threads`` threads, one batch ahead
+        of the forward pass (at most two batches of images in memory).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        n = self.opts.top_images
+        images = sorted({i for layer in layers for row in self.layers[(target, layer)].indices for i in row})
+        kinds = {info.name: info.kind for info in self.run.layer_infos.get(target, [])}
+        layers = [layer for layer in layers if kinds.get(layer) != "linear"]  # no spatial extent: no heatmap
+        mapped = {i for layer in layers for row in self.layers[(target, layer)].indices for i in row}
+        batches = [images[s:s + BATCH] for s in range(0, len(images), BATCH)]
+        heat: dict[str, np.ndarray] = {}
+        slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.threads), thread_name_prefix="dk-images") as pool:
+            pending = [pool.submit(self._load, target, i) for i in batches[0]] if batches else []
+            for b in range(len(batches)):
+                loaded = [f.result() for f in pending]
+                pending = [pool.submit(self._load, target, i) for i in batches[b + 1]] if b + 1 < len(batches) else []
+                ok = [(index, x) for index, x in loaded if x is not None and index in mapped]
+                if not ok or not layers:
+                    continue
+                maps = self.evidence.spatial_maps(target, layers, torch.stack([x for _, x in ok]), MAX_MAP_SIDE)
+                where = {index: p for p, (index, _) in enumerate(ok)}
+                for layer in layers:
+                    m = maps[layer].numpy()
+                    if layer not in heat:
+                        heat[layer] = np.full((len(self.layers[(target, layer)].indices), n) + m.shape[-2:], np.nan, np.float32)
+                    ks, js, idx = slots[layer]
+                    sel = np.fromiter((i in where for i in idx), bool, len(idx))
+                    if sel.any():
+                        pos = np.fromiter((where[i] for i in idx[sel]), np.int64)
+                        heat[layer][ks[sel], js[sel]] = m[pos, ks[sel]]
+        lut = colormap_lut(self.opts.colormap)
+        for layer in layers:
+            if layer in heat:
+                self.layers[(target, layer)].heat = _encode(heat[layer], lut, self.opts.heatmap_alpha)
+
+    def _load(self, target: str, index: int) -> tuple[int, Any]:
+        """Read image ``index`` once: its thumbnail is written and its model input returned
+        (``None`` when it cannot be read any more: a placeholder is shown)."""
+        try:
+            item = self.evidence.read(index)
+            x = self.evidence.model_input(target, item.image)
+            self.assets.add(index, item)
+        except Exception as exc:  # noqa: BLE001 - any unreadable image becomes a placeholder
+            self.assets.fail(index, read_error(exc))
+            return index, None
+        return index, x
+
+    # -- cards -----------------------------------------------------------------------------------
+    def images(self, target: str, layer: str, unit: int, concepts: list[str]) -> list[dict[str, Any]]:
+        """The card images of one neuron: id, value, thumbnail (or placeholder), heatmap, outlines."""
+        top = self.layers.get((target, layer))
+        if self.assets is None or top is None or unit >= len(top.indices):
+            return []
+        out = []
+        for j, index in enumerate(top.indices[unit]):
+            img: dict[str, Any] = {
+                "index": index, "id": self.run.probe_ids[index],
+                "value": None if top.values is None else top.values[unit][j],
+                "src": None, "w": self.opts.thumb_size, "h": self.opts.thumb_size,
+                "heat": None, "masks": [], "outlines": [], "error": None,
+            }
+            if index in self.assets.errors:
+                img["error"] = self.assets.errors[index]
+            elif index in self.assets.thumbs:
+                img["src"], img["w"], img["h"] = self.assets.thumbs[index]
+                img["heat"] = top.heat[unit][j] if top.heat is not None else None
+                img["masks"] = self.assets.mask_concepts(index)
+                img["outlines"] = [{"concept": c, "src": src} for c in concepts
+                                   if (src := self.assets.outline(index, c)) is not None]
+            out.append(img)
+        return out
+
+
+def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ``(unit, rank, image)`` arrays of every shown (neuron, image) pair."""
+    ks, js, idx = [], [], []
+    for k, row in enumerate(indices):
+        for j, i in enumerate(row[:n]):
+            ks.append(k)
+            js.append(j)
+            idx.append(i)
+    return np.asarray(ks, np.int64), np.asarray(js, np.int64), np.asarray(idx, np.int64)
+
+
+def _encode(heat: np.ndarray, lut: np.ndarray, alpha: float) -> list[list[str | None]]:
+    """``[K, n, h, w]`` maps (NaN = not shown) -> data URIs, normalised per neuron over its shown maps."""
+    shown = ~np.isnan(heat).all(axis=(2, 3))
+    flat = heat.reshape(heat.shape[0], -1)
+    with np.errstate(all="ignore"):
+        lo = np.where(shown.any(axis=1), np.nanmin(np.where(np.isnan(flat), np.inf, flat), axis=1), 0.0)
+        hi = np.where(shown.any(axis=1), np.nanmax(np.where(np.isnan(flat), -np.inf, flat), axis=1), 0.0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    unit = np.clip((heat - lo[:, None, None, None]) / span[:, None, None, None], 0.0, 1.0)
+    rgba = heatmap_rgba(np.nan_to_num(unit), lut, alpha)
+    return [[png_data_uri(rgba[k, j]) if shown[k, j] else None for j in range(heat.shape[1])] for k in range(heat.shape[0])]
