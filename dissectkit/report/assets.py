@@ -152,10 +152,8 @@ class ImageAssets:
         mask = self.masks.get(index, {}).get(concept)
         if mask is None:
             return None
-        from PIL import Image
-
         name = f"img{index:06d}-{slug(concept, 32)}-{len(self.outlines)}.png"
         (self.folder / "masks").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(outline(mask, (mask.shape[1], mask.shape[0]), (0, 255, 255))).save(self.folder / "masks" / name)
+        (self.folder / "masks" / name).write_bytes(png_bytes(outline(mask, (mask.shape[1], mask.shape[0]), (0, 255, 255))))
         self.outlines[key] = f"{self.rel}/masks/{name}"
         return self.outlines[key]

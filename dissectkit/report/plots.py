@@ -23,11 +23,18 @@ def _figure(figsize: tuple[float, float]):
 
 
 def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
-    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` (no timestamps: reproducible)."""
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` (no timestamps: reproducible).
+
+    The tight bounding box is computed once and used for both files (one draw per file).
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
-    fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    bbox = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
+    fig.savefig(png, dpi=110, bbox_inches=bbox, metadata={"Software": None})
+    fig.savefig(svg, bbox_inches=bbox, metadata={"Date": None, "Creator": None})
     return {"png": png.name, "svg": svg.name}
 
 
