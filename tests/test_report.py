@@ -370,3 +370,15 @@ def torch_stack(xs):
     import torch
 
     return torch.stack(xs)
+
+
+def test_no_concept_reason_is_shown_on_the_card(tmp_path):
+    from dissectkit.report.html import no_concept_reason
+
+    run = make_run(tmp_path, live=False)
+    ll = run.label_sets[0].layers["relu1"]
+    assert ll.neurons[3] == [] and no_concept_reason(ll, 3) == "no concept" and no_concept_reason(ll, 0) is None
+    ll.reasons = [None, None, None, "constant activation"]  # the per-neuron reason a method may give
+    assert no_concept_reason(ll, 3) == "constant activation"
+    html = write_html_report(run, tmp_path / "out").read_text()
+    assert "No concept was assigned to this neuron. <span class=\"reason\">(constant activation)</span>" in html
