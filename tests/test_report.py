@@ -154,6 +154,17 @@ def test_top_images_persist_in_labels_json(tmp_path):
     assert run.label_sets[0].layers["relu1"].neurons[3] == [] and loaded.top_images["tinynet"]["relu1"][3] == []
 
 
+def test_heatmaps_are_normalised_per_neuron_over_the_shown_maps():
+    from dissectkit.report.assets import normalise_per_neuron
+
+    heat = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    heat[0, 2] = np.nan  # not shown (image unreadable at report time)
+    heat[1] = 5.0  # flat
+    norm = normalise_per_neuron(heat)
+    np.testing.assert_allclose(norm[0, :2].ravel(), np.arange(8) / 7.0, rtol=1e-6)
+    assert (norm[0, 2] == 0).all() and (norm[1] == 0).all()
+
+
 def test_outline_is_the_mask_boundary():
     mask = np.zeros((20, 20), bool)
     mask[5:15, 5:15] = True

@@ -18,8 +18,6 @@ import numpy as np
 
 from dissectkit.imaging import as_array, minmax_unit, to_pil
 
-MAX_MAP_SIDE = 32
-
 
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe version of ``text`` (stable; collisions resolved by the caller)."""
@@ -69,12 +67,15 @@ def heatmap_rgba(maps: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def normalise_per_neuron(heat: np.ndarray) -> np.ndarray:
-    """``[K, n, h, w]`` -> the same scaled to [0, 1] by each neuron's min/max over its n maps."""
+    """``[K, n, h, w]`` -> the same scaled to [0, 1] by each neuron's min/max over its shown maps
+    (NaN marks a map not shown: ignored, and 0 in the result)."""
     flat = heat.reshape(heat.shape[0], -1)
-    lo = flat.min(axis=1)[:, None, None, None]
-    hi = flat.max(axis=1)[:, None, None, None]
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return np.clip((heat - lo) / span, 0.0, 1.0).astype(np.float32)
+    shown = ~np.isnan(flat)
+    lo = np.where(shown, flat, np.inf).min(axis=1)
+    hi = np.where(shown, flat, -np.inf).max(axis=1)
+    lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 0.0)
+    span = np.where(hi > lo, hi - lo, 1.0)[:, None, None, None]
+    return np.nan_to_num(np.clip((heat - lo[:, None, None, None]) / span, 0.0, 1.0)).astype(np.float32)
 
 
 def outline(mask: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int]) -> np.ndarray:

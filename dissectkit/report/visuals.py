@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.report.assets import ImageAssets, colormap_lut, heatmap_rgba, png_data_uri
+from dissectkit.report.assets import (
+    ImageAssets,
+    colormap_lut,
+    heatmap_rgba,
+    normalise_per_neuron,
+    png_data_uri,
+)
 from dissectkit.run_evidence import read_error
 
 MAX_MAP_SIDE = 32
@@ -167,11 +173,5 @@ def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np
 def _encode(heat: np.ndarray, lut: np.ndarray, alpha: float) -> list[list[str | None]]:
     """``[K, n, h, w]`` maps (NaN = not shown) -> data URIs, normalised per neuron over its shown maps."""
     shown = ~np.isnan(heat).all(axis=(2, 3))
-    flat = heat.reshape(heat.shape[0], -1)
-    with np.errstate(all="ignore"):
-        lo = np.where(shown.any(axis=1), np.nanmin(np.where(np.isnan(flat), np.inf, flat), axis=1), 0.0)
-        hi = np.where(shown.any(axis=1), np.nanmax(np.where(np.isnan(flat), -np.inf, flat), axis=1), 0.0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    unit = np.clip((heat - lo[:, None, None, None]) / span[:, None, None, None], 0.0, 1.0)
-    rgba = heatmap_rgba(np.nan_to_num(unit), lut, alpha)
+    rgba = heatmap_rgba(normalise_per_neuron(heat), lut, alpha)
     return [[png_data_uri(rgba[k, j]) if shown[k, j] else None for j in range(heat.shape[1])] for k in range(heat.shape[0])]
