@@ -26,7 +26,7 @@ class HtmlParams(Params):
     split_above: int = Field(400, ge=0, description="one page per layer when the run has more neurons than this")
     max_cards: int | None = Field(None, ge=0, description="cards for the first N neurons of each layer only")
     colormap: str = Field("inferno", description="matplotlib colormap of the heatmaps")
-    threads: int = Field(4, ge=1, le=64, description="threads reading and thumbnailing the shown probe images")
+    threads: int | None = Field(None, ge=1, le=64, description="threads reading and thumbnailing the shown probe images (default: the CPUs available, at most 4)")
 
 
 @dataclass

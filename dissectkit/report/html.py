@@ -28,7 +28,7 @@ class HtmlOptions:
     split_above: int = 400
     max_cards: int | None = None
     colormap: str = "inferno"
-    threads: int = 4
+    threads: int | None = None
 
 
 @dataclass

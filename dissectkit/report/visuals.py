@@ -82,8 +82,9 @@ class Visuals:
     def _pass(self, target: str, layers: list[str]) -> None:
         """Read the union of the layers' shown images once; thumbnails and maps of every layer.
 
-        Images are read, preprocessed and thumbnailed by ``opts.threads`` threads, one batch ahead
-        of the forward pass (at most two batches of images in memory).
+        Images are read, preprocessed and thumbnailed by ``opts.threads`` threads (default: the
+        CPUs available to the process, at most 4), one batch ahead of the forward pass (at most
+        two batches of images in memory).
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -97,7 +98,7 @@ class Visuals:
         batches = [images[s:s + BATCH] for s in range(0, len(images), BATCH)]
         heat: dict[str, np.ndarray] = {}
         slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
-        with ThreadPoolExecutor(max_workers=max(1, self.opts.threads), thread_name_prefix="dk-images") as pool:
+        with ThreadPoolExecutor(max_workers=self.opts.threads or _default_threads(), thread_name_prefix="dk-images") as pool:
             pending = [pool.submit(self._load, target, i) for i in batches[0]] if batches else []
             for b in range(len(batches)):
                 loaded = [f.result() for f in pending]
@@ -157,6 +158,13 @@ class Visuals:
                                    if (src := self.assets.outline(index, c)) is not None]
             out.append(img)
         return out
+
+
+def _default_threads() -> int:
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus))
 
 
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
