@@ -206,9 +206,13 @@ def test_html_report_live(tmp_path):
     assert live == sum(1 for layer in ("relu1", "relu2") for k in range(run.activations("tinynet", layer).shape[1])
                        if float(run.activations("tinynet", layer)[:, k].std()) > 0)
     assert html.count('class="heat" src="data:image/png;base64,') == 2 * live * 4
-    # one forward pass over the union of both layers' shown images (label sets share it)
-    union = {i for layer in ("relu1", "relu2") for row in run.top_images["tinynet"][layer] for i in row[:4]}
-    assert run.forward_batches == [len(union)]
+    # each shown image runs through the net once (label sets share it), batched with the images
+    # that the same layers show
+    from collections import Counter
+
+    shown = {layer: {i for row in run.top_images["tinynet"][layer] for i in row[:4]} for layer in ("relu1", "relu2")}
+    needs = Counter(tuple(layer for layer in shown if i in shown[layer]) for i in set().union(*shown.values()))
+    assert sorted(run.forward_batches) == sorted(needs.values()) and sum(run.forward_batches) == len(thumbs)
     # each heatmap is the neuron's real activation map on that image, pooled to <= 32 px
     first = next(k for k in range(6) if run.top_images["tinynet"]["relu2"][k])
     assert html.count(f'title="{run.probe_ids[run.top_images["tinynet"]["relu2"][first][0]]} (activation') >= 1
@@ -347,6 +351,8 @@ def test_sixteen_bit_images_are_stretched_for_display():
     dim[:4] = 3000  # a 12-bit image: would be nearly black if divided by 65535
     arr = np.asarray(display_image(dim))
     assert arr.shape == (8, 8, 3) and arr[:4].min() == 255 and arr[4:].max() == 0
+    grey = np.asarray(display_image(dim, keep_grey=True))
+    assert grey.shape == (8, 8) and (grey == arr[..., 0]).all()
 
 
 def test_concept_text_is_escaped(tmp_path):
@@ -393,3 +399,13 @@ def test_no_concept_reason_is_shown_on_the_card(tmp_path):
     assert no_concept_reason(ll, 3) == "constant activation"
     html = write_html_report(run, tmp_path / "out").read_text()
     assert "No concept was assigned to this neuron. <span class=\"reason\">(constant activation)</span>" in html
+
+
+def test_image_batches_group_the_images_the_same_layers_show():
+    from dissectkit.report import visuals
+
+    needs = {i: ("a",) if i < 40 else (("a", "b") if i < 45 else ()) for i in range(50)}
+    batches = visuals._batches(list(range(50)), needs)
+    assert [len(b) for b in batches] == [5, 32, 8, 5]
+    assert all(len({needs[i] for i in b}) == 1 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(50))

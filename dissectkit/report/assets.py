@@ -98,12 +98,14 @@ def outline(mask: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int
     return rgba
 
 
-def display_image(image: Any):
-    """An RGB PIL image for display; 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
+def display_image(image: Any, keep_grey: bool = False):
+    """A PIL image for display: RGB, or ``L`` for a single-channel image when ``keep_grey`` (a third
+    of the work for thumbnails); 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
     arr = as_array(image)
     if arr.dtype != np.uint8:
         arr = np.round(minmax_unit(arr) * 255.0).astype(np.uint8)
-    return to_pil(arr, "RGB")
+    grey = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
+    return to_pil(arr.reshape(arr.shape[:2]) if grey else arr, "L" if grey and keep_grey else "RGB")
 
 
 class ImageAssets:
@@ -127,7 +129,7 @@ class ImageAssets:
         """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
         from PIL import Image
 
-        pil = display_image(item.image)
+        pil = display_image(item.image, keep_grey=True)
         scale = self.thumb_size / max(pil.width, pil.height)
         shown = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))  # small images scaled up
         pil.thumbnail((self.thumb_size, self.thumb_size))

@@ -80,7 +80,7 @@ class Visuals:
 
     # -- the pass --------------------------------------------------------------------------------
     def _pass(self, target: str, layers: list[str]) -> None:
-        """Read the union of the layers' shown images once; thumbnails and maps of every layer.
+        """Read the union of the layers' shown images once; thumbnails and maps of the layers showing each.
 
         Images are read, preprocessed and thumbnailed by ``opts.threads`` threads (default: the
         CPUs available to the process, at most 4), one batch ahead of the forward pass (at most
@@ -94,8 +94,9 @@ class Visuals:
         images = sorted({i for layer in layers for row in self.layers[(target, layer)].indices for i in row})
         kinds = {info.name: info.kind for info in self.run.layer_infos.get(target, [])}
         layers = [layer for layer in layers if kinds.get(layer) != "linear"]  # no spatial extent: no heatmap
-        mapped = {i for layer in layers for row in self.layers[(target, layer)].indices for i in row}
-        batches = [images[s:s + BATCH] for s in range(0, len(images), BATCH)]
+        shown = {layer: {i for row in self.layers[(target, layer)].indices for i in row} for layer in layers}
+        needs = {i: tuple(layer for layer in layers if i in shown[layer]) for i in images}
+        batches = _batches(images, needs)
         heat: dict[str, np.ndarray] = {}
         slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
         with ThreadPoolExecutor(max_workers=self.opts.threads or _default_threads(), thread_name_prefix="dk-images") as pool:
@@ -103,12 +104,13 @@ class Visuals:
             for b in range(len(batches)):
                 loaded = [f.result() for f in pending]
                 pending = [pool.submit(self._load, target, i) for i in batches[b + 1]] if b + 1 < len(batches) else []
-                ok = [(index, x) for index, x in loaded if x is not None and index in mapped]
-                if not ok or not layers:
+                ok = [(index, x) for index, x in loaded if x is not None]
+                wanted = list(needs[batches[b][0]])  # the same layers for every image of a batch
+                if not ok or not wanted:
                     continue
-                maps = self.evidence.spatial_maps(target, layers, torch.stack([x for _, x in ok]), MAX_MAP_SIDE)
+                maps = self.evidence.spatial_maps(target, wanted, torch.stack([x for _, x in ok]), MAX_MAP_SIDE)
                 where = {index: p for p, (index, _) in enumerate(ok)}
-                for layer in layers:
+                for layer in wanted:
                     m = maps[layer].numpy()
                     if layer not in heat:
                         heat[layer] = np.full((len(self.layers[(target, layer)].indices), n) + m.shape[-2:], np.nan, np.float32)
@@ -158,6 +160,18 @@ class Visuals:
                                    if (src := self.assets.outline(index, c)) is not None]
             out.append(img)
         return out
+
+
+def _batches(images: list[int], needs: dict[int, tuple[str, ...]]) -> list[list[int]]:
+    """Batches of at most ``BATCH`` images needing the same layers (so a batch that only shallow
+    layers show stops its forward pass early, and one that no mapped layer shows skips it)."""
+    out: list[list[int]] = []
+    for i in sorted(images, key=lambda i: (needs[i], i)):
+        if out and needs[out[-1][0]] == needs[i] and len(out[-1]) < BATCH:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def _default_threads() -> int:
