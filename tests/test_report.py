@@ -151,6 +151,10 @@ def test_top_images_persist_in_labels_json(tmp_path):
         assert rows == _brute_top(acts, TOP_IMAGES, {4})
         assert all(4 not in row for row in rows)
     assert loaded.top_image_ids("tinynet", "relu2", 0) == [run.probe_ids[i] for i in rows[0]]
+    # more than the stored ten: a fresh streaming pass over the cache
+    longer = run.evidence.top_images("tinynet", "relu2", 11)
+    assert longer.indices == _brute_top(run.pooled["relu2"].numpy(), 11, {4})
+    assert run.evidence.top_images("tinynet", "relu2", 3).indices == [r[:3] for r in rows]
     assert run.label_sets[0].layers["relu1"].neurons[3] == [] and loaded.top_images["tinynet"]["relu1"][3] == []
 
 
