@@ -404,7 +404,6 @@ def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
     concepts = [Concept("mass", "finding"), Concept("calcification", "finding"), Concept("skin", "anatomy")]
     g = torch.Generator().manual_seed(0)
     acts = torch.rand(n_images, n_neurons, generator=g)
-    emb = torch.nn.functional.normalize(torch.randn(n_images, 8, generator=g), dim=-1)
     sets = []
     for method in ("clip-dissect", "mammi"):
         ll = LayerLabels("layer4", method, {"threshold": 0.5}, [
@@ -417,7 +416,7 @@ def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
         probe_ids=[f"img_{i:03d}" for i in range(n_images)], label_sets=sets,
         layer_infos={"resnet": [LayerInfo("layer4", n_neurons, "conv", (n_neurons, 2, 2))]},
         measures={}, stats={"n_images": n_images, "timings": {}},
-        activations=lambda t, layer: acts, image_embeddings=lambda d: emb,
+        top_images={"resnet": {"layer4": [acts[:, k].argsort(descending=True, stable=True)[:5].tolist() for k in range(n_neurons)]}},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ def _figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize)
 
 
+def _pyplot():
+    """pyplot on the Agg backend, for callers that draw with it (the study figures); the report's
+    own plots use :func:`_figure`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dissectkit"
+    return plt
+
+
 def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` (no timestamps: reproducible).
 
@@ -35,6 +48,8 @@ def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
     bbox = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     fig.savefig(png, dpi=110, bbox_inches=bbox, metadata={"Software": None})
     fig.savefig(svg, bbox_inches=bbox, metadata={"Date": None, "Creator": None})
+    if "matplotlib.pyplot" in sys.modules:  # a pyplot figure is released (a plain Figure needs nothing)
+        sys.modules["matplotlib.pyplot"].close(fig)
     return {"png": png.name, "svg": svg.name}
 
 
