@@ -10,8 +10,8 @@ from typing import Any
 COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
-    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
     "top_images",  # probe ids of the top-activating valid images (dissectkit.run_evidence)
+    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
 )
 SEP = "|"
 
@@ -70,8 +70,8 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
         ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
         ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
-        ("sim_corr", pa.float64()), ("top_auc", pa.float64()), ("sim_z", pa.float64()), ("interpretable", pa.bool_()),
         ("top_images", pa.list_(pa.string())),
+        ("sim_corr", pa.float64()), ("top_auc", pa.float64()), ("sim_z", pa.float64()), ("interpretable", pa.bool_()),
     ])
     columns = {name: [r[name] for r in rows] for name in COLUMNS}
     table = pa.Table.from_pydict(columns, schema=schema)
