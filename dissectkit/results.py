@@ -133,6 +133,7 @@ class RunResult:
                         "unit": unit,
                         "label": label,
                         "score": score,
+                        "no_concept": None if ranked else (ll.reason(unit) or "no concept"),
                         "category": concept.category if concept else None,
                         "subcategory": concept.subcategory if concept else None,
                         "n_concepts": len(ranked),

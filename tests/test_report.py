@@ -399,10 +399,13 @@ def test_no_concept_reason_is_shown_on_the_card(tmp_path):
     run = make_run(tmp_path, live=False)
     ll = run.label_sets[0].layers["relu1"]
     assert ll.neurons[3] == [] and no_concept_reason(ll, 3) == "no concept" and no_concept_reason(ll, 0) is None
-    ll.reasons = [None, None, None, "constant activation"]  # the per-neuron reason a method may give
-    assert no_concept_reason(ll, 3) == "constant activation"
+    ll.reasons = {3: "dead"}  # the per-neuron reason a method gives (LayerLabels.reasons)
+    want = "dead: constant activation over every valid probe image (a dead neuron): nothing to label"
+    assert no_concept_reason(ll, 3) == want
     html = write_html_report(run, tmp_path / "out").read_text()
-    assert "No concept was assigned to this neuron. <span class=\"reason\">(constant activation)</span>" in html
+    assert f"No concept was assigned to this neuron. <span class=\"reason\">({want})</span>" in html
+    row = next(r for r in run.rows() if r["layer"] == "relu1" and r["unit"] == 3)
+    assert row["label"] is None and row["no_concept"] == "dead"  # the tables say why
 
 
 def test_image_batches_group_the_images_the_same_layers_show():

@@ -213,6 +213,7 @@ def test_synthetic_study_files_match_a_direct_computation(tmp_path):
             link = f"../report-s{i}-{layer}.html#s{i}-{layer}"
             assert link in page
             assert (out / link[3:].split("#")[0]).is_file()
+    assert 'href="study/study.html"' in (out / "report.html").read_text()  # the report links to the study
 
 
 def _quality(sim: list[float | None]) -> dict[str, list]:

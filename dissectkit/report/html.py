@@ -52,14 +52,15 @@ def _threshold(ll: Any) -> float | None:
 def no_concept_reason(ll: Any, unit: int) -> str | None:
     """Why neuron ``unit`` of ``ll`` has no concept (``None`` when it has one).
 
-    The one place the report reads a method's per-neuron reason (``LayerLabels.reasons``, e.g.
-    "constant activation"); without one it says "no concept".
+    The one place the report reads a method's per-neuron reason (``LayerLabels.reason``: a
+    ``NO_CONCEPT_REASONS`` code, shown with its description); without one it says "no concept".
     """
+    from dissectkit.methods import NO_CONCEPT_REASONS
+
     if ll.neurons[unit]:
         return None
-    reasons = getattr(ll, "reasons", None)  # bridge until LayerLabels declares its reasons
-    reason = reasons[unit] if reasons and unit < len(reasons) else None
-    return str(reason) if reason else "no concept"
+    code = ll.reason(unit)
+    return f"{code}: {NO_CONCEPT_REASONS.get(code, code)}" if code else "no concept"
 
 
 def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
@@ -125,6 +126,31 @@ def _cards(run: Any, opts: HtmlOptions) -> dict[tuple[str, str], list[int]]:
     return {key: sorted(units) for key, units in wanted.items()}
 
 
+def layer_keys(run: Any) -> dict[tuple[int, str], str]:
+    """``(label set index, layer) -> key`` of every layer view, in report order: the key is the
+    layer's anchor (``#key``) and, in a split report, its page ``report-<key>.html``."""
+    keys: dict[tuple[int, str], str] = {}
+    used: set[str] = set()
+    for lsi, ls in enumerate(run.label_sets):
+        for layer in ls.layers:
+            key = f"s{lsi}-{slug(layer, 40)}"
+            while key in used:
+                key += "_"
+            used.add(key)
+            keys[(lsi, layer)] = key
+    return keys
+
+
+def is_split(run: Any, split_above: int) -> bool:
+    """Whether the report puts each layer on its own page (more neurons than ``split_above``)."""
+    return sum(len(ll.neurons) for ls in run.label_sets for ll in ls.layers.values()) > split_above
+
+
+def layer_href(key: str, split: bool) -> str:
+    """The link (relative to the run directory) of a layer view."""
+    return f"{f'report-{key}.html' if split else REPORT}#{key}"
+
+
 def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:
     """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``.
 
@@ -137,7 +163,8 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
     folder = out_dir / FILES
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     total = sum(len(ll.neurons) for ls in run.label_sets for ll in ls.layers.values())
-    split = total > opts.split_above
+    split = is_split(run, opts.split_above)
+    keys = layer_keys(run)
     visuals = Visuals(run, folder, opts)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dk-plots") as pool:
         drawn = pool.submit(_plots, run, folder / "plots")
@@ -146,15 +173,12 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
         finally:
             figs, threshold_plot = drawn.result()
 
-    sets, views, used = [], [], set()
+    sets, views = [], []
     for lsi, ls in enumerate(run.label_sets):
         set_views = []
         for layer, ll in ls.layers.items():
             neurons = _neurons(run, ls, layer, ll, visuals, opts)
-            key = f"s{lsi}-{slug(layer, 40)}"
-            while key in used:
-                key += "_"
-            used.add(key)
+            key = keys[(lsi, layer)]
             view = LayerView(key, lsi, layer, ll.method, neurons, _summary(ll, neurons))
             view.categories = sorted({n["category"] or plots.UNCATEGORISED for n in neurons if n["label"]})
             view.n_cards = sum(1 for n in neurons if n["card"])
@@ -169,11 +193,20 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
         "threshold_plot": threshold_plot, "live": visuals.live, "opts": opts,
         "n_images": len(run.probe_ids), "n_concepts": len(run.concepts),
         "recipe_summary": _recipe_summary(run.recipe),
+        "study_page": _study_page(run),
     }
     if split:
         for view in views:
             render("layer_page.html.j2", out_dir / view.page, view=view, ls=run.label_sets[view.label_set], **context)
     return render("report.html.j2", out_dir / REPORT, **context)
+
+
+def _study_page(run: Any) -> str | None:
+    """The study page's link when the recipe has a ``study:`` section (it is written after the reporters)."""
+    from dissectkit.study import FOLDER
+    from dissectkit.study.page import PAGE
+
+    return f"{FOLDER}/{PAGE}" if (run.recipe or {}).get("study") is not None else None
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
+    "no_concept",  # why a neuron has no label: a dissectkit.methods.NO_CONCEPT_REASONS code ("dead", ...)
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
     "top_images",  # probe ids of the top-activating valid images (dissectkit.run_evidence)
     "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
@@ -68,6 +69,7 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
     schema = pa.schema([
         ("dissector", pa.string()), ("target", pa.string()), ("method", pa.string()),
         ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
+        ("no_concept", pa.string()),
         ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
         ("top_images", pa.list_(pa.string())),

@@ -45,29 +45,20 @@ position is the largest of the targets' thresholds there; a neuron is interpreta
 
 def report_layer_links(run: Any) -> dict[tuple[str, str, str, str], str]:
     """``(dissector, target, method, layer) -> href`` (relative to the run directory) of every layer
-    of the run's HTML report, empty when the recipe has no ``html`` reporter.
-
-    The names follow :func:`dissectkit.report.html.write_html_report` (key ``s<set>-<slug(layer)>``,
-    ``_`` appended on a collision; one page ``report-<key>.html`` per layer when the run has more
-    neurons than ``split_above``, else anchors in ``report.html``)."""
-    from dissectkit.report.assets import slug
-    from dissectkit.report.html import REPORT, HtmlOptions
+    of the run's HTML report, empty when the recipe has no ``html`` reporter (the report's own
+    naming: :func:`dissectkit.report.html.layer_keys` and :func:`~dissectkit.report.html.layer_href`)."""
+    from dissectkit.report.html import HtmlOptions, is_split, layer_href, layer_keys
 
     reporters = ((run.recipe.get("output") or {}).get("reporters")) or []
     html = next((r for r in reporters if isinstance(r, dict) and r.get("name") == "html"), None)
     if html is None:
         return {}
-    split_above = (html.get("params") or {}).get("split_above", HtmlOptions().split_above)
-    split = sum(len(ll.neurons) for ls in run.label_sets for ll in ls.layers.values()) > split_above
-    links, used = {}, set()
-    for lsi, ls in enumerate(run.label_sets):
-        for layer in ls.layers:
-            key = f"s{lsi}-{slug(layer, 40)}"
-            while key in used:
-                key += "_"
-            used.add(key)
-            links[(ls.dissector, ls.target, ls.method, layer)] = f"{f'report-{key}.html' if split else REPORT}#{key}"
-    return links
+    split = is_split(run, (html.get("params") or {}).get("split_above", HtmlOptions().split_above))
+    return {
+        (ls.dissector, ls.target, ls.method, layer): layer_href(key, split)
+        for (lsi, layer), key in layer_keys(run).items()
+        for ls in [run.label_sets[lsi]]
+    }
 
 
 def _fmt(x: float | None) -> str:
