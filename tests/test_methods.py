@@ -257,11 +257,11 @@ def _brute_force_iou(maps, masks, names, q, side):
         up = torch.nn.functional.interpolate(torch.as_tensor(m)[None], size=(gh, gw), mode="bilinear", align_corners=False)[0]
         ups.append(up.flatten(1))
         labs.append(torch.stack([torch.as_tensor(ms[c][np.ix_(iy, ix)] if c in ms else np.zeros((gh, gw), bool)).flatten() for c in names], 1))
-    F, L = torch.cat(ups, 1), torch.cat(labs, 0)
-    rank = round(q * F.shape[1]) + 1
-    T = F.sort(1, descending=True).values[:, rank - 1]
-    M = F > T.unsqueeze(1)
-    inter = (M.double() @ L.double())
+    vals, L = torch.cat(ups, 1), torch.cat(labs, 0)
+    rank = round(q * vals.shape[1]) + 1
+    thr = vals.sort(1, descending=True).values[:, rank - 1]
+    M = vals > thr.unsqueeze(1)
+    inter = M.double() @ L.double()
     union = M.sum(1, keepdim=True).double() + L.sum(0).double() - inter
     return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
 

@@ -1,11 +1,12 @@
 """Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks.
 
-Everything is compared on a bounded grid: each image's masks are sampled (nearest: the pixel under each grid cell's centre) so that
-their longer side is at most ``resolution`` (112 by default, the resolution of Broden's masks in
-the original method) and the maps are upsampled bilinearly to that grid. Two streams over
-``evidence.spatial_maps()``: the exact per-neuron thresholds (a running top-``m+1`` merge, or a
-histogram of order-preserving float keys with an exact refinement when the merge would not fit
-``max_memory_mb``), then the intersection / union counts as one matmul per piece of images.
+Everything is compared on a bounded grid whose longer side is ``resolution`` (112 by default, the
+resolution of the Broden masks the published method compares at): each image's masks are sampled
+to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Two streams
+over ``evidence.spatial_maps()``: exact per-neuron thresholds by a running top-(m+1) merge that
+also keeps the pixels above them, then one stream of the masks alone for the intersections. When
+the merge does not fit ``max_memory_mb``: thresholds from a histogram of order-preserving float keys
+(refined exactly where a bin is crowded), then intersections as a matmul per piece of images.
 """
 
 from __future__ import annotations
