@@ -290,6 +290,25 @@ def test_netdissect_matches_brute_force_on_the_comparison_grid():
     assert torch.allclose(full[:, :3].double(), _brute_force_iou(maps, masks, names, 0.05, 10**6), atol=1e-12)
 
 
+def test_netdissect_running_top_pixels_is_exact_with_ties():
+    # integer values (many ties at the threshold) offered in pieces of varied width: T is the
+    # rank-th largest value and exactly the pixels above it are reported, with their indices
+    from dissectkit.builtin.methods.netdissect import _TopPixels
+
+    gen = torch.Generator().manual_seed(6)
+    V = torch.randint(0, 40, (3, 2000), generator=gen).float()
+    V[1] = 5.0  # a constant neuron: nothing lies above its threshold
+    for rank in (1, 7, 150, 2000):
+        top, s = _TopPixels(3, rank, "cpu"), 0
+        for w in (13, 400, 1, 700, 886):
+            top.add(V[:, s : s + w], s)
+            s += w
+        T, above, where = top.result()
+        assert torch.equal(T, V.sort(1, descending=True).values[:, rank - 1])
+        for k in range(3):
+            assert sorted(where[k][above[k]].tolist()) == (V[k] > T[k]).nonzero().flatten().tolist()
+
+
 def test_netdissect_coarse_histogram_path():
     # the histogram path (the exact merge does not fit max_memory_mb); many pixels: bins hold
     # < 5e-4 of the mass, so no refinement pass; error in quantile < 1e-3

@@ -25,7 +25,7 @@ from dissectkit.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
-_TOP_BYTES = 40  # per kept value of the running top-m merge: values and pixel indices, their merge copies, topk's output
+_TOP_BYTES = 64  # per kept value of the running top-(m+1) merge: values, pixels, candidates, merge copies
 _MASK_PROBES = ("synth-mammo", "cbis-ddsm", "nih-cxr14", "csv (with a mask column)")
 
 
@@ -170,11 +170,12 @@ class NetDissect(MethodBase):
         return min(max(1, round(self.params.quantile * total)) + 1, total)
 
     def _plan(self, K: int, total: int) -> tuple[bool, int]:
-        """``(exact merge?, neurons per group)``: the running top-(m+1) merge when its groups are no
-        more than the histogram's (each group is one more pair of passes), else the histogram."""
+        """``(exact merge?, neurons per group)``: the running top-(m+1) merge unless it needs more
+        than 4x the histogram's groups of neurons (each group is one more pair of streams; a
+        histogram stream costs several merge streams), else the histogram."""
         fit_top = self._budget // (self._rank(total) * _TOP_BYTES)
         fit_hist = max(1, self._budget // 2 // (_BINS * 8))
-        if fit_top >= 1 and -(-K // fit_top) <= -(-K // fit_hist):
+        if fit_top >= 1 and -(-K // fit_top) <= 4 * -(-K // fit_hist):
             return True, min(K, fit_top)
         return False, min(K, fit_hist)
 
@@ -191,21 +192,16 @@ class NetDissect(MethodBase):
         kc, rank = k1 - k0, self._rank(total)
         vmin = torch.full((kc,), float("inf"), device=device)
         vmax = torch.full((kc,), float("-inf"), device=device)
-        if merge:  # exact: each neuron's rank largest values so far (and their pixels), merged piece by piece
-            top = torch.empty((kc, 0), device=device)
-            where = torch.empty((kc, 0), dtype=torch.int64, device=device)
+        if merge:  # exact: each neuron's rank largest values and their pixels, by a running merge
+            top = _TopPixels(kc, rank, device)
             offset = 0
-            for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 24):
+            for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 16):
                 torch.minimum(vmin, Fk.amin(1), out=vmin)
                 torch.maximum(vmax, Fk.amax(1), out=vmax)
-                pix = torch.arange(offset, offset + Fk.shape[1], device=device).expand(kc, -1)
-                top, where = torch.cat([top, Fk], 1), torch.cat([where, pix], 1)
+                top.add(Fk, offset)
                 offset += Fk.shape[1]
-                if top.shape[1] > rank:
-                    top, i = top.topk(rank, dim=1, sorted=False)
-                    where = where.gather(1, i)
-            T = top.amin(1)
-            return T, vmin == vmax, (top > T.unsqueeze(1), where)
+            T, keep, where = top.result()
+            return T, vmin == vmax, (keep, where)
         hist = torch.zeros((kc, _BINS), dtype=torch.int64, device=device)
         rows = torch.arange(kc, device=device).unsqueeze(1) * _BINS
         for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 64):
@@ -349,6 +345,72 @@ class NetDissect(MethodBase):
 
 def make_netdissect(params: NetDissectParams, ctx: Any) -> NetDissect:
     return NetDissect(params, ctx)
+
+
+class _TopPixels:
+    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
+    Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
+    value never decreases), so a piece costs one comparison; the survivors are buffered and merged
+    when a neuron has gathered ``rank // 2`` of them (each merge is one ``topk`` of the kept set)."""
+
+    def __init__(self, kc: int, rank: int, device: str) -> None:
+        import torch
+
+        self.kc, self.rank, self.device = kc, rank, device
+        self.top = torch.empty((kc, 0), device=device)
+        self.where = torch.empty((kc, 0), dtype=torch.int64, device=device)
+        self.least = None  # [kc] once every neuron holds rank values
+        self.buf: list[tuple] = []
+        self.count = torch.zeros(kc, dtype=torch.int64, device=device)
+
+    def add(self, Fk, offset: int) -> None:
+        """Offer the values ``Fk [kc, n]`` of pixels ``offset .. offset + n``."""
+        import torch
+
+        if self.least is None:
+            pix = torch.arange(offset, offset + Fk.shape[1], device=self.device).expand(self.kc, -1)
+            self.top, self.where = torch.cat([self.top, Fk], 1), torch.cat([self.where, pix], 1)
+            if self.top.shape[1] >= self.rank:
+                self._select()
+            return
+        rows, cols = (Fk > self.least.unsqueeze(1)).nonzero(as_tuple=True)
+        if rows.numel():
+            self.buf.append((rows, Fk[rows, cols], cols + offset))
+            self.count += torch.bincount(rows, minlength=self.kc)
+            if int(self.count.max()) >= max(1, self.rank // 2):
+                self._flush()
+
+    def _flush(self) -> None:
+        import torch
+
+        if not self.buf:
+            return
+        rows, vals, pix = (torch.cat(x) for x in zip(*self.buf, strict=True))
+        self.buf, width = [], int(self.count.max())
+        rows, order = rows.sort(stable=True)
+        start = self.count.cumsum(0) - self.count
+        pos = torch.arange(rows.numel(), device=self.device) - start[rows]
+        V = torch.full((self.kc, width), float("-inf"), device=self.device)
+        P = torch.zeros((self.kc, width), dtype=torch.int64, device=self.device)
+        V[rows, pos], P[rows, pos] = vals[order], pix[order]
+        self.top, self.where = torch.cat([self.top, V], 1), torch.cat([self.where, P], 1)
+        self.count.zero_()
+        self._select()
+
+    def _select(self) -> None:
+        if self.top.shape[1] > self.rank:
+            self.top, i = self.top.topk(self.rank, dim=1, sorted=False)
+            self.where = self.where.gather(1, i)
+        self.least = self.top.amin(1)
+
+    def result(self):
+        """``(T [kc], above [kc, rank], where [kc, rank])``: the rank-th largest value of each
+        neuron, which kept values lie above it and their pixels (every pixel above ``T`` is kept)."""
+        self._flush()
+        if self.least is None:  # fewer than rank pixels offered: cannot happen when rank <= pixels
+            self._select()
+        T = self.least
+        return T, self.top > T.unsqueeze(1), self.where
 
 
 def _ones(n: int, device: str):
