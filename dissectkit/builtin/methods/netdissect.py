@@ -351,7 +351,7 @@ class _TopPixels:
     """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
     Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
     value never decreases), so a piece costs one comparison; the survivors are buffered and merged
-    when a neuron has gathered ``rank // 2`` of them (each merge is one ``topk`` of the kept set)."""
+    when a neuron has gathered ``rank`` of them (each merge is one ``topk`` of the kept set)."""
 
     def __init__(self, kc: int, rank: int, device: str) -> None:
         import torch
@@ -377,7 +377,7 @@ class _TopPixels:
         if rows.numel():
             self.buf.append((rows, Fk[rows, cols], cols + offset))
             self.count += torch.bincount(rows, minlength=self.kc)
-            if int(self.count.max()) >= max(1, self.rank // 2):
+            if int(self.count.max()) >= self.rank:
                 self._flush()
 
     def _flush(self) -> None:
