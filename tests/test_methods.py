@@ -254,7 +254,7 @@ def _brute_force_iou(maps, masks, names, q, side):
         gh, gw = (max(1, round(H * s)), max(1, round(W * s))) if s < 1 else (H, W)
         iy = [min(H - 1, int((i + 0.5) * H / gh)) for i in range(gh)]
         ix = [min(W - 1, int((j + 0.5) * W / gw)) for j in range(gw)]
-        up = torch.nn.functional.interpolate(torch.as_tensor(m)[None], size=(gh, gw), mode="bilinear", align_corners=False)[0]
+        up = torch.nn.functional.interpolate(torch.as_tensor(m)[:, None], size=(gh, gw), mode="bilinear", align_corners=False)[:, 0]
         ups.append(up.flatten(1))
         labs.append(torch.stack([torch.as_tensor(ms[c][np.ix_(iy, ix)] if c in ms else np.zeros((gh, gw), bool)).flatten() for c in names], 1))
     vals, L = torch.cat(ups, 1), torch.cat(labs, 0)
@@ -281,9 +281,12 @@ def test_netdissect_matches_brute_force_on_the_comparison_grid():
     S = dk.create("method", "netdissect", quantile=0.05, resolution=30).scores(ev)
     assert S.shape == (K, 4) and torch.equal(S[:, 3], torch.zeros(K))
     assert torch.allclose(S[:, :3].double(), want, atol=1e-12)
+    # the same bits whatever the batching of images and the pieces max_memory_mb allows
+    other = _nd_evidence(maps, masks, names + ["no mask"], batch=7)
+    assert torch.equal(dk.create("method", "netdissect", quantile=0.05, resolution=30, max_memory_mb=0.4).scores(other), S)
     # the histogram path (when the exact merge does not fit max_memory_mb) agrees to a pixel or so
     tight = dk.create("method", "netdissect", quantile=0.05, resolution=30, max_memory_mb=0.005)
-    assert not tight._plan(*tight._pixels(ev))[0]
+    assert not tight._plan(*tight._survey(ev)[:2])[0]
     assert torch.allclose(tight.scores(ev)[:, :3].double(), want, atol=2e-3)
     # resolution null: the masks' own size, as the published method on its own masks
     full = dk.create("method", "netdissect", quantile=0.05, resolution=None).scores(ev)
@@ -317,7 +320,7 @@ def test_netdissect_coarse_histogram_path():
     masks = [{"c": np.ones((64, 64), bool)} for _ in range(30)]
     ev = _nd_evidence(maps, masks, ["c"], batch=8)
     method = dk.create("method", "netdissect", quantile=0.01, max_memory_mb=0.04)
-    assert not method._plan(*method._pixels(ev))[0]
+    assert not method._plan(*method._survey(ev)[:2])[0]
     T = method.thresholds(ev, 0, 2, "cpu")
     allv = np.stack(maps)
     for k in range(2):

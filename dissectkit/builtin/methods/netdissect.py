@@ -2,11 +2,13 @@
 
 Everything is compared on a bounded grid whose longer side is ``resolution`` (112 by default, the
 resolution of the Broden masks the published method compares at): each image's masks are sampled
-to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Two streams
-over ``evidence.spatial_maps()``: exact per-neuron thresholds by a running top-(m+1) merge that
-also keeps the pixels above them, then one stream of the masks alone for the intersections. When
-the merge does not fit ``max_memory_mb``: thresholds from a histogram of order-preserving float keys
-(refined exactly where a bin is crowded), then intersections as a matmul per piece of images.
+to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Streams over
+``evidence.spatial_maps()``: a cheap survey (pixel count, finiteness, dead neurons), exact
+per-neuron thresholds by a running top-(m+1) merge that also keeps the pixels above them (images
+whose map peaks below a neuron's running level are not upsampled for it), then the masks alone for
+the intersections. When the merge does not fit ``max_memory_mb``: thresholds from a histogram of
+order-preserving float keys (refined exactly where a bin is crowded), then intersections as a
+matmul per piece of images.
 """
 
 from __future__ import annotations
@@ -102,7 +104,6 @@ class NetDissect(MethodBase):
         there (0/1 float, reduced to the grid) and those concepts' columns ``idx``. Pieces hold about
         ``max_memory_mb / per_value`` values (and fewer than 2**24 pixels: counts stay exact)."""
         import torch
-        import torch.nn.functional as F
 
         kc = k1 - k0
         for maps, masks, (H, W) in self._annotated(evidence):
@@ -111,15 +112,8 @@ class NetDissect(MethodBase):
             per_image = (kc * per_value + nc * 4) * gh * gw
             step = max(1, min(self._budget // per_image, (1 << 24) // (gh * gw)))
             for s in range(0, maps.shape[0], step):
-                m = maps[s : s + step, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1).contiguous()
-                if not bool(torch.isfinite(m).all()):
-                    bad = (~torch.isfinite(m)).flatten(1).any(1).nonzero().flatten().tolist()
-                    raise EvidenceError(
-                        f"Spatial maps of layer {evidence.layer!r} contain NaN or inf for neuron {k0 + bad[0]}."
-                    )
-                if tuple(m.shape[-2:]) != (gh, gw):
-                    m = F.interpolate(m, size=(gh, gw), mode="bilinear", align_corners=False)
-                Fk = m.reshape(kc, -1)  # [kc, b, gh, gw]: the pieces' pixels image by image
+                m = maps[s : s + step, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1)
+                Fk = _upsample(m, (gh, gw)).reshape(kc, -1)  # [kc, b, gh, gw]: the pixels image by image
                 if col is None:
                     yield Fk, None, []
                     continue
@@ -144,25 +138,28 @@ class NetDissect(MethodBase):
                     L[j, b] = np.asarray(m[c], dtype=bool)[np.ix_(iy, ix)]
         return torch.from_numpy(L.reshape(len(names), -1)).to(device), [col[c] for c in names]
 
-    def _pixels(self, evidence: Evidence) -> tuple[int, int]:
-        """``(K, pixels)``: the layer's neurons and the grid pixels of all annotated images."""
+    def _survey(self, evidence: Evidence):
+        """``(K, pixels, dead [K])``: the layer's neurons, the grid pixels of all annotated images and
+        the neurons whose maps are constant over every annotated image (dead: nothing to threshold;
+        bilinear upsampling keeps a map constant or not). Checks the maps are finite."""
         import torch
 
-        K, total = None, 0
-        for batch in evidence.spatial_maps():
-            K = int(torch.as_tensor(batch.maps).shape[1])
-            for masks in batch.masks:
-                if masks:
-                    H, W = next(iter(masks.values())).shape[:2]
-                    gh, gw = self.grid(H, W)
-                    total += gh * gw
+        K, total, lo, hi = None, 0, None, None
+        for maps, _, (H, W) in self._annotated(evidence):
+            m = maps.to(dtype=torch.float32).transpose(0, 1).flatten(1)  # [K, b*h*w]
+            if not bool(torch.isfinite(m).all()):
+                bad = (~torch.isfinite(m)).any(1).nonzero().flatten().tolist()
+                raise EvidenceError(f"Spatial maps of layer {evidence.layer!r} contain NaN or inf for neuron {bad[0]}.")
+            lo = m.amin(1) if lo is None else torch.minimum(lo, m.amin(1))
+            hi = m.amax(1) if hi is None else torch.maximum(hi, m.amax(1))
+            K = m.shape[0]
+            gh, gw = self.grid(H, W)
+            total += maps.shape[0] * gh * gw
         if K is None:
-            raise EvidenceError(f"Layer {evidence.layer!r}: the probe yielded no spatial maps.")
-        if total == 0:
             raise EvidenceError(
                 f"Layer {evidence.layer!r}: no probe image carries masks, so netdissect has nothing to compare with."
             )
-        return K, total
+        return K, total, lo == hi
 
     # -- thresholds ----------------------------------------------------------------------------
     def _rank(self, total: int) -> int:
@@ -181,32 +178,28 @@ class NetDissect(MethodBase):
 
     def thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
         """Per-neuron level ``T_k`` exceeded by a fraction ``quantile`` of all annotated grid pixels."""
-        K, total = self._pixels(evidence)
+        K, total, _ = self._survey(evidence)
         return self._thresholds(evidence, k0, k1, device, total, self._plan(K, total)[0])[0]
 
     def _thresholds(self, evidence: Evidence, k0: int, k1: int, device: str, total: int, merge: bool):
-        """``(T [kc], dead [kc])``: the thresholds and the neurons whose upsampled maps are constant
-        over every annotated pixel (dead: nothing to threshold)."""
+        """``(T [kc], above)``: the thresholds; with the merge also ``(keep, where)``, the pixels
+        above them (else None)."""
         import torch
 
         kc, rank = k1 - k0, self._rank(total)
-        vmin = torch.full((kc,), float("inf"), device=device)
-        vmax = torch.full((kc,), float("-inf"), device=device)
         if merge:  # exact: each neuron's rank largest values and their pixels, by a running merge
-            top = _TopPixels(kc, rank, device)
+            top = _TopPixels(kc, rank, device, self._budget // 16)
             offset = 0
-            for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 16):
-                torch.minimum(vmin, Fk.amin(1), out=vmin)
-                torch.maximum(vmax, Fk.amax(1), out=vmax)
-                top.add(Fk, offset)
-                offset += Fk.shape[1]
+            for maps, _, (H, W) in self._annotated(evidence):
+                m = maps[:, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1)
+                gh, gw = self.grid(H, W)
+                top.add_maps(m, (gh, gw), offset)
+                offset += m.shape[1] * gh * gw
             T, keep, where = top.result()
-            return T, vmin == vmax, (keep, where)
+            return T, (keep, where)
         hist = torch.zeros((kc, _BINS), dtype=torch.int64, device=device)
         rows = torch.arange(kc, device=device).unsqueeze(1) * _BINS
         for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 64):
-            torch.minimum(vmin, Fk.amin(1), out=vmin)
-            torch.maximum(vmax, Fk.amax(1), out=vmax)
             hi = (order_key(Fk) >> 16).long() + (_BINS // 2)
             hist.view(-1).index_add_(0, (rows + hi).flatten(), _ones(hi.numel(), device))
         from_top = hist.flip(1).cumsum(1)
@@ -222,7 +215,7 @@ class NetDissect(MethodBase):
         refine = (cnt.double() / total > _TOL).nonzero().flatten()
         if refine.numel():
             T[refine] = self._refine(evidence, k0, k1, device, refine, b[refine], rank - above[refine])
-        return T.float(), vmin == vmax, None
+        return T.float(), None
 
     def _refine(self, evidence, k0, k1, device, which, bins, ranks):
         """Exact values: a histogram of the low 16 key bits of the pixels in each chosen bin."""
@@ -312,18 +305,17 @@ class NetDissect(MethodBase):
             )
         device = device_of(self, evidence)
         names = evidence.concept_texts
-        K, total = self._pixels(evidence)
+        K, total, dead = self._survey(evidence)
         merge, group = self._plan(K, total)
-        out, dead = [], []
+        out = []
         for k0 in range(0, K, group):
             k1 = min(K, k0 + group)
-            T, d, above = self._thresholds(evidence, k0, k1, device, total, merge)
+            T, above = self._thresholds(evidence, k0, k1, device, total, merge)
             if above is None:
                 out.append(self.iou(evidence, k0, k1, T, names, device).cpu())
             else:
                 out.append(self._iou_of_pixels(evidence, *above, names, device).cpu())
-            dead.append(d.cpu())
-        return torch.cat(out, 0), torch.cat(dead, 0)
+        return torch.cat(out, 0), dead.cpu()
 
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
@@ -353,10 +345,10 @@ class _TopPixels:
     value never decreases), so a piece costs one comparison; the survivors are buffered and merged
     when a neuron has gathered ``rank`` of them (each merge is one ``topk`` of the kept set)."""
 
-    def __init__(self, kc: int, rank: int, device: str) -> None:
+    def __init__(self, kc: int, rank: int, device: str, piece: int = 1 << 22) -> None:
         import torch
 
-        self.kc, self.rank, self.device = kc, rank, device
+        self.kc, self.rank, self.device, self.piece = kc, rank, device, piece
         self.top = torch.empty((kc, 0), device=device)
         self.where = torch.empty((kc, 0), dtype=torch.int64, device=device)
         self.least = None  # [kc] once every neuron holds rank values
@@ -374,11 +366,40 @@ class _TopPixels:
                 self._select()
             return
         rows, cols = (Fk > self.least.unsqueeze(1)).nonzero(as_tuple=True)
-        if rows.numel():
-            self.buf.append((rows, Fk[rows, cols], cols + offset))
-            self.count += torch.bincount(rows, minlength=self.kc)
-            if int(self.count.max()) >= self.rank:
-                self._flush()
+        self._offer(rows, Fk[rows, cols], cols + offset)
+
+    def add_maps(self, m, grid: tuple[int, int], offset: int) -> None:
+        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid``, pixels ``offset + i * gh * gw + p``
+        for image i. An upsampled value is a convex combination of its map's values, so an image
+        whose map peaks at or below a neuron's least kept value is not upsampled for that neuron."""
+        kc, b = m.shape[:2]
+        P = grid[0] * grid[1]
+        if self.least is None:  # filling: every value enters
+            step = max(1, self.piece // (kc * P))
+            for s in range(0, b, step):
+                self.add(_upsample(m[:, s : s + step], grid).reshape(kc, -1), offset + s * P)
+                if self.least is not None:
+                    self.add_maps(m[:, s + step :], grid, offset + (s + step) * P)
+                    return
+            return
+        k, i = (m.flatten(2).amax(2) > self.least.unsqueeze(1)).nonzero(as_tuple=True)
+        step = max(1, self.piece // P)
+        for s in range(0, k.numel(), step):
+            kk, ii = k[s : s + step], i[s : s + step]
+            up = _upsample(m[kk, ii].unsqueeze(1), grid).reshape(kk.numel(), P)
+            r, p = (up > self.least[kk].unsqueeze(1)).nonzero(as_tuple=True)
+            self._offer(kk[r], up[r, p], offset + ii[r] * P + p)
+
+    def _offer(self, rows, vals, pix) -> None:
+        """Buffer candidate values of neurons ``rows`` at pixels ``pix``; merge when one has ``rank``."""
+        import torch
+
+        if not rows.numel():
+            return
+        self.buf.append((rows, vals, pix))
+        self.count += torch.bincount(rows, minlength=self.kc)
+        if int(self.count.max()) >= self.rank:
+            self._flush()
 
     def _flush(self) -> None:
         import torch
@@ -411,6 +432,18 @@ class _TopPixels:
             self._select()
         T = self.least
         return T, self.top > T.unsqueeze(1), self.where
+
+
+def _upsample(m, grid: tuple[int, int]):
+    """Maps ``[..., h, w]`` resized bilinearly (``align_corners=False``) to ``grid`` (as is when equal),
+    each plane on its own: torch rounds differently with other channel counts, and the result must
+    not depend on how images and neurons are batched."""
+    import torch.nn.functional as F
+
+    if tuple(m.shape[-2:]) == tuple(grid):
+        return m
+    up = F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=tuple(grid), mode="bilinear", align_corners=False)
+    return up.reshape(*m.shape[:-2], *grid)
 
 
 def _ones(n: int, device: str):
