@@ -243,13 +243,85 @@ def test_netdissect_upsamples_bilinearly_and_threshold_is_accurate():
         assert float(S[k, 0]) == pytest.approx(want, rel=1e-6)
 
 
+def _brute_force_iou(maps, masks, names, q, side):
+    """Network Dissection computed directly, image by image, on each image's comparison grid."""
+    ups, labs = [], []
+    for m, ms in zip(maps, masks, strict=True):
+        if not ms:
+            continue
+        H, W = next(iter(ms.values())).shape
+        s = min(1.0, side / max(H, W))
+        gh, gw = (max(1, round(H * s)), max(1, round(W * s))) if s < 1 else (H, W)
+        iy = [min(H - 1, int((i + 0.5) * H / gh)) for i in range(gh)]
+        ix = [min(W - 1, int((j + 0.5) * W / gw)) for j in range(gw)]
+        up = torch.nn.functional.interpolate(torch.as_tensor(m)[:, None], size=(gh, gw), mode="bilinear", align_corners=False)[:, 0]
+        ups.append(up.flatten(1))
+        labs.append(torch.stack([torch.as_tensor(ms[c][np.ix_(iy, ix)] if c in ms else np.zeros((gh, gw), bool)).flatten() for c in names], 1))
+    vals, L = torch.cat(ups, 1), torch.cat(labs, 0)
+    rank = round(q * vals.shape[1]) + 1
+    thr = vals.sort(1, descending=True).values[:, rank - 1]
+    M = vals > thr.unsqueeze(1)
+    inter = M.double() @ L.double()
+    union = M.sum(1, keepdim=True).double() + L.sum(0).double() - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+
+
+def test_netdissect_matches_brute_force_on_the_comparison_grid():
+    # masks larger than the grid are sampled down to it (longer side `resolution`), smaller ones
+    # stay; maps of two sizes of mask in one batch; images without masks are left out
+    rng = np.random.default_rng(5)
+    K, names = 4, ["a", "b", "c"]
+    maps = [rng.standard_normal((K, 5, 3)).astype(np.float32) for _ in range(11)]
+    masks = []
+    for i in range(11):
+        H, W = (90, 60) if i % 3 else (20, 16)
+        masks.append(None if i == 4 else {c: rng.random((H, W)) > 0.6 + 0.1 * j for j, c in enumerate(names) if (i + j) % 4})
+    ev = _nd_evidence(maps, masks, names + ["no mask"], batch=3)
+    want = _brute_force_iou(maps, masks, names, 0.05, 30)
+    S = dk.create("method", "netdissect", quantile=0.05, resolution=30).scores(ev)
+    assert S.shape == (K, 4) and torch.equal(S[:, 3], torch.zeros(K))
+    assert torch.allclose(S[:, :3].double(), want, atol=1e-12)
+    # the same bits whatever the batching of images and the pieces max_memory_mb allows
+    other = _nd_evidence(maps, masks, names + ["no mask"], batch=7)
+    assert torch.equal(dk.create("method", "netdissect", quantile=0.05, resolution=30, max_memory_mb=0.4).scores(other), S)
+    # the histogram path (when the exact merge does not fit max_memory_mb) agrees to a pixel or so
+    tight = dk.create("method", "netdissect", quantile=0.05, resolution=30, max_memory_mb=0.005)
+    assert not tight._plan(*tight._survey(ev)[:2])[0]
+    assert torch.allclose(tight.scores(ev)[:, :3].double(), want, atol=2e-3)
+    # resolution null: the masks' own size, as the published method on its own masks
+    full = dk.create("method", "netdissect", quantile=0.05, resolution=None).scores(ev)
+    assert torch.allclose(full[:, :3].double(), _brute_force_iou(maps, masks, names, 0.05, 10**6), atol=1e-12)
+
+
+def test_netdissect_running_top_pixels_is_exact_with_ties():
+    # integer values (many ties at the threshold) offered in pieces of varied width: T is the
+    # rank-th largest value and exactly the pixels above it are reported, with their indices
+    from dissectkit.builtin.methods.netdissect import _TopPixels
+
+    gen = torch.Generator().manual_seed(6)
+    V = torch.randint(0, 40, (3, 2000), generator=gen).float()
+    V[1] = 5.0  # a constant neuron: nothing lies above its threshold
+    for rank in (1, 7, 150, 2000):
+        top, s = _TopPixels(3, rank, "cpu"), 0
+        for w in (13, 400, 1, 700, 886):
+            top.add(V[:, s : s + w], s)
+            s += w
+        T, above, where = top.result()
+        assert torch.equal(T, V.sort(1, descending=True).values[:, rank - 1])
+        for k in range(3):
+            assert sorted(where[k][above[k]].tolist()) == (V[k] > T[k]).nonzero().flatten().tolist()
+
+
 def test_netdissect_coarse_histogram_path():
-    # many pixels: bins hold < 5e-4 of the mass, so no refinement pass; error in quantile < 1e-3
+    # the histogram path (the exact merge does not fit max_memory_mb); many pixels: bins hold
+    # < 5e-4 of the mass, so no refinement pass; error in quantile < 1e-3
     rng = np.random.default_rng(2)
     maps = [rng.standard_normal((2, 64, 64)).astype(np.float32) for _ in range(30)]
     masks = [{"c": np.ones((64, 64), bool)} for _ in range(30)]
     ev = _nd_evidence(maps, masks, ["c"], batch=8)
-    T = dk.create("method", "netdissect", quantile=0.01).thresholds(ev, 0, 2, "cpu")
+    method = dk.create("method", "netdissect", quantile=0.01, max_memory_mb=0.04)
+    assert not method._plan(*method._survey(ev)[:2])[0]
+    T = method.thresholds(ev, 0, 2, "cpu")
     allv = np.stack(maps)
     for k in range(2):
         assert abs(float((allv[:, k] > float(T[k])).mean()) - 0.01) < 1e-3

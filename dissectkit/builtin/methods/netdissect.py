@@ -1,17 +1,25 @@
 """Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks.
 
-Two streams over ``evidence.spatial_maps()`` (three when a threshold needs refining): per-neuron
-thresholds from a histogram of order-preserving float keys (exact after refinement, otherwise
-within 5e-4 in quantile), then intersection / union counts per neuron and concept.
+Everything is compared on a bounded grid whose longer side is ``resolution`` (112 by default, the
+resolution of the Broden masks the published method compares at): each image's masks are sampled
+to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Streams over
+``evidence.spatial_maps()``: a cheap survey (pixel count, finiteness, dead neurons), exact
+per-neuron thresholds by a running top-(m+1) merge that also keeps the pixels above them (images
+whose map peaks below a neuron's running level are not upsampled for it), then the masks alone for
+the intersections. When the merge does not fit ``max_memory_mb``: thresholds from a histogram of
+order-preserving float keys (refined exactly where a bin is crowded), then intersections as a
+matmul per piece of images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
 
 from dissectkit.builtin.methods._common import blank_dead, device_of
+from dissectkit.engine.spatial import bounded_size
 from dissectkit.errors import DataError, EvidenceError
 from dissectkit.methods import Evidence, LayerLabels, MethodBase
 from dissectkit.registry import Params
@@ -19,6 +27,7 @@ from dissectkit.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
+_TOP_BYTES = 64  # per kept value of the running top-(m+1) merge: values, pixels, candidates, merge copies
 _MASK_PROBES = ("synth-mammo", "cbis-ddsm", "nih-cxr14", "csv (with a mask column)")
 
 
@@ -26,6 +35,9 @@ class NetDissectParams(Params):
     quantile: float = Field(0.005, gt=0, lt=1, description="fraction of pixels above each neuron's threshold")
     min_iou: float = Field(0.04, ge=0, le=1)
     top_m: int = Field(5, ge=1, description="concepts kept per neuron (those with IoU >= min_iou)")
+    resolution: int | None = Field(
+        112, ge=1, description="longer side of the comparison grid (masks reduced to it); null: the masks' own size"
+    )
     max_memory_mb: float = Field(512.0, gt=0)
 
 
@@ -48,14 +60,20 @@ class NetDissect(MethodBase):
         self.params = params
         self.device = getattr(ctx, "device", "cpu")
 
-    # -- streaming helpers ---------------------------------------------------------------------
-    def _images(self, evidence: Evidence, k0: int, k1: int, device: str):
-        """Yield ``(F[kc, H*W], masks)`` per annotated image: maps of neurons k0..k1 upsampled to the
-        mask size (bilinear), in pieces of neurons that fit the memory bound."""
-        import torch
-        import torch.nn.functional as F
+    @property
+    def _budget(self) -> int:
+        return int(self.params.max_memory_mb * 2**20)
 
-        budget = max(1, int(self.params.max_memory_mb * 2**20 / 2 / 32))  # ~32 bytes of temporaries per value
+    def grid(self, H: int, W: int) -> tuple[int, int]:
+        """The comparison grid of an image whose masks are ``H x W``."""
+        return bounded_size(H, W, self.params.resolution) if self.params.resolution else (H, W)
+
+    # -- streaming helpers ---------------------------------------------------------------------
+    def _annotated(self, evidence: Evidence) -> Iterator[tuple[Any, list[dict[str, Any]], tuple[int, int]]]:
+        """Yield ``(maps [b, K, h, w], masks, (H, W))`` for the annotated images of each streamed
+        batch, grouped by mask size (validated)."""
+        import torch
+
         for batch in evidence.spatial_maps():
             maps = torch.as_tensor(batch.maps)
             if maps.ndim != 4:
@@ -66,6 +84,7 @@ class NetDissect(MethodBase):
                 raise EvidenceError(
                     f"Layer {evidence.layer!r}: {maps.shape[0]} maps but {len(batch.masks)} mask entries."
                 )
+            groups: dict[tuple[int, int], list[int]] = {}
             for b, masks in enumerate(batch.masks):
                 if not masks:
                     continue
@@ -74,47 +93,115 @@ class NetDissect(MethodBase):
                     raise DataError(
                         f"Masks of one probe image must all be H x W of one size; got shapes {sorted(shapes)}."
                     )
-                H, W = next(iter(shapes))
-                m = maps[b : b + 1, k0:k1].to(device=device, dtype=torch.float32)
-                if not bool(torch.isfinite(m).all()):
-                    bad = (~torch.isfinite(m[0])).flatten(1).any(1).nonzero().flatten().tolist()
-                    raise EvidenceError(
-                        f"Spatial maps of layer {evidence.layer!r} contain NaN or inf for neuron {k0 + bad[0]}."
-                    )
-                step = max(1, budget // (H * W))
-                for s in range(0, m.shape[1], step):
-                    up = F.interpolate(m[:, s : s + step], size=(H, W), mode="bilinear", align_corners=False)
-                    yield s, up[0].reshape(up.shape[1], H * W), masks
+                groups.setdefault(next(iter(shapes)), []).append(b)
+            for size, rows in groups.items():
+                yield maps[rows], [batch.masks[b] for b in rows], size
 
-    def thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
-        """Per-neuron level ``T_k`` exceeded by a fraction ``quantile`` of all annotated pixels."""
-        return self._thresholds(evidence, k0, k1, device)[0]
-
-    def _thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
-        """``(T [kc], dead [kc])``: the thresholds and the neurons whose upsampled maps are constant
-        over every annotated pixel (dead: nothing to threshold)."""
+    def _pieces(self, evidence: Evidence, k0: int, k1: int, device: str, col: dict[str, int] | None, per_value: int):
+        """Yield ``(F [kc, n], L [c, n] | None, idx)``: the maps of neurons k0..k1 upsampled
+        (bilinear, ``align_corners=False``) to the comparison grid of a few annotated images, their
+        ``n`` grid pixels side by side; with ``col`` also the masks of the ``c`` concepts present
+        there (0/1 float, reduced to the grid) and those concepts' columns ``idx``. Pieces hold about
+        ``max_memory_mb / per_value`` values (and fewer than 2**24 pixels: counts stay exact)."""
         import torch
 
         kc = k1 - k0
-        hist = torch.zeros((kc, _BINS), dtype=torch.int64, device=device)
-        vmin = torch.full((kc,), float("inf"), device=device)
-        vmax = torch.full((kc,), float("-inf"), device=device)
-        total = 0
-        for s, Fk, _ in self._images(evidence, k0, k1, device):
-            e = s + Fk.shape[0]
-            torch.minimum(vmin[s:e], Fk.amin(1), out=vmin[s:e])
-            torch.maximum(vmax[s:e], Fk.amax(1), out=vmax[s:e])
-            hi = (order_key(Fk) >> 16).long() + (_BINS // 2)
-            rows = torch.arange(s, e, device=device).unsqueeze(1) * _BINS
-            hist.view(-1).index_add_(0, (rows + hi).flatten(), _ones(hi.numel(), device))
-            if s == 0:
-                total += Fk.shape[1]
-        if total == 0:
+        for maps, masks, (H, W) in self._annotated(evidence):
+            gh, gw = self.grid(H, W)
+            nc = max(len(m) for m in masks) if col is not None else 0
+            per_image = (kc * per_value + nc * 4) * gh * gw
+            step = max(1, min(self._budget // per_image, (1 << 24) // (gh * gw)))
+            for s in range(0, maps.shape[0], step):
+                m = maps[s : s + step, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1)
+                Fk = _upsample(m, (gh, gw)).reshape(kc, -1)  # [kc, b, gh, gw]: the pixels image by image
+                if col is None:
+                    yield Fk, None, []
+                    continue
+                L, idx = self._grid_masks(masks[s : s + step], col, (H, W), (gh, gw), device)
+                yield Fk, L, idx
+
+    def _grid_masks(self, masks: list[dict[str, Any]], col: dict[str, int], size, grid, device: str):
+        """``(L [c, n], idx)``: the images' masks of the concepts in ``col`` present among them, on the
+        grid (each grid cell takes the mask pixel under its centre), 0/1 float; a concept absent from
+        an image's masks is empty there."""
+        import numpy as np
+        import torch
+
+        names = sorted({c for m in masks for c in m if c in col}, key=col.__getitem__)
+        if not names:
+            return None, []
+        iy, ix = (np.minimum(((np.arange(g) + 0.5) * n / g).astype(np.int64), n - 1) for g, n in zip(grid, size, strict=True))
+        L = np.zeros((len(names), len(masks), *grid), dtype=np.float32)
+        for b, m in enumerate(masks):
+            for j, c in enumerate(names):
+                if c in m:
+                    L[j, b] = np.asarray(m[c], dtype=bool)[np.ix_(iy, ix)]
+        return torch.from_numpy(L.reshape(len(names), -1)).to(device), [col[c] for c in names]
+
+    def _survey(self, evidence: Evidence):
+        """``(K, pixels, dead [K])``: the layer's neurons, the grid pixels of all annotated images and
+        the neurons whose maps are constant over every annotated image (dead: nothing to threshold;
+        bilinear upsampling keeps a map constant or not). Checks the maps are finite."""
+        import torch
+
+        K, total, lo, hi = None, 0, None, None
+        for maps, _, (H, W) in self._annotated(evidence):
+            m = maps.to(dtype=torch.float32).transpose(0, 1).flatten(1)  # [K, b*h*w]
+            if not bool(torch.isfinite(m).all()):
+                bad = (~torch.isfinite(m)).any(1).nonzero().flatten().tolist()
+                raise EvidenceError(f"Spatial maps of layer {evidence.layer!r} contain NaN or inf for neuron {bad[0]}.")
+            lo = m.amin(1) if lo is None else torch.minimum(lo, m.amin(1))
+            hi = m.amax(1) if hi is None else torch.maximum(hi, m.amax(1))
+            K = m.shape[0]
+            gh, gw = self.grid(H, W)
+            total += maps.shape[0] * gh * gw
+        if K is None:
             raise EvidenceError(
                 f"Layer {evidence.layer!r}: no probe image carries masks, so netdissect has nothing to compare with."
             )
-        m = max(1, round(self.params.quantile * total))
-        rank = min(m + 1, total)  # T is the rank-th largest value: about m pixels lie above it
+        return K, total, lo == hi
+
+    # -- thresholds ----------------------------------------------------------------------------
+    def _rank(self, total: int) -> int:
+        """``T_k`` is the rank-th largest grid value: about ``m = round(q * pixels)`` lie above it."""
+        return min(max(1, round(self.params.quantile * total)) + 1, total)
+
+    def _plan(self, K: int, total: int) -> tuple[bool, int]:
+        """``(exact merge?, neurons per group)``: the running top-(m+1) merge unless it needs more
+        than 4x the histogram's groups of neurons (each group is one more pair of streams; a
+        histogram stream costs several merge streams), else the histogram."""
+        fit_top = self._budget // (self._rank(total) * _TOP_BYTES)
+        fit_hist = max(1, self._budget // 2 // (_BINS * 8))
+        if fit_top >= 1 and -(-K // fit_top) <= 4 * -(-K // fit_hist):
+            return True, min(K, fit_top)
+        return False, min(K, fit_hist)
+
+    def thresholds(self, evidence: Evidence, k0: int, k1: int, device: str):
+        """Per-neuron level ``T_k`` exceeded by a fraction ``quantile`` of all annotated grid pixels."""
+        K, total, _ = self._survey(evidence)
+        return self._thresholds(evidence, k0, k1, device, total, self._plan(K, total)[0])[0]
+
+    def _thresholds(self, evidence: Evidence, k0: int, k1: int, device: str, total: int, merge: bool):
+        """``(T [kc], above)``: the thresholds; with the merge also ``(keep, where)``, the pixels
+        above them (else None)."""
+        import torch
+
+        kc, rank = k1 - k0, self._rank(total)
+        if merge:  # exact: each neuron's rank largest values and their pixels, by a running merge
+            top = _TopPixels(kc, rank, device, self._budget // 16)
+            offset = 0
+            for maps, _, (H, W) in self._annotated(evidence):
+                m = maps[:, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1)
+                gh, gw = self.grid(H, W)
+                top.add_maps(m, (gh, gw), offset)
+                offset += m.shape[1] * gh * gw
+            T, keep, where = top.result()
+            return T, (keep, where)
+        hist = torch.zeros((kc, _BINS), dtype=torch.int64, device=device)
+        rows = torch.arange(kc, device=device).unsqueeze(1) * _BINS
+        for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 64):
+            hi = (order_key(Fk) >> 16).long() + (_BINS // 2)
+            hist.view(-1).index_add_(0, (rows + hi).flatten(), _ones(hi.numel(), device))
         from_top = hist.flip(1).cumsum(1)
         pos = (from_top < rank).sum(1)  # index (from the top) of the bin holding the rank-th value
         b = (_BINS - 1) - pos
@@ -128,7 +215,7 @@ class NetDissect(MethodBase):
         refine = (cnt.double() / total > _TOL).nonzero().flatten()
         if refine.numel():
             T[refine] = self._refine(evidence, k0, k1, device, refine, b[refine], rank - above[refine])
-        return T.float(), vmin == vmax
+        return T.float(), None
 
     def _refine(self, evidence, k0, k1, device, which, bins, ranks):
         """Exact values: a histogram of the low 16 key bits of the pixels in each chosen bin."""
@@ -136,19 +223,11 @@ class NetDissect(MethodBase):
 
         n = which.numel()
         hist = torch.zeros((n, _BINS), dtype=torch.int64, device=device)
-        local = torch.full((k1 - k0,), -1, dtype=torch.long, device=device)
-        local[which] = torch.arange(n, device=device)
-        for s, Fk, _ in self._images(evidence, k0, k1, device):
-            sel = local[s : s + Fk.shape[0]]
-            keep = (sel >= 0).nonzero().flatten()
-            if not keep.numel():
-                continue
-            key = order_key(Fk[keep])
-            hi = (key >> 16).long() + (_BINS // 2)
-            inside = hi == bins[sel[keep]].unsqueeze(1)
-            low = (key & 0xFFFF).long()
-            rows = sel[keep].unsqueeze(1).expand_as(low)
-            flat = (rows * _BINS + low)[inside]
+        rows = torch.arange(n, device=device).unsqueeze(1)
+        for Fk, _, _ in self._pieces(evidence, k0, k1, device, None, 64):
+            key = order_key(Fk[which])
+            inside = ((key >> 16).long() + (_BINS // 2)) == bins.unsqueeze(1)
+            flat = (rows * _BINS + (key & 0xFFFF).long())[inside]
             hist.view(-1).index_add_(0, flat, _ones(flat.numel(), device))
         from_top = hist.flip(1).cumsum(1)
         pos = (from_top < ranks.unsqueeze(1)).sum(1)
@@ -158,6 +237,7 @@ class NetDissect(MethodBase):
 
     # -- the method -----------------------------------------------------------------------------
     def iou(self, evidence: Evidence, k0: int, k1: int, T, names: list[str], device: str):
+        """The ``[kc, C]`` IoU of neurons k0..k1 thresholded at ``T`` with each concept's masks."""
         import torch
 
         col = {c: j for j, c in enumerate(names)}
@@ -165,21 +245,49 @@ class NetDissect(MethodBase):
         inter = torch.zeros((kc, len(names)), dtype=torch.float64, device=device)
         act = torch.zeros(kc, dtype=torch.float64, device=device)
         lab = torch.zeros(len(names), dtype=torch.float64, device=device)
-        for s, Fk, masks in self._images(evidence, k0, k1, device):
-            M = (Fk > T[s : s + Fk.shape[0]].unsqueeze(1)).float()
-            act[s : s + Fk.shape[0]] += M.sum(1).double()
-            present = [(col[c], m) for c, m in masks.items() if c in col]
-            if not present:
-                continue
-            idx = torch.tensor([j for j, _ in present], device=device)
-            L = torch.stack(
-                [torch.as_tensor(m, device=device).reshape(-1).bool() for _, m in present]
-            ).float()
-            inter[s : s + Fk.shape[0], idx] += (M @ L.T).double()
-            if s == 0:
-                lab[idx] += L.sum(1).double()
+        for Fk, L, idx in self._pieces(evidence, k0, k1, device, col, 12):
+            M = (Fk > T.unsqueeze(1)).float()
+            act += M.sum(1).double()
+            if idx:
+                j = torch.tensor(idx, device=device)
+                inter[:, j] += (M @ L.T).double()
+                lab[j] += L.sum(1).double()
         union = act.unsqueeze(1) + lab.unsqueeze(0) - inter
         return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+
+    def _iou_of_pixels(self, evidence: Evidence, keep, where, names: list[str], device: str):
+        """The IoU from each neuron's pixels above its threshold (``where[keep]``, global grid pixel
+        indices): one stream of the masks only, gathering each concept's mask at those pixels."""
+        import torch
+
+        col = {c: j for j, c in enumerate(names)}
+        kc = keep.shape[0]
+        act = keep.sum(1).double()
+        neuron = torch.arange(kc, device=device).unsqueeze(1).expand_as(keep)[keep]
+        pix, order = where[keep].sort()
+        neuron = neuron[order]
+        inter = torch.zeros((kc, len(names)), dtype=torch.float64, device=device)
+        lab = torch.zeros(len(names), dtype=torch.float64, device=device)
+        offset = 0
+        for L, idx, n in self._mask_pieces(evidence, col, device):
+            if idx:
+                lo, hi = torch.searchsorted(pix, torch.tensor([offset, offset + n], device=device)).tolist()
+                j = torch.tensor(idx, device=device)
+                part = torch.zeros((kc, len(idx)), dtype=torch.float64, device=device)
+                part.index_add_(0, neuron[lo:hi], L[:, pix[lo:hi] - offset].T.double())
+                inter[:, j] += part
+                lab[j] += L.sum(1).double()
+            offset += n
+        union = act.unsqueeze(1) + lab.unsqueeze(0) - inter
+        return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+
+    def _mask_pieces(self, evidence: Evidence, col: dict[str, int], device: str):
+        """Yield ``(L [c, n], idx, n)``: the grid masks of the annotated images, in the order and
+        pixel layout of :meth:`_pieces`, a batch at a time."""
+        for _, masks, (H, W) in self._annotated(evidence):
+            gh, gw = self.grid(H, W)
+            L, idx = self._grid_masks(masks, col, (H, W), (gh, gw), device)
+            yield L, idx, len(masks) * gh * gw
 
     def scores(self, evidence: Evidence):
         """The ``[K, C]`` IoU matrix of the layer (the labels are read from it)."""
@@ -197,20 +305,17 @@ class NetDissect(MethodBase):
             )
         device = device_of(self, evidence)
         names = evidence.concept_texts
-        K = None
-        for batch in evidence.spatial_maps():
-            K = int(torch.as_tensor(batch.maps).shape[1])
-            break
-        if K is None:
-            raise EvidenceError(f"Layer {evidence.layer!r}: the probe yielded no spatial maps.")
-        group = max(1, int(self.params.max_memory_mb * 2**20 / 2 / (_BINS * 8)))
-        out, dead = [], []
+        K, total, dead = self._survey(evidence)
+        merge, group = self._plan(K, total)
+        out = []
         for k0 in range(0, K, group):
             k1 = min(K, k0 + group)
-            T, d = self._thresholds(evidence, k0, k1, device)
-            out.append(self.iou(evidence, k0, k1, T, names, device).cpu())
-            dead.append(d.cpu())
-        return torch.cat(out, 0), torch.cat(dead, 0)
+            T, above = self._thresholds(evidence, k0, k1, device, total, merge)
+            if above is None:
+                out.append(self.iou(evidence, k0, k1, T, names, device).cpu())
+            else:
+                out.append(self._iou_of_pixels(evidence, *above, names, device).cpu())
+        return torch.cat(out, 0), dead.cpu()
 
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
@@ -232,6 +337,113 @@ class NetDissect(MethodBase):
 
 def make_netdissect(params: NetDissectParams, ctx: Any) -> NetDissect:
     return NetDissect(params, ctx)
+
+
+class _TopPixels:
+    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
+    Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
+    value never decreases), so a piece costs one comparison; the survivors are buffered and merged
+    when a neuron has gathered ``rank`` of them (each merge is one ``topk`` of the kept set)."""
+
+    def __init__(self, kc: int, rank: int, device: str, piece: int = 1 << 22) -> None:
+        import torch
+
+        self.kc, self.rank, self.device, self.piece = kc, rank, device, piece
+        self.top = torch.empty((kc, 0), device=device)
+        self.where = torch.empty((kc, 0), dtype=torch.int64, device=device)
+        self.least = None  # [kc] once every neuron holds rank values
+        self.buf: list[tuple] = []
+        self.count = torch.zeros(kc, dtype=torch.int64, device=device)
+
+    def add(self, Fk, offset: int) -> None:
+        """Offer the values ``Fk [kc, n]`` of pixels ``offset .. offset + n``."""
+        import torch
+
+        if self.least is None:
+            pix = torch.arange(offset, offset + Fk.shape[1], device=self.device).expand(self.kc, -1)
+            self.top, self.where = torch.cat([self.top, Fk], 1), torch.cat([self.where, pix], 1)
+            if self.top.shape[1] >= self.rank:
+                self._select()
+            return
+        rows, cols = (Fk > self.least.unsqueeze(1)).nonzero(as_tuple=True)
+        self._offer(rows, Fk[rows, cols], cols + offset)
+
+    def add_maps(self, m, grid: tuple[int, int], offset: int) -> None:
+        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid``, pixels ``offset + i * gh * gw + p``
+        for image i. An upsampled value is a convex combination of its map's values, so an image
+        whose map peaks at or below a neuron's least kept value is not upsampled for that neuron."""
+        kc, b = m.shape[:2]
+        P = grid[0] * grid[1]
+        if self.least is None:  # filling: every value enters
+            step = max(1, self.piece // (kc * P))
+            for s in range(0, b, step):
+                self.add(_upsample(m[:, s : s + step], grid).reshape(kc, -1), offset + s * P)
+                if self.least is not None:
+                    self.add_maps(m[:, s + step :], grid, offset + (s + step) * P)
+                    return
+            return
+        k, i = (m.flatten(2).amax(2) > self.least.unsqueeze(1)).nonzero(as_tuple=True)
+        step = max(1, self.piece // P)
+        for s in range(0, k.numel(), step):
+            kk, ii = k[s : s + step], i[s : s + step]
+            up = _upsample(m[kk, ii].unsqueeze(1), grid).reshape(kk.numel(), P)
+            r, p = (up > self.least[kk].unsqueeze(1)).nonzero(as_tuple=True)
+            self._offer(kk[r], up[r, p], offset + ii[r] * P + p)
+
+    def _offer(self, rows, vals, pix) -> None:
+        """Buffer candidate values of neurons ``rows`` at pixels ``pix``; merge when one has ``rank``."""
+        import torch
+
+        if not rows.numel():
+            return
+        self.buf.append((rows, vals, pix))
+        self.count += torch.bincount(rows, minlength=self.kc)
+        if int(self.count.max()) >= self.rank:
+            self._flush()
+
+    def _flush(self) -> None:
+        import torch
+
+        if not self.buf:
+            return
+        rows, vals, pix = (torch.cat(x) for x in zip(*self.buf, strict=True))
+        self.buf, width = [], int(self.count.max())
+        rows, order = rows.sort(stable=True)
+        start = self.count.cumsum(0) - self.count
+        pos = torch.arange(rows.numel(), device=self.device) - start[rows]
+        V = torch.full((self.kc, width), float("-inf"), device=self.device)
+        P = torch.zeros((self.kc, width), dtype=torch.int64, device=self.device)
+        V[rows, pos], P[rows, pos] = vals[order], pix[order]
+        self.top, self.where = torch.cat([self.top, V], 1), torch.cat([self.where, P], 1)
+        self.count.zero_()
+        self._select()
+
+    def _select(self) -> None:
+        if self.top.shape[1] > self.rank:
+            self.top, i = self.top.topk(self.rank, dim=1, sorted=False)
+            self.where = self.where.gather(1, i)
+        self.least = self.top.amin(1)
+
+    def result(self):
+        """``(T [kc], above [kc, rank], where [kc, rank])``: the rank-th largest value of each
+        neuron, which kept values lie above it and their pixels (every pixel above ``T`` is kept)."""
+        self._flush()
+        if self.least is None:  # fewer than rank pixels offered: cannot happen when rank <= pixels
+            self._select()
+        T = self.least
+        return T, self.top > T.unsqueeze(1), self.where
+
+
+def _upsample(m, grid: tuple[int, int]):
+    """Maps ``[..., h, w]`` resized bilinearly (``align_corners=False``) to ``grid`` (as is when equal),
+    each plane on its own: torch rounds differently with other channel counts, and the result must
+    not depend on how images and neurons are batched."""
+    import torch.nn.functional as F
+
+    if tuple(m.shape[-2:]) == tuple(grid):
+        return m
+    up = F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=tuple(grid), mode="bilinear", align_corners=False)
+    return up.reshape(*m.shape[:-2], *grid)
 
 
 def _ones(n: int, device: str):
