@@ -175,10 +175,9 @@ def _batches(images: list[int], needs: dict[int, tuple[str, ...]]) -> list[list[
 
 
 def _default_threads() -> int:
-    import os
+    from dissectkit.engine.runtime import available_cpus
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cpus))
+    return max(1, min(4, available_cpus()))
 
 
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
