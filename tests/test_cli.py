@@ -274,3 +274,17 @@ def test_fetch_downloads_and_verifies_into_the_cache(tmp_path, capsys):
     assert (cache / "downloads" / digest / "w.bin").read_bytes() == src.read_bytes()
     assert main(["fetch", src.as_uri(), "--sha256", "1" * 64, "--cache-dir", str(cache)]) == 2
     assert f"has sha256 {digest}, expected" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_a_failing_study_keeps_the_finished_labels(tmp_path, tiny_openclip_dir, image_root, concepts_file, capsys, monkeypatch):
+    from dissectkit.engine import pipeline
+
+    def broken(_result):
+        raise ValueError("figure backend exploded")
+
+    monkeypatch.setattr(pipeline, "run_study", broken)
+    recipe = tiny_recipe(tmp_path, tiny_openclip_dir, image_root, concepts_file)
+    assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={tmp_path / 'cache'}"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "study analysis failed" in err and "figure backend exploded" in err
+    assert (tmp_path / "out" / "labels.json").is_file()  # the run directory was committed, not discarded

@@ -98,7 +98,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             with timer.stage("report"):
                 report(res, result, stage, final)
             _stage_finished(hook, timer, "report", final)
-            run_study(result)
+            study(result, stage, final)
             write_json(out / MANIFEST, manifest(result))
             result.out_dir = stage.commit()
             hook.dissectkit_run_finished(run_result=result)
@@ -117,6 +117,19 @@ def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extract
     ex = finish_extraction(ex, res.ctx.strict_data)
     ex.computed_chunks = computed
     return ex
+
+
+def study(result: RunResult, stage: RunDir, final: Path) -> None:
+    """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
+    try:
+        run_study(result)
+    except Exception as exc:
+        result.out_dir = stage.commit()
+        if isinstance(exc, DissectkitError):
+            raise
+        raise DissectkitError(
+            f"The study analysis failed: {type(exc).__name__}: {exc}. The labels and reports are saved in {final}."
+        ) from exc
 
 
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
