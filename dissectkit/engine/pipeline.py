@@ -6,7 +6,8 @@ Each stage is one function below; ``run`` only sequences them and records their 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -119,29 +120,28 @@ def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extract
     return ex
 
 
-def study(result: RunResult, stage: RunDir, final: Path) -> None:
-    """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
+@contextmanager
+def _keeping_labels(result: RunResult, stage: RunDir, what: str, saved: str) -> Iterator[None]:
+    """A failure inside commits the staged run directory (the finished labels stay) and is
+    re-raised naming ``what``; a ``DissectkitError`` passes through as it is."""
     try:
-        run_study(result)
+        yield
     except Exception as exc:
         result.out_dir = stage.commit()
         if isinstance(exc, DissectkitError):
             raise
-        raise DissectkitError(
-            f"The study analysis failed: {type(exc).__name__}: {exc}. The labels and reports are saved in {final}."
-        ) from exc
+        raise DissectkitError(f"{what} failed: {type(exc).__name__}: {exc}. {saved}") from exc
+
+
+def study(result: RunResult, stage: RunDir, final: Path) -> None:
+    """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
+    with _keeping_labels(result, stage, "The study analysis", f"The labels and reports are saved in {final}."):
+        run_study(result)
 
 
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
     """Every reporter writes into the staged run directory; a reporter's failure keeps the finished
     labels (the directory is committed) and names the reporter."""
     for name, reporter in res.reporters.items():
-        try:
+        with _keeping_labels(result, stage, f"Reporter '{name}'", f"The labels are already saved in {final / LABELS}."):
             reporter.write(result, stage.staging)
-        except Exception as exc:
-            result.out_dir = stage.commit()
-            if isinstance(exc, DissectkitError):
-                raise
-            raise DissectkitError(
-                f"Reporter '{name}' failed: {type(exc).__name__}: {exc}. The labels are already saved in {final / LABELS}."
-            ) from exc
