@@ -15,14 +15,18 @@ is constant over the valid images has an empty list: no image is "top-activating
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dissectkit.cache import ChunkedEntry
 from dissectkit.errors import DataError, DissectkitError
+
+if TYPE_CHECKING:
+    from dissectkit.cards import CardEvidence
 
 TOP_IMAGES = 10
 """Top images per neuron kept in ``RunResult.top_images`` / ``labels.json``."""
@@ -39,17 +43,22 @@ class TopImages:
     values: list[list[float]]
 
 
-class _RunningTop:
-    """A running top-``n`` per column over row blocks: ``(value desc, index asc)``, exact and deterministic."""
+class RunningTop:
+    """A running top-``n`` per column over row blocks: ``(value desc, index asc)``, exact and deterministic.
+
+    With a ``payload`` function, each kept (column, row) pair also keeps a payload (a neuron's map
+    on that image), asked for only for the pairs that enter the top: ``payload(columns, positions)``
+    returns ``[m, ...]`` for positions within the block just added."""
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.vals: np.ndarray | None = None  # [K, <=n] float64, best first
         self.idx: np.ndarray | None = None  # [K, <=n] int64
+        self.payload: np.ndarray | None = None  # [K, <=n, ...] when a payload is kept
         self.lo: np.ndarray | None = None
         self.hi: np.ndarray | None = None
 
-    def add(self, values: np.ndarray, rows: np.ndarray) -> None:
+    def add(self, values: np.ndarray, rows: np.ndarray, payload: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
         """``values`` ``[m, K]`` of probe rows ``rows`` (ascending, all above those seen before)."""
         if len(rows) == 0:
             return
@@ -59,16 +68,33 @@ class _RunningTop:
         self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
         idx = np.broadcast_to(rows.astype(np.int64), v.shape)
+        n_old = 0 if self.vals is None else self.vals.shape[1]
+        src = np.broadcast_to(np.arange(n_old, n_old + v.shape[1]), v.shape)  # slot in [old | new]
         if self.vals is not None:  # earlier rows first: ties keep index order in the concatenation
             v = np.concatenate([self.vals, v], axis=1)
             idx = np.concatenate([self.idx, idx], axis=1)
+            src = np.concatenate([np.broadcast_to(np.arange(n_old), (k_count, n_old)), src], axis=1)
         if v.shape[1] > self.n:
             keep = self._select(v, idx)
             v = v[keep].reshape(k_count, self.n)
             idx = idx[keep].reshape(k_count, self.n)
+            src = src[keep].reshape(k_count, self.n)
         order = np.argsort(-v, axis=1, kind="stable")
         self.vals = np.take_along_axis(v, order, axis=1)
         self.idx = np.take_along_axis(idx, order, axis=1)
+        if payload is not None:
+            self._keep_payload(np.take_along_axis(src, order, axis=1), n_old, payload)
+
+    def _keep_payload(self, src: np.ndarray, n_old: int, payload: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+        fresh = src >= n_old
+        cols, slots = np.nonzero(fresh)
+        new = payload(cols, src[cols, slots] - n_old)
+        kept = np.empty(src.shape + new.shape[1:], dtype=new.dtype)
+        kept[cols, slots] = new
+        if self.payload is not None:
+            old_cols, old_slots = np.nonzero(~fresh)
+            kept[old_cols, old_slots] = self.payload[old_cols, src[old_cols, old_slots]]
+        self.payload = kept
 
     def _select(self, v: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Boolean ``[K, M]`` with exactly ``n`` per row: the ``n`` best by (value desc, index asc)."""
@@ -99,7 +125,7 @@ class _RunningTop:
 def streaming_top_images(entry: ChunkedEntry, n: int, skipped: Iterable[int] = ()) -> TopImages:
     """Each neuron's ``n`` most activating valid images, one chunk of the cache entry at a time."""
     skip = np.fromiter(sorted(set(skipped)), dtype=np.int64)
-    running = _RunningTop(max(1, n))
+    running = RunningTop(max(1, n))
     k_count = 0
     for c in range(entry.n_chunks):
         values, valid = entry.read_chunk(c)
@@ -124,7 +150,8 @@ class RunEvidence:
     ``acts[(target, layer)]`` and ``embeds[dissector]`` are the cache entries of the run;
     ``targets`` maps a target label to its built target (``module``, ``preprocess``); ``skipped``
     maps probe indices skipped during the pass to their reason; ``top`` is the persisted top table
-    with the activation values of the same entries in ``top_values``.
+    with the activation values of the same entries in ``top_values``; ``cards`` holds what the
+    pass kept for a reporter's ``card_request`` (``dissectkit.cards``), ``None`` when none asked.
     """
 
     acts: dict[tuple[str, str], ChunkedEntry]
@@ -136,6 +163,7 @@ class RunEvidence:
     batch_size: int = 32
     top: TopTable = field(default_factory=dict)
     top_values: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
+    cards: CardEvidence | None = None
 
     # -- images ------------------------------------------------------------------------------
     def is_valid(self, index: int) -> bool:
@@ -174,41 +202,27 @@ class RunEvidence:
     def spatial_maps(self, target: str, layers: Sequence[str], inputs: Any, max_side: int | None = None) -> dict[str, Any]:
         """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s, one forward pass for all layers.
 
-        Maps with a side above ``max_side`` are average-pooled down to at most ``max_side`` (on the device).
-        The forward pass stops as soon as every layer is captured.
+        Maps with a side above ``max_side`` are average-pooled down to at most ``max_side`` (on the
+        device, ``dissectkit.cards.pool_maps``). The forward pass stops as soon as every layer is captured.
         """
         import torch
-        import torch.nn.functional as F
 
+        from dissectkit.capture import Capture, first_tensor
+        from dissectkit.cards import pool_maps
         from dissectkit.layers import spatial_output
 
         module = self._target(target).module
+        wanted = set(layers)
         store: dict[str, Any] = {}
 
-        def capture(name: str):
-            def hook(_m, _inp, out):
-                if not isinstance(out, torch.Tensor):
-                    out = next(o for o in out if isinstance(o, torch.Tensor))
-                maps = spatial_output(out).float()
-                h, w = maps.shape[-2:]
-                if max_side and max(h, w) > max_side:
-                    maps = F.adaptive_avg_pool2d(maps, (min(h, max_side), min(w, max_side)))
-                store[name] = maps.cpu()
-                if len(store) == len(wanted):
-                    raise _Captured  # every wanted layer is captured: the rest of the network is not run
-            return hook
+        def keep(name: str, out: Any) -> None:
+            store[name] = pool_maps(spatial_output(first_tensor(out)), max_side).cpu()
+            if len(store) == len(wanted):
+                raise _Captured  # every wanted layer is captured: the rest of the network is not run
 
-        wanted = set(layers)
-        handles = [module.get_submodule(name).register_forward_hook(capture(name)) for name in wanted]
-        try:
-            device = next((p.device for p in module.parameters()), torch.device(self.device))
-            with torch.inference_mode():
-                module(inputs.to(device))
-        except _Captured:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
+        device = next((p.device for p in module.parameters()), torch.device(self.device))
+        with Capture.named(module, sorted(wanted), keep), torch.inference_mode(), suppress(_Captured):
+            module(inputs.to(device))
         return store
 
     # -- helpers ---------------------------------------------------------------------------
@@ -233,10 +247,11 @@ def build_run_evidence(
     device: str = "cpu",
     skipped: dict[int, str] | None = None,
     n_top: int = TOP_IMAGES,
+    cards: CardEvidence | None = None,
 ) -> RunEvidence:
     """The evidence of a finished run: top images of every cached (target, layer), computed now."""
     skipped = dict(skipped or {})
-    evidence = RunEvidence(acts_entries, embeds_entries, probe, targets, device, skipped)
+    evidence = RunEvidence(acts_entries, embeds_entries, probe, targets, device, skipped, cards=cards)
     for (target, layer), entry in acts_entries.items():
         top = streaming_top_images(entry, n_top, skipped)
         evidence.top.setdefault(target, {})[layer] = top.indices

@@ -127,13 +127,13 @@ def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypat
         rows = list(entry.chunk_range(c))
         entry.write_chunk(c, torch.from_numpy(acts[rows]), torch.ones(len(rows), dtype=torch.bool))
     widths = []
-    original = run_evidence._RunningTop._select
+    original = run_evidence.RunningTop._select
 
     def spy(self, v, idx):
         widths.append(v.shape[1])
         return original(self, v, idx)
 
-    monkeypatch.setattr(run_evidence._RunningTop, "_select", spy)
+    monkeypatch.setattr(run_evidence.RunningTop, "_select", spy)
     top = run_evidence.streaming_top_images(entry, 3)
     assert max(widths) <= 3 + 16 and len(widths) == entry.n_chunks
     assert top.indices == _brute_top(acts, 3)
