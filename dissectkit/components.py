@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from dissectkit.cards import CardRequest
     from dissectkit.results import RunResult
 
 
@@ -121,6 +122,20 @@ class SimilarityDefaults:
     from_embeddings: Callable[[Any, Any, Any], Any] | None = None
 
 
+class ReporterDefaults:
+    """Optional reporter members. ``card_request``: the top images it shows per neuron (a
+    ``dissectkit.cards.CardRequest``); the single pass then keeps their thumbnails and heatmaps in
+    ``run_result.evidence.cards``, so the reporter need not read those images again (``None``:
+    nothing is kept). ``prepare()``: called once, on the process that writes the outputs, before
+    the pass starts; it may begin slow set-up in the background (imports, templates) that
+    ``write`` then waits for (default: nothing)."""
+
+    card_request: CardRequest | None = None
+
+    def prepare(self) -> None:
+        return None
+
+
 MethodDefaults = MethodBase
 """Optional method members (declared with :class:`dissectkit.methods.MethodBase`, which the built-in
 methods inherit): ``needs_masks``: it reads ``evidence.spatial_maps`` and needs a probe with masks;
@@ -180,6 +195,16 @@ def method_needs_masks(method: Any) -> bool:
 
 def method_uses_dissector(method: Any) -> bool:
     return bool(_member(method, MethodDefaults, "uses_dissector"))
+
+
+def reporter_card_request(reporter: Any) -> CardRequest | None:
+    return _member(reporter, ReporterDefaults, "card_request")
+
+
+def reporter_prepare(reporter: Any) -> None:
+    fn = _member(reporter, ReporterDefaults, "prepare")
+    if fn is not ReporterDefaults.prepare:
+        fn()
 
 
 def dissector_input_size(dissector: Any) -> int | None:

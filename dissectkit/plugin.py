@@ -15,10 +15,11 @@ Groups:
 - registry: ``Registry``, ``ComponentSpec``, ``Params``, ``NoParams``, ``KINDS``, ``BuildContext``;
 - protocols (required members): ``Dissector``, ``Target``, ``Probe``, ``ConceptSet``, ``Similarity``,
   ``Method``, ``Reporter``; optional members with their defaults: ``DissectorDefaults``,
-  ``TargetDefaults``, ``ProbeDefaults``, ``SimilarityDefaults``, ``MethodDefaults``; the readers
-  (one per rule): ``probe_ids``, ``probe_has_masks``, ``probe_skipped``, ``target_ground_truth``,
-  ``target_mask_aligner``, ``similarity_scores``, ``method_needs_masks``, ``method_uses_dissector``,
-  ``dissector_input_size``, ``move_to``;
+  ``TargetDefaults``, ``ProbeDefaults``, ``SimilarityDefaults``, ``MethodDefaults``,
+  ``ReporterDefaults``; the readers (one per rule): ``probe_ids``, ``probe_has_masks``,
+  ``probe_skipped``, ``target_ground_truth``, ``target_mask_aligner``, ``similarity_scores``,
+  ``method_needs_masks``, ``method_uses_dissector``, ``reporter_card_request``, ``reporter_prepare``,
+  ``dissector_input_size``, ``move_to``; ``CardRequest`` (what a reporter shows per neuron);
 - data: ``Concept``, ``LayerInfo``, ``ProbeItem``, ``Evidence``, ``SpatialBatch``, ``LayerLabels``,
   ``concept_list``; what a reporter receives: ``RunResult``, ``LabelSet`` (and ``LayerLabels``);
   ``layer_threshold(layer_labels)`` (a layer's similarity threshold: mean top-1 score of its labels);
@@ -38,6 +39,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dissectkit.cards import CardRequest
 from dissectkit.components import (
     ConceptSet,
     Dissector,
@@ -47,6 +49,7 @@ from dissectkit.components import (
     Probe,
     ProbeDefaults,
     Reporter,
+    ReporterDefaults,
     Similarity,
     SimilarityDefaults,
     Target,
@@ -58,6 +61,8 @@ from dissectkit.components import (
     probe_has_masks,
     probe_ids,
     probe_skipped,
+    reporter_card_request,
+    reporter_prepare,
     similarity_scores,
     target_ground_truth,
     target_mask_aligner,
@@ -106,6 +111,7 @@ __all__ = [
     "KINDS",
     "PROJECT",
     "BuildContext",
+    "CardRequest",
     "ComponentError",
     "ComponentSpec",
     "Concept",
@@ -131,6 +137,7 @@ __all__ = [
     "RecipeError",
     "Registry",
     "Reporter",
+    "ReporterDefaults",
     "RunResult",
     "Similarity",
     "SimilarityDefaults",
@@ -156,6 +163,8 @@ __all__ = [
     "probe_has_masks",
     "probe_ids",
     "probe_skipped",
+    "reporter_card_request",
+    "reporter_prepare",
     "resolve_weights",
     "similarity_scores",
     "target_ground_truth",
