@@ -7,8 +7,9 @@ place, so a killed run (or a killed rank of a distributed run) leaves only finis
 next run resumes from them. ``meta.json`` records what the key was made of.
 
 Kinds: ``acts`` (pooled activations), ``spatial`` (bounded spatial maps, float16), ``masks``
-(probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings) and
-``texts`` (text embeddings).
+(probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings),
+``texts`` (text embeddings) and ``cards`` (the report's top-image thumbnails and maps,
+``dissectkit.engine.cards``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
-KINDS = ("acts", "spatial", "masks", "embeds", "texts")
+KINDS = ("acts", "spatial", "masks", "embeds", "texts", "cards")
 
 
 def content_key(*parts: Any) -> str:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dissectkit.cache import Cache, ChunkedEntry, content_key
+from dissectkit.cards import CardEvidence, Thumbnail, make_thumbnail
 from dissectkit.components import target_mask_aligner
+from dissectkit.engine.cards import CardCollector
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
@@ -44,7 +46,8 @@ class Extraction:
     """The cache entries of a run (every chunk present once :func:`extract_and_embed` returns).
 
     ``spatial`` (per target and layer) and ``masks`` (per target) are empty unless a mask method
-    was asked for. ``skipped`` maps probe index -> reason for every unreadable image."""
+    was asked for. ``skipped`` maps probe index -> reason for every unreadable image; ``cards`` is
+    what the pass kept for the reporters' card request (``dissectkit.cards``), ``None`` when none asked."""
 
     acts: dict[tuple[str, str], ChunkedEntry]
     embeds: dict[str, ChunkedEntry]
@@ -53,6 +56,8 @@ class Extraction:
     skipped: dict[int, str] = field(default_factory=dict)
     computed_chunks: int = 0
     total_chunks: int = 0
+    cards: CardEvidence | None = None
+    cards_complete: bool = False
 
     def entries(self) -> Iterator[ChunkedEntry]:
         yield from self.acts.values()
@@ -121,15 +126,17 @@ def plan_chunk(res: Resolved, ex: Extraction, c: int) -> ChunkPlan:
 
 # --------------------------------------------------------------------------- the data side
 class _PassDataset:
-    """Reads each raw probe image once and preprocesses it for every model its chunk needs."""
+    """Reads each raw probe image once and preprocesses it for every model its chunk needs (and,
+    with a ``thumb_size``, makes its display thumbnail for the report's cards)."""
 
-    def __init__(self, res: Resolved, plans: dict[int, ChunkPlan], chunk: int) -> None:
+    def __init__(self, res: Resolved, plans: dict[int, ChunkPlan], chunk: int, thumb_size: int | None = None) -> None:
         self.probe = res.probe
         self.strict = res.ctx.strict_data
         self.chunk = chunk
         self.plans = plans
         self.targets = {t: s.instance for t, s in res.targets.items()}
         self.dissectors = res.dissectors
+        self.thumb_size = thumb_size
 
     def __len__(self) -> int:
         return len(self.probe)
@@ -146,11 +153,19 @@ class _PassDataset:
             item = self.probe[index]
             inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
             masks = {t: align_masks(item.masks, target_mask_aligner(self.targets[t])) for t in plan.masks}
-            return index, inputs, masks, None
+            return index, inputs, masks, None, self._thumbnail(item)
         except DataError as exc:
             if self.strict:
                 raise
-            return index, None, {t: None for t in plan.masks}, str(exc)
+            return index, None, {t: None for t in plan.masks}, str(exc), None
+
+    def _thumbnail(self, item: Any) -> Thumbnail | None:
+        if self.thumb_size is None:
+            return None
+        try:
+            return make_thumbnail(item, self.thumb_size)
+        except Exception:  # noqa: BLE001 - optional: the report reads the image again and shows why it fails
+            return None
 
 
 def _collate(batch):
@@ -162,7 +177,7 @@ def _collate(batch):
     good = [b[1] for b in batch if b[1] is not None]
     inputs = {name: torch.stack([g[name] for g in good]) for name in good[0]} if good else {}
     masks = {t: [b[2][t] for b in batch] for t in batch[0][2]}
-    return indices, ok, inputs, masks, reasons
+    return indices, ok, inputs, masks, reasons, [b[4] for b in batch]
 
 
 def _chunk_batches(chunks: list[range], batch_size: int) -> list[list[int]]:
@@ -181,14 +196,18 @@ def _module_device(module: Any, fallback: str):
     return torch.device(fallback)
 
 
-def _capture_fn(slot: TargetSlot, spatial: bool) -> Callable[[str, Any], Any]:
-    """What the pass keeps of a layer output: (pooled ``[B, K]``, bounded maps or ``None``)."""
+def _capture_fn(slot: TargetSlot, spatial: bool, cards: CardCollector | None) -> Callable[[str, Any], Any]:
+    """What the pass keeps of a layer output: (pooled ``[B, K]``, bounded maps or ``None``); the
+    card collector sees both the pooled values and the raw output."""
     from dissectkit.capture import first_tensor
     from dissectkit.layers import pool_output
 
-    def keep(_name: str, out: Any) -> Any:
+    def keep(name: str, out: Any) -> Any:
         out = first_tensor(out)
-        return pool_output(out, slot.pool, slot.token_pool).float(), bounded_maps(out) if spatial else None
+        pooled = pool_output(out, slot.pool, slot.token_pool).float()
+        if cards is not None:
+            cards.observe(slot.label, name, pooled, out)
+        return pooled, bounded_maps(out) if spatial else None
 
     return keep
 
@@ -211,8 +230,9 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     if not plans:
         return ex
     ranges = [range(c * chunk, min(n, (c + 1) * chunk)) for c in sorted(plans)]
+    cards = CardCollector.for_run(res, world)
     loader = DataLoader(
-        _PassDataset(res, plans, chunk),
+        _PassDataset(res, plans, chunk, cards.request.thumb_size if cards and cards.thumbnails_in_pass else None),
         batch_sampler=_chunk_batches(ranges, rt.batch_size),
         num_workers=rt.num_workers,
         collate_fn=_collate,
@@ -224,15 +244,17 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     current = None
     try:
         with torch.inference_mode():
-            for indices, ok, inputs, masks, reasons in loader:
+            for indices, ok, inputs, masks, reasons, thumbnails in loader:
                 c = indices[0] // chunk
                 if c != current:  # hook exactly the layers this chunk still needs
                     current = c
                     buf.start(c, plans[c])
+                    if cards is not None:
+                        cards.chunk_started(plans[c].layers)
                     for cap in captures.values():
                         cap.remove()
                     captures = {
-                        t: Capture.named(res.targets[t].instance.module, layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial))
+                        t: Capture.named(res.targets[t].instance.module, layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial, cards))
                         for t, layers in plans[c].layers.items()
                     }
                 ex.skipped.update(reasons)
@@ -240,6 +262,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                 for t, rows in masks.items():
                     buf.masks.setdefault(t, []).extend(rows)
                 if inputs:
+                    if cards is not None:
+                        cards.start_batch([i for i, good in zip(indices, ok, strict=True) if good])
                     for t, cap in captures.items():
                         module = res.targets[t].instance.module
                         module(inputs[f"t:{t}"].to(_module_device(module, res.ctx.device)))
@@ -249,6 +273,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                                 buf.add(f"s:{t}:{layer}", maps)
                     for d in plans[c].dissectors:
                         buf.add(f"e:{d}", res.dissectors[d].encode_images(inputs[f"d:{d}"]).detach().float())
+                    if cards is not None:
+                        cards.keep_thumbnails(indices, thumbnails)
                 if progress:
                     progress.advance(task, len(indices))
                 if indices[-1] == min(n, (c + 1) * chunk) - 1:
@@ -257,6 +283,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     finally:
         for cap in captures.values():
             cap.remove()
+    if cards is not None:
+        ex.cards, ex.cards_complete = cards.result(), cards.complete(ex.total_chunks)
     return ex
 
 

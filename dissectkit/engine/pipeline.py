@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.cache import Cache
+from dissectkit.components import reporter_prepare
+from dissectkit.engine.cards import settle_cards
 from dissectkit.engine.distributed import World, world_from_env
 from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extraction
 from dissectkit.engine.label import label_all
@@ -80,6 +82,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
         if world.is_main:
             hook.dissectkit_run_started(recipe=recipe, out_dir=final)
             _stage_finished(hook, timer, "resolve", final)
+            prepare_reporters(res)
         bar = progress_bar(console) if progress else None
         with bar or nullcontext():
             with timer.stage("extract_embed"):
@@ -89,7 +92,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             with timer.stage("label"):
                 label_sets, measures = label_all(res, ex, cache, bar, world)
                 evidence = build_run_evidence(ex.acts, ex.embeds, res.probe, {t: s.instance for t, s in res.targets.items()},
-                                              res.ctx.device, ex.skipped) if world.is_main else None
+                                              res.ctx.device, ex.skipped, cards=ex.cards) if world.is_main else None
         processes = {"world_size": world.size, "threads": threads}
         stats = run_stats(res, ex, timer.timings, processes)
         result = make_run_result(res, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats, evidence)
@@ -117,6 +120,7 @@ def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extract
     computed = sum(world.all_gather(ex.computed_chunks))
     ex = finish_extraction(ex, res.ctx.strict_data)
     ex.computed_chunks = computed
+    ex.cards = settle_cards(res, cache, ex, world)
     return ex
 
 
@@ -137,6 +141,17 @@ def study(result: RunResult, stage: RunDir, final: Path) -> None:
     """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
     with _keeping_labels(result, stage, "The study analysis", f"The labels and reports are saved in {final}."):
         run_study(result)
+
+
+def prepare_reporters(res: Resolved) -> None:
+    """Let every reporter begin its slow set-up in the background while the pass runs."""
+    for name, reporter in res.reporters.items():
+        try:
+            reporter_prepare(reporter)
+        except Exception as exc:
+            if isinstance(exc, DissectkitError):
+                raise
+            raise DissectkitError(f"Reporter '{name}' failed to prepare: {type(exc).__name__}: {exc}") from exc
 
 
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
