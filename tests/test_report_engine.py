@@ -78,7 +78,13 @@ def test_tables_and_report_name_top_images_and_skip_the_unreadable(finished, ima
     victim = result.probe.records[gone].path
     assert victim.name != "broken.png"
     victim.unlink()
-    dk.create("reporter", "html", top_images=3, max_cards=4).write(result, tmp_path / "again")
+    dk.create("reporter", "html", top_images=3, max_cards=4).write(result, tmp_path / "kept")
+    assert _pages(tmp_path / "kept").count('class="thumb unreadable"') == 0  # the pass kept it: shown as the run read it
+    cards, result.evidence.cards = result.evidence.cards, None  # as after a cached run: the images are read again
+    try:
+        dk.create("reporter", "html", top_images=3, max_cards=4).write(result, tmp_path / "again")
+    finally:
+        result.evidence.cards = cards
     again = _pages(tmp_path / "again")
     assert again.count('class="thumb unreadable"') >= 1 and f'title="{result.probe_ids[gone]}: ' in again
     assert again.count('class="card"') == html.count('class="card"')

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from dissectkit.hookspecs import hookimpl
 from dissectkit.registry import Params
 from dissectkit.run_evidence import TOP_IMAGES
+
+if TYPE_CHECKING:
+    from dissectkit.cards import CardRequest
 
 
 class TableParams(Params):
@@ -52,10 +56,29 @@ class HtmlReporter:
     """Writes ``report.html`` with layer tables, neuron cards and summary plots."""
 
     params: HtmlParams
+    _warm: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def prepare(self) -> None:
+        """Import the plotting library and compile the templates in a thread while the pass runs."""
+        from dissectkit.report.html import warm_up
+
+        self._warm = threading.Thread(target=warm_up, name="dk-report-warm-up")
+        self._warm.start()
+
+    @property
+    def card_request(self) -> CardRequest | None:
+        """The cards it shows, so the pass keeps their thumbnails and heatmaps (``ReporterDefaults``)."""
+        from dissectkit.cards import CardRequest
+        from dissectkit.report.visuals import MAX_MAP_SIDE
+
+        p = self.params
+        return CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards) if p.top_images > 0 else None
 
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.report.html import HtmlOptions, write_html_report
 
+        if self._warm is not None:
+            self._warm.join()
         return write_html_report(run_result, Path(out_dir), HtmlOptions(**self.params.model_dump()))
 
 

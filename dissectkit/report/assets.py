@@ -12,11 +12,14 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dissectkit.imaging import as_array, minmax_unit, to_pil
+
+if TYPE_CHECKING:
+    from dissectkit.cards import Thumbnail
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -127,19 +130,18 @@ class ImageAssets:
 
     def add(self, index: int, item: Any) -> None:
         """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
+        from dissectkit.cards import make_thumbnail
+
+        self.add_thumbnail(index, make_thumbnail(item, self.thumb_size))
+
+    def add_thumbnail(self, index: int, thumb: Thumbnail) -> None:
+        """Write a ready thumbnail of probe image ``index`` (e.g. one kept by the pass)."""
         from PIL import Image
 
-        pil = display_image(item.image, keep_grey=True)
-        scale = self.thumb_size / max(pil.width, pil.height)
-        shown = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))  # small images scaled up
-        pil.thumbnail((self.thumb_size, self.thumb_size))
         name = f"img{index:06d}.jpg"
-        pil.save(self.folder / "thumbs" / name, format="JPEG", quality=85)
-        self.masks[index] = {
-            str(c): np.asarray(Image.fromarray(np.asarray(m).astype(np.uint8) * 255).resize(shown, Image.NEAREST)) > 127
-            for c, m in (item.masks or {}).items() if np.ndim(m) == 2 and np.any(m)
-        }
-        self.thumbs[index] = (f"{self.rel}/thumbs/{name}", shown[0], shown[1])
+        Image.fromarray(thumb.pixels).save(self.folder / "thumbs" / name, format="JPEG", quality=85)
+        self.masks[index] = thumb.masks
+        self.thumbs[index] = (f"{self.rel}/thumbs/{name}", thumb.shown[0], thumb.shown[1])
 
     def fail(self, index: int, reason: str) -> None:
         self.errors[index] = reason

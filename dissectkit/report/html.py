@@ -10,7 +10,7 @@ import numpy as np
 
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
-from dissectkit.report.render import render
+from dissectkit.report.render import environment, render
 from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"
@@ -149,6 +149,17 @@ def is_split(run: Any, split_above: int) -> bool:
 def layer_href(key: str, split: bool) -> str:
     """The link (relative to the run directory) of a layer view."""
     return f"{f'report-{key}.html' if split else REPORT}#{key}"
+
+
+def warm_up() -> None:
+    """Import what the report draws with and compile its templates (a reporter's ``prepare``
+    runs this in a thread while the pass runs; errors surface when the report is written)."""
+    try:
+        plots.warm_up()
+        for template in ("report.html.j2", "layer_page.html.j2"):
+            environment().get_template(template)
+    except Exception:  # noqa: BLE001, S110 - only a head start: writing the report does the same and reports errors
+        pass
 
 
 def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:

@@ -13,6 +13,17 @@ NONE = "(no concept)"
 UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.measures)
 
 
+def warm_up() -> None:
+    """Import matplotlib's figure and its PNG and SVG backends and load the font by drawing a small
+    figure (together most of a first plot's cost)."""
+    import matplotlib.backends.backend_svg  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figure((1.0, 1.0))
+    fig.subplots().set_title("warm-up", fontsize=8)
+    FigureCanvasAgg(fig).draw()
+
+
 def _figure(figsize: tuple[float, float]):
     """A matplotlib ``Figure`` outside pyplot: no global figure manager, no GUI backend, safe to
     draw in a worker thread while the report's images are computed."""

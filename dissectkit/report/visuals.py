@@ -1,13 +1,14 @@
 """The images of the neuron cards: top images, thumbnails and heatmaps, one pass per target.
 
 Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
-images only, see ``dissectkit.run_evidence``). For a live run, the union of the shown images of
-all layers of a target is read once, in batches: each image is read once, its thumbnail written
-once, and one forward pass per batch captures the spatial maps of every shown layer (stopping
-after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``, get no
-heatmap). The cost grows with the cards and images shown, not with the probe size. An image that cannot be read
-any more becomes a placeholder; the rest of the report is unaffected.
-"""
+images only, see ``dissectkit.run_evidence``). For a live run, the thumbnails and maps the run's
+single pass kept for this reporter's ``card_request`` (``evidence.cards``, see ``dissectkit.cards``)
+are used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
+a layer past the budget) is read again once per target, in batches: its thumbnail written once,
+and one forward pass per batch captures the spatial maps of every shown layer that lacks them
+(stopping after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``,
+get no heatmap). The cost grows with the cards and images shown, not with the probe size. An
+image that cannot be read any more becomes a placeholder; the rest of the report is unaffected."""
 
 from __future__ import annotations
 
@@ -80,11 +81,12 @@ class Visuals:
 
     # -- the pass --------------------------------------------------------------------------------
     def _pass(self, target: str, layers: list[str]) -> None:
-        """Read the union of the layers' shown images once; thumbnails and maps of the layers showing each.
+        """Thumbnails and maps of the union of the layers' shown images, each image read at most once.
 
-        Images are read, preprocessed and thumbnailed by ``opts.threads`` threads (default: the
-        CPUs available to the process, at most 4), one batch ahead of the forward pass (at most
-        two batches of images in memory).
+        What the run's pass kept (``evidence.cards``) is used first; only the images it lacks a
+        thumbnail or a map of are read again. Those are read, preprocessed and thumbnailed by
+        ``opts.threads`` threads (default: the CPUs available to the process, at most 4), one
+        batch ahead of the forward pass (at most two batches of images in memory).
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -94,12 +96,12 @@ class Visuals:
         images = sorted({i for layer in layers for row in self.layers[(target, layer)].indices for i in row})
         kinds = {info.name: info.kind for info in self.run.layer_infos.get(target, [])}
         layers = [layer for layer in layers if kinds.get(layer) != "linear"]  # no spatial extent: no heatmap
-        shown = {layer: {i for row in self.layers[(target, layer)].indices for i in row} for layer in layers}
-        needs = {i: tuple(layer for layer in layers if i in shown[layer]) for i in images}
-        batches = _batches(images, needs)
-        heat: dict[str, np.ndarray] = {}
         slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
+        heat: dict[str, np.ndarray] = {}
         with ThreadPoolExecutor(max_workers=self.opts.threads or _default_threads(), thread_name_prefix="dk-images") as pool:
+            unmapped = self._kept(pool, target, images, layers, slots, heat)
+            needs = {i: tuple(layer for layer in layers if i in unmapped[layer]) for i in images}
+            batches = _batches([i for i in images if needs[i] or i not in self.assets.thumbs], needs)
             pending = [pool.submit(self._load, target, i) for i in batches[0]] if batches else []
             for b in range(len(batches)):
                 loaded = [f.result() for f in pending]
@@ -112,17 +114,34 @@ class Visuals:
                 where = {index: p for p, (index, _) in enumerate(ok)}
                 for layer in wanted:
                     m = maps[layer].numpy()
-                    if layer not in heat:
-                        heat[layer] = np.full((len(self.layers[(target, layer)].indices), n) + m.shape[-2:], np.nan, np.float32)
                     ks, js, idx = slots[layer]
                     sel = np.fromiter((i in where for i in idx), bool, len(idx))
                     if sel.any():
                         pos = np.fromiter((where[i] for i in idx[sel]), np.int64)
-                        heat[layer][ks[sel], js[sel]] = m[pos, ks[sel]]
+                        _heat(heat, layer, len(self.layers[(target, layer)].indices), n, m.shape[-2:])[ks[sel], js[sel]] = m[pos, ks[sel]]
         lut = colormap_lut(self.opts.colormap)
         for layer in layers:
             if layer in heat:
                 self.layers[(target, layer)].heat = _encode(heat[layer], lut, self.opts.heatmap_alpha)
+
+    def _kept(self, pool: Any, target: str, images: list[int], layers: list[str],
+              slots: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], heat: dict[str, np.ndarray]) -> dict[str, set[int]]:
+        """Write the thumbnails and fill ``heat`` with the maps the run's pass kept; returns, per
+        layer, the shown images whose maps it lacks."""
+        cards = self.evidence.cards
+        if cards is None or not cards.serves(self.opts.thumb_size, MAX_MAP_SIDE):
+            return {layer: set(slots[layer][2].tolist()) for layer in layers}
+        thumbs = [(i, cards.thumbnails[i]) for i in images if i in cards.thumbnails]
+        list(pool.map(lambda pair: self.assets.add_thumbnail(*pair), thumbs))
+        unmapped = {}
+        for layer in layers:
+            ks, js, idx = slots[layer]
+            kept = cards.layers.get((target, layer))
+            found, maps = kept.lookup(ks, idx) if kept is not None else (np.zeros(len(ks), bool), None)
+            if found.any():
+                _heat(heat, layer, len(self.layers[(target, layer)].indices), self.opts.top_images, maps.shape[-2:])[ks[found], js[found]] = maps
+            unmapped[layer] = set(idx[~found].tolist())
+        return unmapped
 
     def _load(self, target: str, index: int) -> tuple[int, Any]:
         """Read image ``index`` once: its thumbnail is written and its model input returned
@@ -172,6 +191,13 @@ def _batches(images: list[int], needs: dict[int, tuple[str, ...]]) -> list[list[
         else:
             out.append([i])
     return out
+
+
+def _heat(heat: dict[str, np.ndarray], layer: str, units: int, n: int, side: tuple[int, int]) -> np.ndarray:
+    """The ``[K, n, h, w]`` heatmap array of a layer (NaN: not shown), created on first use."""
+    if layer not in heat:
+        heat[layer] = np.full((units, n, *side), np.nan, np.float32)
+    return heat[layer]
 
 
 def _default_threads() -> int:

@@ -1,0 +1,225 @@
+"""Card evidence: the pass keeps the thumbnails and heatmaps of the report's top images, so the
+report neither reads those images again nor runs the target; what it lacks is recomputed."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dissectkit as dk
+from dissectkit.report.html import HtmlOptions, _cards
+from dissectkit.report.visuals import MAX_MAP_SIDE, Visuals
+from dissectkit.run_evidence import RunningTop
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "synth-effnet-concepts"
+N_SHOWN = 5
+
+
+def _quickstart(tmp_path: Path, *overrides: str):
+    recipe = dk.load_recipe(ROOT / "recipes" / "quickstart.yaml", [
+        "probe.params.n=120", "runtime.batch_size=32", "runtime.chunk_images=50",
+        f"output.dir={tmp_path / 'out'}", f"runtime.cache_dir={tmp_path / 'cache'}", "output.reporters=[html]",
+        *overrides,
+    ])
+    return dk.run(recipe)
+
+
+class CountingProbe:
+    """The run's probe, counting the images read."""
+
+    def __init__(self, probe) -> None:
+        self.probe, self.reads = probe, 0
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.probe[index]
+
+
+def _visuals(run, folder: Path) -> Visuals:
+    opts = HtmlOptions(top_images=N_SHOWN, threads=1)
+    visuals = Visuals(run, folder, opts)
+    visuals.prepare(_cards(run, opts))
+    return visuals
+
+
+def _decoded(uri: str | None) -> np.ndarray | None:
+    from PIL import Image
+
+    if uri is None:
+        return None
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def qs_run(tmp_path_factory):
+    return _quickstart(tmp_path_factory.mktemp("cards"))
+
+
+def test_running_top_payload_follows_every_kept_pair():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 6, size=(300, 7)).astype(np.float32)  # many ties
+    values[:, 3] = 1.0  # a constant column
+    plain, carried = RunningTop(4), RunningTop(4)
+    asked = []
+
+    def payload_for(rows):
+        def payload(cols, positions):
+            asked.append(len(cols))
+            return np.stack([cols, rows[positions]], axis=1).astype(np.int64)  # (column, probe row) per pair
+        return payload
+
+    start = 0
+    for size in (1, 7, 50, 3, 100, 139):
+        rows = np.arange(start, start + size)
+        plain.add(values[rows], rows)
+        carried.add(values[rows], rows, payload_for(rows))
+        start += size
+    assert np.array_equal(plain.idx, carried.idx)
+    assert np.array_equal(carried.payload[..., 0], np.broadcast_to(np.arange(7)[:, None], (7, 4)))
+    assert np.array_equal(carried.payload[..., 1], carried.idx)  # each slot holds its own image's payload
+    assert sum(asked) < 7 * 300 / 4  # only pairs entering the top are asked for
+
+
+def test_the_pass_keeps_the_shown_thumbnails_and_maps(qs_run):
+    run = qs_run
+    cards = run.evidence.cards
+    assert cards is not None and cards.serves(112, MAX_MAP_SIDE)
+    kinds = {info.name: info.kind for info in run.layer_infos[TARGET]}
+    for layer, rows in run.top_images[TARGET].items():
+        kept = cards.layers[(TARGET, layer)]
+        shown = [row[:N_SHOWN] for row in rows]
+        for k, row in enumerate(shown):
+            assert set(row) <= set(cards.thumbnails), (layer, k)
+            if row:  # the pass's running top is the run's top-image order (ties by the lower index)
+                assert kept.images[k].tolist() == row
+        if kinds[layer] == "linear":
+            assert kept.maps is None
+            continue
+        units = np.array([k for k, row in enumerate(shown) for _ in row])
+        images = np.array([i for row in shown for i in row])
+        found, maps = kept.lookup(units, images)
+        assert found.all()
+        import torch
+
+        x = torch.stack([run.evidence.model_input(TARGET, run.evidence.read(int(i)).image) for i in images])
+        fresh = run.evidence.spatial_maps(TARGET, [layer], x, MAX_MAP_SIDE)[layer].numpy()[np.arange(len(units)), units]
+        assert maps.shape == fresh.shape
+        assert np.allclose(maps, fresh, rtol=2e-3, atol=2e-3 * np.abs(fresh).max())  # float16 storage
+
+
+def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
+    run = qs_run
+    counting = CountingProbe(run.evidence.probe)
+    run.evidence.probe = counting
+    try:
+        with_cards = _visuals(run, tmp_path / "a" / "report_files")
+        assert counting.reads == 0
+        cards, run.evidence.cards = run.evidence.cards, None
+        try:
+            recomputed = _visuals(run, tmp_path / "b" / "report_files")
+        finally:
+            run.evidence.cards = cards
+        shown = {i for key in with_cards.layers for row in with_cards.layers[key].indices for i in row}
+        assert counting.reads == len(shown) > 0
+    finally:
+        run.evidence.probe = counting.probe
+    for index in shown:  # the same thumbnails, byte for byte
+        name = f"img{index:06d}.jpg"
+        assert (tmp_path / "a/report_files/thumbs" / name).read_bytes() == (tmp_path / "b/report_files/thumbs" / name).read_bytes()
+    diffs = []
+    for key, layer_cards in with_cards.layers.items():
+        assert (layer_cards.heat is None) == (recomputed.layers[key].heat is None)
+        for row_a, row_b in zip(layer_cards.heat or [], recomputed.layers[key].heat or [], strict=True):
+            for a, b in zip(row_a, row_b, strict=True):
+                a, b = _decoded(a), _decoded(b)
+                assert (a is None) == (b is None)
+                if a is not None:
+                    diffs.append(np.abs(a - b).reshape(-1, 4))
+    diff = np.concatenate(diffs)  # float16 maps: at most one step of a value, so of the colour table
+    assert len(diffs) > 50 and diff[:, 3].max() <= 1 and diff[:, :3].max() <= 8 and diff.mean() < 0.05
+
+
+def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypatch):
+    from dissectkit.engine import cards as engine_cards
+
+    monkeypatch.setattr(engine_cards, "CARD_SLOT_BUDGET", 200)  # blocks.1 (80 pairs) and classifier (100) only
+    run = _quickstart(tmp_path)
+    kept = run.evidence.cards.layers
+    assert (TARGET, "blocks.5") not in kept and {(TARGET, "blocks.1"), (TARGET, "classifier")} <= set(kept)
+    visuals = _visuals(run, tmp_path / "report_files")
+    heat = visuals.layers[(TARGET, "blocks.5")].heat
+    for k, row in enumerate(visuals.layers[(TARGET, "blocks.5")].indices):
+        assert row and all(uri is not None for uri in heat[k][: len(row)])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64") > 0
+
+
+def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplog):
+    first = _quickstart(tmp_path)
+    saved = sorted((tmp_path / "cache" / "cards").glob("*/cards.npz"))
+    assert len(saved) == 1
+    again = _quickstart(tmp_path, "method={name: clip-dissect, params: {similarity: cos}}")
+    assert again.stats["chunks"]["computed"] == 0 and again.evidence.cards is not None
+    a, b = first.evidence.cards, again.evidence.cards
+    assert a.request == b.request and set(a.thumbnails) == set(b.thumbnails) and set(a.layers) == set(b.layers)
+    for row, thumb in a.thumbnails.items():
+        other = b.thumbnails[row]
+        assert np.array_equal(thumb.pixels, other.pixels) and thumb.shown == other.shown
+        assert thumb.masks.keys() == other.masks.keys() and all(np.array_equal(m, other.masks[c]) for c, m in thumb.masks.items())
+    for key, kept in a.layers.items():
+        assert np.array_equal(kept.images, b.layers[key].images)
+        assert (kept.maps is None and b.layers[key].maps is None) or np.array_equal(kept.maps, b.layers[key].maps)
+    counting = CountingProbe(again.evidence.probe)
+    again.evidence.probe = counting
+    _visuals(again, tmp_path / "again" / "report_files")
+    assert counting.reads == 0 and again.evidence.targets[TARGET]._module is None  # nor is the target built
+    # a damaged file is only a lost head start: the report reads the images again
+    saved[0].write_bytes(b"not an npz")
+    third = _quickstart(tmp_path)
+    assert third.evidence.cards is None and "Ignoring the cached report images" in caplog.text
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, monkeypatch):
+    from dissectkit.engine import cards as engine_cards
+
+    monkeypatch.setattr(engine_cards, "THUMBNAILS_PER_SLOT", 0)  # as if the probe were far larger than the cards
+    run = _quickstart(tmp_path)
+    assert run.evidence.cards.thumbnails == {} and run.evidence.cards.layers[(TARGET, "blocks.5")].maps is not None
+    counting = CountingProbe(run.evidence.probe)
+    run.evidence.probe = counting
+    forwards = []
+    original = run.evidence.spatial_maps
+    monkeypatch.setattr(run.evidence, "spatial_maps", lambda *a, **k: forwards.append(a) or original(*a, **k))
+    visuals = _visuals(run, tmp_path / "report_files")
+    shown = {i for key in visuals.layers for row in visuals.layers[key].indices for i in row}
+    assert counting.reads == len(shown) and forwards == []  # each shown image read once, for its thumbnail only
+    cards5 = visuals.layers[(TARGET, "blocks.5")]
+    assert all(uri is not None for k, row in enumerate(cards5.indices) for uri in cards5.heat[k][: len(row)])
+
+
+def test_no_html_reporter_keeps_nothing(tmp_path):
+    run = _quickstart(tmp_path, "output.reporters=[csv]")
+    assert run.evidence.cards is None
+
+
+def test_a_reporter_failing_to_prepare_is_named(tmp_path, monkeypatch, capsys):
+    from dissectkit.builtin.reporters import HtmlReporter
+    from dissectkit.cli import main
+
+    def broken(_self):
+        raise OSError("no fonts")
+
+    monkeypatch.setattr(HtmlReporter, "prepare", broken)
+    code = main(["run", str(ROOT / "recipes" / "quickstart.yaml"), "-q", "-s", "probe.params.n=20",
+                 "-s", f"output.dir={tmp_path / 'out'}", "-s", f"runtime.cache_dir={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert code == 2 and "Reporter 'html' failed to prepare" in err and "no fonts" in err
