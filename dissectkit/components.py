@@ -123,17 +123,12 @@ class SimilarityDefaults:
 
 
 class ReporterDefaults:
-    """Optional reporter members. ``card_request``: the top images it shows per neuron (a
+    """Optional reporter member. ``card_request``: the top images it shows per neuron (a
     ``dissectkit.cards.CardRequest``); the single pass then keeps their thumbnails and heatmaps in
     ``run_result.evidence.cards``, so the reporter need not read those images again (``None``:
-    nothing is kept). ``prepare()``: called once, on the process that writes the outputs, before
-    the pass starts; it may begin slow set-up in the background (imports, templates) that
-    ``write`` then waits for (default: nothing)."""
+    nothing is kept)."""
 
     card_request: CardRequest | None = None
-
-    def prepare(self) -> None:
-        return None
 
 
 MethodDefaults = MethodBase
@@ -199,12 +194,6 @@ def method_uses_dissector(method: Any) -> bool:
 
 def reporter_card_request(reporter: Any) -> CardRequest | None:
     return _member(reporter, ReporterDefaults, "card_request")
-
-
-def reporter_prepare(reporter: Any) -> None:
-    fn = _member(reporter, ReporterDefaults, "prepare")
-    if fn is not ReporterDefaults.prepare:
-        fn()
 
 
 def dissector_input_size(dissector: Any) -> int | None:

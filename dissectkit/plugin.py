@@ -18,7 +18,7 @@ Groups:
   ``TargetDefaults``, ``ProbeDefaults``, ``SimilarityDefaults``, ``MethodDefaults``,
   ``ReporterDefaults``; the readers (one per rule): ``probe_ids``, ``probe_has_masks``,
   ``probe_skipped``, ``target_ground_truth``, ``target_mask_aligner``, ``similarity_scores``,
-  ``method_needs_masks``, ``method_uses_dissector``, ``reporter_card_request``, ``reporter_prepare``,
+  ``method_needs_masks``, ``method_uses_dissector``, ``reporter_card_request``,
   ``dissector_input_size``, ``move_to``; ``CardRequest`` (what a reporter shows per neuron);
 - data: ``Concept``, ``LayerInfo``, ``ProbeItem``, ``Evidence``, ``SpatialBatch``, ``LayerLabels``,
   ``concept_list``; what a reporter receives: ``RunResult``, ``LabelSet`` (and ``LayerLabels``);
@@ -62,7 +62,6 @@ from dissectkit.components import (
     probe_ids,
     probe_skipped,
     reporter_card_request,
-    reporter_prepare,
     similarity_scores,
     target_ground_truth,
     target_mask_aligner,
@@ -164,7 +163,6 @@ __all__ = [
     "probe_ids",
     "probe_skipped",
     "reporter_card_request",
-    "reporter_prepare",
     "resolve_weights",
     "similarity_scores",
     "target_ground_truth",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,14 +55,6 @@ class HtmlReporter:
     """Writes ``report.html`` with layer tables, neuron cards and summary plots."""
 
     params: HtmlParams
-    _warm: threading.Thread | None = field(default=None, init=False, repr=False)
-
-    def prepare(self) -> None:
-        """Import the plotting library and compile the templates in a thread while the pass runs."""
-        from dissectkit.report.html import warm_up
-
-        self._warm = threading.Thread(target=warm_up, name="dk-report-warm-up")
-        self._warm.start()
 
     @property
     def card_request(self) -> CardRequest | None:
@@ -76,9 +67,6 @@ class HtmlReporter:
 
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.report.html import HtmlOptions, write_html_report
-
-        if self._warm is not None:
-            self._warm.join()
         return write_html_report(run_result, Path(out_dir), HtmlOptions(**self.params.model_dump()))
 
 

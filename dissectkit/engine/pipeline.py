@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.cache import Cache
-from dissectkit.components import reporter_prepare
 from dissectkit.engine.cards import settle_cards
 from dissectkit.engine.distributed import World, world_from_env
 from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extraction
@@ -82,7 +81,6 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
         if world.is_main:
             hook.dissectkit_run_started(recipe=recipe, out_dir=final)
             _stage_finished(hook, timer, "resolve", final)
-            prepare_reporters(res)
         bar = progress_bar(console) if progress else None
         with bar or nullcontext():
             with timer.stage("extract_embed"):
@@ -141,17 +139,6 @@ def study(result: RunResult, stage: RunDir, final: Path) -> None:
     """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
     with _keeping_labels(result, stage, "The study analysis", f"The labels and reports are saved in {final}."):
         run_study(result)
-
-
-def prepare_reporters(res: Resolved) -> None:
-    """Let every reporter begin its slow set-up in the background while the pass runs."""
-    for name, reporter in res.reporters.items():
-        try:
-            reporter_prepare(reporter)
-        except Exception as exc:
-            if isinstance(exc, DissectkitError):
-                raise
-            raise DissectkitError(f"Reporter '{name}' failed to prepare: {type(exc).__name__}: {exc}") from exc
 
 
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
