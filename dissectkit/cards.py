@@ -61,19 +61,26 @@ class Thumbnail:
 
 def make_thumbnail(item: Any, size: int) -> Thumbnail:
     """The thumbnail of a probe item (its image and masks)."""
-    from PIL import Image
-
     from dissectkit.report.assets import display_image
 
     pil = display_image(item.image, keep_grey=True)
     scale = size / max(pil.width, pil.height)
     shown = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
     pil.thumbnail((size, size))
-    masks = {
-        str(c): np.asarray(Image.fromarray(np.asarray(m).astype(np.uint8) * 255).resize(shown, Image.NEAREST)) > 127
-        for c, m in (item.masks or {}).items() if np.ndim(m) == 2 and np.any(m)
-    }
+    masks = {}
+    for concept, mask in (item.masks or {}).items():
+        mask = np.asarray(mask)
+        if mask.ndim == 2 and mask.any():
+            masks[str(concept)] = nearest(mask.astype(bool, copy=False), shown)
     return Thumbnail(np.asarray(pil), shown, masks)
+
+
+def nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+
+    h, w = mask.shape
+    rows = np.minimum(((np.arange(size[1]) + 0.5) * (h / size[1])).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[0]) + 0.5) * (w / size[0])).astype(np.int64), w - 1)
+    return mask[rows[:, None], cols[None, :]]
 
 
 def pooled_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
