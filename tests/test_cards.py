@@ -211,15 +211,51 @@ def test_no_html_reporter_keeps_nothing(tmp_path):
     assert run.evidence.cards is None
 
 
-def test_a_reporter_failing_to_prepare_is_named(tmp_path, monkeypatch, capsys):
-    from dissectkit.builtin.reporters import HtmlReporter
-    from dissectkit.cli import main
+def test_the_plot_process_draws_the_files_the_parent_would(tmp_path, monkeypatch):
+    from test_report_fixtures import make_run
 
-    def broken(_self):
-        raise OSError("no fonts")
+    from dissectkit.report import plot_process, plots
 
-    monkeypatch.setattr(HtmlReporter, "prepare", broken)
-    code = main(["run", str(ROOT / "recipes" / "quickstart.yaml"), "-q", "-s", "probe.params.n=20",
-                 "-s", f"output.dir={tmp_path / 'out'}", "-s", f"runtime.cache_dir={tmp_path / 'cache'}"])
-    err = capsys.readouterr().err.replace("\n", " ")
-    assert code == 2 and "Reporter 'html' failed to prepare" in err and "no fonts" in err
+    run = make_run(tmp_path, methods=("corr", "cos"))
+    drawn = plot_process.SummaryPlots(run, tmp_path / "child")
+    assert drawn.child is not None
+    drawn.finish()
+    assert drawn.child.returncode == 0 and not drawn.job.exists()
+    plots.summary_plots(plot_process.summary_data(run), tmp_path / "parent")
+    names = sorted(p.name for p in (tmp_path / "parent").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "child").iterdir()) and len(names) == 10
+    for name in names:
+        assert (tmp_path / "child" / name).read_bytes() == (tmp_path / "parent" / name).read_bytes(), name
+    # a child that fails (or cannot start) leaves the drawing to the parent
+    monkeypatch.setattr(plot_process, "CHILD", "import sys; sys.exit(3)")
+    failed = plot_process.SummaryPlots(run, tmp_path / "fallback")
+    failed.finish()
+    assert failed.child.returncode == 3
+    assert sorted(p.name for p in (tmp_path / "fallback").iterdir()) == names
+    monkeypatch.setattr(plot_process.sys, "executable", str(tmp_path / "no-python"))
+    missing = plot_process.SummaryPlots(run, tmp_path / "no-child")
+    missing.finish()
+    assert missing.child is None and sorted(p.name for p in (tmp_path / "no-child").iterdir()) == names
+
+
+def test_a_failing_report_stops_its_plot_process(tmp_path, monkeypatch):
+    from test_report_fixtures import make_run
+
+    from dissectkit.report import html, plot_process
+
+    started = []
+
+    class Recorded(plot_process.SummaryPlots):
+        def __init__(self, *args):
+            super().__init__(*args)
+            started.append(self)
+
+    def broken(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(html, "SummaryPlots", Recorded)
+    monkeypatch.setattr(html, "_write_pages", broken)
+    with pytest.raises(OSError, match="disk full"):
+        html.write_html_report(make_run(tmp_path), tmp_path / "out")
+    (drawing,) = started
+    assert drawing.child.poll() is not None and not drawing.job.exists()

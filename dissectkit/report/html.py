@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
-from dissectkit.report.render import environment, render
+from dissectkit.report.plot_process import SummaryPlots, threshold_or_none
+from dissectkit.report.render import render
 from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"
@@ -42,11 +41,6 @@ class LayerView:
     page: str | None = None
     categories: list[str] = field(default_factory=list)
     n_cards: int = 0
-
-
-def _threshold(ll: Any) -> float | None:
-    scores = [ranked[0][1] for ranked in ll.neurons if ranked]
-    return float(np.mean(scores)) if scores else None
 
 
 def no_concept_reason(ll: Any, unit: int) -> str | None:
@@ -94,26 +88,18 @@ def _summary(ll: Any, neurons: list[dict[str, Any]]) -> dict[str, Any]:
         counts[key] = counts.get(key, 0) + 1
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     return {
-        "n": len(neurons), "labelled": len(labelled), "threshold": _threshold(ll),
+        "n": len(neurons), "labelled": len(labelled), "threshold": threshold_or_none(ll),
         "distinct": len({n["label"] for n in labelled}), "top_categories": top,
     }
 
 
-def _plots(run: Any, folder: Path) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-    """The summary plots of every label set (from the labels alone) and the thresholds plot."""
-    concepts = run.concept_index()
-    figs, thresholds = [], {}
-    for lsi, ls in enumerate(run.label_sets):
-        thresholds[ls.key] = {layer: _threshold(ll) for layer, ll in ls.layers.items()}
-        figs.append({
-            "categories": plots.stacked_categories_plot(
-                {layer: ll.top1() for layer, ll in ls.layers.items()}, concepts, folder,
-                f"categories-set{lsi}", ls.method),
-            "scores": plots.score_distribution_plot(
-                {layer: [r[0][1] for r in ll.neurons if r] for layer, ll in ls.layers.items()},
-                folder, f"scores-set{lsi}", f"Top-1 score distribution ({ls.method})"),
-        })
-    return figs, (plots.thresholds_plot(thresholds, folder, "thresholds") if thresholds else None)
+def _plot_files(run: Any) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """The files of the summary plots (``plots.summary_plots``; known before they are drawn)."""
+    figs = [{"categories": plots.files(f"categories-set{lsi}"), "scores": plots.files(f"scores-set{lsi}")}
+            for lsi in range(len(run.label_sets))]
+    return figs, (plots.files("thresholds") if run.label_sets else None)
+
+
 
 
 def _cards(run: Any, opts: HtmlOptions) -> dict[tuple[str, str], list[int]]:
@@ -151,39 +137,35 @@ def layer_href(key: str, split: bool) -> str:
     return f"{f'report-{key}.html' if split else REPORT}#{key}"
 
 
-def warm_up() -> None:
-    """Import what the report draws with and compile its templates (a reporter's ``prepare``
-    runs this in a thread while the pass runs; errors surface when the report is written)."""
-    try:
-        plots.warm_up()
-        for template in ("report.html.j2", "layer_page.html.j2"):
-            environment().get_template(template)
-    except Exception:  # noqa: BLE001, S110 - only a head start: writing the report does the same and reports errors
-        pass
-
-
 def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:
     """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``.
 
-    The summary plots are drawn in a worker thread while the card images are computed.
+    The summary plots are drawn by a child process (``plot_process``) while the card images are
+    computed and the pages rendered (their file names are known in advance); it returns once they
+    are drawn.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     opts = opts or HtmlOptions()
     out_dir = Path(out_dir)
     folder = out_dir / FILES
     (folder / "plots").mkdir(parents=True, exist_ok=True)
+    drawing = SummaryPlots(run, folder / "plots")
+    try:
+        page = _write_pages(run, out_dir, opts, folder)
+    except BaseException:
+        drawing.cancel()
+        raise
+    drawing.finish()
+    return page
+
+
+def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Path:
+    """The card images, then ``report.html`` and the per-layer pages."""
     total = sum(len(ll.neurons) for ls in run.label_sets for ll in ls.layers.values())
     split = is_split(run, opts.split_above)
     keys = layer_keys(run)
+    figs, threshold_plot = _plot_files(run)
     visuals = Visuals(run, folder, opts)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dk-plots") as pool:
-        drawn = pool.submit(_plots, run, folder / "plots")
-        try:
-            visuals.prepare(_cards(run, opts))
-        finally:
-            figs, threshold_plot = drawn.result()
-
+    visuals.prepare(_cards(run, opts))
     sets, views = [], []
     for lsi, ls in enumerate(run.label_sets):
         set_views = []

@@ -1,4 +1,9 @@
-"""Summary plots (matplotlib figures without pyplot, imported lazily), saved as PNG and SVG."""
+"""Summary plots (matplotlib figures without pyplot, imported lazily), saved as PNG and SVG.
+
+This module imports nothing from dissectkit at the top, so a child process can load it by file
+path and draw the report's summary plots (:func:`summary_plots`, :func:`main`) with only numpy and
+matplotlib imported (``dissectkit.report.plot_process``).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,6 @@ import numpy as np
 
 NONE = "(no concept)"
 UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.measures)
-
-
-def warm_up() -> None:
-    """Import matplotlib's figure and its PNG and SVG backends and load the font by drawing a small
-    figure (together most of a first plot's cost)."""
-    import matplotlib.backends.backend_svg  # noqa: F401
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = _figure((1.0, 1.0))
-    fig.subplots().set_title("warm-up", fontsize=8)
-    FigureCanvasAgg(fig).draw()
 
 
 def _figure(figsize: tuple[float, float]):
@@ -55,13 +49,19 @@ def save(fig: Any, folder: Path, stem: str) -> dict[str, str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     folder.mkdir(parents=True, exist_ok=True)
-    png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
+    names = files(stem)
+    png, svg = folder / names["png"], folder / names["svg"]
     bbox = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     fig.savefig(png, dpi=110, bbox_inches=bbox, metadata={"Software": None})
     fig.savefig(svg, bbox_inches=bbox, metadata={"Date": None, "Creator": None})
     if "matplotlib.pyplot" in sys.modules:  # a pyplot figure is released (a plain Figure needs nothing)
         sys.modules["matplotlib.pyplot"].close(fig)
-    return {"png": png.name, "svg": svg.name}
+    return names
+
+
+def files(stem: str) -> dict[str, str]:
+    """The file names :func:`save` writes for ``stem`` (known before the figure is drawn)."""
+    return {"png": f"{stem}.png", "svg": f"{stem}.svg"}
 
 
 def _short(name: str, limit: int = 24) -> str:
@@ -166,3 +166,25 @@ def grouped_bars_plot(groups: dict[str, dict[str, float]], folder: Path, stem: s
     if len(groups) > 1:
         ax.legend(fontsize=7)
     return save(fig, folder, stem)
+
+
+def summary_plots(data: dict[str, Any], folder: Path) -> None:
+    """The run report's summary plots from plain data (``plot_process.summary_data``): per label
+    set ``categories-setN`` and ``scores-setN``, then ``thresholds`` over all sets."""
+    from types import SimpleNamespace
+
+    concepts = {text: SimpleNamespace(category=c, subcategory=s) for text, (c, s) in data["concepts"].items()}
+    thresholds = {}
+    for lsi, ls in enumerate(data["sets"]):
+        thresholds[ls["key"]] = ls["thresholds"]
+        stacked_categories_plot(ls["top1"], concepts, folder, f"categories-set{lsi}", ls["method"])
+        score_distribution_plot(ls["scores"], folder, f"scores-set{lsi}", f"Top-1 score distribution ({ls['method']})")
+    if thresholds:
+        thresholds_plot(thresholds, folder, "thresholds")
+
+
+def main(argv: list[str]) -> None:
+    """The child process: :func:`summary_plots` of the JSON file ``argv[0]`` into the folder ``argv[1]``."""
+    import json
+
+    summary_plots(json.loads(Path(argv[0]).read_text(encoding="utf-8")), Path(argv[1]))

@@ -1,0 +1,87 @@
+"""The run report's summary plots, drawn in a separate Python process while the pages are written.
+
+matplotlib draws in pure Python: in a thread it holds the interpreter lock that writing the pages
+needs, so the two would take turns. A child process (``sys.executable``) loads ``plots.py`` by file
+path, so it imports only numpy and matplotlib, and draws from a JSON file of the labels
+(:func:`summary_data`); JSON keeps every float exactly, so the files are those the parent would
+draw. When the child cannot start or fails, the parent draws the same plots itself (a real error
+then surfaces with its traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dissectkit.measures import layer_threshold
+from dissectkit.report import plots
+
+log = logging.getLogger(__name__)
+
+CHILD = (
+    "import importlib.util as u, sys; s = u.spec_from_file_location('dissectkit_summary_plots', sys.argv[1]); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m); m.main(sys.argv[2:])"
+)
+
+
+def threshold_or_none(ll: Any) -> float | None:
+    """A layer's similarity threshold (``measures.layer_threshold``), ``None`` when no neuron is labelled."""
+    return layer_threshold(ll) if any(ll.neurons) else None
+
+
+def summary_data(run: Any) -> dict[str, Any]:
+    """What the summary plots show, as plain data: concept categories and, per label set, each
+    layer's top-1 labels, top-1 scores and threshold."""
+    return {
+        "concepts": {c.text: [c.category, c.subcategory] for c in run.concept_index().values()},
+        "sets": [
+            {
+                "key": ls.key, "method": ls.method,
+                "top1": {layer: ll.top1() for layer, ll in ls.layers.items()},
+                "scores": {layer: [float(r[0][1]) for r in ll.neurons if r] for layer, ll in ls.layers.items()},
+                "thresholds": {layer: threshold_or_none(ll) for layer, ll in ls.layers.items()},
+            }
+            for ls in run.label_sets
+        ],
+    }
+
+
+class SummaryPlots:
+    """The summary plots of one run being drawn into ``folder`` by a child process."""
+
+    def __init__(self, run: Any, folder: Path) -> None:
+        self.data, self.folder = summary_data(run), folder
+        fd, name = tempfile.mkstemp(prefix="dissectkit-plots-", suffix=".json")
+        self.job = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh)
+        try:
+            self.child: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-c", CHILD, plots.__file__, str(self.job), str(folder)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            log.info("Drawing the summary plots in this process (no child process: %s).", exc)
+            self.child = None
+
+    def finish(self) -> None:
+        """Wait for the child; draw here when it could not."""
+        code = self.child.wait() if self.child is not None else None
+        self.job.unlink(missing_ok=True)
+        if code != 0:
+            if code is not None:
+                log.info("The plot process exited with %s; drawing the summary plots in this process.", code)
+            plots.summary_plots(self.data, self.folder)
+
+    def cancel(self) -> None:
+        """Stop the child (the report failed or was interrupted)."""
+        if self.child is not None and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+        self.job.unlink(missing_ok=True)
