@@ -1,7 +1,8 @@
 """One forward-hook helper: capture (a transform of) the outputs of named submodules.
 
-Used by the engine's pass (pooled and spatial activations), layer discovery (output shapes) and
-synthetic training (a hooked feature map for an auxiliary head)::
+Used by the engine's pass (pooled and spatial activations), the report's spatial maps, layer
+discovery (output shapes), the conformance kit's ``check_target`` and synthetic training (a
+hooked feature map for an auxiliary head)::
 
     with Capture.named(model, ["blocks.1"], fn=lambda name, out: out.mean((2, 3))) as cap:
         model(x)

@@ -209,6 +209,7 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     neuron count, a stable fingerprint, and the optional ``ground_truth`` / ``preprocess_mask``."""
     import torch
 
+    from dissectkit.capture import Capture, first_tensor
     from dissectkit.components import Target, target_ground_truth, target_mask_aligner
     from dissectkit.layers import pool_output
 
@@ -224,27 +225,17 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     images = list(images) if images is not None else sample_images()[:3]
     x = torch.stack([target.preprocess(im) for im in images])
     assert torch.isfinite(x).all(), "preprocess produced NaN/inf"
-    outs: dict[str, Any] = {}
-    handles = []
+    modules = {}
     for info in infos:
         try:
-            sub = target.module.get_submodule(info.name)
+            modules[info.name] = target.module.get_submodule(info.name)
         except AttributeError as exc:
             raise AssertionError(f"layer {info.name!r} is not a submodule of target.module") from exc
-
-        def hook(_m, _i, out, name=info.name):
-            outs[name] = out if isinstance(out, torch.Tensor) else next(o for o in out if isinstance(o, torch.Tensor))
-
-        handles.append(sub.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            target.module(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with Capture(modules, lambda _name, out: first_tensor(out)) as cap, torch.inference_mode():
+        target.module(x)
     for info in infos:
-        assert info.name in outs, f"layer {info.name!r} did not run in a forward pass"
-        width = pool_output(outs[info.name]).shape[1]
+        assert info.name in cap.outputs, f"layer {info.name!r} did not run in a forward pass"
+        width = pool_output(cap.outputs[info.name]).shape[1]
         assert width == info.n_neurons, f"layer {info.name!r} declares {info.n_neurons} neurons, its output pools to {width}"
         truth = target_ground_truth(target, info.name)
         if truth is not None:
