@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dissectkit.imaging import centre_indices
+
 if TYPE_CHECKING:
     import torch
 
@@ -76,11 +78,9 @@ def make_thumbnail(item: Any, size: int) -> Thumbnail:
 
 
 def nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-
+    """A 2-D array resampled to ``size=(w, h)`` by nearest neighbour (``imaging.centre_indices``)."""
     h, w = mask.shape
-    rows = np.minimum(((np.arange(size[1]) + 0.5) * (h / size[1])).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(size[0]) + 0.5) * (w / size[0])).astype(np.int64), w - 1)
-    return mask[rows[:, None], cols[None, :]]
+    return mask[np.ix_(centre_indices(h, size[1]), centre_indices(w, size[0]))]
 
 
 def pooled_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:

@@ -137,6 +137,12 @@ def to_pil(image: Any, mode: str = "RGB", model: str | None = None):
     return pil.convert(mode) if pil.mode != mode else pil
 
 
+def centre_indices(n: int, g: int) -> np.ndarray:
+    """Nearest-neighbour resampling of ``n`` pixels to ``g``: the source pixel under each target
+    pixel's centre (index ``floor((i + 0.5) * n / g)``)."""
+    return np.minimum(((np.arange(g) + 0.5) * n / g).astype(np.int64), n - 1)
+
+
 def gray_or_rgb(arr: np.ndarray, channels: int = 3) -> np.ndarray:
     """``HxW`` or ``HxWx3`` -> ``HxWx channels`` (grayscale repeated, or RGB averaged to one channel)."""
     if channels == 3:

@@ -127,10 +127,12 @@ class NetDissect(MethodBase):
         import numpy as np
         import torch
 
+        from dissectkit.imaging import centre_indices
+
         names = sorted({c for m in masks for c in m if c in col}, key=col.__getitem__)
         if not names:
             return None, []
-        iy, ix = (np.minimum(((np.arange(g) + 0.5) * n / g).astype(np.int64), n - 1) for g, n in zip(grid, size, strict=True))
+        iy, ix = (centre_indices(n, g) for g, n in zip(grid, size, strict=True))
         L = np.zeros((len(names), len(masks), *grid), dtype=np.float32)
         for b, m in enumerate(masks):
             for j, c in enumerate(names):
