@@ -34,7 +34,7 @@ from dissectkit.cards import (
 from dissectkit.components import reporter_card_request
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
-from dissectkit.engine.spatial import F16_MAX
+from dissectkit.engine.spatial import as_float16
 from dissectkit.run_evidence import RunningTop
 
 if TYPE_CHECKING:
@@ -129,12 +129,14 @@ class CardCollector:
                 return np.empty((0, *size), np.float16)
             chosen = maps[torch.as_tensor(positions, device=maps.device), torch.as_tensor(units, device=maps.device)]
             small = pool_maps(chosen[:, None], self.request.map_side)[:, 0]
-            return small.clamp(-F16_MAX, F16_MAX).half().cpu().numpy()
+            return as_float16(small).cpu().numpy()
 
         return cut
 
     def keep_thumbnails(self, rows: list[int], thumbnails: list[Thumbnail | None]) -> None:
         """After a batch: keep the new thumbnails of images in some top list, drop those no longer in one."""
+        if not self.thumbnails_in_pass:
+            return
         shown = self._in_tops()
         for row, thumb in zip(rows, thumbnails, strict=True):
             if thumb is not None and row in shown:

@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
 SPATIAL_MAX_SIDE = 28
 """The longest side of a cached spatial map (the maps of larger layers are area-averaged)."""
-F16_MAX = 65504.0
-"""The largest finite float16 (maps are clamped to it before they are stored as float16)."""
+_F16_MAX = 65504.0
 
 
 def bounded_size(h: int, w: int, max_side: int = SPATIAL_MAX_SIDE) -> tuple[int, int]:
@@ -47,7 +46,12 @@ def bounded_maps(out: torch.Tensor) -> torch.Tensor:
     size = bounded_size(*maps.shape[-2:])
     if size != tuple(maps.shape[-2:]):
         maps = F.adaptive_avg_pool2d(maps, size)
-    return maps.clamp(-F16_MAX, F16_MAX).half()
+    return as_float16(maps)
+
+
+def as_float16(maps: torch.Tensor) -> torch.Tensor:
+    """Maps as float16 for storage, clamped to float16's finite range (no inf from large values)."""
+    return maps.clamp(-_F16_MAX, _F16_MAX).half()
 
 
 def spatial_shape(info: LayerInfo) -> tuple[int, int, int]:
