@@ -1,4 +1,4 @@
-"""DICOM reading throughput: ``dissectkit.dicom.read_dicom`` (LUTs, display range, checks) vs a bare
+"""DICOM reading throughput: ``dissectkit.imaging.dicom.read_dicom`` (LUTs, display range, checks) vs a bare
 pydicom loop doing the same LUT steps (modality LUT, VOI window, MONOCHROME1 as ``max - x``), in the
 same process, on mammogram-sized 12-bit files.
 
@@ -33,7 +33,7 @@ def bare(files: list[Path]) -> float:
 
 
 def ours(files: list[Path], apply_voi: bool) -> float:
-    from dissectkit.dicom import read_dicom
+    from dissectkit.imaging.dicom import read_dicom
 
     t = time.perf_counter()
     for f in files:

@@ -144,7 +144,7 @@ def measure(dis, bare, batches, repeats: int, device: str):
 def main() -> None:
     import torch
 
-    from dissectkit.context import BuildContext
+    from dissectkit.base.context import BuildContext
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -69,7 +69,7 @@ def extraction_vs_bare(recipe_path: Path, tmp: Path, repeats: int = 2) -> tuple[
     from torch.utils.data import DataLoader
 
     import dissectkit as dk
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
     from dissectkit.engine.extract import ChunkPlan, _chunk_batches, _collate, _PassDataset, extract_and_embed
     from dissectkit.engine.resolve import resolve
 

@@ -33,9 +33,9 @@ def main() -> None:
     os.environ["HF_HOME"] = tempfile.mkdtemp()
     from huggingface_hub import hf_hub_download
 
-    from dissectkit.context import BuildContext
-    from dissectkit.errors import WeightsError
-    from dissectkit.weights import resolve
+    from dissectkit.base.context import BuildContext
+    from dissectkit.base.errors import WeightsError
+    from dissectkit.base.weights import resolve
 
     t0 = time.perf_counter()
     try:

@@ -35,11 +35,11 @@ def main() -> None:
     import torch
 
     import dissectkit as dk
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
     from dissectkit.engine.extract import extract_and_embed, finish_extraction
     from dissectkit.engine.resolve import resolve
     from dissectkit.engine.spatial import SpatialSource
-    from dissectkit.methods import Evidence
+    from dissectkit.labelling.evidence import Evidence
 
     overrides = [f"probe.params.n={args.images}", "output.reporters=[csv]", "runtime.device=cpu",
                  "runtime.batch_size=100", "method={name: netdissect}"]

@@ -58,7 +58,7 @@ def main() -> None:
           f"predicts {old_s / 100:.2f} s (1/100 of the {args.n}-id figure)")
 
     import dissectkit as dk
-    from dissectkit.context import BuildContext
+    from dissectkit.base.context import BuildContext
     from dissectkit.synthetic.export import export_world
 
     with tempfile.TemporaryDirectory() as tmp:

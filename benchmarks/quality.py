@@ -1,4 +1,4 @@
-"""Label quality (``dissectkit.quality.layer_quality``) vs a per-neuron loop over the same formulas
+"""Label quality (``dissectkit.labelling.quality.layer_quality``) vs a per-neuron loop over the same formulas
 (numpy ranks, one Spearman per neuron and concept), in the same process, and their largest
 difference.
 
@@ -48,7 +48,7 @@ def loop_quality(A: np.ndarray, P: np.ndarray, labels: list[int], top_fraction: 
 def main() -> None:
     import torch
 
-    from dissectkit.quality import layer_quality
+    from dissectkit.labelling.quality import layer_quality
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)

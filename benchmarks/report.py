@@ -56,11 +56,11 @@ def build_run(out: Path, n_images: int, layer_sizes: list[int], seed: int = 0):
     import torch
     from torch import nn
 
-    from dissectkit.cache import Cache
-    from dissectkit.methods import LayerLabels
-    from dissectkit.results import LabelSet, RunResult
-    from dissectkit.run_evidence import build_run_evidence
-    from dissectkit.types import Concept, LayerInfo, ProbeItem
+    from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+    from dissectkit.engine.cache import Cache
+    from dissectkit.labelling.evidence import LayerLabels
+    from dissectkit.results.evidence import build_run_evidence
+    from dissectkit.results.run_result import LabelSet, RunResult
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -135,7 +135,7 @@ def naive_cards(run, out: Path, limit: int, top: int = 5) -> int:
     """Per neuron: each top image re-read, thumbnailed and run through the target on its own."""
     import torch
 
-    from dissectkit.imaging import to_pil
+    from dissectkit.imaging.raw import to_pil
 
     out.mkdir(parents=True, exist_ok=True)
     ev = run.evidence

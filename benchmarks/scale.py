@@ -4,7 +4,7 @@ Prints, in one run:
 
 (a) labelling peak memory and time for one synthetic layer (K=2,048 neurons, C=2,000 concepts,
     D=512) at several probe sizes N, the activations *streamed from a cache*: the chunks are first
-    written with ``dissectkit.cache``'s ``ChunkedEntry`` into a temporary cache directory, then the
+    written with ``dissectkit.engine.cache``'s ``ChunkedEntry`` into a temporary cache directory, then the
     method labels from ``Evidence(activation_chunks=...)``. Memory is the peak resident set above the
     level just before labelling (``/proc/self/clear_refs`` + ``VmHWM``; the image embeddings
     ``[N, D]`` are an input already in memory and not counted). For N up to ``--baseline-max`` the
@@ -96,7 +96,7 @@ def write_layer(cache_root: Path, N: int, chunk: int, seed: int = 0):
     carry signal), the rest are rectified noise; neuron 7 is dead (constant)."""
     import torch
 
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
 
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(D, K // 4, generator=g)
@@ -125,7 +125,7 @@ def method_for(name: str):
 def part_a(args, tmp: Path) -> list[dict]:
     import torch
 
-    from dissectkit.methods import Evidence
+    from dissectkit.labelling.evidence import Evidence
 
     g = torch.Generator().manual_seed(1)
     names = [f"concept {i}" for i in range(C)]

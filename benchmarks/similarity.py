@@ -30,8 +30,8 @@ import time
 import torch
 
 import dissectkit as dk
+from dissectkit.base.context import BuildContext
 from dissectkit.builtin.similarities import top_indices
-from dissectkit.context import BuildContext
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -31,10 +31,10 @@ def rerun_source(res: Any, slot: Any, layer: str, batch: int) -> Callable[[], It
     def stream() -> Iterator[Any]:
         import torch
 
-        from dissectkit.capture import Capture, first_tensor
         from dissectkit.engine.spatial import align_masks
-        from dissectkit.layers import spatial_output
-        from dissectkit.methods import SpatialBatch
+        from dissectkit.labelling.evidence import SpatialBatch
+        from dissectkit.nn.capture import Capture, first_tensor
+        from dissectkit.nn.layers import spatial_output
 
         align = getattr(slot.instance, "preprocess_mask", None)
         with Capture.named(slot.instance.module, [layer], lambda _n, o: spatial_output(first_tensor(o)).float()) as cap:
@@ -56,12 +56,12 @@ def main() -> None:
     import torch
 
     import dissectkit as dk
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
     from dissectkit.engine.extract import extract_and_embed, finish_extraction
     from dissectkit.engine.label import TextEncoder
     from dissectkit.engine.resolve import resolve
     from dissectkit.engine.spatial import SpatialSource
-    from dissectkit.methods import Evidence
+    from dissectkit.labelling.evidence import Evidence
 
     overrides = [f"probe.params.n={args.images}", "output.reporters=[csv]", "runtime.device=cpu", "runtime.batch_size=100"]
     plain = resolve(dk.load_recipe("recipes/quickstart.yaml", [*overrides, "method={name: clip-dissect, params: {similarity: cos}}"]))

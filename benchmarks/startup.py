@@ -33,9 +33,9 @@ import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 import dissectkit as dk
-from dissectkit import weights
+from dissectkit.base import weights
 from dissectkit.engine import resolve
-from dissectkit.plugins import get_host
+from dissectkit.host.manager import get_host
 counts = {"load": [], "hash": []}
 for name, key in (("load_checkpoint", "load"), ("file_fingerprint", "hash")):
     real = getattr(weights, name)
@@ -53,7 +53,7 @@ for d in res.dissectors.values():
     d.fingerprint()
 t2 = time.perf_counter()
 if sys.argv[2] == "pass":  # then the cached pass over the probe, as `run` does next
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
     from dissectkit.engine import extract_and_embed
     stats = extract_and_embed(res, Cache(res.ctx.cache_dir))
     assert stats["computed_chunks"] == 0 or "--fill" in sys.argv, stats["computed_chunks"]
@@ -82,8 +82,8 @@ def big_model(name: str, tmp: Path) -> tuple[float, float, float]:
     from safetensors.torch import save_file
 
     import dissectkit as dk
-    from dissectkit.context import BuildContext
-    from dissectkit.plugins import get_host
+    from dissectkit.base.context import BuildContext
+    from dissectkit.host.manager import get_host
 
     ckpt = tmp / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in timm.create_model(name).state_dict().items()}, str(ckpt))

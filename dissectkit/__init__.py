@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from dissectkit.registry import KINDS, ComponentSpec, Params
-from dissectkit.types import Concept, LayerInfo, ProbeItem
+from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+from dissectkit.host.registry import KINDS, ComponentSpec, Params
 
 if TYPE_CHECKING:
-    from dissectkit.context import BuildContext
+    from dissectkit.base.context import BuildContext
     from dissectkit.engine import RunResult
-    from dissectkit.recipe import Recipe
+    from dissectkit.host.recipe import Recipe
 
 __version__ = "0.1.0"
 __all__ = [
@@ -48,7 +48,7 @@ def list_components(kind: str | None = None, *, names: bool = False) -> list[Com
     """Every registered component (of one kind when given), sorted by kind then name: specs
     (``.name``, ``.kind``, ``.distribution``, ``.description``, ``.params``), or with
     ``names=True`` just their names (``"kind:name"`` when no kind is given)."""
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     specs = get_host().registry.list(kind)
     if not names:
@@ -58,8 +58,8 @@ def list_components(kind: str | None = None, *, names: bool = False) -> list[Com
 
 def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any) -> Any:
     """Build a component by kind and name; ``params`` are validated by its ``Params`` model."""
-    from dissectkit.context import BuildContext
-    from dissectkit.plugins import get_host
+    from dissectkit.base.context import BuildContext
+    from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get(kind, name)
     validated = spec.validate(params)
@@ -68,7 +68,7 @@ def create(kind: str, name: str, _ctx: BuildContext | None = None, **params: Any
 
 def load_recipe(path: Any, overrides: Any = ()) -> Recipe:
     """Load, merge (``extends:``), override (``a.b=c``) and validate a recipe file."""
-    from dissectkit.recipe import load_recipe as _load
+    from dissectkit.host.recipe import load_recipe as _load
 
     return _load(path, overrides)
 

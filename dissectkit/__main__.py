@@ -10,7 +10,7 @@ import sys
 def _main() -> None:
     if os.environ.get("RANK", "0") not in ("", "0"):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     sys.exit(main())
 

@@ -39,8 +39,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dissectkit.cards import CardRequest
-from dissectkit.components import (
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import (
+    ComponentError,
+    DataError,
+    DissectkitError,
+    EvidenceError,
+    LayerError,
+    PluginError,
+    RecipeError,
+    WeightsError,
+    did_you_mean,
+)
+from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+from dissectkit.base.weights import (
+    WeightsRef,
+    extract_state_dict,
+    fetch_command,
+    file_fingerprint,
+    load_checkpoint,
+    load_state_dict_strict,
+)
+from dissectkit.base.weights import resolve as resolve_weights
+from dissectkit.host.contract import (
     ConceptSet,
     Dissector,
     DissectorDefaults,
@@ -66,33 +87,12 @@ from dissectkit.components import (
     target_ground_truth,
     target_mask_aligner,
 )
-from dissectkit.context import BuildContext
-from dissectkit.errors import (
-    ComponentError,
-    DataError,
-    DissectkitError,
-    EvidenceError,
-    LayerError,
-    PluginError,
-    RecipeError,
-    WeightsError,
-    did_you_mean,
-)
-from dissectkit.hookspecs import PROJECT, hookimpl, hookspec
-from dissectkit.measures import layer_threshold
-from dissectkit.methods import Evidence, LayerLabels, SpatialBatch, concept_list
-from dissectkit.registry import KINDS, ComponentSpec, NoParams, Params, Registry
-from dissectkit.results import LabelSet, RunResult
-from dissectkit.types import Concept, LayerInfo, ProbeItem
-from dissectkit.weights import (
-    WeightsRef,
-    extract_state_dict,
-    fetch_command,
-    file_fingerprint,
-    load_checkpoint,
-    load_state_dict_strict,
-)
-from dissectkit.weights import resolve as resolve_weights
+from dissectkit.host.hookspecs import PROJECT, hookimpl, hookspec
+from dissectkit.host.registry import KINDS, ComponentSpec, NoParams, Params, Registry
+from dissectkit.labelling.evidence import Evidence, LayerLabels, SpatialBatch, concept_list
+from dissectkit.labelling.measures import layer_threshold
+from dissectkit.results.cards import CardRequest
+from dissectkit.results.run_result import LabelSet, RunResult
 
 _DISSECTOR_HELPERS = (
     "TorchDissectorBase",

@@ -22,8 +22,8 @@ import pytest
 @pytest.fixture
 def dissectkit_plugin() -> Iterator[Callable[..., Any]]:
     """``register(module_or_name, name=None, distribution="in-process") -> PluginRecord``."""
-    from dissectkit.errors import PluginError
-    from dissectkit.plugins import get_host
+    from dissectkit.base.errors import PluginError
+    from dissectkit.host.manager import get_host
 
     host = get_host()
     added = []

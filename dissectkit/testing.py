@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
 
 DEFAULT_TEXTS = ("mass", "a spiculated mass in the upper outer quadrant", "calcification", "normal breast tissue")
 
@@ -83,7 +83,7 @@ def check_dissector(
     """Check the dissector contract; returns a few measured numbers (max deviations) for logging."""
     import torch
 
-    from dissectkit.components import Dissector
+    from dissectkit.host.contract import Dissector
 
     assert isinstance(dissector, Dissector), "dissector lacks embed_dim / preprocess / encode_* / fingerprint"
     assert isinstance(dissector.embed_dim, int) and dissector.embed_dim > 0, "embed_dim must be a positive int"
@@ -163,8 +163,8 @@ def _check_image(image: Any, where: str) -> tuple[int, int]:
 
 def check_probe(probe: Any, max_items: int = 16) -> dict[str, Any]:
     """Check the probe contract on up to ``max_items`` items spread over the probe."""
-    from dissectkit.components import Probe, probe_has_masks, probe_ids, probe_skipped
-    from dissectkit.types import ProbeItem
+    from dissectkit.base.types import ProbeItem
+    from dissectkit.host.contract import Probe, probe_has_masks, probe_ids, probe_skipped
 
     assert isinstance(probe, Probe), "probe lacks __len__ / __getitem__ / fingerprint"
     n = len(probe)
@@ -209,9 +209,9 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     neuron count, a stable fingerprint, and the optional ``ground_truth`` / ``preprocess_mask``."""
     import torch
 
-    from dissectkit.capture import Capture, first_tensor
-    from dissectkit.components import Target, target_ground_truth, target_mask_aligner
-    from dissectkit.layers import pool_output
+    from dissectkit.host.contract import Target, target_ground_truth, target_mask_aligner
+    from dissectkit.nn.capture import Capture, first_tensor
+    from dissectkit.nn.layers import pool_output
 
     assert isinstance(target, Target), "target lacks module / preprocess / layers / fingerprint"
     training = [type(m).__name__ for m in target.module.modules() if m.training]
@@ -251,8 +251,8 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
 # --------------------------------------------------------------------------- concept sets
 def check_concepts(concept_set: Any) -> dict[str, Any]:
     """Concepts: a non-empty list of ``Concept`` with unique non-empty texts, the same on each read."""
-    from dissectkit.components import ConceptSet
-    from dissectkit.types import Concept
+    from dissectkit.base.types import Concept
+    from dissectkit.host.contract import ConceptSet
 
     assert isinstance(concept_set, ConceptSet), "concept set lacks a `concepts` attribute"
     concepts = list(concept_set.concepts)
@@ -273,7 +273,7 @@ def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neur
     neuron k's activations equal concept k's column of ``P`` (plus noise), so it must score best."""
     import torch
 
-    from dissectkit.components import Similarity, similarity_scores
+    from dissectkit.host.contract import Similarity, similarity_scores
 
     assert isinstance(sim, Similarity), "similarity must be callable as sim(P, A)"
     g = torch.Generator().manual_seed(seed)
@@ -304,8 +304,8 @@ def planted_evidence(n_images: int = 240, n_neurons: int = 6, seed: int = 0, mas
     k's text embedding, and, with ``masks``, a mask where the neuron's map is high)."""
     import torch
 
-    from dissectkit.methods import Evidence, SpatialBatch
-    from dissectkit.types import Concept
+    from dissectkit.base.types import Concept
+    from dissectkit.labelling.evidence import Evidence, SpatialBatch
 
     g = torch.Generator().manual_seed(seed)
     names = [f"concept {k}" for k in range(n_neurons)] + ["distractor a", "distractor b"]
@@ -353,8 +353,8 @@ def check_method(method: Any, evidence: Any = None, min_planted: float | None = 
     """``label(evidence)`` gives one ranked list per neuron of known concepts with finite scores in
     descending order, deterministically; on :func:`planted_evidence` (the default) at least
     ``min_planted`` of the neurons get their planted concept first (``None``: skip that check)."""
-    from dissectkit.components import method_needs_masks
-    from dissectkit.methods import LayerLabels
+    from dissectkit.host.contract import method_needs_masks
+    from dissectkit.labelling.evidence import LayerLabels
 
     assert callable(getattr(method, "label", None)), "method lacks label(evidence)"
     assert isinstance(getattr(method, "name", None), str) and method.name, "method.name must be a non-empty string"
@@ -388,9 +388,9 @@ def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
 
     import torch
 
-    from dissectkit.methods import LayerLabels
-    from dissectkit.results import LabelSet, RunResult
-    from dissectkit.types import Concept, LayerInfo
+    from dissectkit.base.types import Concept, LayerInfo
+    from dissectkit.labelling.evidence import LayerLabels
+    from dissectkit.results.run_result import LabelSet, RunResult
 
     concepts = [Concept("mass", "finding"), Concept("calcification", "finding"), Concept("skin", "anatomy")]
     g = torch.Generator().manual_seed(0)
@@ -423,7 +423,7 @@ def check_reporter(reporter: Any, tmp_dir: Any, run_result: Any = None) -> dict[
     result unchanged, and writes the same bytes when run twice (deterministic)."""
     from pathlib import Path
 
-    from dissectkit.components import Reporter
+    from dissectkit.host.contract import Reporter
 
     assert isinstance(reporter, Reporter), "reporter lacks write(run_result, out_dir)"
     tmp_dir = Path(tmp_dir)

@@ -13,7 +13,7 @@ import pytest
 import dissectkit as dk
 from dissectkit.report.html import HtmlOptions, _cards
 from dissectkit.report.visuals import MAX_MAP_SIDE, Visuals
-from dissectkit.run_evidence import RunningTop
+from dissectkit.results.evidence import RunningTop
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "synth-effnet-concepts"
@@ -148,8 +148,7 @@ def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
 
 
 def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypatch):
-    from dissectkit.engine import cards as engine_cards
-
+    from dissectkit.engine import card_collector as engine_cards
     monkeypatch.setattr(engine_cards, "CARD_SLOT_BUDGET", 200)  # blocks.1 (80 pairs) and classifier (100) only
     run = _quickstart(tmp_path)
     kept = run.evidence.cards.layers
@@ -189,8 +188,7 @@ def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplo
 
 
 def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, monkeypatch):
-    from dissectkit.engine import cards as engine_cards
-
+    from dissectkit.engine import card_collector as engine_cards
     monkeypatch.setattr(engine_cards, "THUMBNAILS_PER_SLOT", 0)  # as if the probe were far larger than the cards
     run = _quickstart(tmp_path)
     assert run.evidence.cards.thumbnails == {} and run.evidence.cards.layers[(TARGET, "blocks.5")].maps is not None

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import tiny_recipe
 
-from dissectkit.cli import main
+from dissectkit.cli.app import main
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from dissectkit.cli import main; main(['--help']); print('torch' in sys.modules)"
+    code = "import sys; from dissectkit.cli.app import main; main(['--help']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("False")
     assert "validate" in out.stdout and "run" in out.stdout
@@ -109,8 +109,8 @@ def test_preflight_names_an_unwritable_or_full_directory(tmp_path, tiny_openclip
     assert f"The output directory {blocker / 'sub'} cannot be created: {blocker} is a file" in err
     assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={blocker / 'cache'}"]) == 2
     assert f"The cache directory {blocker / 'cache'} cannot be created" in capsys.readouterr().err.replace("\n", "")
-    from dissectkit import preflight
-    from dissectkit.errors import DissectkitError
+    from dissectkit.base.errors import DissectkitError
+    from dissectkit.engine import preflight
 
     def refuse(*_a, **_k):  # a read-only directory (root, running the tests, may write anywhere)
         raise PermissionError(13, "Permission denied")
@@ -197,9 +197,10 @@ def test_an_unreachable_hub_fails_fast_and_a_reachable_one_is_seen(tmp_path, mon
 
     from huggingface_hub import constants
 
-    from dissectkit import preflight, weights
-    from dissectkit.context import BuildContext
-    from dissectkit.errors import WeightsError
+    from dissectkit.base import weights
+    from dissectkit.base.context import BuildContext
+    from dissectkit.base.errors import WeightsError
+    from dissectkit.engine import preflight
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -224,7 +225,7 @@ def test_an_unreachable_hub_fails_fast_and_a_reachable_one_is_seen(tmp_path, mon
 def _command_paths() -> set[str]:
     import typer
 
-    from dissectkit.cli import app
+    from dissectkit.cli.app import app
 
     paths = set()
 
@@ -242,7 +243,7 @@ def test_every_hint_names_a_command_that_exists():
     from importlib import metadata
 
     import dissectkit
-    from dissectkit.weights import HubRef, UrlRef, fetch_command
+    from dissectkit.base.weights import HubRef, UrlRef, fetch_command
 
     commands = _command_paths()
     assert {"run", "fetch", "plugin new", "cache clear"} <= commands

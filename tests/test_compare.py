@@ -8,11 +8,11 @@ import math
 import pytest
 from test_report_fixtures import CONCEPTS, make_run, save_run
 
-from dissectkit.errors import DataError
-from dissectkit.methods import LayerLabels
-from dissectkit.report import measures as M
+from dissectkit.base.errors import DataError
+from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.report import pair_measures as M
 from dissectkit.report.compare import compare_runs
-from dissectkit.results import RunResult
+from dissectkit.results.run_result import RunResult
 
 
 def _ll(*neurons):
@@ -87,7 +87,7 @@ def test_cli_compare_two_run_dirs(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from dissectkit.commands.compare import register
+    from dissectkit.cli.commands.compare import register
 
     app = typer.Typer()
     register(app)
@@ -118,7 +118,7 @@ def test_cli_compare_two_run_dirs(tmp_path):
 
 
 def test_cli_compare_one_run_with_several_label_sets(tmp_path):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     run_dir = save_run(make_run(tmp_path, name="multi", methods=("corr", "cos")))
     out = tmp_path / "cmp"

@@ -7,8 +7,8 @@ import warnings
 import pytest
 
 import dissectkit as dk
-from dissectkit.errors import DataError
-from dissectkit.types import Concept
+from dissectkit.base.errors import DataError
+from dissectkit.base.types import Concept
 
 
 def test_text_blank_and_duplicates(tmp_path):
@@ -131,7 +131,7 @@ def test_from_reports_cli(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from dissectkit.commands.data import register
+    from dissectkit.cli.commands.data import register
 
     app = typer.Typer()
     register(app)

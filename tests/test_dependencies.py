@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_optional_extras_exist_and_are_named_in_their_errors():
 
 def test_missing_spacy_names_the_reports_extra_and_exits_2(monkeypatch, tmp_path, capsys):
     from dissectkit.builtin.concepts import reports
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     monkeypatch.setitem(sys.modules, "spacy", None)  # import spacy -> ImportError
     reports._spacy.cache_clear()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from dicom_factory import mammogram, write_dicom
 
-from dissectkit.dicom import read_dicom
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
+from dissectkit.imaging.dicom import read_dicom
 
 
 def test_12bit_is_shifted_onto_16_bits(tmp_path):
@@ -130,7 +130,7 @@ def test_corrupt_jpeg2000_names_syntax_not_an_installed_package(tmp_path):
 
 
 def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
-    import dissectkit.dicom as dicom
+    import dissectkit.imaging.dicom as dicom
 
     monkeypatch.setattr(dicom, "_decoder_state", lambda uid: ((), ("pylibjpeg", "gdcm")))
     p = write_dicom(tmp_path / "j.dcm", np.zeros((4, 4), np.uint16), syntax="1.2.840.10008.1.2.4.90")
@@ -231,8 +231,8 @@ def test_every_pydicom_test_file_is_read_like_pydicom_or_refused_clearly():
 def test_to_png_converter(tmp_path):
     from PIL import Image
 
-    from dissectkit.commands.data import convert_tree
-    from dissectkit.mammo_png import from_dicom
+    from dissectkit.cli.commands.data import convert_tree
+    from dissectkit.imaging.mammo_png import from_dicom
 
     src = tmp_path / "dcm"
     write_dicom(src / "s1" / "a.dicom", mammogram(seed=2), photometric="MONOCHROME2")
@@ -269,7 +269,7 @@ def test_compressed_syntaxes_decode_losslessly(tmp_path, syntax):
 
 
 def test_to_png_cli_reports_each_failure_and_exits_2(tmp_path, capsys):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     src = tmp_path / "dcm"
     write_dicom(src / "mf.dcm", np.stack([mammogram(seed=1), mammogram(seed=2)]))

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import WeightsError
 from dissectkit.testing import check_dissector
 
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)

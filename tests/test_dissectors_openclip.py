@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, WeightsError
 from dissectkit.testing import check_dissector
 
 CFG = {

@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.layers import select_layers
+from dissectkit.base.context import BuildContext
+from dissectkit.nn.layers import select_layers
 
 pytest.importorskip("dissectkit_mammoclip")
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mammo_effnet.yaml"
 
 
 def test_recipe_components_validate_and_layers_resolve(tmp_path):
-    from dissectkit.plugins import get_host
-    from dissectkit.recipe import validate_components
+    from dissectkit.host.manager import get_host
+    from dissectkit.host.recipe import validate_components
 
     recipe = dk.load_recipe(RECIPE)
     validate_components(recipe, get_host().registry)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dissectkit.imaging import to_unit_float
+from dissectkit.imaging.raw import to_unit_float
 from dissectkit.testing import check_dissector
 
 

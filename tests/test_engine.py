@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_recipe, write_images
 
 import dissectkit as dk
-from dissectkit.cli import main
+from dissectkit.cli.app import main
 
 
 def _csv(out: Path) -> str:
@@ -207,8 +207,8 @@ class _CountingProbe:
 
 
 def test_probe_ids_come_from_one_ids_call():
+    from dissectkit.base.errors import DataError
     from dissectkit.engine import probe_ids
-    from dissectkit.errors import DataError
 
     probe = _CountingProbe(20_000)
     ids = probe_ids(probe)
@@ -262,8 +262,8 @@ def test_spatial_evidence_is_cached_in_the_pass_and_netdissect_runs_once_per_lay
     import torch
 
     from dissectkit.builtin.methods.netdissect import NetDissect
-    from dissectkit.capture import Capture
     from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, SpatialSource, align_masks, bounded_maps
+    from dissectkit.nn.capture import Capture
 
     path = tmp_path / "nd.yaml"
     path.write_text(SYNTH_NETDISSECT.replace("OUT", str(tmp_path / "out")))
@@ -281,7 +281,7 @@ def test_spatial_evidence_is_cached_in_the_pass_and_netdissect_runs_once_per_lay
     keys = result.stats["cache"]
     assert set(keys["spatial"]) == {"synth-effnet-concepts/" + n for n in calls} and list(keys["masks"]) == ["synth-effnet-concepts"]
     cache = Path(os.environ["DISSECTKIT_CACHE"])
-    from dissectkit.cache import ChunkedEntry
+    from dissectkit.engine.cache import ChunkedEntry
 
     target = result.targets["synth-effnet-concepts"]
     for layer in ("blocks.1", "classifier"):

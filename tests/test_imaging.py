@@ -1,4 +1,4 @@
-"""The raw-image contract (dissectkit.imaging): display ranges, PIL modes, image files, bad files,
+"""The raw-image contract (dissectkit.imaging.raw): display ranges, PIL modes, image files, bad files,
 and the once-per-run almost-constant warning."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dissectkit import imaging
-from dissectkit.errors import DataError
-from dissectkit.imaging import as_array, read_image, to_pil, to_unit_float
+from dissectkit.base.errors import DataError
+from dissectkit.imaging import raw as imaging
+from dissectkit.imaging.raw import as_array, read_image, to_pil, to_unit_float
 
 
 def test_display_range_by_dtype():
@@ -111,12 +111,12 @@ def test_dicom_without_suffix_is_detected(tmp_path):
 
 
 def test_almost_constant_warning_once_per_run_naming_the_file(tmp_path, caplog):
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     flat = _png(tmp_path / "flat.png", np.full((8, 8), 1000, np.uint16))
     fine = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
     get_host().pm.hook.dissectkit_run_started(recipe=None, out_dir=tmp_path)  # a run starts (engine.run)
-    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
+    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging.raw"):
         to_pil(fine, model="target timm")
         assert not caplog.records
         for _ in range(3):
@@ -127,7 +127,7 @@ def test_almost_constant_warning_once_per_run_naming_the_file(tmp_path, caplog):
     assert "target timm receives an almost constant image from probe image" in msg and "flat.png" in msg
     caplog.clear()
     imaging.reset_warnings()  # the next run warns again
-    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
+    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging.raw"):
         to_pil(np.zeros((8, 8), np.uint8), model="target timm")
     assert len(caplog.records) == 1
 
@@ -144,6 +144,6 @@ def test_almost_constant_warning_is_shared_with_forked_workers(caplog):
     child.start()
     child.join(30)
     assert child.exitcode == 0
-    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging"):
+    with caplog.at_level(logging.WARNING, logger="dissectkit.imaging.raw"):
         to_pil(np.zeros((8, 8), np.uint8), model="target timm")
     assert not caplog.records  # the worker gave this run's warning already

@@ -10,8 +10,8 @@ import torch
 from dicom_factory import write_dicom
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.dicom import read_dicom
+from dissectkit.base.context import BuildContext
+from dissectkit.imaging.dicom import read_dicom
 
 CTX = BuildContext(device="cpu", offline=True)
 

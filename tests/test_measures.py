@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from dissectkit.errors import EvidenceError
-from dissectkit.measures import (
+from dissectkit.base.errors import EvidenceError
+from dissectkit.base.types import Concept
+from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.labelling.measures import (
     agreement,
     final_layer_accuracy,
     global_threshold_counts,
     layer_threshold,
     list_measures,
 )
-from dissectkit.methods import LayerLabels
-from dissectkit.types import Concept
 
 
 def L(*neurons, layer="fc", method="m"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.errors import ComponentError, EvidenceError
-from dissectkit.methods import Evidence, LayerLabels, SpatialBatch
+from dissectkit.base.errors import ComponentError, EvidenceError
+from dissectkit.labelling.evidence import Evidence, LayerLabels, SpatialBatch
 
 CONCEPTS = ["mass", "calcification", "architectural distortion", "asymmetry", "skin thickening", "lymph node"]
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from plugin_env import layered_venv, pip_install_editable, run_in
 
-from dissectkit.cli import main
-from dissectkit.commands.plugin import parse_kinds
+from dissectkit.cli.app import main
+from dissectkit.cli.commands.plugin import parse_kinds
 from dissectkit.pytest_plugin import dissectkit_plugin  # noqa: F401 - the fixture
 
 ALL = ["concepts", "dissector", "method", "probe", "reporter", "similarity", "target"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import dissectkit as dk
-from dissectkit.errors import ComponentError, PluginError
-from dissectkit.plugins import Host, get_host
+from dissectkit.base.errors import ComponentError, PluginError
+from dissectkit.host.manager import Host, get_host
 
 
 def make_distribution(root: Path, dist: str, module: str, source: str, ep_name: str | None = None) -> None:
@@ -26,9 +26,9 @@ def make_distribution(root: Path, dist: str, module: str, source: str, ep_name: 
 
 
 WORDS_PLUGIN = """
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
-from dissectkit.types import Concept
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
+from dissectkit.base.types import Concept
 
 class WordsParams(Params):
     n: int = 3
@@ -83,7 +83,7 @@ def test_third_party_distribution_is_discovered_and_usable(site, tmp_path):
         "probe: {name: image-folder, params: {root: images}}\n"
         "concepts: {name: tp-words, params: {n: 4}}\nmethod: clip-dissect\n"
     )
-    from dissectkit.recipe import validate_components
+    from dissectkit.host.recipe import validate_components
 
     rec = dk.load_recipe(recipe)
     validated = validate_components(rec, host.registry)
@@ -122,8 +122,8 @@ def test_duplicate_component_names_an_error_naming_both(site):
 
 
 SHADOW_PLUGIN = """
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
 
 EVENTS = []
 
@@ -192,7 +192,7 @@ def test_disable_plugins_warns_about_names_that_match_nothing(monkeypatch):
 
 
 FACTORY_BUG_PLUGIN = """
-from dissectkit.hookspecs import hookimpl
+from dissectkit.host.hookspecs import hookimpl
 
 def make(params, ctx):
     return {}["missing"]
@@ -208,7 +208,7 @@ def test_a_factory_bug_names_the_plugin_and_component(site, tmp_path, capsys):
     get_host(reload=True)
     with pytest.raises(PluginError, match="factory of concepts 'buggy-words' from distribution 'dissectkit-buggy'.*KeyError"):
         dk.create("concepts", "buggy-words")
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
@@ -223,7 +223,7 @@ def test_a_factory_bug_names_the_plugin_and_component(site, tmp_path, capsys):
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("from dissectkit.hookspecs import hookimpl\n@hookimpl\ndef dissectkit_register_concepts(registry):\n    pass\n",
+        ("from dissectkit.host.hookspecs import hookimpl\n@hookimpl\ndef dissectkit_register_concepts(registry):\n    pass\n",
          "Unknown hook 'dissectkit_register_concepts'. Did you mean 'dissectkit_register_concept_sets'"),
         ("def dissectkit_register_method(registry):\n    pass\n", "Did you mean 'dissectkit_register_methods'"),
         ("def dissectkit_register_methods(registry):\n    pass\n", "decorate it with @hookimpl"),
@@ -245,7 +245,7 @@ def test_unknown_names_suggest_the_closest():
 
 
 def test_plugins_json_cli_shows_the_broken_plugin(site, capsys):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     make_distribution(site, "dissectkit-broken", "dk_broken", "import not_a_module_anywhere\n")
     get_host(reload=True)
@@ -257,7 +257,7 @@ def test_plugins_json_cli_shows_the_broken_plugin(site, capsys):
 
 
 def test_plugins_cli_lists_every_problem_and_names_are_easy_to_get(site, capsys, monkeypatch):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     make_distribution(site, "dissectkit-evil", "dk_evil_cli", SHADOW_PLUGIN)
     get_host(reload=True)

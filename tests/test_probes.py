@@ -8,8 +8,8 @@ from dicom_factory import mammogram, write_dicom
 from PIL import Image
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import DataError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DataError
 
 CTX = BuildContext(device="cpu")
 
@@ -262,7 +262,7 @@ def test_every_builtin_probe_has_unique_file_true_ids(tmp_path):
 
 
 def test_unique_ids_is_deterministic_and_avoids_taken_names():
-    from dissectkit.builtin.probes.base import unique_ids
+    from dissectkit.imaging.files import unique_ids
 
     assert unique_ids(["a", "b", "a", "a~2", "a"]) == ["a", "b", "a~3", "a~2", "a~4"]
     assert unique_ids([]) == [] and unique_ids(["x", "y"]) == ["x", "y"]
@@ -297,7 +297,7 @@ def test_synth_probe_indices_and_ids():
 
 
 def test_read_csv_stdlib_rules(tmp_path):
-    from dissectkit.builtin.probes.base import read_csv
+    from dissectkit.imaging.files import read_csv
 
     f = tmp_path / "t.csv"
     f.write_bytes("\ufeffa,b,,b\n1,\"x, y\",,2\n\n3\n4,5,6,7,,\n".encode())

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dissectkit.methods import LayerLabels
-from dissectkit.quality import Z_MIN, average_ranks, label_quality, layer_quality
-from dissectkit.results import LabelSet, RunResult
+from dissectkit.base.types import Concept
+from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.labelling.quality import Z_MIN, average_ranks, label_quality, layer_quality
+from dissectkit.results.run_result import LabelSet, RunResult
 from dissectkit.synthetic.training import auc
-from dissectkit.types import Concept
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

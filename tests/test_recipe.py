@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import dissectkit as dk
-from dissectkit.errors import RecipeError
-from dissectkit.recipe import deep_merge, parse_override
+from dissectkit.base.errors import RecipeError
+from dissectkit.host.recipe import deep_merge, parse_override
 
 BASE = """\
 dissector: {name: open-clip, params: {model: ViT-B-32}}
@@ -131,8 +131,8 @@ def test_duplicate_components_get_distinct_labels(tmp_path):
 
 
 def test_pass_two_reports_unknown_component_and_bad_params(tmp_path):
-    from dissectkit.plugins import get_host
-    from dissectkit.recipe import validate_components
+    from dissectkit.host.manager import get_host
+    from dissectkit.host.recipe import validate_components
 
     text = BASE.replace("method: clip-dissect", "method: {name: clip-disect}").replace("{model: resnet18}", "{model: resnet18, num_classes: lots}")
     path = write(tmp_path, "r.yaml", text)

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import DataError
-from dissectkit.recipe import recipe_from_dict
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DataError
+from dissectkit.host.recipe import recipe_from_dict
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.export import LAYOUTS, export_world, read_truth, stored_pixels, window_for
 from dissectkit.synthetic.generator import SynthMammoGenerator
@@ -140,7 +140,7 @@ def test_export_is_deterministic_and_refuses_a_full_folder(small, tmp_path):
 
 
 def test_export_cli(tmp_path, capsys):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     assert main(["synth", "export", "--layout", "nih-cxr14", "--n", "3", "--out", str(tmp_path / "nih"),
                  "--height", "64", "--width", "40"]) == 0

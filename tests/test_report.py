@@ -12,10 +12,10 @@ import pytest
 from test_report_fixtures import make_run, save_run
 
 import dissectkit as dk
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
 from dissectkit.report.assets import outline
 from dissectkit.report.html import HtmlOptions, write_html_report
-from dissectkit.results import RunResult
+from dissectkit.results.run_result import RunResult
 
 
 def _write(name: str, run, out: Path, **params):
@@ -82,8 +82,8 @@ def _brute_top(acts: np.ndarray, n: int, skip: set[int] = frozenset()) -> list[l
 def test_streaming_top_images_equal_a_full_sort(tmp_path, chunk):
     import torch
 
-    from dissectkit.cache import Cache
-    from dissectkit.run_evidence import streaming_top_images
+    from dissectkit.engine.cache import Cache
+    from dissectkit.results.evidence import streaming_top_images
 
     rng = np.random.default_rng(chunk)
     n_img, k = 41, 9
@@ -117,8 +117,8 @@ def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypat
     """The running top-k never holds more than (n + chunk) candidates per neuron."""
     import torch
 
-    from dissectkit import run_evidence
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
+    from dissectkit.results import evidence as run_evidence
 
     entry = Cache(tmp_path).entry("acts", "big", 200, 16, {})
     rng = np.random.default_rng(0)
@@ -140,7 +140,7 @@ def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypat
 
 
 def test_top_images_persist_in_labels_json(tmp_path):
-    from dissectkit.run_evidence import TOP_IMAGES
+    from dissectkit.results.evidence import TOP_IMAGES
 
     run = make_run(tmp_path, skipped={4: "unreadable file"})
     loaded = RunResult.load(save_run(run))
@@ -325,7 +325,7 @@ def test_html_report_reloaded_run_has_cards_without_images(tmp_path):
 
 
 def test_html_report_max_cards_and_empty_layer(tmp_path):
-    from dissectkit.methods import LayerLabels
+    from dissectkit.labelling.evidence import LayerLabels
 
     run = make_run(tmp_path)
     run.label_sets[0].layers["relu2"] = LayerLabels("relu2", "corr", {}, [[] for _ in range(6)])
@@ -360,7 +360,7 @@ def test_sixteen_bit_images_are_stretched_for_display():
 
 
 def test_concept_text_is_escaped(tmp_path):
-    from dissectkit.types import Concept
+    from dissectkit.base.types import Concept
 
     run = make_run(tmp_path, live=False)
     evil = '<script>alert("x")</script>'

@@ -104,9 +104,9 @@ def test_report_in_chromium(browser, tmp_path):
 
 
 def test_reloaded_report_and_comparison_in_chromium(browser, tmp_path):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
     from dissectkit.report.html import write_html_report
-    from dissectkit.results import RunResult
+    from dissectkit.results.run_result import RunResult
 
     a = save_run(make_run(tmp_path, name="run-a", methods=("corr",)))
     b = save_run(make_run(tmp_path, name="run-b", methods=("cos",)))

@@ -12,8 +12,8 @@ import pytest
 from conftest import tiny_recipe
 
 import dissectkit as dk
-from dissectkit.results import RunResult
-from dissectkit.run_evidence import TOP_IMAGES, RunEvidence
+from dissectkit.results.evidence import TOP_IMAGES, RunEvidence
+from dissectkit.results.run_result import RunResult
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.methods import LayerLabels
-from dissectkit.results import LABELS, MANIFEST, LabelSet, RunResult
-from dissectkit.types import Concept, LayerInfo, ProbeItem
+from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.results.run_result import LABELS, MANIFEST, LabelSet, RunResult
 
 CONCEPTS = [
     Concept("circle", "shape", "round"),
@@ -84,7 +84,7 @@ def spatial_outputs(net, probe) -> dict[str, Any]:
     """Unpooled outputs ``[N, K, h, w]`` of every layer for the whole probe."""
     import torch
 
-    from dissectkit.imaging import gray_or_rgb, to_unit_float
+    from dissectkit.imaging.raw import gray_or_rgb, to_unit_float
 
     x = torch.stack([torch.from_numpy(gray_or_rgb(to_unit_float(it.image))).permute(2, 0, 1) for it in probe.items])
     out = {}
@@ -138,7 +138,7 @@ class TinyTarget:
     def preprocess(self, image):
         import torch
 
-        from dissectkit.imaging import gray_or_rgb, to_unit_float
+        from dissectkit.imaging.raw import gray_or_rgb, to_unit_float
 
         return torch.from_numpy(gray_or_rgb(to_unit_float(image))).permute(2, 0, 1)
 
@@ -147,7 +147,7 @@ def cache_activations(root: Path, pooled: dict[str, Any], skipped: dict[int, str
     """Write pooled activations into real cache entries, chunk by chunk (skipped rows: zeros, invalid)."""
     import torch
 
-    from dissectkit.cache import Cache
+    from dissectkit.engine.cache import Cache
 
     cache = Cache(root)
     entries = {}
@@ -168,7 +168,7 @@ def make_run(tmp_path: Path, name: str = "tiny", methods: tuple[str, ...] = ("co
              seed: int = 0, n: int = 12, live: bool = True, skipped: dict[int, str] | None = None) -> RunResult:
     """A RunResult with live evidence (activations in a real cache, the tiny net as target, the probe)
     and one label set per method; ``skipped`` images are left out of the cache as the engine does."""
-    from dissectkit.run_evidence import build_run_evidence
+    from dissectkit.results.evidence import build_run_evidence
 
     skipped = dict(skipped or {})
     probe = ShapesProbe(n=n)

@@ -9,9 +9,9 @@ import pytest
 from test_report_fixtures import LAYERS, make_run, save_run
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.methods import Evidence, SpatialBatch
-from dissectkit.results import LabelSet
+from dissectkit.base.context import BuildContext
+from dissectkit.labelling.evidence import Evidence, SpatialBatch
+from dissectkit.results.run_result import LabelSet
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_html_and_tables_for_every_method(labelled, tmp_path):
 
 
 def test_compare_every_method_pairwise(labelled, tmp_path):
-    from dissectkit.cli import main
+    from dissectkit.cli.app import main
 
     run_dir = save_run(labelled)
     out = tmp_path / "cmp"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import dissectkit as dk
+from dissectkit.base.errors import ComponentError, EvidenceError
 from dissectkit.builtin.similarities import LazyP, top_indices
-from dissectkit.errors import ComponentError, EvidenceError
 
 # ---------------------------------------------------------------------------------------------
 # references, one neuron (and concept) at a time, written from the formulas

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import dissectkit as dk
-from dissectkit import weights
-from dissectkit.cli import main
-from dissectkit.context import BuildContext
-from dissectkit.errors import DissectkitError, WeightsError
+from dissectkit.base import weights
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DissectkitError, WeightsError
+from dissectkit.cli.app import main
 from dissectkit.synthetic import arch
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
@@ -41,7 +41,7 @@ def count_weights(monkeypatch):
 
 def test_quickstart_validate_and_layers_import_neither_torch_nor_timm():
     code = (
-        "import sys\nfrom dissectkit.cli import main\n"
+        "import sys\nfrom dissectkit.cli.app import main\n"
         f"codes = [main(['validate', {str(QUICKSTART)!r}]), main(['layers', {str(QUICKSTART)!r}])]\n"
         "print(codes, sorted(m for m in ('torch', 'timm', 'torchvision', 'safetensors.torch') if m in sys.modules))"
     )
@@ -54,7 +54,7 @@ def test_quickstart_validate_and_layers_import_neither_torch_nor_timm():
 @pytest.mark.parametrize("name", SYNTH_TARGETS)
 def test_synth_layer_table_equals_the_built_target(name):
     """The packaged table + the config's class count == the layers of the loaded model."""
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get("target", name)
     listed = spec.metadata["layers"](spec.validate({}), CTX)
@@ -181,7 +181,7 @@ def test_a_cached_rerun_never_builds_the_target(tmp_path):
     """The second run of a recipe finds every activation chunk cached: the target's weights are not
     read and timm is not imported; its labels are the first run's."""
     code = (
-        "import json, sys\nimport dissectkit as dk\nfrom dissectkit import weights\nfrom dissectkit.engine import run\n"
+        "import json, sys\nimport dissectkit as dk\nfrom dissectkit.base import weights\nfrom dissectkit.engine import run\n"
         "loads = []\nreal = weights.load_checkpoint\n"
         "weights.load_checkpoint = lambda p, *a, **k: loads.append(str(p)) or real(p, *a, **k)\n"
         f"rec = dk.load_recipe({str(QUICKSTART)!r}, ['probe.params.n=24', 'runtime.batch_size=12', 'output.reporters=[csv]',"

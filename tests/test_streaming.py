@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import dissectkit as dk
+from dissectkit.base.errors import EvidenceError
 from dissectkit.builtin.similarities import LazyP
-from dissectkit.components import method_uses_dissector
-from dissectkit.errors import EvidenceError
-from dissectkit.methods import Evidence, LayerLabels
-from dissectkit.streaming import ActivationStream, RunningTopK, stream_top, top_indices
+from dissectkit.host.contract import method_uses_dissector
+from dissectkit.labelling.evidence import Evidence, LayerLabels
+from dissectkit.labelling.streaming import ActivationStream, RunningTopK, stream_top, top_indices
 
 CONCEPTS = [f"c{i}" for i in range(9)]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import dissectkit as dk
-from dissectkit.methods import LayerLabels
-from dissectkit.results import LabelSet, RunResult
+from dissectkit.base.types import Concept
+from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.results.run_result import LabelSet, RunResult
 from dissectkit.study import run_study
-from dissectkit.types import Concept
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -104,7 +104,7 @@ def test_mcd_preset_fills_what_the_recipe_leaves_out():
                         {"name": "clip-dissect", "params": {"similarity": "wpmi", "similarity_params": {"top_k": 50}}},
                         {"name": "mammi"}],
             "output": {"reporters": ["csv", "html"]}, "study": {"preset": "mcd"}}
-    from dissectkit.recipe import recipe_from_dict
+    from dissectkit.host.recipe import recipe_from_dict
 
     r = recipe_from_dict(base)
     params = [m.params for m in r.methods]
@@ -115,8 +115,8 @@ def test_mcd_preset_fills_what_the_recipe_leaves_out():
     assert params[4] == {}
     assert [rep.params for rep in r.output.reporters] == [{"top": 10}, {"top_concepts": 10}]
     assert r.targets[0].role == "M"
-    from dissectkit.plugins import get_host
-    from dissectkit.recipe import validate_components
+    from dissectkit.host.manager import get_host
+    from dissectkit.host.recipe import validate_components
 
     validate_components(r, get_host().registry)  # the filled params are valid
     base["study"] = {}  # study mode without a preset: 10 concepts per neuron, similarity params untouched
@@ -126,8 +126,8 @@ def test_mcd_preset_fills_what_the_recipe_leaves_out():
 
 
 def test_mcd_study_recipe_validates_and_stops_before_work(tmp_path):
-    from dissectkit.errors import DissectkitError
-    from dissectkit.validate import validate_recipe
+    from dissectkit.base.errors import DissectkitError
+    from dissectkit.engine.validate import validate_recipe
 
     recipe = dk.load_recipe(RECIPES / "mcd_study.yaml", overrides=[f"runtime.cache_dir={tmp_path / 'cache'}",
                                                                    f"output.dir={tmp_path / 'out'}"])
@@ -227,7 +227,7 @@ def test_compare_ranks_label_sets_by_quality_per_layer(tmp_path):
 
     from typer.testing import CliRunner
 
-    from dissectkit.cli import app
+    from dissectkit.cli.app import app
     from dissectkit.report.compare import quality_ranking
 
     labels = {"l1": _ll("l1", [[("a", 1.0)], [("b", 1.0)]]), "l2": _ll("l2", [[("a", 1.0)], []])}

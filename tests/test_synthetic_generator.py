@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dissectkit as dk
-from dissectkit.errors import ComponentError
+from dissectkit.base.errors import ComponentError
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.generator import SynthMammoGenerator
 from dissectkit.synthetic.text import HashTokenizer

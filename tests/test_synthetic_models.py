@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, WeightsError
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.models import MODEL_INPUT, WEIGHTS_DIR, read_config
 
@@ -134,7 +134,7 @@ def test_weights_override_and_errors(tmp_path):
 def test_train_command_at_tiny_size(tmp_path):
     from typer.testing import CliRunner
 
-    from dissectkit.cli import app
+    from dissectkit.cli.app import app
 
     out = tmp_path / "w"
     res = CliRunner().invoke(app, ["synth", "train", "--quick", "--seed", "1", "--out", str(out)])

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, LayerError, WeightsError
-from dissectkit.layers import select_layers
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, LayerError, WeightsError
+from dissectkit.nn.layers import select_layers
 
 CTX = BuildContext(device="cpu", offline=True)
 
@@ -204,7 +204,7 @@ def broken_net():
 
 
 def _metadata_layers(name, **params):
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get("target", name)
     return spec.metadata["layers"](spec.validate(params), CTX)
@@ -232,7 +232,7 @@ def test_layers_metadata_equals_the_built_target(name, params):
 def test_layers_metadata_reads_no_weights(tmp_path, monkeypatch):
     """A checkpoint that is absent, or present but not a checkpoint, does not stop the layers listing;
     no weights are resolved, loaded or hashed."""
-    from dissectkit import weights
+    from dissectkit.base import weights
 
     def refuse(*a, **k):
         raise AssertionError("the layers metadata touched the weights")

@@ -12,10 +12,10 @@ import torch
 
 import dissectkit as dk
 from dissectkit import testing as kit
-from dissectkit.errors import PluginError
-from dissectkit.plugins import get_host
+from dissectkit.base.errors import PluginError
+from dissectkit.base.types import Concept, ProbeItem
+from dissectkit.host.manager import get_host
 from dissectkit.pytest_plugin import dissectkit_plugin  # noqa: F401 - the fixture, also a pytest11 entry point
-from dissectkit.types import Concept, ProbeItem
 
 
 @pytest.mark.parametrize("name", ["cos", "cos3", "wpmi", "soft_wpmi", "rank_reorder"])
@@ -95,7 +95,7 @@ def test_check_similarity_catches_a_transposed_or_unrelated_score():
 
 
 def test_check_method_catches_unsorted_and_wrong_labels():
-    from dissectkit.methods import LayerLabels
+    from dissectkit.labelling.evidence import LayerLabels
 
     class Backwards:
         name = "backwards"

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
-from dissectkit.run_evidence import TOP_IMAGES
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
+from dissectkit.results.evidence import TOP_IMAGES
 
 if TYPE_CHECKING:
-    from dissectkit.cards import CardRequest
+    from dissectkit.results.cards import CardRequest
 
 
 class TableParams(Params):
@@ -59,8 +59,8 @@ class HtmlReporter:
     @property
     def card_request(self) -> CardRequest | None:
         """The cards it shows, so the pass keeps their thumbnails and heatmaps (``ReporterDefaults``)."""
-        from dissectkit.cards import CardRequest
         from dissectkit.report.visuals import MAX_MAP_SIDE
+        from dissectkit.results.cards import CardRequest
 
         p = self.params
         return CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards) if p.top_images > 0 else None

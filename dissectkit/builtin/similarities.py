@@ -3,7 +3,7 @@
 Each registered similarity is a callable ``(P[N, C], A[N, K]) -> Tensor[K, C]`` (higher = better).
 ``P`` may also be a :class:`LazyP` (image embeddings ``I[N, D]`` and text embeddings ``T[C, D]``
 with ``P = I T^T`` formed a block of rows at a time); ``sim.from_embeddings(I, T, A)`` is the
-shortcut. ``A`` may also be an :class:`~dissectkit.streaming.ActivationStream`: every function
+shortcut. ``A`` may also be an :class:`~dissectkit.labelling.streaming.ActivationStream`: every function
 reads the activations in one or two streamed passes of row blocks and never holds ``[N, K]``.
 Formulas and defaults: ``docs/methods.md``.
 """
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from dissectkit.errors import EvidenceError
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
-from dissectkit.streaming import ActivationStream, RunningTopK, check_finite, top_indices
+from dissectkit.base.errors import EvidenceError
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
+from dissectkit.labelling.streaming import ActivationStream, RunningTopK, check_finite, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -207,7 +207,7 @@ class _Similarity:
 
     def __call__(self, P: Any, A: torch.Tensor | ActivationStream) -> torch.Tensor:
         """Scores ``[K, C]`` from ``P`` (tensor or :class:`LazyP`) and activations ``A`` (``[N, K]``
-        tensor or :class:`~dissectkit.streaming.ActivationStream`, read in streamed passes)."""
+        tensor or :class:`~dissectkit.labelling.streaming.ActivationStream`, read in streamed passes)."""
         import torch
 
         src = (P if isinstance(P, LazyP) else _DenseP(torch.as_tensor(P))).to(self.device)

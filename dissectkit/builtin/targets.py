@@ -12,12 +12,12 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BeforeValidator
 
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, DissectkitError, WeightsError
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
-from dissectkit.types import LayerInfo
-from dissectkit.weights import WeightsRef
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError
+from dissectkit.base.types import LayerInfo
+from dissectkit.base.weights import WeightsRef
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
 
 # A weights ref, or a plain path string as a shorthand for ``{path: ...}``.
 Ref = Annotated[WeightsRef, BeforeValidator(lambda v: {"path": str(v)} if isinstance(v, str | os.PathLike) else v)]
@@ -81,9 +81,9 @@ class DenseNetCxrParams(Params):
 
 def to_rgb8(image: Any, channels: int = 3, model: str | None = None):
     """A raw probe image as an 8-bit PIL image (``RGB``, or ``L`` for one channel) by the raw-image
-    contract's display range (:func:`dissectkit.imaging.to_pil`): uint8 kept, uint16 / 65535, floats
+    contract's display range (:func:`dissectkit.imaging.raw.to_pil`): uint8 kept, uint16 / 65535, floats
     in [0, 1] as they are. ``model`` names the receiving model for the almost-constant warning."""
-    from dissectkit.imaging import to_pil
+    from dissectkit.imaging.raw import to_pil
 
     return to_pil(image, "RGB" if channels == 3 else "L", model=model)
 
@@ -135,7 +135,7 @@ class TorchTarget:
         if self._layers is None:
             import torch
 
-            from dissectkit.layers import infer_layer_infos
+            from dissectkit.nn.layers import infer_layer_infos
 
             example = torch.zeros((1, *self.input_shape), device=_device_of(self.module))
             self._layers = infer_layer_infos(self.module, example)
@@ -206,7 +206,7 @@ def hub_offline(offline: bool):
 
 def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=None) -> str:
     """Resolve a weights ref, load it strictly (common containers unwrapped) and return its content hash."""
-    from dissectkit import weights
+    from dissectkit.base import weights
 
     path = weights.resolve(ref, ctx, what=what)
     obj = weights.load_checkpoint(path, trust=trust, what=f"{what} {path}")
@@ -235,7 +235,7 @@ def _timm_request(params: TimmParams) -> tuple[str, bool, dict[str, Any]]:
         kwargs["num_classes"] = params.num_classes
     base = name.split(".", 1)[0]
     if not timm.is_model(base):
-        from dissectkit.errors import did_you_mean
+        from dissectkit.base.errors import did_you_mean
 
         raise ComponentError(f"timm has no model {base!r}.{did_you_mean(base, timm.list_models())}")
     return name, pretrained, kwargs
@@ -326,7 +326,7 @@ def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]
     from torchvision.models import get_model_weights, list_models
 
     if params.model not in list_models():
-        from dissectkit.errors import did_you_mean
+        from dissectkit.base.errors import did_you_mean
 
         raise ComponentError(f"torchvision has no model {params.model!r}.{did_you_mean(params.model, list_models())}")
     if params.weights and params.weights_file:
@@ -411,7 +411,7 @@ def import_factory(spec: str):
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(mod) if not n.startswith("_")]
-            from dissectkit.errors import did_you_mean
+            from dissectkit.base.errors import did_you_mean
 
             raise ComponentError(f"Module {mod_name!r} has no attribute {attr!r}.{did_you_mean(part, names)}")
         obj = getattr(obj, part)
@@ -529,7 +529,7 @@ def architecture_layers(build, input_shape, what: str) -> list[LayerInfo]:
     run again on the CPU with random weights. ``input_shape(model)`` gives ``(C, H, W)``."""
     import torch
 
-    from dissectkit.layers import infer_layer_infos
+    from dissectkit.nn.layers import infer_layer_infos
 
     failure: Exception | None = None
     for device in ("meta", "cpu"):
@@ -582,7 +582,7 @@ def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[L
 @hookimpl
 def dissectkit_run_started(recipe, out_dir):
     """A new run: the almost-constant-image warning of the raw-image contract may be given again."""
-    from dissectkit.imaging import reset_warnings
+    from dissectkit.imaging.raw import reset_warnings
 
     reset_warnings()
 

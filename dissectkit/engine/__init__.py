@@ -19,7 +19,7 @@ from dissectkit.engine.outputs import versions, write_outputs
 from dissectkit.engine.pipeline import run
 from dissectkit.engine.resolve import Resolved, TargetSlot, build_context, probe_ids, resolve
 from dissectkit.engine.runtime import seed_everything
-from dissectkit.results import RunResult
+from dissectkit.results.run_result import RunResult
 
 __all__ = [
     "Extraction",

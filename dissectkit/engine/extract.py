@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectkit.cache import Cache, ChunkedEntry, content_key
-from dissectkit.cards import CardEvidence, Thumbnail, make_thumbnail
-from dissectkit.components import target_mask_aligner
-from dissectkit.engine.cards import CardCollector
+from dissectkit.base.errors import DataError
+from dissectkit.engine.cache import Cache, ChunkedEntry, content_key
+from dissectkit.engine.card_collector import CardCollector
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
-from dissectkit.errors import DataError
+from dissectkit.host.contract import target_mask_aligner
+from dissectkit.results.cards import CardEvidence, Thumbnail, make_thumbnail
 
 
 # --------------------------------------------------------------------------- cache keys
@@ -47,7 +47,7 @@ class Extraction:
 
     ``spatial`` (per target and layer) and ``masks`` (per target) are empty unless a mask method
     was asked for. ``skipped`` maps probe index -> reason for every unreadable image; ``cards`` is
-    what the pass kept for the reporters' card request (``dissectkit.cards``), ``None`` when none asked."""
+    what the pass kept for the reporters' card request (``dissectkit.results.cards``), ``None`` when none asked."""
 
     acts: dict[tuple[str, str], ChunkedEntry]
     embeds: dict[str, ChunkedEntry]
@@ -199,8 +199,8 @@ def _module_device(module: Any, fallback: str):
 def _capture_fn(slot: TargetSlot, spatial: bool, cards: CardCollector | None) -> Callable[[str, Any], Any]:
     """What the pass keeps of a layer output: (pooled ``[B, K]``, bounded maps or ``None``); the
     card collector sees both the pooled values and the raw output."""
-    from dissectkit.capture import first_tensor
-    from dissectkit.layers import pool_output
+    from dissectkit.nn.capture import first_tensor
+    from dissectkit.nn.layers import pool_output
 
     def keep(name: str, out: Any) -> Any:
         out = first_tensor(out)
@@ -220,7 +220,7 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     import torch
     from torch.utils.data import DataLoader
 
-    from dissectkit.capture import Capture
+    from dissectkit.nn.capture import Capture
 
     world = world or World()
     rt = res.recipe.runtime

@@ -12,16 +12,16 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectkit.cache import Cache
-from dissectkit.components import method_uses_dissector, target_ground_truth
+from dissectkit.base.errors import DataError
+from dissectkit.engine.cache import Cache
 from dissectkit.engine.distributed import World
 from dissectkit.engine.extract import Extraction
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SpatialSource
-from dissectkit.errors import DataError
-from dissectkit.methods import Evidence, LayerLabels
-from dissectkit.quality import ActivationColumns, label_quality
-from dissectkit.results import LabelSet
+from dissectkit.host.contract import method_uses_dissector, target_ground_truth
+from dissectkit.labelling.evidence import Evidence, LayerLabels
+from dissectkit.labelling.quality import ActivationColumns, label_quality
+from dissectkit.results.run_result import LabelSet
 
 TEXT_BATCH = 256
 
@@ -120,7 +120,7 @@ def label_all(res: Resolved, ex: Extraction, cache: Cache, progress: Any = None,
               world: World | None = None) -> tuple[list[LabelSet], dict[str, Any]]:
     """Label every (target, layer) (this rank's share when distributed, then gathered) and return
     the label sets in (dissector, target, method) order with the measures against the truth."""
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     world = world or World()
     units = [(slot, info.name) for slot in res.targets.values() for info in slot.layers]
@@ -155,6 +155,6 @@ def label_all(res: Resolved, ex: Extraction, cache: Cache, progress: Any = None,
 
 
 def _final_layer_measures(labels: LayerLabels, truth: list[str | None]) -> dict[str, Any]:
-    from dissectkit.measures import final_layer_accuracy
+    from dissectkit.labelling.measures import final_layer_accuracy
 
     return final_layer_accuracy(labels, truth)

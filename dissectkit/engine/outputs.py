@@ -8,20 +8,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dissectkit.cache import atomic_write_bytes
-from dissectkit.context import BuildContext
+from dissectkit.base.context import BuildContext
+from dissectkit.engine.cache import atomic_write_bytes
 from dissectkit.engine.extract import Extraction
 from dissectkit.engine.resolve import Resolved
-from dissectkit.recipe import Recipe
-from dissectkit.results import LABELS, MANIFEST, LabelSet, RunResult
-from dissectkit.run_evidence import RunEvidence
+from dissectkit.host.recipe import Recipe
+from dissectkit.results.evidence import RunEvidence
+from dissectkit.results.run_result import LABELS, MANIFEST, LabelSet, RunResult
 
 
 def versions(ctx: BuildContext) -> dict[str, Any]:
     import torch
 
     import dissectkit
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     on_gpu = ctx.device.startswith("cuda") and torch.cuda.is_available()
     device_name = torch.cuda.get_device_name(torch.device(ctx.device)) if on_gpu else platform.processor() or platform.machine()

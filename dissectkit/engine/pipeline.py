@@ -11,20 +11,20 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from dissectkit.cache import Cache
-from dissectkit.engine.cards import settle_cards
+from dissectkit.base.errors import DissectkitError
+from dissectkit.engine.cache import Cache
+from dissectkit.engine.card_collector import settle_cards
 from dissectkit.engine.distributed import World, world_from_env
 from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extraction
 from dissectkit.engine.label import label_all
 from dissectkit.engine.outputs import make_run_result, manifest, run_stats, write_json, write_outputs
+from dissectkit.engine.preflight import preflight
 from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolve
+from dissectkit.engine.rundir import RunDir, note_run
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
-from dissectkit.errors import DissectkitError
-from dissectkit.preflight import preflight
-from dissectkit.recipe import Recipe
-from dissectkit.results import LABELS, MANIFEST, RunResult
-from dissectkit.run_evidence import build_run_evidence
-from dissectkit.rundir import RunDir, note_run
+from dissectkit.host.recipe import Recipe
+from dissectkit.results.evidence import build_run_evidence
+from dissectkit.results.run_result import LABELS, MANIFEST, RunResult
 from dissectkit.study import run_study
 
 
@@ -60,7 +60,7 @@ def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: st
 
 
 def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: str | Path | None) -> RunResult:
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     rt = recipe.runtime
     timer = _Timer()

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dissectkit.components import check_masks_available, method_needs_masks, probe_has_masks
-from dissectkit.components import probe_ids as probe_id_list
-from dissectkit.context import BuildContext, resolve_device
-from dissectkit.errors import DataError, DissectkitError, RecipeError
-from dissectkit.layers import select_layers
-from dissectkit.methods import concept_list
-from dissectkit.preflight import missing_weights
-from dissectkit.recipe import Recipe, _recipe_path, component_refs, validate_components
-from dissectkit.types import Concept, LayerInfo
+from dissectkit.base.context import BuildContext, resolve_device
+from dissectkit.base.errors import DataError, DissectkitError, RecipeError
+from dissectkit.base.types import Concept, LayerInfo
+from dissectkit.engine.preflight import missing_weights
+from dissectkit.host.contract import check_masks_available, method_needs_masks, probe_has_masks
+from dissectkit.host.contract import probe_ids as probe_id_list
+from dissectkit.host.recipe import Recipe, _recipe_path, component_refs, validate_components
+from dissectkit.labelling.evidence import concept_list
+from dissectkit.nn.layers import select_layers
 
 
 @dataclass
@@ -72,7 +72,7 @@ def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: An
 
 def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, ...] | None = None) -> Resolved:
     """Validate params, build the components (all of them, collecting every error) and check layers."""
-    from dissectkit.plugins import get_host
+    from dissectkit.host.manager import get_host
 
     ctx = ctx or build_context(recipe)
     registry = get_host().registry

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dissectkit.cache import ChunkedEntry
-from dissectkit.methods import SpatialBatch
-from dissectkit.types import LayerInfo
+from dissectkit.base.types import LayerInfo
+from dissectkit.engine.cache import ChunkedEntry
+from dissectkit.labelling.evidence import SpatialBatch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,7 @@ def bounded_maps(out: torch.Tensor) -> torch.Tensor:
     """A layer output as float16 spatial maps ``[B, K, h, w]`` of bounded size (see the module doc)."""
     import torch.nn.functional as F
 
-    from dissectkit.layers import spatial_output
+    from dissectkit.nn.layers import spatial_output
 
     maps = spatial_output(out).float()
     size = bounded_size(*maps.shape[-2:])

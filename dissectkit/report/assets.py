@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dissectkit.imaging import as_array, minmax_unit, to_pil
+from dissectkit.imaging.raw import as_array, minmax_unit, to_pil
 
 if TYPE_CHECKING:
-    from dissectkit.cards import Thumbnail
+    from dissectkit.results.cards import Thumbnail
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -130,7 +130,7 @@ class ImageAssets:
 
     def add(self, index: int, item: Any) -> None:
         """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
-        from dissectkit.cards import make_thumbnail
+        from dissectkit.results.cards import make_thumbnail
 
         self.add_thumbnail(index, make_thumbnail(item, self.thumb_size))
 

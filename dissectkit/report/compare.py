@@ -12,8 +12,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from dissectkit.errors import DataError
-from dissectkit.report import measures as M
+from dissectkit.base.errors import DataError
+from dissectkit.report import pair_measures as M
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _mean(values: list[Any]) -> float | None:
 
 def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
     """Every label set ranked per (target, layer) by the mean label quality of its neurons
-    (:mod:`dissectkit.quality`): mean simulation correlation first, then mean z-score; label sets
+    (:mod:`dissectkit.labelling.quality`): mean simulation correlation first, then mean z-score; label sets
     without quality scores (runs made before they existed) rank last. One row per label set and layer."""
     by_layer: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for side in sides(runs):

@@ -49,7 +49,7 @@ def no_concept_reason(ll: Any, unit: int) -> str | None:
     The one place the report reads a method's per-neuron reason (``LayerLabels.reason``: a
     ``NO_CONCEPT_REASONS`` code, shown with its description); without one it says "no concept".
     """
-    from dissectkit.methods import NO_CONCEPT_REASONS
+    from dissectkit.labelling.evidence import NO_CONCEPT_REASONS
 
     if ll.neurons[unit]:
         return None

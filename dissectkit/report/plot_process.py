@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dissectkit.measures import layer_threshold
+from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import plots
 
 log = logging.getLogger(__name__)

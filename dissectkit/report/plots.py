@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 NONE = "(no concept)"
-UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.measures)
+UNCATEGORISED = "(none)"  # a concept without a category (as in dissectkit.labelling.measures)
 
 
 def _figure(figsize: tuple[float, float]):

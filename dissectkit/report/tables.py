@@ -1,4 +1,4 @@
-"""Tidy per-neuron tables (CSV, JSON, Parquet) from a :class:`~dissectkit.results.RunResult`."""
+"""Tidy per-neuron tables (CSV, JSON, Parquet) from a :class:`~dissectkit.results.run_result.RunResult`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
-    "no_concept",  # why a neuron has no label: a dissectkit.methods.NO_CONCEPT_REASONS code ("dead", ...)
+    "no_concept",  # why a neuron has no label: a dissectkit.labelling.evidence.NO_CONCEPT_REASONS code ("dead", ...)
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
-    "top_images",  # probe ids of the top-activating valid images (dissectkit.run_evidence)
-    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.quality)
+    "top_images",  # probe ids of the top-activating valid images (dissectkit.results.evidence)
+    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.labelling.quality)
 )
 SEP = "|"
 

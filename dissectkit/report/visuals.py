@@ -1,8 +1,8 @@
 """The images of the neuron cards: top images, thumbnails and heatmaps, one pass per target.
 
 Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
-images only, see ``dissectkit.run_evidence``). For a live run, the thumbnails and maps the run's
-single pass kept for this reporter's ``card_request`` (``evidence.cards``, see ``dissectkit.cards``)
+images only, see ``dissectkit.results.evidence``). For a live run, the thumbnails and maps the run's
+single pass kept for this reporter's ``card_request`` (``evidence.cards``, see ``dissectkit.results.cards``)
 are used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
 a layer past the budget) is read again once per target, in batches: its thumbnail written once,
 and one forward pass per batch captures the spatial maps of every shown layer that lacks them
@@ -25,7 +25,7 @@ from dissectkit.report.assets import (
     normalise_per_neuron,
     png_data_uri,
 )
-from dissectkit.run_evidence import read_error
+from dissectkit.results.evidence import read_error
 
 MAX_MAP_SIDE = 32
 """Heatmaps are average-pooled to at most this side (the browser stretches them)."""

@@ -19,7 +19,7 @@ def run_study(result: Any, out_dir: str | Path | None = None) -> Path | None:
     config = (result.recipe or {}).get("study")
     if config is None:
         return None
-    from dissectkit.recipe import StudyConfig
+    from dissectkit.host.recipe import StudyConfig
     from dissectkit.study.analysis import analyse
     from dissectkit.study.figures import write_figures
     from dissectkit.study.page import write_page

@@ -22,9 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectkit.measures import meets_threshold
+from dissectkit.labelling.measures import meets_threshold
 
-NONE = "(none)"  # a concept without a category (as in dissectkit.measures)
+NONE = "(none)"  # a concept without a category (as in dissectkit.labelling.measures)
 LEVELS = ("category", "subcategory")
 
 
@@ -67,7 +67,7 @@ def layer_threshold(scores: list[float]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-meets = meets_threshold  # the published test (``>=``), stated once in dissectkit.measures
+meets = meets_threshold  # the published test (``>=``), stated once in dissectkit.labelling.measures
 
 
 def analyse(result: Any, top_concepts: int = 10) -> list[Group]:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dissectkit.types import LayerInfo
+from dissectkit.base.types import LayerInfo
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG_FILE = "synth_world.json"
@@ -23,7 +23,7 @@ CLASSIFIER = "classifier"
 def read_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     path = Path(weights_dir) / CONFIG_FILE
     if not path.exists():
-        from dissectkit.errors import WeightsError
+        from dissectkit.base.errors import WeightsError
 
         raise WeightsError(
             f"Synthetic-world config {path} is missing. Recreate the weights with `dissectkit synth train --out {weights_dir}`."
@@ -57,7 +57,7 @@ def n_outputs(classes: list[str] | None) -> int:
 
 @lru_cache(maxsize=1)
 def _backbone_layers() -> tuple[LayerInfo, ...]:
-    from dissectkit.layers import info_from_shape
+    from dissectkit.nn.layers import info_from_shape
 
     rows = json.loads(LAYER_TABLE.read_text())["layers"]
     return tuple(info_from_shape(name, tuple(shape)) for name, shape in rows)
@@ -65,7 +65,7 @@ def _backbone_layers() -> tuple[LayerInfo, ...]:
 
 def effnet_layers(n_out: int) -> list[LayerInfo]:
     """The layers a synth-effnet target with ``n_out`` outputs hooks, from the packaged table."""
-    from dissectkit.layers import info_from_shape
+    from dissectkit.nn.layers import info_from_shape
 
     return [*_backbone_layers(), info_from_shape(CLASSIFIER, (int(n_out),))]
 
@@ -78,7 +78,7 @@ def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
         return False
     from safetensors import SafetensorError, safe_open
 
-    from dissectkit.errors import WeightsError
+    from dissectkit.base.errors import WeightsError
 
     try:
         with safe_open(str(path), framework="numpy") as f:

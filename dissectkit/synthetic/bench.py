@@ -12,7 +12,7 @@ Tables written to ``<out>/bench_synthetic.json`` and ``.md``:
 - general / domain / fine-tuned comparison (Mammo-CLIP Dissect): per-layer similarity thresholds
   and counts of neurons above the global threshold per category, for the default method;
 - label quality vs the truth: on the output layer, the ground-truth-free quality scores
-  (:mod:`dissectkit.quality`) of labels that are right (the finding's name or a synonym) and
+  (:mod:`dissectkit.labelling.quality`) of labels that are right (the finding's name or a synonym) and
   wrong, and the AUC of each score separating right from wrong labels.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.components import method_needs_masks
+from dissectkit.host.contract import method_needs_masks
 from dissectkit.synthetic import vocab
 
 TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
@@ -61,8 +61,8 @@ def lexical_embed(texts: list[str], dim: int = 2048):
 def offline_dissectors(log: Callable[[str], None]) -> list[str]:
     """Dissectors that build without downloads and without extra parameters."""
     import dissectkit as dk
-    from dissectkit.context import BuildContext
-    from dissectkit.errors import DissectkitError
+    from dissectkit.base.context import BuildContext
+    from dissectkit.base.errors import DissectkitError
 
     names = []
     for spec in dk.list_components("dissector"):
@@ -142,7 +142,7 @@ def output_layer_rows(result: Any, concept_set: str) -> list[dict[str, Any]]:
     """Output layer of ``synth-effnet-concepts`` against the truth, one row per dissector x method:
     exact top-1 / top-5, ``top1_named`` (the label is the name or one of its synonyms), the
     independent-space cosine and MAMMI's list measures."""
-    from dissectkit import measures
+    from dissectkit.labelling import measures
 
     sets = truth_sets({c.text for c in result.concepts})
     rows = []
@@ -213,7 +213,7 @@ def quality_rows(results: list[tuple[str, Any]]) -> list[dict[str, Any]]:
 
 def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
     """All benchmark figures from a finished run (``protocol``: the run on ``PROTOCOL_GROUPS``)."""
-    from dissectkit import measures
+    from dissectkit.labelling import measures
 
     sets = {(ls.dissector, ls.target, ls.method): ls for ls in result.label_sets}
     agreement_rows, compare_rows = [], []
@@ -255,7 +255,7 @@ def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench
                   batch_size: int = 64, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run everything, score it, write ``bench_synthetic.json`` / ``.md`` and return the figures."""
     import dissectkit as dk
-    from dissectkit.recipe import recipe_from_dict
+    from dissectkit.host.recipe import recipe_from_dict
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,16 @@ from typing import Any
 
 import torch
 
-from dissectkit.context import BuildContext
-from dissectkit.layers import infer_layer_infos
+from dissectkit.base.context import BuildContext
+from dissectkit.base.types import LayerInfo
+from dissectkit.nn.layers import infer_layer_infos
 from dissectkit.synthetic import arch, models
-from dissectkit.types import LayerInfo
 
 PREPROCESS_ID = f"gray-minmax-area{models.MODEL_INPUT[0]}x{models.MODEL_INPUT[1]}-m{models.PIXEL_MEAN}-s{models.PIXEL_STD}"
 
 
 def _weights_fingerprint(prefix: str, path: Any, ctx: BuildContext, *parts: str) -> str:
-    from dissectkit.weights import file_fingerprint
+    from dissectkit.base.weights import file_fingerprint
 
     h = file_fingerprint(path, ctx)
     return f"{prefix}:" + hashlib.sha256("|".join((h, *parts)).encode()).hexdigest()[:16]
@@ -29,7 +29,7 @@ class SynthClip:
     def __init__(self, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
         ref = weights if weights is not None else arch.packaged_ref("synth-clip")
-        from dissectkit import weights as wmod
+        from dissectkit.base import weights as wmod
 
         path = wmod.resolve(ref, ctx, what="synth-clip weights")
         cfg = arch.weights_config(path)["clip"]
@@ -75,7 +75,7 @@ class SynthEffnetTarget:
 
     def __init__(self, name: str, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
-        from dissectkit import weights as wmod
+        from dissectkit.base import weights as wmod
 
         ref = weights if weights is not None else arch.packaged_ref(name)
         self._what = f"{name} weights"
@@ -101,7 +101,7 @@ class SynthEffnetTarget:
             if built != arch.effnet_layers(n_out):
                 import timm
 
-                from dissectkit.errors import ComponentError
+                from dissectkit.base.errors import ComponentError
 
                 raise ComponentError(
                     f"timm {timm.__version__} builds {arch.TARGET_ARCH} with other layers than the packaged table "

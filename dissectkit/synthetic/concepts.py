@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dissectkit.base.types import Concept
 from dissectkit.synthetic import vocab
-from dissectkit.types import Concept
 
 # (category, subcategory) of each ground-truth concept, in the style of the mammo-birads set.
 CATEGORY: dict[str, tuple[str, str]] = {

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.generator import Sample, SynthMammoGenerator, finding_masks
 from dissectkit.synthetic.probe import synth_id
@@ -346,7 +346,7 @@ def _cbis_abnormalities(smp: Sample) -> list[tuple[str, str, str, np.ndarray, bo
 
 
 def _cbis_ddsm(w: _Writer, n: int) -> dict[str, Any]:
-    from dissectkit.builtin.probes.base import unique_ids
+    from dissectkit.imaging.files import unique_ids
 
     rows: dict[tuple[str, str], list[list[Any]]] = {}
     order: dict[str, list[tuple[str, Sample, int, Path]]] = {"train": [], "test": []}
@@ -475,7 +475,7 @@ def _write_truth(w: _Writer) -> None:
 
 def read_truth(out: str | Path) -> list[dict[str, str]]:
     """The ``synth_truth.csv`` of an export: one dict per probe image, in the probe's order."""
-    from dissectkit.builtin.probes.base import read_csv
+    from dissectkit.imaging.files import read_csv
 
     return read_csv(Path(out) / TRUTH_CSV, ["id", "file", "index"]).records()
 
@@ -486,7 +486,7 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
     import yaml
 
     if layout not in WRITERS:
-        from dissectkit.errors import did_you_mean
+        from dissectkit.base.errors import did_you_mean
 
         raise DataError(f"Unknown layout {layout!r}.{did_you_mean(layout, LAYOUTS)} Layouts: {', '.join(LAYOUTS)}.")
     if n < 1:

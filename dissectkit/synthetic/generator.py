@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.types import ProbeItem
 from dissectkit.synthetic import vocab
-from dissectkit.types import ProbeItem
 
 DEFAULT_SIZE = (320, 192)  # H x W, the 5:3 shape of Mammo-CLIP's 1520 x 912
 
@@ -106,7 +106,7 @@ class SynthMammoGenerator:
         freq = dict(vocab.DEFAULT_FREQUENCIES)
         for key, value in (frequencies or {}).items():
             if key not in freq:
-                from dissectkit.errors import did_you_mean
+                from dissectkit.base.errors import did_you_mean
 
                 raise ValueError(
                     f"unknown finding {key!r} in frequencies.{did_you_mean(key, freq)} Known: {', '.join(freq)}."

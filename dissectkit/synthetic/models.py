@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dissectkit.imaging import as_array, gray_or_rgb, minmax_unit
+from dissectkit.base.types import LayerInfo
+from dissectkit.imaging.raw import as_array, gray_or_rgb, minmax_unit
 from dissectkit.synthetic.arch import (  # noqa: F401 - re-exported: the world's torch-free facts
     CLASSIFIER,
     CONFIG_FILE,
@@ -24,7 +25,6 @@ from dissectkit.synthetic.arch import (  # noqa: F401 - re-exported: the world's
     WEIGHTS_DIR,
     read_config,
 )
-from dissectkit.types import LayerInfo
 
 PIXEL_MEAN = 0.25  # one scalar for all channels, after per-image min-max scaling (Mammo-CLIP style)
 PIXEL_STD = 0.25
@@ -132,7 +132,7 @@ def build_effnet(num_classes: int) -> nn.Module:
 def effnet_layer_infos(num_classes: int, device: str = "meta") -> list[LayerInfo]:
     """The targets' layers measured on the built architecture: one forward pass of a zero image
     (on the meta device by default: no memory, no weights)."""
-    from dissectkit.layers import infer_layer_infos
+    from dissectkit.nn.layers import infer_layer_infos
 
     with torch.device(device):
         module = build_effnet(num_classes).eval()
@@ -151,7 +151,7 @@ def write_layer_table() -> None:
 # ----------------------------------------------------------------------------------------- loading
 def load_weights_into(module: nn.Module, path: Path, what: str) -> Path:
     """Read a resolved weights file once (safetensors or weights-only torch), cast, load strictly."""
-    from dissectkit import weights
+    from dissectkit.base import weights
 
     sd = weights.extract_state_dict(weights.load_checkpoint(path, what=what), what=what)
     own = module.state_dict()

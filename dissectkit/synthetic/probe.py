@@ -6,8 +6,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from dissectkit.base.types import ProbeItem
 from dissectkit.synthetic.generator import SynthMammoGenerator
-from dissectkit.types import ProbeItem
 
 GENERATOR_VERSION = 1  # bump when the drawing code changes what (seed, index) produces
 
@@ -49,7 +49,7 @@ class SynthMammoProbe:
 
     def make_ids(self) -> list[str]:
         """Every item's id, computed now (repeated indices get ``~2``, ``~3``, ... like file probes)."""
-        from dissectkit.builtin.probes.base import unique_ids
+        from dissectkit.imaging.files import unique_ids
 
         seed = self.generator.seed
         ids = [synth_id(seed, self._index(i)) for i in range(self.n)]

@@ -100,7 +100,7 @@ def _generate(seed: int, start: int, stop: int):
     """Images ``start..stop-1`` of generator ``seed``: model inputs, grid masks and light samples."""
     import torch
 
-    from dissectkit.imaging import minmax_unit
+    from dissectkit.imaging.raw import minmax_unit
     from dissectkit.synthetic.generator import SynthMammoGenerator
     from dissectkit.synthetic.models import prepare_batch
 
@@ -156,7 +156,7 @@ def concept_targets(labels: dict[str, Any]) -> list[float]:
 def make_shapes_set(seed: int, n: int):
     import torch
 
-    from dissectkit.imaging import minmax_unit
+    from dissectkit.imaging.raw import minmax_unit
     from dissectkit.synthetic.models import prepare_batch
     from dissectkit.synthetic.shapes import shape_image
 
@@ -247,7 +247,7 @@ class MaskHead:
 
         self.conv = torch.nn.Conv2d(channels, len(vocab.FINDINGS), 1)
         torch.nn.init.constant_(self.conv.bias, -4.0)
-        from dissectkit.capture import Capture
+        from dissectkit.nn.capture import Capture
 
         self.capture = Capture({"features": module})
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from dissectkit.hookspecs import hookimpl
-from dissectkit.registry import Params
-from dissectkit.types import Concept
+from dissectkit.base.types import Concept
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
 
 
 class PathParams(Params):
@@ -73,8 +73,8 @@ def _workbook(params: WorkbookParams, ctx) -> ConceptList:
 
 def _bundled(name: str):
     def make(params: BundledParams, ctx) -> ConceptList:
+        from dissectkit.base.errors import DataError, did_you_mean
         from dissectkit.builtin.concepts.loaders import bundled
-        from dissectkit.errors import DataError, did_you_mean
 
         concepts = bundled(name)
         cats = list(dict.fromkeys(c.category for c in concepts))

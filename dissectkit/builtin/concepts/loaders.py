@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dissectkit.errors import DataError
-from dissectkit.types import Concept
+from dissectkit.base.errors import DataError
+from dissectkit.base.types import Concept
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -71,7 +71,7 @@ def read_table(path: str | Path, column: str = "concept") -> list[Concept]:
         except yaml.YAMLError as exc:
             raise DataError(f"Cannot parse YAML concept file {p}: {exc}") from None
         return dedupe(_from_yaml(data, p, column), str(p))
-    from dissectkit.builtin.probes.base import read_csv
+    from dissectkit.imaging.files import read_csv
 
     rows = read_csv(p, [column]).records()
     return dedupe(

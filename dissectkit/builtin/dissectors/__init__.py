@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dissectkit.builtin.dissectors.hfclip import HfClipParams, make_hf_clip
 from dissectkit.builtin.dissectors.openclip import OpenClipParams, make_open_clip
-from dissectkit.hookspecs import hookimpl
+from dissectkit.host.hookspecs import hookimpl
 
 
 @hookimpl

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dissectkit.context import BuildContext
-from dissectkit.errors import WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import WeightsError
 
 
 def l2_normalize(x):
@@ -46,7 +46,7 @@ def hf_offline(offline: bool) -> Iterator[None]:
 
 def hub_fetch_hint(repo: str, file: str | None = None) -> str:
     """The command that fetches a hub repo (or one file of it): the weights module's wording."""
-    from dissectkit.weights import HubRef, fetch_command
+    from dissectkit.base.weights import HubRef, fetch_command
 
     return fetch_command(HubRef(hf=repo, file=file))
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.base.weights import file_fingerprint
 from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
-from dissectkit.imaging import to_pil
-from dissectkit.registry import Params
-from dissectkit.weights import file_fingerprint
+from dissectkit.host.registry import Params
+from dissectkit.imaging.raw import to_pil
 
 
 class HfClipParams(Params):

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import model_validator
 
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.base.weights import file_fingerprint
 from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
-from dissectkit.imaging import to_pil
-from dissectkit.registry import Params
-from dissectkit.weights import file_fingerprint
+from dissectkit.host.registry import Params
+from dissectkit.imaging.raw import to_pil
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 HF_CONFIG = "open_clip_config.json"
@@ -91,7 +91,7 @@ def check_available(name: str, pretrained: str | None, ctx: BuildContext) -> Pat
         return weights
     clean = name.replace("/", "-")
     if open_clip.get_model_config(clean) is None:
-        from dissectkit.errors import did_you_mean
+        from dissectkit.base.errors import did_you_mean
 
         raise ComponentError(
             f"open-clip has no model {name!r}.{did_you_mean(clean, open_clip.list_models())} "
@@ -136,7 +136,7 @@ def explain_mismatch(name: str, weights_path: Path | None) -> None:
     import open_clip
     from open_clip.factory import load_state_dict
 
-    from dissectkit.weights import load_state_dict_strict
+    from dissectkit.base.weights import load_state_dict_strict
 
     try:
         sd = load_state_dict(str(weights_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dissectkit.builtin.methods.clip_dissect import ClipDissectParams, make_clip_dissect
 from dissectkit.builtin.methods.mammi import MammiParams, make_mammi
 from dissectkit.builtin.methods.netdissect import NetDissectParams, make_netdissect
-from dissectkit.hookspecs import hookimpl
+from dissectkit.host.hookspecs import hookimpl
 
 __all__ = ["dissectkit_register_methods"]
 

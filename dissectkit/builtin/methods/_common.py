@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dissectkit.errors import EvidenceError
-from dissectkit.streaming import ActivationStream
+from dissectkit.base.errors import EvidenceError
+from dissectkit.labelling.streaming import ActivationStream
 
 _ROWS = 1 << 16  # image rows per block when checking embeddings
 
 if TYPE_CHECKING:
     import torch
 
-    from dissectkit.methods import Evidence
+    from dissectkit.labelling.evidence import Evidence
 
 
 def checked_inputs(evidence: Evidence, device: str = "cpu") -> tuple[ActivationStream, torch.Tensor]:

@@ -16,9 +16,9 @@ from dissectkit.builtin.methods._common import (
     unit_rows,
 )
 from dissectkit.builtin.similarities import _Similarity
-from dissectkit.components import similarity_scores
-from dissectkit.methods import Evidence, LayerLabels, MethodBase
-from dissectkit.registry import Params
+from dissectkit.host.contract import similarity_scores
+from dissectkit.host.registry import Params
+from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
 
 
 class ClipDissectParams(Params):
@@ -29,7 +29,7 @@ class ClipDissectParams(Params):
 
     @model_validator(mode="after")
     def _check_similarity(self) -> ClipDissectParams:
-        from dissectkit.plugins import get_host
+        from dissectkit.host.manager import get_host
 
         spec = get_host().registry.get("similarity", self.similarity)
         spec.validate(self.similarity_params, where="similarity")
@@ -40,7 +40,7 @@ class ClipDissect(MethodBase):
     name = "clip-dissect"
 
     def __init__(self, params: ClipDissectParams, ctx: Any) -> None:
-        from dissectkit.plugins import get_host
+        from dissectkit.host.manager import get_host
 
         self.params = params
         self.ctx = ctx

@@ -6,11 +6,11 @@ from typing import Any
 
 from pydantic import Field
 
+from dissectkit.base.errors import EvidenceError
 from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
-from dissectkit.errors import EvidenceError
-from dissectkit.methods import Evidence, LayerLabels, MethodBase
-from dissectkit.registry import Params
-from dissectkit.streaming import ActivationStream
+from dissectkit.host.registry import Params
+from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
+from dissectkit.labelling.streaming import ActivationStream
 
 
 class MammiParams(Params):
@@ -29,7 +29,7 @@ def mammi_threshold(lo, hi, percentile: float):
 def mammi_scores(A, V, T, t0, percentile: float):
     """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``.
 
-    ``A`` is an ``[N, K]`` tensor or an :class:`~dissectkit.streaming.ActivationStream`; two streamed
+    ``A`` is an ``[N, K]`` tensor or an :class:`~dissectkit.labelling.streaming.ActivationStream`; two streamed
     passes: the range of each neuron (its moments), then ``R^T V`` block by block.
     """
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import Field
 
+from dissectkit.base.errors import DataError, EvidenceError
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
-from dissectkit.errors import DataError, EvidenceError
-from dissectkit.methods import Evidence, LayerLabels, MethodBase
-from dissectkit.registry import Params
-from dissectkit.streaming import key_value, order_key
+from dissectkit.host.registry import Params
+from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
+from dissectkit.labelling.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
@@ -43,7 +43,7 @@ class NetDissectParams(Params):
 
 def _mask_probe_hint() -> str:
     try:
-        from dissectkit.plugins import get_host
+        from dissectkit.host.manager import get_host
 
         names = [s.name for s in get_host().registry.list("probe") if s.metadata.get("has_masks")]
     except Exception:  # noqa: BLE001 - only a hint
@@ -127,7 +127,7 @@ class NetDissect(MethodBase):
         import numpy as np
         import torch
 
-        from dissectkit.imaging import centre_indices
+        from dissectkit.imaging.raw import centre_indices
 
         names = sorted({c for m in masks for c in m if c in col}, key=col.__getitem__)
         if not names:

@@ -6,7 +6,7 @@ from dissectkit.builtin.probes.cbis import CbisDdsmProbe, CbisParams
 from dissectkit.builtin.probes.generic import CsvParams, CsvProbe, ImageFolderParams, ImageFolderProbe
 from dissectkit.builtin.probes.mammo import RsnaMammoProbe, RsnaParams, VindrMammoProbe, VindrParams
 from dissectkit.builtin.probes.nih import NihCxr14Probe, NihParams
-from dissectkit.hookspecs import hookimpl
+from dissectkit.host.hookspecs import hookimpl
 
 # The probe classes are their own factories: ``Probe(params, ctx)``. Their modules import no
 # heavy library at load time (pydicom and PIL load when an image is read).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dissectkit.builtin.probes.base import IMAGE_SUFFIXES, BaseProbe, ProbeParams, Record, read_csv
-from dissectkit.context import BuildContext
-from dissectkit.errors import DataError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DataError
+from dissectkit.imaging.files import IMAGE_SUFFIXES, BaseProbe, ProbeParams, Record, read_csv
 
 
 class ImageFolderParams(ProbeParams):

@@ -6,9 +6,9 @@ import ast
 from pathlib import Path
 from typing import Literal
 
-from dissectkit.builtin.probes.base import BaseProbe, ProbeParams, Record, read_csv
-from dissectkit.context import BuildContext
-from dissectkit.errors import DataError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DataError
+from dissectkit.imaging.files import BaseProbe, ProbeParams, Record, read_csv
 
 VINDR_FINDINGS = (
     "Mass",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from dissectkit.builtin.probes.base import BaseProbe, ProbeParams, Record, check_columns, read_csv
-from dissectkit.context import BuildContext
-from dissectkit.errors import DataError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DataError
+from dissectkit.imaging.files import BaseProbe, ProbeParams, Record, check_columns, read_csv
 
 # The 14 findings in the dataset's label order (also the densenet121-cxr output order).
 NIH_FINDINGS = (

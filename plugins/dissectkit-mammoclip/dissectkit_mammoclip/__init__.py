@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dissectkit.hookspecs import hookimpl
+from dissectkit.host.hookspecs import hookimpl
 
 LICENCE = "Mammo-CLIP weights: CC BY-NC-SA 4.0 (non-commercial)"
 

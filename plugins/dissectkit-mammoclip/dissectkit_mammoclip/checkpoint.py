@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from dissectkit.context import BuildContext
-from dissectkit.registry import Params
-from dissectkit.weights import WeightsRef, as_ref, extract_state_dict, load_checkpoint, resolve
+from dissectkit.base.context import BuildContext
+from dissectkit.base.weights import WeightsRef, as_ref, extract_state_dict, load_checkpoint, resolve
+from dissectkit.host.registry import Params
 
 
 class WeightsParams(Params):

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.errors import WeightsError
-from dissectkit.imaging import as_array, gray_or_rgb, warn_if_flat
+from dissectkit.base.errors import WeightsError
+from dissectkit.imaging.raw import as_array, gray_or_rgb, warn_if_flat
 
 # The published normalisation: mean as written in the released config, std to its 17 digits.
 MEAN, STD = 0.3089279, 0.25053555408335154
@@ -130,13 +130,13 @@ def preprocess_mammogram(image: Any, size: tuple[int, int], conversion: str = "n
 
     ``conversion="mammo-clip"`` first makes the Mammo-CLIP PNG of a raw mammogram (its DICOM -> PNG
     conversion: border crop, min-max to 8 bits, ``ExtractBreast``, INTER_AREA to ``size``; see
-    :mod:`dissectkit.mammo_png`); ``"none"`` takes the image as such a PNG already. Then: grey
+    :mod:`dissectkit.imaging.mammo_png`); ``"none"`` takes the image as such a PNG already. Then: grey
     repeated to RGB, min-max to [0, 1] per image, INTER_AREA resize to ``size`` (H, W) only when it
     differs (the reference never resizes: its PNGs are already 1520 x 912; aspect ratio not kept),
     ``(x - 0.3089279) / 0.25053555408335154``."""
     import torch
 
-    from dissectkit.mammo_png import convert, resize_area
+    from dissectkit.imaging.mammo_png import convert, resize_area
 
     arr = as_array(image)
     if conversion == "mammo-clip":
@@ -160,7 +160,7 @@ def block_layer_infos(variant: str, size: tuple[int, int], prefix: str = IMG):
     """``LayerInfo`` of every ``_blocks.<i>`` computed on the meta device: no weights, no memory."""
     import torch
 
-    from dissectkit.layers import info_from_shape
+    from dissectkit.nn.layers import info_from_shape
 
     with torch.device("meta"):
         net = build_efficientnet(variant)

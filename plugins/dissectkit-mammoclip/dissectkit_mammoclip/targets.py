@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.context import BuildContext
-from dissectkit.errors import WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import WeightsError
+from dissectkit.base.types import LayerInfo
+from dissectkit.base.weights import file_fingerprint, load_state_dict_strict, resolve
 from dissectkit.plugin import digest
-from dissectkit.types import LayerInfo
-from dissectkit.weights import file_fingerprint, load_state_dict_strict, resolve
 
 from . import checkpoint, model
 

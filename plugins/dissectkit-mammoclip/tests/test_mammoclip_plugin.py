@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import ComponentError, WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import ComponentError, WeightsError
 from dissectkit.testing import check_dissector, check_target, write_wordpiece_tokenizer
 
 MEAN, STD = 0.3089279, 0.25053555408335154  # the published constants, to the last digit
@@ -278,7 +278,7 @@ def test_classifier_target_reads_head(setup, tmp_path):
 # --------------------------------------------------------------------------- input parity
 def published_png(stored: np.ndarray, monochrome1: bool) -> np.ndarray:
     """Mammo-CLIP's DICOM -> PNG conversion computed directly from its published description
-    (../shared/docs/models.md), independently of dissectkit.mammo_png."""
+    (../shared/docs/models.md), independently of dissectkit.imaging.mammo_png."""
     import cv2
 
     x = stored[5:-5, 5:-5].astype(np.float64)  # a 5-pixel border dropped on every side
@@ -357,9 +357,9 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
     ``conversion: mammo-clip`` feed the model exactly what Mammo-CLIP's PNG + evaluation would."""
     from PIL import Image
 
-    from dissectkit.commands.data import convert_tree
-    from dissectkit.dicom import read_dicom
-    from dissectkit.imaging import read_image
+    from dissectkit.cli.commands.data import convert_tree
+    from dissectkit.imaging.dicom import read_dicom
+    from dissectkit.imaging.raw import read_image
 
     stored = phantom()
     path = write_mono1(tmp_path / "dcm" / "m.dcm", stored)
@@ -369,7 +369,7 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
     target = dk.create("target", "mammo-clip-image-encoder", **kw)
     dis = dk.create("dissector", "mammo-clip", tokenizer=str(setup["tok"]), **kw)
     raw = read_dicom(path, apply_voi=False)
-    from dissectkit.mammo_png import convert
+    from dissectkit.imaging.mammo_png import convert
 
     np.testing.assert_array_equal(convert(raw), png)  # the same PNG, bit for bit, from the probe's image
     for model in (target, dis):
@@ -391,7 +391,7 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
 
 
 def test_8bit_and_12bit_dicom_give_the_same_input(setup, tmp_path):
-    from dissectkit.dicom import read_dicom
+    from dissectkit.imaging.dicom import read_dicom
 
     a8 = np.random.default_rng(3).integers(20, 250, SIZE).astype(np.uint8)
     px = np.rint(a8 * (4095 / 255)).astype(np.uint16)

@@ -7,11 +7,9 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from dissectkit.context import BuildContext
-from dissectkit.errors import WeightsError
-from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
-from dissectkit.registry import Params
-from dissectkit.weights import (
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import WeightsError
+from dissectkit.base.weights import (
     WeightsRef,
     extract_state_dict,
     file_fingerprint,
@@ -19,6 +17,8 @@ from dissectkit.weights import (
     load_state_dict_strict,
     resolve,
 )
+from dissectkit.host.registry import Params
+from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
 
 from . import model
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import dissectkit as dk
-from dissectkit.context import BuildContext
-from dissectkit.errors import WeightsError
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import WeightsError
 from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
 
 MEAN, STD = 0.5862786, 0.2795009
@@ -174,7 +174,7 @@ def test_8bit_and_12bit_dicom_give_the_same_input(env, tmp_path):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from dissectkit.dicom import read_dicom
+    from dissectkit.imaging.dicom import read_dicom
 
     a8 = np.random.default_rng(4).integers(0, 256, (90, 70)).astype(np.uint8)
     px = np.rint(a8 * (4095 / 255)).astype(np.uint16)

@@ -1,0 +1,389 @@
+"""The ``dissectkit`` command line (typer + rich). Heavy libraries load only inside commands."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dissectkit.base.errors import DissectkitError
+
+app = typer.Typer(
+    name="dissectkit",
+    help="Label the neurons of vision models with words, from YAML recipes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cache_app = typer.Typer(help="Inspect or clear the activation / embedding cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+_STATE: dict[str, Any] = {"strict": False}
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: a.b=value (repeatable).")]
+
+
+@app.callback()
+def _main(
+    strict_plugins: Annotated[bool, typer.Option("--strict-plugins", help="Fail if any plugin fails to load.")] = False,
+) -> None:
+    _STATE["strict"] = strict_plugins
+
+
+def _host():
+    from dissectkit.host.manager import get_host
+
+    host = get_host(strict=_STATE["strict"])
+    for rec in host.failed:
+        err_console.print(
+            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {_escape(rec.error or '')}",
+            highlight=False,
+        )
+    hint = host.disable_hint()
+    if hint:
+        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+    return host
+
+
+def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None = None):
+    import dissectkit as dk
+
+    overrides = list(overrides or [])
+    if methods:
+        overrides.append("methods=[" + ", ".join(json.dumps(m) for m in methods) + "]")
+    return dk.load_recipe(recipe, overrides)
+
+
+# --------------------------------------------------------------------------- run / validate
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Run these methods instead of the recipe's (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: output.dir).")] = None,
+    rows: Annotated[int, typer.Option(help="Neurons shown per layer in the summary.")] = 8,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+) -> None:
+    """Run a recipe: extract, embed (cached), label and report."""
+    from dissectkit.engine import run as run_recipe
+
+    _host()
+    rec = _load(recipe, set_, method)
+    result = run_recipe(rec, progress=not quiet, console=err_console, out_dir=out)
+    if not quiet:
+        print_summary(result, rows)
+    skipped = result.stats.get("skipped", {})
+    if skipped:
+        err_console.print(f"[yellow]{len(skipped)} probe image(s) skipped[/] (unreadable); reasons in {result.out_dir / 'manifest.json'}")
+    console.print(f"Results written to [bold]{result.out_dir}[/]")
+
+
+def print_summary(result: Any, rows: int) -> None:
+    """A rich table per (label set, layer); layers whose true concepts are known show every neuron
+    with its truth, followed by the accuracy against it."""
+    from dissectkit.host.contract import target_ground_truth
+
+    for ls in result.label_sets:
+        target = (result.targets or {}).get(ls.target)
+        for layer, ll in ls.layers.items():
+            truth = target_ground_truth(target, layer) if target is not None else None
+            shown = len(ll.neurons) if truth is not None else rows
+            table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
+            table.add_column("unit", justify="right")
+            table.add_column("label")
+            table.add_column("score", justify="right")
+            table.add_column("next concepts", no_wrap=True, overflow="ellipsis", max_width=48)
+            if truth is not None:
+                table.add_column("truth")
+            for unit, ranked in enumerate(ll.neurons[:shown]):
+                label, score = (ranked[0][0], f"{ranked[0][1]:.3f}") if ranked else ("[dim](no concept)[/]", "")
+                cells = [str(unit), label, score, ", ".join(c for c, _ in ranked[1:3])]
+                if truth is not None:
+                    hit = bool(ranked) and ranked[0][0] == truth[unit]
+                    cells.append(("[green]" if hit else "[red]") + f"{truth[unit]}[/]")
+                table.add_row(*cells)
+            if len(ll.neurons) > shown:
+                table.caption = f"{len(ll.neurons) - shown} more neurons in the results"
+            console.print(table)
+    for key, per_layer in result.measures.items():
+        for layer, m in per_layer.items():
+            parts = [f"{name} {m[name]:.3f}" for name in ("top1", "top5", "cos") if isinstance(m.get(name), float)]
+            console.print(f"[bold]Accuracy against the truth[/] ({key} · {layer}, {m.get('n', '?')} neurons): " + ", ".join(parts))
+
+
+@app.command()
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe without running models: schema, components, params, layer names."""
+    from dissectkit.engine.validate import validate_recipe
+
+    _host()
+    rec = _load(recipe, set_)
+    warnings = validate_recipe(rec)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"[green]valid[/] {recipe}" + (f" ({len(warnings)} warning(s))" if warnings else ""))
+
+
+@app.command()
+def layers(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Show every layer, not only the selected ones.")] = True,
+) -> None:
+    """List each target's layers with neuron counts and output shapes (selected ones marked)."""
+    from dissectkit.engine.validate import target_layer_infos
+    from dissectkit.nn.layers import select_layers
+
+    _host()
+    rec = _load(recipe, set_)
+    for ref in rec.targets:
+        infos = target_layer_infos(ref, rec)
+        chosen = {i.name for i in select_layers(ref.layers, infos, target=f"target '{ref.display}'")}
+        table = Table(title=f"target '{ref.display}' ({ref.name}): {len(infos)} layers, {len(chosen)} selected", title_justify="left")
+        for col in ("", "layer", "kind", "neurons", "output shape"):
+            table.add_column(col)
+        for info in infos:
+            if all_ or info.name in chosen:
+                table.add_row("*" if info.name in chosen else "", info.name, info.kind, str(info.n_neurons), "x".join(map(str, info.shape or ())))
+        console.print(table)
+
+
+# --------------------------------------------------------------------------- plugins / list / schema
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show the loaded plugins, their components, and the ones that failed."""
+    from dissectkit.host.manager import get_host
+
+    host = get_host(strict=_STATE["strict"])
+    if as_json:
+        data = [
+            {"name": r.name, "distribution": r.distribution, "version": r.version, "module": r.module, "ok": r.ok,
+             "disabled": r.disabled, "error": r.error, "errors": r.errors, "components": r.components}
+            for r in host.records
+        ]
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    table = Table(title="dissectkit plugins", title_justify="left")
+    for col in ("plugin", "distribution", "version", "status", "components"):
+        table.add_column(col)
+    for r in host.records:
+        if r.disabled:
+            status = "[yellow]disabled[/] (DISSECTKIT_DISABLE_PLUGINS)"
+        elif r.ok:
+            status = "[green]ok[/]"
+        else:
+            status = "[red]failed[/]\n" + "\n".join(f"- {_escape(e)}" for e in r.errors)
+        table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
+    console.print(table)
+    hint = host.disable_hint()
+    if hint:
+        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[str | None, typer.Argument(help="One of: dissector, target, probe, concepts, similarity, method, reporter.")] = None,
+    names: Annotated[bool, typer.Option("--names", help="Only the names, one a line (for scripts).")] = False,
+) -> None:
+    """List the registered components (of one kind)."""
+    import dissectkit as dk
+
+    _host()
+    if names:
+        sys.stdout.write("".join(f"{n}\n" for n in dk.list_components(kind, names=True)))
+        return
+    table = Table(title="dissectkit components", title_justify="left")
+    for col in ("kind", "name", "from", "description"):
+        table.add_column(col)
+    for spec in dk.list_components(kind):
+        table.add_row(spec.kind, spec.name, spec.distribution, spec.description)
+    console.print(table)
+
+
+@app.command()
+def schema(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None) -> None:
+    """Print the recipe JSON Schema, with the params of every installed component."""
+    from dissectkit.engine.validate import recipe_json_schema
+
+    _host()
+    text = json.dumps(recipe_json_schema(), indent=1)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"JSON Schema written to {out}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+# --------------------------------------------------------------------------- fetch
+@app.command()
+def fetch(
+    url: Annotated[str, typer.Argument(help="The file's URL (as in a recipe's {url, sha256} weights).", show_default=False)],
+    sha256: Annotated[str, typer.Option("--sha256", help="The file's expected sha256 (64 hex digits).", show_default=False)],
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")] = None,
+) -> None:
+    """Download a {url, sha256} weights file into the cache, where offline runs find it."""
+    from pydantic import ValidationError
+
+    from dissectkit.base.context import BuildContext, default_cache_dir
+    from dissectkit.base.weights import UrlRef, resolve
+    from dissectkit.host.registry import format_validation_error
+
+    try:
+        ref = UrlRef(url=url, sha256=sha256)
+    except ValidationError as exc:
+        raise DissectkitError(format_validation_error(exc, "fetch arguments")) from None
+    path = resolve(ref, BuildContext(offline=False, cache_dir=cache_dir or default_cache_dir()), what="file")
+    console.print(f"Verified and cached: [bold]{path}[/]")
+
+
+# --------------------------------------------------------------------------- cache
+CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")]
+
+
+def _cache(cache_dir: Path | None):
+    from dissectkit.base.context import default_cache_dir
+    from dissectkit.engine.cache import Cache
+
+    return Cache(cache_dir or default_cache_dir())
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDirOpt = None) -> None:
+    """List cache entries with their size."""
+    cache = _cache(cache_dir)
+    table = Table(title=f"cache {cache.root}", title_justify="left")
+    for col in ("kind", "key", "what", "chunks", "MB"):
+        table.add_column(col)
+    total = 0
+    for e in cache.entries():
+        meta = e["meta"]
+        what = " ".join(f"{k}={meta[k]}" for k in ("target", "layer", "dissector", "probe") if k in meta)
+        table.add_row(e["kind"], e["key"][:12], what, str(e["chunks"]), f"{e['bytes'] / 1e6:.1f}")
+        total += e["bytes"]
+    console.print(table)
+    console.print(f"{total / 1e6:.1f} MB in all")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    cache_dir: CacheDirOpt = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: acts, spatial, masks, embeds or texts.")] = None,
+) -> None:
+    """Delete cache entries."""
+    from dissectkit.base.errors import did_you_mean
+    from dissectkit.engine.cache import KINDS
+
+    if kind is not None and kind not in KINDS:
+        raise DissectkitError(f"Unknown cache kind {kind!r}; use one of {', '.join(KINDS)}.{did_you_mean(kind, KINDS)}")
+    removed = _cache(cache_dir).clear(kind)
+    console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
+
+
+# --------------------------------------------------------------------------- extensions + entry
+def _register_extensions() -> None:
+    from dissectkit.cli.commands import COMMAND_MODULES
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: user errors print a message and exit 2, never a traceback; usage errors
+    are typer/click's own message (exit 2); Ctrl-C says what was kept and how to resume (exit 130)."""
+    from dissectkit.engine.rundir import discard_unfinished
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="dissectkit", standalone_mode=False)
+        if result == INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C) into this exit code
+            discard_unfinished()
+            return _interrupted(args)
+        return int(result) if isinstance(result, int) else 0
+    except DissectkitError as exc:
+        err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        return exc.exit_code
+    except CLICK_EXCEPTIONS as exc:  # typer's bundled click raises its own classes
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, *ABORTS):
+        discard_unfinished()
+        return _interrupted(args)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal(exc)
+        discard_unfinished()
+        where = f" ({exc.filename})" if exc.filename else ""
+        err_console.print(
+            f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}. Finished chunks are cached; "
+            "free some space or fix the permissions, then run the same command again.", highlight=False,
+        )
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI never prints a bare traceback
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    if os.environ.get("DISSECTKIT_DEBUG"):
+        raise exc
+    err_console.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
+    )
+    return 1
+
+
+def _interrupted(args: list[str]) -> int:
+    import shlex
+
+    from dissectkit.engine.rundir import interrupted_message
+
+    err_console.print(_escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
+    return INTERRUPTED
+
+
+def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """click's exception classes and typer's bundled copies of them (typer >= 0.20 vendors click)."""
+    clicks: list[type[BaseException]] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as Bundled
+    except ImportError:  # an older typer that raises click's own
+        Bundled = None  # noqa: N806
+    if Bundled is not None:
+        clicks.append(Bundled)
+    return tuple(clicks), (click.exceptions.Abort, typer.Abort)
+
+
+CLICK_EXCEPTIONS, ABORTS = _click_classes()
+INTERRUPTED = 130
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``dissectkit validate`` / ``layers`` / ``schema``: everything checkable without running models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from dissectkit.base.errors import DataError, WeightsError
+from dissectkit.base.types import LayerInfo
+from dissectkit.base.weights import HubRef, PathRef, UrlRef
+from dissectkit.host.contract import check_masks_available
+from dissectkit.host.recipe import Recipe, TargetRef, _recipe_path, component_refs, validate_components
+from dissectkit.host.registry import KINDS
+
+
+def validation_context(recipe: Recipe) -> Any:
+    """The build context of ``validate`` / ``layers``: nothing runs on a device, so ``device: auto``
+    is not resolved (that would import torch) and stays ``cpu``."""
+    from dissectkit.engine import build_context
+
+    if recipe.runtime.device != "auto":
+        return build_context(recipe)
+    runtime = recipe.runtime.model_copy(update={"device": "cpu"})
+    return build_context(recipe.model_copy(update={"runtime": runtime}))
+
+
+def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[LayerInfo]:
+    """A target's layers: from its spec's ``layers`` metadata (architecture only, no weights) when
+    it offers one, else by building the target."""
+    from dissectkit.host.manager import get_host
+
+    spec = get_host().registry.get("target", ref.name)
+    params = spec.validate(ref.params, where="target")
+    ctx = ctx or validation_context(recipe)
+    layers_fn = spec.metadata.get("layers")
+    if callable(layers_fn):
+        return list(layers_fn(params, ctx))
+    return list(spec.build(params, ctx).layers())
+
+
+def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef | HubRef | UrlRef]]:
+    """Every weights ref in a component's validated params, with its field path."""
+    if isinstance(params, PathRef | HubRef | UrlRef):
+        return [(path, params)]
+    if isinstance(params, BaseModel):
+        return [hit for name in type(params).model_fields for hit in weights_refs(getattr(params, name), f"{path}.{name}")]
+    if isinstance(params, dict):
+        return [hit for k, v in params.items() for hit in weights_refs(v, f"{path}.{k}")]
+    if isinstance(params, list | tuple):
+        return [hit for i, v in enumerate(params) for hit in weights_refs(v, f"{path}[{i}]")]
+    return []
+
+
+def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
+    """A line for each weights file of a component that is not on this machine: every weights ref
+    in its params, plus what its spec's optional ``missing_weights(params, ctx)`` metadata reports
+    (pretrained tags and the like). Nothing is downloaded or read: a path must exist, a hub or URL
+    file must be in its local cache."""
+    from dataclasses import replace
+
+    from dissectkit.base.weights import describe, fetch_command, resolve
+
+    local_only = replace(ctx, offline=True)
+    lines = []
+    for field, ref in weights_refs(params):
+        try:
+            resolve(ref, local_only, what=field)
+        except WeightsError as exc:
+            if ctx.offline or isinstance(ref, PathRef):
+                lines.append(str(exc))
+            else:
+                lines.append(f"{field} {describe(ref)} is not local yet; `dissectkit run` downloads it "
+                             f"(or fetch it now with: {fetch_command(ref)}).")
+    check = spec.metadata.get("missing_weights")
+    return lines + (list(check(params, ctx)) if callable(check) else [])
+
+
+def validate_recipe(recipe: Recipe) -> list[str]:
+    """Pass 2 plus layer names, probe and concept checks, without reading any weights. Missing data
+    or weights files are warnings (they are needed only at run time); anything else wrong raises."""
+    from dissectkit.host.manager import get_host
+    from dissectkit.nn.layers import select_layers
+
+    registry = get_host().registry
+    validated = validate_components(recipe, registry)
+    ctx = validation_context(recipe)
+    warnings: list[str] = []
+    for kind, path, ref in component_refs(recipe):
+        if kind not in ("dissector", "target"):
+            continue
+        where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
+        warnings += [f"{where}: {line}" for line in missing_weights(registry.get(kind, ref.name), validated[id(ref)], ctx)]
+        if kind == "target":
+            try:
+                infos = target_layer_infos(ref, recipe, ctx)
+            except (WeightsError, DataError) as exc:
+                warnings.append(f"layers of target '{ref.display}' not checked: {exc}")
+                continue
+            select_layers(ref.layers, infos, target=where)
+    probe = None
+    for kind, path, ref in component_refs(recipe):
+        if kind not in ("probe", "concepts", "method"):
+            continue
+        try:
+            obj = registry.get(kind, ref.name).build(validated[id(ref)], ctx)
+        except (WeightsError, DataError) as exc:
+            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))}): {exc}")
+            continue
+        if kind == "probe":
+            probe = obj
+        if kind == "method":
+            check_masks_available(ref.display, obj, recipe.probe.name, probe)
+    return warnings
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe schema with, for each component kind, a ``oneOf`` over the installed components'
+    ``{name, params}`` shapes."""
+    from dissectkit.host.manager import get_host
+
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    registry = get_host().registry
+    for kind in KINDS:
+        options = []
+        for spec in registry.list(kind):
+            params_schema = spec.params.model_json_schema()
+            for name, d in params_schema.pop("$defs", {}).items():
+                defs.setdefault(name, d)
+            options.append({
+                "type": "object",
+                "description": spec.description,
+                "properties": {"name": {"const": spec.name}, "params": params_schema},
+                "required": ["name"],
+            })
+        defs[f"{kind}_component"] = {"oneOf": options} if options else {"type": "object"}
+    schema["x-dissectkit-components"] = {kind: f"#/$defs/{kind}_component" for kind in KINDS}
+    return schema

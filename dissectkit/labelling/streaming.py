@@ -1,0 +1,353 @@
+"""Streaming statistics over a layer's activations, read as a sequence of row blocks.
+
+Labelling never holds a layer's ``[N, K]`` activation matrix: methods and similarities read row
+blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
+
+- :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
+  neuron's min / max on its first full pass (:class:`Moments`), so a dead (constant) neuron is
+  known without a pass of its own;
+- :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
+  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index).
+
+Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
+
+Memory: ``O(K * k + K + block)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dissectkit.base.errors import EvidenceError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ActivationStream",
+    "Moments",
+    "RunningTopK",
+    "check_finite",
+    "key_value",
+    "order_key",
+    "stream_top",
+    "tensor_blocks",
+    "top_indices",
+]
+
+BLOCK_ELEMS = 1 << 22  # values per row block when a materialised tensor is streamed (16 MB float32)
+
+
+def _of(layer: str | None) -> str:
+    return f" of layer {layer!r}" if layer else ""
+
+
+def check_finite(A: torch.Tensor, layer: str | None = None, what: str = "Activations") -> None:
+    """Raise :class:`EvidenceError` naming the layer and the first neurons with NaN/inf values."""
+    import torch
+
+    finite = torch.isfinite(A)
+    if bool(finite.all()):
+        return
+    bad = (~finite).any(0).nonzero().flatten().tolist()
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise EvidenceError(
+        f"{what}{_of(layer)} contain NaN or inf for neuron {bad[0]}"
+        + (f" (neurons {bad[:5]}{more})" if len(bad) > 1 else "")
+        + ". Check the target's weights and the probe images (e.g. 16-bit data not scaled to [0, 1])."
+    )
+
+
+def tensor_blocks(A: torch.Tensor, rows: int | None = None) -> Iterator[torch.Tensor]:
+    """Row blocks (views) of a materialised ``[N, K]`` tensor, about :data:`BLOCK_ELEMS` values each."""
+    step = rows or max(1, BLOCK_ELEMS // max(1, A.shape[1] if A.ndim == 2 else 1))
+    for s in range(0, A.shape[0], step):
+        yield A[s : s + step]
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic top-k
+def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
+    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
+    ties broken by the lower image index (deterministic on every device)."""
+    import torch
+
+    N, K = A.shape
+    out = torch.empty((K, k), dtype=torch.long, device=A.device)
+    for s in range(0, K, chunk):
+        Ac = A[:, s : s + chunk]
+        vals, idx = torch.topk(Ac, k, dim=0, sorted=True)
+        thr = vals[-1]
+        n_eq = (Ac == thr).sum(0)
+        n_eq_in = (vals == thr).sum(0)
+        rows = idx.T.contiguous()  # [kc, k]
+        ambiguous = (n_eq > n_eq_in).nonzero().flatten()
+        if ambiguous.numel():  # ties across the k-th value: take the lowest indices among them
+            sub = Ac[:, ambiguous]
+            t = thr[ambiguous]
+            gt = sub > t
+            eq = sub == t
+            keep = gt | (eq & (eq.cumsum(0) <= (k - gt.sum(0))))
+            rows[ambiguous] = keep.T.nonzero()[:, 1].view(-1, k)
+        rows, _ = rows.sort(dim=1)
+        v = Ac.T.gather(1, rows)
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices
+        out[s : s + chunk] = rows.gather(1, order)
+    return out
+
+
+def order_key(x: torch.Tensor) -> torch.Tensor:
+    """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
+    import torch
+
+    b = x.contiguous().view(torch.int32)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+def key_value(key: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`order_key` (int32 keys -> float32 values)."""
+    import torch
+
+    k = key.to(torch.int32)
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+_LOW = 0xFFFFFFFF
+
+
+def _rank_keys(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering ``(value descending, row ascending)`` as ``key descending``: the value's
+    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does), ``~row`` in the low 32."""
+    import torch
+
+    hi = order_key((values + 0.0).to(torch.float32)).to(torch.int64) << 32
+    return hi | (_LOW - rows)
+
+
+class RunningTopK:
+    """Each neuron's ``k`` largest values over a stream of row blocks, with their global row indices.
+
+    The running set is kept as int64 keys ``(value, ~row)`` so one ``topk`` on keys applies the
+    tie rule of :func:`top_indices` exactly (descending, ties by the lower row). Once ``k`` rows are
+    in, a row of a later block can only enter where its value is strictly above the neuron's
+    ``k``-th value (it has a higher row index than everything held), so a block costs one
+    comparison; the candidates are merged by one ``topk`` per about ``k`` of them.
+    Memory: about ``2 K k`` keys plus one block's candidates.
+    """
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        self.k = k
+        self._keys: torch.Tensor | None = None  # [K, m], m <= k, unordered
+        self._kth: torch.Tensor | None = None  # [K] float32, the k-th value once m == k
+        self._pending: list[torch.Tensor] = []  # candidate keys not merged yet
+        self._pending_w = 0
+
+    def update(self, block: torch.Tensor, start: int) -> None:
+        """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``, finite)."""
+        n = block.shape[0]
+        if start + n > _LOW:
+            raise ValueError("RunningTopK handles at most 2**32 - 1 rows")
+        step = max(self.k, 512)  # pieces: the k-th value rises between them, fewer candidates
+        for s in range(0, n, step):
+            self._update(block[s : s + step], start + s)
+
+    def _update(self, block: torch.Tensor, start: int) -> None:
+        import torch
+
+        n, K = block.shape
+        if self._kth is None:  # fewer than k rows held: the first rows all enter
+            m = min(n, self.k - (0 if self._keys is None else self._keys.shape[1]))
+            rows = torch.arange(start, start + m, device=block.device)
+            keys = _rank_keys(block[:m].T, rows.unsqueeze(0))
+            self._set(keys if self._keys is None else torch.cat([self._keys, keys], 1))
+            if m == n:
+                return
+            block, start, n = block[m:], start + m, n - m
+        cand = (block > self._kth).nonzero()  # [m, 2] (row, neuron), few once warmed up
+        if cand.numel() == 0:
+            return
+        r, c = cand[:, 0], cand[:, 1]
+        order = torch.sort(c, stable=True).indices
+        r, c = r[order], c[order]
+        counts = torch.bincount(c, minlength=K)
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(c.numel(), device=c.device) - first[c]
+        buf = torch.full((K, int(counts.max())), torch.iinfo(torch.int64).min, dtype=torch.int64, device=block.device)
+        buf[c, slot] = _rank_keys(block[r, c], r + start)
+        # candidates wait until about k of them have come (the k-th value used to filter them is
+        # a lower bound meanwhile): about one topk per k candidates, also for a large k
+        self._pending.append(buf)
+        self._pending_w += buf.shape[1]
+        if self._pending_w >= max(self.k, 64):
+            self._merge()
+
+    def _merge(self) -> None:
+        import torch
+
+        if self._pending:
+            self._set(torch.cat([self._keys, *self._pending], 1))
+            self._pending, self._pending_w = [], 0
+
+    def _set(self, keys: torch.Tensor) -> None:
+        if keys.shape[1] > self.k:
+            keys = keys.topk(self.k, dim=1, sorted=False).values
+        self._keys = keys
+        if keys.shape[1] == self.k:
+            self._kth = key_value(keys.amin(1) >> 32)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices [K, k], values [K, k])`` in descending value order, ties by the lower row."""
+        import torch
+
+        self._merge()
+        have = 0 if self._keys is None else self._keys.shape[1]
+        if have < self.k:
+            raise ValueError(f"only {have} rows were streamed; top-{self.k} needs at least {self.k}")
+        keys = torch.sort(self._keys, dim=1, descending=True).values
+        return _LOW - (keys & _LOW), key_value(keys >> 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# moments and the validated stream
+@dataclass
+class Moments:
+    """Per-neuron ``min`` and ``max`` (exact, float32) over ``count`` rows."""
+
+    min: torch.Tensor
+    max: torch.Tensor
+    count: int
+
+    @classmethod
+    def of(cls, block: torch.Tensor) -> Moments:
+        return cls(block.amin(0), block.amax(0), block.shape[0])
+
+    def add(self, block: torch.Tensor) -> None:
+        import torch
+
+        torch.minimum(self.min, block.amin(0), out=self.min)
+        torch.maximum(self.max, block.amax(0), out=self.max)
+        self.count += block.shape[0]
+
+    @property
+    def constant(self) -> torch.Tensor:
+        """Boolean ``[K]``: the neuron has one value over every row (a dead neuron)."""
+        return self.min == self.max
+
+
+class ActivationStream:
+    """Validated float32 row blocks ``(start, [n_i, K])`` of one layer's activations over ``n_images`` rows.
+
+    ``source`` is a zero-argument callable returning a fresh iterable of blocks. Each pass checks
+    the shapes, NaN/inf (naming the neuron) and that the blocks cover exactly ``n_images`` rows;
+    the first complete pass also records :attr:`moments`.
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Any]],
+        n_images: int,
+        layer: str | None = None,
+        device: Any = "cpu",
+    ) -> None:
+        self.source = source
+        self.n_images = n_images
+        self.layer = layer
+        self.device = device
+        self._moments: Moments | None = None
+        self._K: int | None = None
+
+    @classmethod
+    def from_tensor(cls, A: Any, layer: str | None = None, device: Any = "cpu", rows: int | None = None) -> ActivationStream:
+        """A stream over a materialised ``[N, K]`` tensor (row-block views, nothing copied up front)."""
+        import torch
+
+        A = torch.as_tensor(A)
+        if A.ndim != 2:
+            raise EvidenceError(f"Activations{_of(layer)} must be [images, neurons], got shape {tuple(A.shape)}.")
+        stream = cls(lambda: tensor_blocks(A, rows), A.shape[0], layer, device)
+        stream._K = A.shape[1]
+        return stream
+
+    @property
+    def n_neurons(self) -> int:
+        """K (reads the first block when no block has been seen yet)."""
+        if self._K is None:
+            for _ in self.blocks():
+                break
+        if self._K is None:
+            raise EvidenceError(f"The activation stream{_of(self.layer)} yielded no blocks.")
+        return self._K
+
+    def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        import torch
+
+        record = self._moments is None
+        moments: Moments | None = None
+        start = 0
+        for raw in self.source():
+            b = torch.as_tensor(raw)
+            if b.ndim != 2:
+                raise EvidenceError(
+                    f"Activation blocks{_of(self.layer)} must be [images, neurons], got shape {tuple(b.shape)}."
+                )
+            if self._K is None:
+                self._K = b.shape[1]
+            elif b.shape[1] != self._K:
+                raise EvidenceError(
+                    f"Activation blocks{_of(self.layer)} disagree on the number of neurons: "
+                    f"{b.shape[1]} after {self._K}."
+                )
+            if start + b.shape[0] > self.n_images:
+                raise self._count_error(f"at least {start + b.shape[0]}")
+            b = b.to(device=self.device, dtype=torch.float32)
+            check_finite(b, self.layer)
+            if record:
+                if moments is None:
+                    moments = Moments.of(b)
+                else:
+                    moments.add(b)
+            yield start, b
+            start += b.shape[0]
+        if start != self.n_images:
+            raise self._count_error(str(start))
+        if record and moments is not None:
+            self._moments = moments
+
+    def _count_error(self, got: str) -> EvidenceError:
+        return EvidenceError(
+            f"Activations{_of(self.layer)} cover {got} images but the image embeddings cover "
+            f"{self.n_images}: both must come from the same probe images in the same order."
+        )
+
+    @property
+    def moments(self) -> Moments:
+        """Per-neuron moments over all rows (one pass when no complete pass has run yet)."""
+        if self._moments is None:
+            for _ in self.blocks():
+                pass
+        if self._moments is None:
+            raise EvidenceError(f"No probe images to label{_of(self.layer)}.")
+        return self._moments
+
+    @property
+    def dead(self) -> torch.Tensor:
+        """Boolean ``[K]``: neurons whose activation is constant over the probe images."""
+        return self.moments.constant
+
+    def materialise(self) -> torch.Tensor:
+        """The whole ``[N, K]`` matrix (only for third-party similarities that need it)."""
+        import torch
+
+        return torch.cat([b for _, b in self.blocks()], 0)
+
+
+def stream_top(stream: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices [K, k], values [K, k])`` of each neuron's ``k`` largest activations, one pass."""
+    top = RunningTopK(k)
+    for start, block in stream.blocks():
+        top.update(block, start)
+    return top.result()

@@ -1,0 +1,1 @@
+"""Torch-model helpers: forward capture of named layers, layer discovery, selection and pooling."""

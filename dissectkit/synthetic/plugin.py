@@ -1,0 +1,163 @@
+"""The synthetic mammography world: probe ``synth-mammo``, dissector ``synth-clip``, targets
+``synth-effnet-{concepts,malignancy,general}`` and concept set ``synth-mammo-concepts``.
+
+Heavy libraries (torch, timm) load inside the factories; see ``dissectkit/synthetic``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+
+from dissectkit.base.weights import WeightsRef
+from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Params
+
+LICENCE = "Apache-2.0 (first-party weights trained by `dissectkit synth train`)"
+
+
+class SynthMammoParams(Params):
+    """``n`` images from generator ``seed`` at ``height`` x ``width``; ``frequencies`` overrides the
+    probability of each finding (keys: ``mass`` and the other finding names); ``indices``: serve these
+    generator items in this order instead of ``0..n-1`` (``n`` is then ignored)."""
+
+    n: int = Field(default=1000, ge=1, le=10_000_000)
+    seed: int = 0
+    height: int = Field(default=320, ge=32)
+    width: int = Field(default=192, ge=24)
+    frequencies: dict[str, float] = Field(default_factory=dict)
+    label_noise: float = Field(default=0.05, ge=0.0, le=0.5)
+    indices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
+
+    @field_validator("frequencies")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        from dissectkit.base.errors import did_you_mean
+        from dissectkit.synthetic.vocab import DEFAULT_FREQUENCIES
+
+        for key, p in v.items():
+            if key not in DEFAULT_FREQUENCIES:
+                raise ValueError(f"unknown finding {key!r}.{did_you_mean(key, DEFAULT_FREQUENCIES)} "
+                                 f"Known: {', '.join(DEFAULT_FREQUENCIES)}")
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"frequency of {key!r} must lie in [0, 1], got {p}")
+        return v
+
+
+class ModelParams(Params):
+    """``weights``: override the packaged file (``{path}`` | ``{hf, file}`` | ``{url, sha256}``)."""
+
+    weights: WeightsRef | None = None
+
+
+class SynthConceptParams(Params):
+    """Groups to include: ``findings`` (the ground-truth names), ``synonyms``, ``birads`` (the
+    mammography terms of ``mammo-birads``) and ``distractors`` (everyday words)."""
+
+    groups: list[str] = Field(default_factory=lambda: ["findings", "synonyms", "birads", "distractors"])
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        from dissectkit.base.errors import did_you_mean
+
+        allowed = ("findings", "synonyms", "birads", "distractors")
+        for g in v:
+            if g not in allowed:
+                raise ValueError(f"unknown group {g!r}.{did_you_mean(g, allowed)} Groups: {', '.join(allowed)}")
+        if not v:
+            raise ValueError("give at least one group")
+        return v
+
+
+@hookimpl
+def dissectkit_register_probes(registry: Any) -> None:
+    registry.add("probe", "synth-mammo", _make_probe, params=SynthMammoParams,
+                 description="synthetic mammograms with per-finding masks, labels and reports (offline, ground truth)",
+                 licence="Apache-2.0", has_masks=True)
+
+
+@hookimpl
+def dissectkit_register_dissectors(registry: Any) -> None:
+    registry.add("dissector", "synth-clip", _make_clip, params=ModelParams,
+                 description="first-party CLIP trained on synthetic mammograms and their reports (offline)",
+                 licence=LICENCE, embed_dim=128)
+
+
+@hookimpl
+def dissectkit_register_targets(registry: Any) -> None:
+    for name, what in (
+        ("synth-effnet-concepts", "multi-label finding + composition classifier (known output-layer truth)"),
+        ("synth-effnet-malignancy", "the concepts backbone fine-tuned for malignancy"),
+        ("synth-effnet-general", "same architecture trained on synthetic shapes (general-data regime)"),
+    ):
+        registry.add("target", name, _target_factory(name), params=ModelParams,
+                     description=f"tinynet_e (timm EfficientNet): {what}", licence=LICENCE,
+                     layers=_target_layers(name))
+
+
+@hookimpl
+def dissectkit_register_concept_sets(registry: Any) -> None:
+    registry.add("concepts", "synth-mammo-concepts", _make_concepts, params=SynthConceptParams,
+                 description="synthetic-world findings, their synonyms, BI-RADS terms and everyday distractors")
+
+
+def _make_probe(params: SynthMammoParams, ctx: Any):
+    from dissectkit.synthetic.probe import SynthMammoProbe
+
+    return SynthMammoProbe(n=params.n, seed=params.seed, size=(params.height, params.width),
+                           frequencies=dict(params.frequencies), label_noise=params.label_noise,
+                           indices=params.indices)
+
+
+def _make_clip(params: ModelParams, ctx: Any):
+    from dissectkit.synthetic.components import SynthClip
+
+    return SynthClip(params.weights, ctx)
+
+
+def _target_factory(name: str):
+    def make(params: ModelParams, ctx: Any):
+        from dissectkit.synthetic.components import SynthEffnetTarget
+
+        return SynthEffnetTarget(name, params.weights, ctx)
+
+    return make
+
+
+def _target_layers(name: str):
+    def layers(params: ModelParams, ctx: Any):
+        """The layers from the packaged table and the weights' config: no torch, no weights read."""
+        from dissectkit.synthetic import arch
+
+        return arch.effnet_layers(arch.n_outputs(arch.target_classes(name, _config_of(params.weights, ctx))))
+
+    return layers
+
+
+def _config_of(ref: Any, ctx: Any) -> dict[str, Any]:
+    """The synthetic-world config that goes with a weights ref, found without downloading or reading
+    the weights: next to the local file (or where a missing local file should be), else the packaged one."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from dissectkit.base import weights
+    from dissectkit.base.errors import WeightsError
+    from dissectkit.synthetic import arch
+
+    if ref is None:
+        return arch.read_config()
+    try:
+        path = weights.resolve(ref, replace(ctx, offline=True))
+    except WeightsError:
+        if not isinstance(ref, weights.PathRef):
+            return arch.read_config()
+        path = Path(ref.path).expanduser()
+    return arch.weights_config(path)
+
+
+def _make_concepts(params: SynthConceptParams, ctx: Any):
+    from dissectkit.synthetic.concepts import synth_concepts
+
+    return synth_concepts(params.groups)
