@@ -43,10 +43,6 @@ DECODER_PACKAGES = {
 PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pyjpegls": "pyjpegls", "pillow": "pillow", "pylibjpeg": None}
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
-# Mammo-CLIP's released conversion (kept here for existing callers; see dissectkit.imaging.mammo_png).
-MAMMO_CLIP_SIZE = (1520, 912)
-BORDER = 5
-FOREGROUND = 40
 
 
 def _syntax(ds: Any) -> tuple[str, str]:
@@ -118,7 +114,7 @@ def open_dicom(path: str | Path, max_pixels: int | None = None) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from dissectkit.imaging.raw import _check_size
+    from dissectkit.imaging.checks import check_size
 
     path = Path(path)
     if not path.is_file():
@@ -144,7 +140,7 @@ def open_dicom(path: str | Path, max_pixels: int | None = None) -> Any:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"DICOM file {path} lacks a valid image size (Rows / Columns): {exc}. The file is damaged.") from None
-    _check_size(path, cols, rows, max_pixels)
+    check_size(path, cols, rows, max_pixels)
     return ds
 
 
@@ -279,7 +275,7 @@ def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-    from dissectkit.imaging.raw import note_source
+    from dissectkit.imaging.checks import note_source
 
     path = Path(path)
     note_source(str(path))
@@ -361,36 +357,3 @@ def to_uint16(arr: np.ndarray) -> np.ndarray:
     if hi > 65535:
         arr = arr * (65535.0 / hi)
     return np.clip(np.rint(arr), 0, 65535).astype(np.uint16)
-
-
-def minmax_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max scale to ``uint8``, truncating (Mammo-CLIP: ``((x - min) / (max - min) * 255)``)."""
-    from dissectkit.imaging.mammo_png import minmax_uint8 as _minmax
-
-    arr = np.asarray(arr)
-    return _minmax(arr.mean(axis=2) if arr.ndim == 3 else arr)
-
-
-def breast_box(image8: np.ndarray, border: int = BORDER, threshold: int = FOREGROUND) -> tuple[int, int, int, int]:
-    """Mammo-CLIP's breast region ``(top, bottom, left, right)`` in a ``uint8`` image: a ``border``-pixel
-    frame dropped, then its ``ExtractBreast`` rule (:func:`dissectkit.imaging.mammo_png.extract_breast`)."""
-    from dissectkit.imaging.mammo_png import extract_breast
-
-    h, w = image8.shape[:2]
-    b = border if h > 2 * border + 1 and w > 2 * border + 1 else 0
-    rows, cols = extract_breast(image8[b : h - b, b : w - b], threshold)
-    return b + int(rows[0]), b + int(rows[-1]) + 1, b + int(cols[0]), b + int(cols[-1]) + 1
-
-
-def breast_crop(image: np.ndarray) -> np.ndarray:
-    """Crop any-dtype ``HxW`` / ``HxWxC`` image to the breast box found on its uint8 min-max version."""
-    top, bottom, left, right = breast_box(minmax_uint8(image))
-    return image[top:bottom, left:right]
-
-
-def mammo_clip_png(image: np.ndarray, size: tuple[int, int] = MAMMO_CLIP_SIZE) -> np.ndarray:
-    """The Mammo-CLIP PNG of one greyscale image (MONOCHROME1 already inverted): see
-    :func:`dissectkit.imaging.mammo_png.convert`."""
-    from dissectkit.imaging.mammo_png import convert
-
-    return convert(np.asarray(image), size=size)

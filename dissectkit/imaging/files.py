@@ -15,8 +15,8 @@ import numpy as np
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import DataError
+from dissectkit.base.params import Params
 from dissectkit.base.types import ProbeItem
-from dissectkit.host.registry import Params
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -270,11 +270,11 @@ class BaseProbe:
         box = None
         shape = _shape(image)
         if self.params.breast_crop:
-            from dissectkit.imaging.dicom import breast_box, minmax_uint8
+            from dissectkit.imaging.mammo_png import breast_box, minmax_uint8
             from dissectkit.imaging.raw import as_array
 
             arr = as_array(image)
-            box = breast_box(minmax_uint8(arr))
+            box = breast_box(minmax_uint8(arr.mean(axis=2) if arr.ndim == 3 else arr))
             image = arr[box[0] : box[1], box[2] : box[3]]
         return ProbeItem(image, r.id, dict(r.labels), self._masks(r, shape, box), r.report)
 

@@ -63,6 +63,15 @@ def extract_breast(image8: np.ndarray, threshold: int = THRESHOLD) -> tuple[np.n
     return rows, cols
 
 
+def breast_box(image8: np.ndarray, border: int = BORDER, threshold: int = THRESHOLD) -> tuple[int, int, int, int]:
+    """Mammo-CLIP's breast region ``(top, bottom, left, right)`` in a ``uint8`` image: a ``border``-pixel
+    frame dropped, then its ``ExtractBreast`` rule (:func:`extract_breast`)."""
+    h, w = image8.shape[:2]
+    b = border if h > 2 * border + 1 and w > 2 * border + 1 else 0
+    rows, cols = extract_breast(image8[b : h - b, b : w - b], threshold)
+    return b + int(rows[0]), b + int(rows[-1]) + 1, b + int(cols[0]), b + int(cols[-1]) + 1
+
+
 def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """OpenCV ``INTER_AREA`` resize to ``size`` = (H, W) (any dtype OpenCV takes; 2-D or HxWxC)."""
     import cv2

@@ -18,21 +18,25 @@ published preprocessing scales each image by its own min and max). :func:`read_i
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dissectkit.base.errors import DataError
+from dissectkit.imaging.checks import (  # noqa: F401 - part of the raw-image contract
+    ALMOST_CONSTANT,
+    MAX_PIXELS,
+    MIN_SIDE,
+    check_size,
+    note_source,
+    reset_warnings,
+    warn_if_flat,
+)
 
 SUPPORTED = "a PIL image or a numpy array HxW / HxWxC (C = 1, 3 or 4) of uint8, uint16, bool or float"
-MIN_SIDE = 2  # a 1-pixel-wide image has no spatial content to show a model
-MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS (a 9459 x 9459 image)
-ALMOST_CONSTANT = 1 / 16  # a model input spanning less of [0, 1] than this is reported (12 bits in 16 do)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
-log = logging.getLogger("dissectkit.imaging.raw")
 
 
 # --------------------------------------------------------------------------- arrays
@@ -150,70 +154,7 @@ def gray_or_rgb(arr: np.ndarray, channels: int = 3) -> np.ndarray:
     return arr if arr.ndim == 2 else arr.mean(axis=2).astype(arr.dtype)
 
 
-# --------------------------------------------------------------------------- the almost-constant warning
-class _RunState:
-    """Per-run state of the warning: whether it was given (shared with forked DataLoader workers
-    through a multiprocessing value made at run start) and the file last read in this process."""
-
-    flag: Any = None
-    warned = False
-    source: str | None = None
-
-
-def reset_warnings() -> None:
-    """Start a new run: the almost-constant warning may be given once more (called at run start)."""
-    import multiprocessing
-
-    _RunState.flag = multiprocessing.Value("b", 0)
-    _RunState.warned = False
-    _RunState.source = None
-
-
-def note_source(name: str | None) -> None:
-    """Record the file being read, so a warning about the image it gives can name it."""
-    _RunState.source = name
-
-
-def _first_warning() -> bool:
-    flag = _RunState.flag
-    if flag is None:
-        first, _RunState.warned = not _RunState.warned, True
-        return first
-    with flag.get_lock():
-        first, flag.value = flag.value == 0, 1
-    return first
-
-
-def warn_if_flat(unit: np.ndarray, model: str) -> None:
-    """Log one warning per run when a model's [0, 1] input spans less than ``ALMOST_CONSTANT``."""
-    span = float(unit.max() - unit.min()) if unit.size else 0.0
-    if span >= ALMOST_CONSTANT or not _first_warning():
-        return
-    item = f"probe image {_RunState.source}" if _RunState.source else "a probe image"
-    log.warning(
-        "%s receives an almost constant image from %s: its values span %.4f of the display range [0, 1] "
-        "(a blank image, or e.g. 12-bit data in a 16-bit file, which is read as 0..65535). Check the "
-        "file; further such images are not reported in this run.",
-        model, item, span,
-    )
-
-
 # --------------------------------------------------------------------------- files
-def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    if width * height > limit:
-        raise DataError(
-            f"{path} is {width} x {height} = {width * height:,} pixels, over the pixel limit of {limit:,} "
-            "(a decompression bomb or a damaged header). If the image is genuine, raise the reader's "
-            "`max_pixels`, or downscale the file."
-        )
-    if min(width, height) < MIN_SIDE:
-        raise DataError(
-            f"{path} is {width} x {height} pixels: too small to show a model (each side needs at least "
-            f"{MIN_SIDE} pixels). Remove it from the probe set."
-        )
-
-
 def is_dicom(path: Path) -> bool:
     """A ``.dcm`` / ``.dicom`` suffix, or the ``DICM`` marker at byte 128 (files without suffix)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
@@ -261,7 +202,7 @@ def read_image(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"Cannot read image {path}: {exc}. Is it an image file (PNG, JPEG, TIFF, DICOM ...)?") from None
     with im:
-        _check_size(path, im.width, im.height, max_pixels)
+        check_size(path, im.width, im.height, max_pixels)
         n = int(getattr(im, "n_frames", 1))
         frame = 0 if n == 1 else frame  # `frame` picks among the frames of multi-frame files
         if not 0 <= frame < n:
@@ -281,3 +222,13 @@ def read_image(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
             raise DataError(
                 f"Cannot decode image {path} (truncated or damaged?): {exc}. Re-copy the file from its source."
             ) from None
+
+
+def display_image(image: Any, keep_grey: bool = False):
+    """A PIL image for display: RGB, or ``L`` for a single-channel image when ``keep_grey`` (a third
+    of the work for thumbnails); 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
+    arr = as_array(image)
+    if arr.dtype != np.uint8:
+        arr = np.round(minmax_unit(arr) * 255.0).astype(np.uint8)
+    grey = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
+    return to_pil(arr.reshape(arr.shape[:2]) if grey else arr, "L" if grey and keep_grey else "RGB")
