@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from dissectkit.base.params import Params
 from dissectkit.base.types import Concept, LayerInfo, ProbeItem
-from dissectkit.host.registry import KINDS, ComponentSpec, Params
+from dissectkit.host.registry import KINDS, ComponentSpec
 
 if TYPE_CHECKING:
     from dissectkit.base.context import BuildContext

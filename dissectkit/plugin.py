@@ -51,6 +51,7 @@ from dissectkit.base.errors import (
     WeightsError,
     did_you_mean,
 )
+from dissectkit.base.params import NoParams, Params
 from dissectkit.base.types import Concept, LayerInfo, ProbeItem
 from dissectkit.base.weights import (
     WeightsRef,
@@ -88,7 +89,7 @@ from dissectkit.host.contract import (
     target_mask_aligner,
 )
 from dissectkit.host.hookspecs import PROJECT, hookimpl, hookspec
-from dissectkit.host.registry import KINDS, ComponentSpec, NoParams, Params, Registry
+from dissectkit.host.registry import KINDS, ComponentSpec, Registry
 from dissectkit.labelling.evidence import Evidence, LayerLabels, SpatialBatch, concept_list
 from dissectkit.labelling.measures import layer_threshold
 from dissectkit.results.cards import CardRequest

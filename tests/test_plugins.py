@@ -27,7 +27,7 @@ def make_distribution(root: Path, dist: str, module: str, source: str, ep_name: 
 
 WORDS_PLUGIN = """
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
+from dissectkit.base.params import Params
 from dissectkit.base.types import Concept
 
 class WordsParams(Params):
@@ -123,7 +123,7 @@ def test_duplicate_component_names_an_error_naming_both(site):
 
 SHADOW_PLUGIN = """
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
+from dissectkit.base.params import Params
 
 EVENTS = []
 

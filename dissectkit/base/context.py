@@ -23,6 +23,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dissectkit"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and SLURM restrict)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is passed through."""
     if device != "auto":

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
 from dissectkit.results.evidence import TOP_IMAGES
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from dissectkit.base.errors import EvidenceError
+from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
 from dissectkit.labelling.streaming import ActivationStream, RunningTopK, check_finite, top_indices
 
 if TYPE_CHECKING:

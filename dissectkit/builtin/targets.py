@@ -14,10 +14,10 @@ from pydantic import BeforeValidator
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError
+from dissectkit.base.params import Params
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import WeightsRef
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
 
 # A weights ref, or a plain path string as a shorthand for ``{path: ...}``.
 Ref = Annotated[WeightsRef, BeforeValidator(lambda v: {"path": str(v)} if isinstance(v, str | os.PathLike) else v)]

@@ -1,6 +1,6 @@
 """``python -m dissectkit.cli``: the same as ``python -m dissectkit``."""
 
-from dissectkit.__main__ import _main
+from dissectkit.cli.app import entry
 
 if __name__ == "__main__":
-    _main()
+    entry()

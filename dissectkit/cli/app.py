@@ -385,5 +385,12 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """``python -m dissectkit`` (and under ``torchrun``): ranks other than 0 print nothing on stdout."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from dissectkit.base.context import available_cpus
 
 
 def seed_everything(seed: int) -> None:
@@ -16,14 +17,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and SLURM restrict)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_threads(local_ranks: int, num_workers: int, cpus: int | None = None) -> int:

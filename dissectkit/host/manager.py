@@ -28,6 +28,9 @@ ENTRY_POINT_GROUP = "dissectkit"
 BUILTIN_DISTRIBUTION = "dissectkit"
 DISABLE_ENV = "DISSECTKIT_DISABLE_PLUGINS"
 DISABLED = f"disabled by {DISABLE_ENV}"
+BUILTINS_ONLY_ENV = "DISSECTKIT_BUILTINS_ONLY"
+"""Set to 1 to load the built-ins only, whatever is installed (test suites that must not see a
+user's plugins; a plugin under test is added with ``Host.add_plugin``)."""
 REGISTRATION_HOOKS = (
     "dissectkit_register_dissectors",
     "dissectkit_register_targets",
@@ -119,7 +122,7 @@ def disabled_names() -> set[str]:
 class Host:
     """The plugin manager plus the registry it fills."""
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, entry_points: bool | None = None) -> None:
         self.strict = strict
         self.pm = _Manager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -128,7 +131,10 @@ class Host:
         self._objects: dict[str, Any] = {}
         self._blocked = disabled_names()
         self._load_builtins()
-        self._load_entry_points()
+        if entry_points is None:
+            entry_points = os.environ.get(BUILTINS_ONLY_ENV, "0") in ("", "0")
+        if entry_points:
+            self._load_entry_points()
 
     # -- loading ---------------------------------------------------------------------------
     def _load_builtins(self) -> None:

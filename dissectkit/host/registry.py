@@ -7,21 +7,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dissectkit.base.errors import ComponentError, DissectkitError, PluginError, did_you_mean
+from dissectkit.base.params import NoParams
 
 KINDS = ("dissector", "target", "probe", "concepts", "similarity", "method", "reporter")
-
-
-class Params(BaseModel):
-    """Base of every component's parameter model: unknown parameters are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-
-class NoParams(Params):
-    """For components without parameters."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dissectkit.imaging.raw import as_array, minmax_unit, to_pil
+from dissectkit.imaging.raw import display_image, to_pil  # noqa: F401 - display_image: for callers of assets
 
 if TYPE_CHECKING:
     from dissectkit.results.cards import Thumbnail
@@ -99,16 +99,6 @@ def outline(mask: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int
     rgba[thick, :3] = colour
     rgba[thick, 3] = 255
     return rgba
-
-
-def display_image(image: Any, keep_grey: bool = False):
-    """A PIL image for display: RGB, or ``L`` for a single-channel image when ``keep_grey`` (a third
-    of the work for thumbnails); 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
-    arr = as_array(image)
-    if arr.dtype != np.uint8:
-        arr = np.round(minmax_unit(arr) * 255.0).astype(np.uint8)
-    grey = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
-    return to_pil(arr.reshape(arr.shape[:2]) if grey else arr, "L" if grey and keep_grey else "RGB")
 
 
 class ImageAssets:

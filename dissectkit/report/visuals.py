@@ -201,7 +201,7 @@ def _heat(heat: dict[str, np.ndarray], layer: str, units: int, n: int, side: tup
 
 
 def _default_threads() -> int:
-    from dissectkit.engine.runtime import available_cpus
+    from dissectkit.base.context import available_cpus
 
     return max(1, min(4, available_cpus()))
 

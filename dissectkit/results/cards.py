@@ -63,7 +63,7 @@ class Thumbnail:
 
 def make_thumbnail(item: Any, size: int) -> Thumbnail:
     """The thumbnail of a probe item (its image and masks)."""
-    from dissectkit.report.assets import display_image
+    from dissectkit.imaging.raw import display_image
 
     pil = display_image(item.image, keep_grey=True)
     scale = size / max(pil.width, pil.height)

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from dissectkit.base.params import Params
 from dissectkit.base.weights import WeightsRef
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
 
 LICENCE = "Apache-2.0 (first-party weights trained by `dissectkit synth train`)"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from dissectkit.base.params import Params
 from dissectkit.base.types import Concept
 from dissectkit.host.hookspecs import hookimpl
-from dissectkit.host.registry import Params
 
 
 class PathParams(Params):

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.base.params import Params
 from dissectkit.base.weights import file_fingerprint
 from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
-from dissectkit.host.registry import Params
 from dissectkit.imaging.raw import to_pil
 
 

@@ -10,9 +10,9 @@ from pydantic import model_validator
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.base.params import Params
 from dissectkit.base.weights import file_fingerprint
 from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
-from dissectkit.host.registry import Params
 from dissectkit.imaging.raw import to_pil
 
 SCHEMAS = ("hf-hub:", "local-dir:")

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import (
     apply_template,
     blank_dead,
@@ -17,7 +18,6 @@ from dissectkit.builtin.methods._common import (
 )
 from dissectkit.builtin.similarities import _Similarity
 from dissectkit.host.contract import similarity_scores
-from dissectkit.host.registry import Params
 from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import Field
 
 from dissectkit.base.errors import EvidenceError
+from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
-from dissectkit.host.registry import Params
 from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
 from dissectkit.labelling.streaming import ActivationStream
 

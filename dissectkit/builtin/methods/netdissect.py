@@ -19,9 +19,9 @@ from typing import Any
 from pydantic import Field
 
 from dissectkit.base.errors import DataError, EvidenceError
+from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
-from dissectkit.host.registry import Params
 from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
 from dissectkit.labelling.streaming import key_value, order_key
 
