@@ -42,7 +42,7 @@ class Sample:
 
 # ----------------------------------------------------------------------------------------- helpers
 @lru_cache(maxsize=8)
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     return yy, xx
 
@@ -73,7 +73,7 @@ def _patch(cx: float, cy: float, r: float, h: int, w: int):
     y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, h)
     if x1 <= x0 or y1 <= y0:
         return None
-    yy, xx = _grid(h, w)
+    yy, xx = pixel_grid(h, w)
     sl = (slice(y0, y1), slice(x0, x1))
     return sl, yy[sl], xx[sl]
 
@@ -125,7 +125,7 @@ class SynthMammoGenerator:
     def sample(self, index: int) -> Sample:
         rng = self.rng(index)
         h, w, s = self.h, self.w, self.scale
-        yy, xx = _grid(h, w)
+        yy, xx = pixel_grid(h, w)
         attrs: dict[str, Any] = {
             "laterality": "L" if rng.random() < 0.5 else "R",
             "view": "MLO" if rng.random() < 0.5 else "CC",
@@ -259,7 +259,7 @@ class SynthMammoGenerator:
     # -- findings -----------------------------------------------------------------------------
     def _implant(self, rng, img, attrs) -> Finding:
         h, w = img.shape
-        yy, xx = _grid(h, w)
+        yy, xx = pixel_grid(h, w)
         a, b, cy = attrs["a"], attrs["b"], attrs["cy"]
         ia, ib = a * rng.uniform(0.40, 0.55), b * rng.uniform(0.45, 0.62)
         icx, icy = a * rng.uniform(0.0, 0.12), cy + b * rng.uniform(-0.1, 0.1)
@@ -295,7 +295,7 @@ class SynthMammoGenerator:
 
     def _skin_thickening(self, rng, img, attrs, rn) -> Finding:
         h, w = img.shape
-        yy, xx = _grid(h, w)
+        yy, xx = pixel_grid(h, w)
         a, b, cy = attrs["a"], attrs["b"], attrs["cy"]
         theta = np.arctan2((yy - cy) / b, xx / a)
         t0 = rng.uniform(-1.2, 0.3)
@@ -374,7 +374,7 @@ class SynthMammoGenerator:
         m_margin[sl] = margin_mask
         loc = self.location(x, y, attrs)
         # the margin mask is its own finding sharing the location; both are returned via one Finding each
-        return _MassFinding((shape, margin), m_shape, loc, m_margin)
+        return MassFinding((shape, margin), m_shape, loc, m_margin)
 
     def _distortion(self, rng, img, attrs) -> Finding:
         h, w = img.shape
@@ -513,7 +513,7 @@ class SynthMammoGenerator:
         x_lo, x_hi = curve[:, 0].min() - 4, curve[:, 0].max() + 4
         y_lo, y_hi = curve[:, 1].min() - 4, curve[:, 1].max() + 4
         sl = (slice(max(int(y_lo), 0), min(int(y_hi) + 2, h)), slice(max(int(x_lo), 0), min(int(x_hi) + 2, w)))
-        yy, xx = _grid(h, w)
+        yy, xx = pixel_grid(h, w)
         py, px = yy[sl], xx[sl]
         dist = _segment_distance(px, py, seg)
         img[sl] += (rng.uniform(0.45, 0.6) * np.clip(1.0 - dist / (1.6 * s), 0, 1)).astype(np.float32)
@@ -544,7 +544,7 @@ class SynthMammoGenerator:
         return Finding(("surgical clip",), mask, self.location(x, y, attrs))
 
 
-class _MassFinding(Finding):
+class MassFinding(Finding):
     """A mass: its shape concept owns ``mask`` and its margin concept owns ``margin_mask``."""
 
     def __init__(self, concepts, mask, location, margin_mask):
@@ -553,7 +553,7 @@ class _MassFinding(Finding):
 
 
 def finding_masks(f: Finding) -> dict[str, np.ndarray]:
-    if isinstance(f, _MassFinding):
+    if isinstance(f, MassFinding):
         return {f.concepts[0]: f.mask, f.concepts[1]: f.margin_mask}
     return {c: f.mask for c in f.concepts}
 
@@ -582,7 +582,7 @@ def report_sentences(smp: Sample, rng: np.random.Generator, p_canonical: float =
     out = [(tpl.format(c=c, C=_cap(c)), frozenset([comp]))]
     body = []
     for f in smp.findings:
-        if isinstance(f, _MassFinding):
+        if isinstance(f, MassFinding):
             shape, margin = _word(rng, f.concepts[0], p_canonical), _word(rng, f.concepts[1], p_canonical)
             tpl = vocab.MASS_TEMPLATES[int(rng.integers(len(vocab.MASS_TEMPLATES)))]
             art = vocab.article(shape)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from dissectkit.synthetic.generator import DEFAULT_SIZE, _grid, smooth_noise
+from dissectkit.synthetic.generator import DEFAULT_SIZE, pixel_grid, smooth_noise
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "ring", "cross", "stripes", "checkerboard", "star")
 
@@ -19,7 +19,7 @@ def shape_image(seed: int, index: int, size: tuple[int, int] = DEFAULT_SIZE) -> 
     """One uint8 ``H x W`` scene and its multi-hot label over ``SHAPE_CLASSES``."""
     h, w = size
     rng = np.random.default_rng([seed, index, 7731])
-    yy, xx = _grid(h, w)
+    yy, xx = pixel_grid(h, w)
     img = rng.uniform(0.2, 0.5) + 0.12 * smooth_noise(rng, h, w, (16, 10))
     label = np.zeros(len(SHAPE_CLASSES), np.float32)
     for k in rng.choice(len(SHAPE_CLASSES), size=int(rng.integers(1, 4)), replace=False):

@@ -72,10 +72,10 @@ class MammoSet:
 
 def _light(sample):
     """Keep what a report needs (attributes, finding concepts and locations), drop pixels and masks."""
-    from dissectkit.synthetic.generator import Finding, Sample, _MassFinding
+    from dissectkit.synthetic.generator import Finding, MassFinding, Sample
 
     fs = [
-        _MassFinding(f.concepts, None, f.location, None) if isinstance(f, _MassFinding) else Finding(f.concepts, None, f.location)
+        MassFinding(f.concepts, None, f.location, None) if isinstance(f, MassFinding) else Finding(f.concepts, None, f.location)
         for f in sample.findings
     ]
     return Sample(None, {}, sample.labels, sample.attrs, fs)
