@@ -70,6 +70,25 @@ def write_wordpiece_tokenizer(root, words: str):
     return root, len(vocab)
 
 
+def _adapted(kind: str, component: Any) -> Any:
+    """The component as the engine sees it (its kind's base class, defaults filled in); a missing
+    required member fails the check, naming it."""
+    from dissectkit.base.contract import adapt
+    from dissectkit.base.errors import ComponentError
+
+    try:
+        return adapt(kind, component)
+    except ComponentError as exc:
+        raise AssertionError(str(exc)) from None
+
+
+def stream_of(A: Any, rows: int = 37) -> Any:
+    """A ``[N, K]`` tensor as the ``ActivationStream`` a similarity receives in a run (blocks of ``rows``)."""
+    from dissectkit.labelling.streaming import ActivationStream
+
+    return ActivationStream.from_tensor(A, rows=rows)
+
+
 def _close(a, b, atol: float) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -83,9 +102,7 @@ def check_dissector(
     """Check the dissector contract; returns a few measured numbers (max deviations) for logging."""
     import torch
 
-    from dissectkit.host.contract import Dissector
-
-    assert isinstance(dissector, Dissector), "dissector lacks embed_dim / preprocess / encode_* / fingerprint"
+    dissector = _adapted("dissector", dissector)
     assert isinstance(dissector.embed_dim, int) and dissector.embed_dim > 0, "embed_dim must be a positive int"
     module = getattr(dissector, "model", None)
     if module is not None and hasattr(module, "modules"):
@@ -161,17 +178,17 @@ def _check_image(image: Any, where: str) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
-def check_probe(probe: Any, max_items: int = 16) -> dict[str, Any]:
-    """Check the probe contract on up to ``max_items`` items spread over the probe."""
+def check_probe(probe: Any, max_items: int = 16, has_masks: bool = False) -> dict[str, Any]:
+    """Check the probe contract on up to ``max_items`` items spread over the probe; ``has_masks``:
+    what its registration declares for these params (items may carry masks only then)."""
     from dissectkit.base.types import ProbeItem
-    from dissectkit.host.contract import Probe, probe_has_masks, probe_ids, probe_skipped
 
-    assert isinstance(probe, Probe), "probe lacks __len__ / __getitem__ / fingerprint"
+    probe = _adapted("probe", probe)
     n = len(probe)
     assert isinstance(n, int) and n > 0, f"len(probe) must be a positive int, got {n!r}"
     fp = probe.fingerprint()
     assert isinstance(fp, str) and fp and fp == probe.fingerprint(), "fingerprint() must be a stable non-empty string"
-    ids = probe_ids(probe)
+    ids = probe.ids()
     assert len(ids) == n, f"ids() gave {len(ids)} ids for {n} images"
     assert len(set(ids)) == n, "ids() are not unique"
     indices = list(range(n)) if n <= max_items else sorted({round(i * (n - 1) / (max_items - 1)) for i in range(max_items)})
@@ -189,16 +206,15 @@ def check_probe(probe: Any, max_items: int = 16) -> dict[str, Any]:
                 mask = np.asarray(mask)
                 assert mask.dtype == bool, f"probe[{i}] mask {concept!r} must be boolean, got {mask.dtype}"
                 assert mask.shape == hw, f"probe[{i}] mask {concept!r} has shape {mask.shape}, image is {hw}"
-    has_masks = probe_has_masks(probe)
     if not has_masks:
-        assert with_masks == 0, "items carry masks but has_masks is False"
+        assert with_masks == 0, "items carry masks but the probe is not declared with has_masks"
     try:
         probe[n]
     except IndexError:
         pass
     else:
         raise AssertionError(f"probe[{n}] (past the end) must raise IndexError")
-    skipped = probe_skipped(probe)
+    skipped = probe.skipped
     assert all(isinstance(s, tuple | list) and len(s) == 2 for s in skipped), "skipped must hold (id, reason) pairs"
     return {"n": n, "checked": len(indices), "with_masks": with_masks, "has_masks": has_masks}
 
@@ -209,11 +225,10 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     neuron count, a stable fingerprint, and the optional ``ground_truth`` / ``preprocess_mask``."""
     import torch
 
-    from dissectkit.host.contract import Target, target_ground_truth, target_mask_aligner
     from dissectkit.nn.capture import Capture, first_tensor
     from dissectkit.nn.layers import pool_output
 
-    assert isinstance(target, Target), "target lacks module / preprocess / layers / fingerprint"
+    target = _adapted("target", target)
     training = [type(m).__name__ for m in target.module.modules() if m.training]
     assert not training, f"target.module is not in eval mode ({', '.join(sorted(set(training))[:5])})"
     fp = target.fingerprint()
@@ -237,10 +252,10 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
         assert info.name in cap.outputs, f"layer {info.name!r} did not run in a forward pass"
         width = pool_output(cap.outputs[info.name]).shape[1]
         assert width == info.n_neurons, f"layer {info.name!r} declares {info.n_neurons} neurons, its output pools to {width}"
-        truth = target_ground_truth(target, info.name)
+        truth = target.ground_truth(info.name)
         if truth is not None:
             assert len(truth) == info.n_neurons, f"ground_truth({info.name!r}) has {len(truth)} entries for {info.n_neurons} neurons"
-    align = target_mask_aligner(target)
+    align = target.preprocess_mask
     if align is not None:
         h, w = _check_image(images[0], "image 0")
         m = np.asarray(align(np.ones((h, w), dtype=bool)))
@@ -252,9 +267,8 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
 def check_concepts(concept_set: Any) -> dict[str, Any]:
     """Concepts: a non-empty list of ``Concept`` with unique non-empty texts, the same on each read."""
     from dissectkit.base.types import Concept
-    from dissectkit.host.contract import ConceptSet
 
-    assert isinstance(concept_set, ConceptSet), "concept set lacks a `concepts` attribute"
+    concept_set = _adapted("concepts", concept_set)
     concepts = list(concept_set.concepts)
     assert concepts, "the concept set is empty"
     assert all(isinstance(c, Concept) for c in concepts), "concepts must be dissectkit.plugin.Concept objects"
@@ -269,30 +283,29 @@ def check_concepts(concept_set: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- similarities
 def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neurons: int = 8, seed: int = 0) -> dict[str, Any]:
     """Shape ``[K, C]``, finite, deterministic, equivariant to the order of neurons and concepts,
-    ``from_embeddings`` (when offered) equal to scoring ``P = I @ T.T``, and a planted match found:
-    neuron k's activations equal concept k's column of ``P`` (plus noise), so it must score best."""
+    ``from_embeddings`` equal to scoring ``P = I @ T.T``, and a planted match found: neuron k's
+    activations equal concept k's column of ``P`` (plus noise), so it must score best. The
+    activations reach the similarity as an ``ActivationStream`` in uneven row blocks, as in a run."""
     import torch
 
-    from dissectkit.host.contract import Similarity, similarity_scores
-
-    assert isinstance(sim, Similarity), "similarity must be callable as sim(P, A)"
+    sim = _adapted("similarity", sim)
     g = torch.Generator().manual_seed(seed)
     emb_dim = 16
     images = torch.nn.functional.normalize(torch.randn(n_images, emb_dim, generator=g), dim=-1)
     texts = torch.nn.functional.normalize(torch.randn(n_concepts, emb_dim, generator=g), dim=-1)
     P = images @ texts.T
     A = P[:, :n_neurons] + 0.05 * torch.randn(n_images, n_neurons, generator=g)
-    S = sim(P, A)
+    S = sim(P, stream_of(A))
     assert tuple(S.shape) == (n_neurons, n_concepts), f"sim(P[N, C], A[N, K]) gave {tuple(S.shape)}, expected (K, C)"
     assert torch.isfinite(S).all(), "scores contain NaN/inf"
-    assert torch.equal(S, sim(P, A)), "scores are not deterministic"
+    assert torch.equal(S, sim(P, stream_of(A))), "scores are not deterministic"
     pk, pc = torch.randperm(n_neurons, generator=g), torch.randperm(n_concepts, generator=g)
-    S_perm = sim(P[:, pc], A[:, pk])
+    S_perm = sim(P[:, pc], stream_of(A[:, pk]))
     dev = float((S_perm - S[pk][:, pc]).abs().max())
     assert dev <= 1e-4 * max(1.0, float(S.abs().max())), f"scores depend on the order of neurons/concepts ({dev:.2e})"
     planted = float((S.argmax(dim=1) == torch.arange(n_neurons)).float().mean())
     assert planted >= 0.75, f"a neuron equal to a concept's similarity column ranks that concept first for only {planted:.0%}"
-    lazy = similarity_scores(sim, images, texts, A)
+    lazy = sim.from_embeddings(images, texts, stream_of(A))
     dev_lazy = float((lazy - S).abs().max())
     assert dev_lazy <= 1e-4 * max(1.0, float(S.abs().max())), f"from_embeddings differs from sim(I @ T.T, A) by {dev_lazy:.2e}"
     return {"planted_top1": planted, "order_deviation": dev, "from_embeddings_deviation": dev_lazy}
@@ -353,12 +366,11 @@ def check_method(method: Any, evidence: Any = None, min_planted: float | None = 
     """``label(evidence)`` gives one ranked list per neuron of known concepts with finite scores in
     descending order, deterministically; on :func:`planted_evidence` (the default) at least
     ``min_planted`` of the neurons get their planted concept first (``None``: skip that check)."""
-    from dissectkit.host.contract import method_needs_masks
     from dissectkit.labelling.evidence import LayerLabels
 
-    assert callable(getattr(method, "label", None)), "method lacks label(evidence)"
-    assert isinstance(getattr(method, "name", None), str) and method.name, "method.name must be a non-empty string"
-    needs = method_needs_masks(method)
+    method = _adapted("method", method)
+    assert isinstance(method.name, str) and method.name, "method.name must be a non-empty string"
+    needs = bool(method.needs_masks)
     ev = evidence if evidence is not None else planted_evidence(masks=needs)
     labels = method.label(ev)
     assert isinstance(labels, LayerLabels), f"label() must return LayerLabels, got {type(labels).__name__}"
@@ -423,9 +435,7 @@ def check_reporter(reporter: Any, tmp_dir: Any, run_result: Any = None) -> dict[
     result unchanged, and writes the same bytes when run twice (deterministic)."""
     from pathlib import Path
 
-    from dissectkit.host.contract import Reporter
-
-    assert isinstance(reporter, Reporter), "reporter lacks write(run_result, out_dir)"
+    reporter = _adapted("reporter", reporter)
     tmp_dir = Path(tmp_dir)
     out = tmp_dir / "run"
     out.mkdir(parents=True, exist_ok=True)

@@ -207,18 +207,34 @@ class _CountingProbe:
 
 
 def test_probe_ids_come_from_one_ids_call():
+    from dissectkit.base.contract import Probe, adapt
     from dissectkit.base.errors import DataError
     from dissectkit.engine import probe_ids
+
+    class _Twice:
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i):
+            raise IndexError(i)
+
+        def fingerprint(self) -> str:
+            return "twice"
+
+        def ids(self) -> list[str]:
+            return ["a", "a"]
 
     probe = _CountingProbe(20_000)
     ids = probe_ids(probe)
     assert probe.calls == 1 and len(ids) == 20_000 and ids[12_345] == "case/12345.png"
 
-    class NoIds:
+    class NoIds(Probe):  # the base class's default: the indices
         def __len__(self) -> int:
             return 3
 
     assert probe_ids(NoIds()) == ["0", "1", "2"]
+    with pytest.raises(DataError, match="same id to several images"):
+        probe_ids(adapt("probe", _Twice()), "twice")
 
     class Short(_CountingProbe):
         def __len__(self) -> int:

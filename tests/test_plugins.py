@@ -26,9 +26,7 @@ def make_distribution(root: Path, dist: str, module: str, source: str, ep_name: 
 
 
 WORDS_PLUGIN = """
-from dissectkit.host.hookspecs import hookimpl
-from dissectkit.base.params import Params
-from dissectkit.base.types import Concept
+from dissectkit.plugin import Concept, Params, hookimpl
 
 class WordsParams(Params):
     n: int = 3
@@ -38,8 +36,8 @@ class Words:
         self.concepts = [Concept(f"word {i}", category="thirdparty") for i in range(n)]
 
 @hookimpl
-def dissectkit_register_concept_sets(registry):
-    registry.add("concepts", "tp-words", lambda p, ctx: Words(p.n), params=WordsParams, description="third-party words")
+def dissectkit_register_concept_sets(register):
+    register("tp-words", lambda p, ctx: Words(p.n), params=WordsParams, description="third-party words")
 """
 
 
@@ -122,23 +120,22 @@ def test_duplicate_component_names_an_error_naming_both(site):
 
 
 SHADOW_PLUGIN = """
-from dissectkit.host.hookspecs import hookimpl
-from dissectkit.base.params import Params
+from dissectkit.plugin import Params, hookimpl
 
 EVENTS = []
 
 @hookimpl
-def dissectkit_register_similarities(registry):
-    registry.add("similarity", "my-sim", lambda p, ctx: (lambda P, A: None))
-    registry.add("similarity", "cos", lambda p, ctx: (lambda P, A: None), description="shadow cos")
-    registry.add("similarity", "wpmi", lambda p, ctx: (lambda P, A: None))
+def dissectkit_register_similarities(register):
+    register("my-sim", lambda p, ctx: (lambda P, A: None))
+    register("cos", lambda p, ctx: (lambda P, A: None), description="shadow cos")
+    register("wpmi", lambda p, ctx: (lambda P, A: None))
 
 @hookimpl
-def dissectkit_register_dissectors(registry):
-    registry.add("dissector", "synth-clip", lambda p, ctx: None)
+def dissectkit_register_dissectors(register):
+    register("synth-clip", lambda p, ctx: None)
 
 @hookimpl
-def dissectkit_register_methods(registry):
+def dissectkit_register_methods(register):
     raise RuntimeError("methods hook is broken too")
 
 @hookimpl
@@ -171,7 +168,7 @@ def test_a_plugin_never_displaces_a_builtin_and_fails_atomically_with_every_prob
 def test_disable_plugins_accepts_builtin_modules(site, monkeypatch, blocked):
     module = f"dk_evil_{blocked.replace(':', '_').replace('.', '_')}"  # a fresh module per case
     make_distribution(site, "dissectkit-evil", module, SHADOW_PLUGIN.replace(
-        'registry.add("dissector", "synth-clip"', 'registry.add("dissector", "synth-clip-2"').replace(
+        'register("synth-clip"', 'register("synth-clip-2"').replace(
         'raise RuntimeError("methods hook is broken too")', "pass"))
     monkeypatch.setenv("DISSECTKIT_DISABLE_PLUGINS", blocked)
     host = Host()
@@ -192,14 +189,14 @@ def test_disable_plugins_warns_about_names_that_match_nothing(monkeypatch):
 
 
 FACTORY_BUG_PLUGIN = """
-from dissectkit.host.hookspecs import hookimpl
+from dissectkit.plugin import hookimpl
 
 def make(params, ctx):
     return {}["missing"]
 
 @hookimpl
-def dissectkit_register_concept_sets(registry):
-    registry.add("concepts", "buggy-words", make)
+def dissectkit_register_concept_sets(register):
+    register("buggy-words", make)
 """
 
 
@@ -223,10 +220,10 @@ def test_a_factory_bug_names_the_plugin_and_component(site, tmp_path, capsys):
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("from dissectkit.host.hookspecs import hookimpl\n@hookimpl\ndef dissectkit_register_concepts(registry):\n    pass\n",
+        ("from dissectkit.plugin import hookimpl\n@hookimpl\ndef dissectkit_register_concepts(register):\n    pass\n",
          "Unknown hook 'dissectkit_register_concepts'. Did you mean 'dissectkit_register_concept_sets'"),
-        ("def dissectkit_register_method(registry):\n    pass\n", "Did you mean 'dissectkit_register_methods'"),
-        ("def dissectkit_register_methods(registry):\n    pass\n", "decorate it with @hookimpl"),
+        ("def dissectkit_register_method(register):\n    pass\n", "Did you mean 'dissectkit_register_methods'"),
+        ("def dissectkit_register_methods(register):\n    pass\n", "decorate it with @hookimpl"),
     ],
 )
 def test_misspelled_or_unmarked_hooks_are_caught(site, source, message):
@@ -273,3 +270,131 @@ def test_plugins_cli_lists_every_problem_and_names_are_easy_to_get(site, capsys,
     assert dk.list_components("similarity", names=True) == ["cos", "cos3", "rank_reorder", "soft_wpmi", "wpmi"]
     assert "concepts:synth-mammo-concepts" in dk.list_components(names=True)
     assert [s.name for s in dk.list_components("similarity")] == dk.list_components("similarity", names=True)
+
+
+# --------------------------------------------------------------------------- the contract, enforced
+WRONG_KIND_PLUGIN = """
+from dissectkit.plugin import NoParams, Probe, hookimpl
+
+class MyProbe(Probe):
+    def __init__(self, params, ctx):
+        pass
+
+def make(params, ctx):
+    return None
+
+@hookimpl
+def dissectkit_register_dissectors(register):
+    register("my-probe", MyProbe)
+    register("my-clip", make, descripton="typo")
+    register("my-masked", make, has_masks=True)
+"""
+
+
+def test_a_hook_registers_its_own_kind_and_known_fields_only(site):
+    make_distribution(site, "dissectkit-wrong", "dk_wrong", WRONG_KIND_PLUGIN)
+    host = Host()
+    rec = next(r for r in host.records if r.distribution == "dissectkit-wrong")
+    assert not rec.ok and rec.components == []
+    assert ("Plugin 'dk_wrong' (distribution 'dissectkit-wrong') registered 'my-probe' as a dissector, but its factory "
+            "is a probe class (MyProbe). Register it in dissectkit_register_probes.") in rec.error
+    assert "unknown field 'descripton'. Did you mean 'description'?" in rec.error
+    assert "with 'has_masks', a field of probes only. Register a probe in dissectkit_register_probes." in rec.error
+    assert all(r.ok for r in host.records if r.distribution == "dissectkit")  # the built-ins keep working
+    assert "synth-clip" in host.registry.names("dissector") and "my-clip" not in host.registry.names("dissector")
+    with pytest.raises(PluginError, match="registered 'my-probe' as a dissector"):
+        Host(strict=True)
+
+
+LEGACY_PLUGIN = """
+from dissectkit.plugin import NoParams, hookimpl
+
+def make(params, ctx):
+    return None
+
+@hookimpl
+def dissectkit_register_similarities(registry):
+    registry.add("similarity", "legacy-sim", make, description="the 0.1 form")
+"""
+
+LEGACY_WRONG_PLUGIN = """
+from dissectkit.plugin import hookimpl
+
+def make(params, ctx):
+    return None
+
+@hookimpl
+def dissectkit_register_dissectors(registry):
+    registry.add("probe", "legacy-probe", make)
+    registry.add("dissector", "legacy-clip", make, foo=1)
+"""
+
+
+def test_the_former_registry_argument_works_for_one_release_within_its_kind(site):
+    make_distribution(site, "dissectkit-legacy", "dk_legacy", LEGACY_PLUGIN)
+    make_distribution(site, "dissectkit-legacy-wrong", "dk_legacy_wrong", LEGACY_WRONG_PLUGIN)
+    with pytest.warns(DeprecationWarning, match=r"dissectkit_register_similarities\(registry\) is deprecated"):
+        host = Host()
+    ok = next(r for r in host.records if r.distribution == "dissectkit-legacy")
+    assert ok.ok and ok.components == ["similarity:legacy-sim"] and "is deprecated" in ok.warnings[0]
+    assert host.registry.get("similarity", "legacy-sim").description == "the 0.1 form"
+    bad = next(r for r in host.records if r.distribution == "dissectkit-legacy-wrong")
+    assert not bad.ok
+    assert ("dissectkit_register_dissectors registered the probe 'legacy-probe'; a hook registers its own kind only. "
+            "Move it to dissectkit_register_probes") in bad.error
+    assert "registered dissector 'legacy-clip' with unknown field 'foo'" in bad.error
+
+
+def test_registration_fields_are_typed_and_masks_declared_once():
+    from dissectkit.base.types import MasksWhen
+    from dissectkit.host.registry import Registry
+
+    registry = Registry()
+    spec = registry.add("probe", "p", lambda p, ctx: None, licence="CC0", has_masks=MasksWhen("big", lambda p: p.big))
+    assert spec.licence == "CC0" and spec.masks == "with big"
+    assert spec.probe_has_masks(type("P", (), {"big": True})()) is True
+    with pytest.raises(PluginError, match="unknown field 'metadata'"):
+        registry.add("probe", "q", lambda p, ctx: None, metadata={})
+    with pytest.warns(DeprecationWarning, match="'embed_dim' .* is ignored"):
+        assert registry.add("dissector", "d", lambda p, ctx: None, embed_dim=64).kind == "dissector"
+
+    from dissectkit.plugin import FileProbe
+
+    class Declared(FileProbe):
+        has_masks = True
+
+    assert registry.add("probe", "declared", Declared).has_masks is True  # read from the class
+    with pytest.raises(PluginError, match="declares has_masks of probe 'twice' twice, differently"):
+        registry.add("probe", "twice", Declared, has_masks=False)
+
+
+def test_list_probe_shows_the_masks_from_the_one_declaration(capsys):
+    from dissectkit.cli import main
+
+    assert main(["list", "probe", "--json"]) == 0
+    masks = {row["name"]: row["masks"] for row in json.loads(capsys.readouterr().out)}
+    assert masks["cbis-ddsm"] == masks["nih-cxr14"] == masks["synth-mammo"] == "yes"
+    assert masks["vindr-mammo"] == "with box_masks: true" and masks["csv"] == "with mask_columns"
+    assert masks["rsna-mammo"] == "no"
+
+
+def test_components_are_adapted_to_their_kind_once_at_build():
+    from dissectkit.base.contract import Probe, adapt
+    from dissectkit.base.errors import ComponentError
+
+    class Duck:  # a probe that does not subclass Probe
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise IndexError(i)
+
+        def fingerprint(self):
+            return "duck"
+
+    duck = adapt("probe", Duck())
+    assert isinstance(duck, Probe) and duck.ids() == ["0", "1"] and duck.skipped == [] and duck.component.fingerprint() == "duck"
+    with pytest.raises(ComponentError, match="lacks the required member\\(s\\) fingerprint of a probe"):
+        adapt("probe", type("NoFp", (), {"__len__": lambda s: 1, "__getitem__": lambda s, i: None})())
+    built = dk.create("probe", "synth-mammo", n=4)
+    assert adapt("probe", built) is built  # built-ins subclass their kind: nothing to adapt

@@ -14,6 +14,14 @@ from dissectkit.base.errors import DataError
 CTX = BuildContext(device="cpu")
 
 
+
+def declares_masks(name: str, **params) -> bool:
+    """What the probe's one declaration (its registration) says for these params."""
+    from dissectkit.host.manager import get_host
+
+    spec = get_host().registry.get("probe", name)
+    return spec.probe_has_masks(spec.validate(params))
+
 def probe(name, ctx=CTX, **kw):
     return dk.create("probe", name, _ctx=ctx, **kw)
 
@@ -31,7 +39,8 @@ def test_image_folder_classes_masks_and_selection(tmp_path):
             _png(tmp_path / "img" / cls / f"{i}.png", np.full((8, 8), 10 * i, np.uint8))
     _png(tmp_path / "masks" / "ear" / "cat" / "1.png", np.eye(8, dtype=np.uint8) * 255)
     p = probe("image-folder", root=str(tmp_path / "img"), masks_root=str(tmp_path / "masks"))
-    assert len(p) == 6 and p.has_masks
+    assert len(p) == 6 and declares_masks("image-folder", root=str(tmp_path / "img"), masks_root=str(tmp_path / "masks"))
+    assert not declares_masks("image-folder", root=str(tmp_path / "img"))
     item = p[1]
     assert item.id == "cat/1.png" and item.labels == {"class": "cat"}
     np.testing.assert_array_equal(item.masks["ear"], np.eye(8, dtype=bool))
@@ -101,7 +110,7 @@ def test_vindr_dicom_layout(tmp_path):
     crop = probe("vindr-mammo", root=str(tmp_path), breast_crop=True)[1].image
     assert crop.shape[0] < 120 and crop.shape[1] < 80 and crop.dtype == np.uint16
     boxed = probe("vindr-mammo", root=str(tmp_path), box_masks=True)
-    assert boxed.has_masks and not p.has_masks
+    assert declares_masks("vindr-mammo", root=str(tmp_path), box_masks=True) and not declares_masks("vindr-mammo", root=str(tmp_path))
     m = boxed[0].masks
     assert set(m) == {"mass", "suspicious calcification"}
     assert m["mass"].sum() == 29 * 38 and m["suspicious calcification"].sum() == 29 * 38  # union of both boxes
@@ -193,7 +202,7 @@ def test_cbis_masks_per_concept(tmp_path):
     write_dicom(nbia / "Calc-Training_P_00002_RIGHT_MLO_1" / "09-06-2017-DDSM-2" / "1.000000-cropped images-4" / "1-1.dcm",
                 np.ones((5, 5), np.uint16), bits_stored=8)
     p = probe("cbis-ddsm", root=str(tmp_path))
-    assert len(p) == 2 and p.has_masks and not p.skipped
+    assert len(p) == 2 and declares_masks("cbis-ddsm", root=str(tmp_path)) and not p.skipped
     it = p[0]
     assert it.labels["mass_shape"] == ["irregular", "oval"]
     assert it.labels["mass_margins"] == ["spiculated", "ill-defined", "circumscribed"]
@@ -224,7 +233,7 @@ def test_nih_boxes_and_splits(tmp_path):
     _png(tmp_path / "images_001" / "images" / "00000002_000.png", np.zeros((64, 64), np.uint8))
     _png(tmp_path / "images_002" / "images" / "00000003_000.png", np.zeros((64, 64), np.uint8))
     p = probe("nih-cxr14", root=str(tmp_path))
-    assert len(p) == 3 and p.has_masks
+    assert len(p) == 3 and declares_masks("nih-cxr14", root=str(tmp_path))
     a = p[0]
     assert a.labels["findings"] == ["Cardiomegaly", "Effusion"] and a.labels["Effusion"] == 1
     assert a.labels["view_position"] == "PA" and a.labels["patient_age"] == "58"

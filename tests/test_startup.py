@@ -57,7 +57,7 @@ def test_synth_layer_table_equals_the_built_target(name):
     from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get("target", name)
-    listed = spec.metadata["layers"](spec.validate({}), CTX)
+    listed = spec.layers(spec.validate({}), CTX)
     built = dk.create("target", name, _ctx=CTX).layers()
     assert listed == built
     assert listed[-1].n_neurons == {"synth-effnet-concepts": 20, "synth-effnet-malignancy": 1, "synth-effnet-general": 8}[name]

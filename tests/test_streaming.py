@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import dissectkit as dk
+from dissectkit.base.contract import Similarity, adapt
 from dissectkit.base.errors import EvidenceError
 from dissectkit.builtin.similarities import LazyP
-from dissectkit.host.contract import method_uses_dissector
+from dissectkit.host.hookspecs import hookimpl
 from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import ActivationStream, RunningTopK, stream_top, top_indices
 
@@ -206,29 +207,38 @@ def test_layer_labels_reasons_round_trip_and_old_files():
 
 
 def test_uses_dissector():
-    assert method_uses_dissector(dk.create("method", "clip-dissect")) is True
-    assert method_uses_dissector(dk.create("method", "mammi")) is True
-    assert method_uses_dissector(dk.create("method", "netdissect")) is False
+    assert dk.create("method", "clip-dissect").uses_dissector is True
+    assert dk.create("method", "mammi").uses_dissector is True
+    assert dk.create("method", "netdissect").uses_dissector is False
 
-    class ThirdParty:  # declares nothing: the default
+    class ThirdParty:  # declares nothing: adapted, it gets the default
         name = "x"
-        needs_masks = False
 
-    assert method_uses_dissector(ThirdParty()) is True
+        def label(self, evidence):
+            raise NotImplementedError
+
+    assert adapt("method", ThirdParty()).uses_dissector is True
 
 
-def test_third_party_similarity_gets_the_materialised_matrix():
+def test_a_plugin_similarity_gets_the_same_stream_as_the_built_ins(dissectkit_plugin):
     V, _, A = _data(N=120, K=5)
     seen = []
 
-    def plain(P, acts):  # a third-party similarity: plain tensors in, [K, C] out
-        seen.append((tuple(P.shape), type(acts)))
-        return acts.T @ P
+    class Streamed(Similarity):  # a third-party similarity: reads the row blocks it is given
+        def __call__(self, P, acts):
+            seen.append((tuple(P.shape), type(acts), [len(b) for _, b in acts.blocks()]))
+            return acts.materialise().T @ P
 
-    method = dk.create("method", "clip-dissect")
-    method.similarity = plain
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def dissectkit_register_similarities(register):
+            register("streamed", lambda params, ctx: Streamed())
+
+    dissectkit_plugin(Plugin, name="streamed-similarity")
+    method = dk.create("method", "clip-dissect", similarity="streamed")
     ev, _ = _chunked(Evidence("l", A, V, CONCEPTS, Table(8)), [50])
     out = method.label(ev)
-    assert seen == [((120, len(CONCEPTS)), torch.Tensor)]
+    assert seen == [((120, len(CONCEPTS)), ActivationStream, [50, 50, 20])]
     S = A.T @ (torch.nn.functional.normalize(V, dim=1) @ Table(8)(CONCEPTS).T)
     assert out.topk(3) == [[CONCEPTS[j] for j in row] for row in S.argsort(1, descending=True)[:, :3].tolist()]

@@ -105,7 +105,7 @@ def test_reports_name_every_finding():
 
 def test_probe_component():
     probe = dk.create("probe", "synth-mammo", n=12, seed=5, height=160, width=96)
-    assert len(probe) == 12 and probe.has_masks
+    assert len(probe) == 12 and {s.name: s for s in dk.list_components("probe")}["synth-mammo"].has_masks is True
     item = probe[3]
     assert item.image.shape == (160, 96) and item.id == probe.ids()[3]
     assert probe.fingerprint() == dk.create("probe", "synth-mammo", n=12, seed=5, height=160, width=96).fingerprint()

@@ -207,7 +207,7 @@ def _metadata_layers(name, **params):
     from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get("target", name)
-    return spec.metadata["layers"](spec.validate(params), CTX)
+    return spec.layers(spec.validate(params), CTX)
 
 
 @pytest.mark.parametrize("name, params", [

@@ -38,7 +38,10 @@ def test_check_reporter_passes_on_table_reporters(name, tmp_path):
 
 
 def test_check_probe_concepts_target_on_the_synthetic_world():
-    assert kit.check_probe(dk.create("probe", "synth-mammo", n=12)) == {"n": 12, "checked": 12, "with_masks": 12, "has_masks": True}
+    probe = dk.create("probe", "synth-mammo", n=12)
+    assert kit.check_probe(probe, has_masks=True) == {"n": 12, "checked": 12, "with_masks": 12, "has_masks": True}
+    with pytest.raises(AssertionError, match="not declared with has_masks"):
+        kit.check_probe(probe)
     assert kit.check_concepts(dk.create("concepts", "synth-mammo-concepts", groups=["findings"]))["n"] > 3
     out = kit.check_target(dk.create("target", "synth-effnet-concepts"))
     assert out["layers"] > 10 and out["input"][0] == 3
@@ -85,10 +88,10 @@ def test_check_concepts_catches_duplicates():
 
 def test_check_similarity_catches_a_transposed_or_unrelated_score():
     with pytest.raises(AssertionError, match="expected \\(K, C\\)"):
-        kit.check_similarity(lambda P, A: P.T @ A)
+        kit.check_similarity(lambda P, A: P.T @ A.materialise())
 
     def anti(P, A):  # ranks the matching concept last
-        return -(A.T @ P)
+        return -(A.materialise().T @ P)
 
     with pytest.raises(AssertionError, match="ranks that concept first for only 0%"):
         kit.check_similarity(anti)

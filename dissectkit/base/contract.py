@@ -1,229 +1,311 @@
-"""Protocols of the seven component kinds (what the engine relies on), their optional members
-with defaults, and the one function per rule that reads each optional member.
+"""The component contract: one base class per kind, stating its required members and its optional
+members with their defaults. ``docs/plugins.md`` documents every member; this module is the code.
 
-A protocol lists the required members only (``isinstance(obj, Probe)`` checks them). The optional
-members are declared, with their defaults, on a ``*Defaults`` class: subclass it to inherit them, or
-define the member yourself. The host never probes a component with ``getattr`` elsewhere: it calls
-the reader of that member below (``probe_ids``, ``probe_has_masks``, ``target_ground_truth``...).
+A plugin subclasses the base class of its kind (the optional members then come with their
+defaults). An object that does not is *adapted* once, when a run resolves its components
+(:func:`adapt`): its own members are used, a missing optional member takes the base class's
+default, a missing required member is a ``ComponentError`` naming it. The engine reads every
+member directly afterwards; nothing else probes a component with ``getattr``.
+
+``isinstance(obj, Probe)`` is true for a subclass and for any object that has the required members.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from dissectkit.base.types import Concept, LayerInfo, ProbeItem
-from dissectkit.labelling.evidence import Method as Method  # the Method protocol lives with Evidence
-from dissectkit.labelling.evidence import MethodBase
+from dissectkit.base.errors import ComponentError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from dissectkit.results.cards import CardRequest
+    from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+    from dissectkit.labelling.evidence import Evidence, LayerLabels
+    from dissectkit.labelling.streaming import ActivationStream
     from dissectkit.results.run_result import RunResult
 
+__all__ = [
+    "BASES",
+    "ComponentBase",
+    "ConceptSet",
+    "Dissector",
+    "Method",
+    "Probe",
+    "Reporter",
+    "Similarity",
+    "Target",
+    "adapt",
+    "missing_members",
+]
 
-# --------------------------------------------------------------------------- required members
-@runtime_checkable
-class Dissector(Protocol):
-    """A vision-language model; both encoders return L2-normalised rows."""
+
+class _KindMeta(type):
+    """``isinstance(obj, Base)``: a subclass, or any object with the kind's required members."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        if super().__instancecheck__(obj):
+            return True
+        required: tuple[str, ...] | None = cls.__dict__.get("required")
+        return required is not None and not missing_members(cls, obj)
+
+
+class ComponentBase(metaclass=_KindMeta):
+    """What every kind's base class declares: its kind, required members and optional members."""
+
+    kind: ClassVar[str] = ""
+    required: ClassVar[tuple[str, ...]] = ()
+    """Members a component must have (checked by :func:`adapt`)."""
+    optional: ClassVar[tuple[str, ...]] = ()
+    """Members with a default on the base class (a component may override them)."""
+
+
+# --------------------------------------------------------------------------- the seven kinds
+class Dissector(ComponentBase):
+    """A vision-language model: both encoders return L2-normalised rows in one space of ``embed_dim``."""
+
+    kind = "dissector"
+    required = ("embed_dim", "preprocess", "encode_images", "encode_texts", "fingerprint")
 
     embed_dim: int
+    """The size D of the shared embedding space."""
 
-    def preprocess(self, image: Any) -> torch.Tensor: ...
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
-    def encode_texts(self, texts: list[str]) -> torch.Tensor: ...
-    def fingerprint(self) -> str: ...
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """One raw probe image (see ``docs/data.md``) -> ``Tensor[3, H, W]``; bad input raises ``DataError``."""
+        raise NotImplementedError
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``Tensor[B, 3, H, W]`` -> L2-normalised ``Tensor[B, D]``."""
+        raise NotImplementedError
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> L2-normalised ``Tensor[n, D]`` (``[0, D]`` for no text)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes when the weights or the preprocessing change (a cache key)."""
+        raise NotImplementedError
 
 
-@runtime_checkable
-class Target(Protocol):
-    """The model under study; ``module`` is in eval mode; ``layers()`` works without images."""
+class Target(ComponentBase):
+    """The model whose neurons are labelled."""
+
+    kind = "target"
+    required = ("module", "preprocess", "layers", "fingerprint")
+    optional = ("ground_truth", "preprocess_mask")
 
     module: nn.Module
+    """The network, in eval mode, on the build context's device."""
 
-    def preprocess(self, image: Any) -> torch.Tensor: ...
-    def layers(self) -> list[LayerInfo]: ...
-    def fingerprint(self) -> str: ...
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """One raw probe image -> the model's input tensor (without the batch dimension)."""
+        raise NotImplementedError
 
+    def layers(self) -> list[LayerInfo]:
+        """Every layer that may be dissected, known without running an image."""
+        raise NotImplementedError
 
-@runtime_checkable
-class Probe(Protocol):
-    """Probe images, read lazily; ``fingerprint()`` changes with the files and their order."""
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> ProbeItem: ...
-    def fingerprint(self) -> str: ...
-
-
-@runtime_checkable
-class ConceptSet(Protocol):
-    """Candidate labels (``Concept`` with optional category / sub-category)."""
-
-    @property
-    def concepts(self) -> list[Concept]: ...
-
-
-@runtime_checkable
-class Similarity(Protocol):
-    """``sim(P[N, C], A[N, K]) -> Tensor[K, C]``, higher = better."""
-
-    def __call__(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor: ...
-
-
-@runtime_checkable
-class Reporter(Protocol):
-    """Writes files about a finished run into ``out_dir`` (see ``docs/plugins.md``)."""
-
-    def write(self, run_result: RunResult, out_dir: Path) -> None: ...
-
-
-# --------------------------------------------------------------------------- optional members
-class DissectorDefaults:
-    """Optional dissector members. ``input_size``: the side of its square input (metadata only);
-    ``to(device)``: move the model (the default keeps it where it is)."""
-
-    input_size: int | None = None
-
-    def to(self, device: str) -> Any:
-        return self
-
-
-class TargetDefaults:
-    """Optional target members. ``ground_truth(layer)``: the true concept of each neuron of a layer
-    when known (the run then measures accuracy); ``preprocess_mask(mask)``: put an ``H x W`` concept
-    mask through the same resize / crop as ``preprocess`` (``None``: masks are used as they are)."""
+    def fingerprint(self) -> str:
+        """Changes when the weights, the architecture or the preprocessing change."""
+        raise NotImplementedError
 
     def ground_truth(self, layer: str) -> list[str | None] | None:
+        """The true concept of each neuron of ``layer`` when known (the run then measures accuracy);
+        ``None`` (the default): unknown."""
         return None
 
     preprocess_mask: Callable[[Any], Any] | None = None
+    """Puts an ``H x W`` concept mask through the same resize / crop as ``preprocess`` (``None``,
+    the default: masks are used as they are)."""
 
 
-class ProbeDefaults:
-    """Optional probe members. ``ids()``: every item's unique, file-true id in order
-    (``ids()[i] == probe[i].id``), built once and cached, so the engine calls it once per run
-    (default: the indices);
-    ``has_masks``: items carry per-concept masks; ``skipped``: ``(id, reason)`` of files left out."""
+class Probe(ComponentBase):
+    """The probe images, read lazily. Whether items carry masks is declared at registration
+    (``has_masks=``), not on the object."""
 
-    has_masks: bool = False
-    skipped: list[tuple[str, str]] = []  # noqa: RUF012 - read-only default
+    kind = "probe"
+    required = ("__len__", "__getitem__", "fingerprint")
+    optional = ("ids", "skipped")
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> ProbeItem:
+        """Item ``index`` (``IndexError`` past the end); an unreadable file raises ``DataError``."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes with the files and their order."""
+        raise NotImplementedError
 
     def ids(self) -> list[str]:
-        return [str(i) for i in range(len(self))]  # type: ignore[arg-type]
+        """Every item's unique id in order (``ids()[i] == probe[i].id``), built once: the engine
+        calls it once per run. Default: the indices."""
+        return [str(i) for i in range(len(self))]
+
+    skipped: list[tuple[str, str]] = []  # noqa: RUF012 - read-only default
+    """``(id, reason)`` of the files the probe left out (e.g. listed but missing); the run records them."""
 
 
-class SimilarityDefaults:
-    """Optional similarity member. ``from_embeddings(images[N, D], texts[C, D], A[N, K])``: scores
-    without forming ``P = images @ texts.T`` at once (``None``: the host forms ``P``)."""
+class ConceptSet(ComponentBase):
+    """The candidate labels."""
 
-    from_embeddings: Callable[[Any, Any, Any], Any] | None = None
+    kind = "concepts"
+    required = ("concepts",)
 
-
-class ReporterDefaults:
-    """Optional reporter member. ``card_request``: the top images it shows per neuron (a
-    ``dissectkit.results.cards.CardRequest``); the single pass then keeps their thumbnails and heatmaps in
-    ``run_result.evidence.cards``, so the reporter need not read those images again (``None``:
-    nothing is kept)."""
-
-    card_request: CardRequest | None = None
+    concepts: list[Concept]
+    """The concepts, in order (``Concept(text, category, subcategory)``); an attribute or a property."""
 
 
-MethodDefaults = MethodBase
-"""Optional method members (declared with :class:`dissectkit.labelling.evidence.MethodBase`, which the built-in
-methods inherit): ``needs_masks``: it reads ``evidence.spatial_maps`` and needs a probe with masks;
-``uses_dissector``: it reads the dissector's embeddings (``False``: run once per (target, layer))."""
+class Similarity(ComponentBase):
+    """``sim(P[N, C], A) -> Tensor[K, C]``, higher = better. ``A`` is an ``ActivationStream``: the
+    activations of the N valid probe images as row blocks (``A.blocks()``), never held whole unless
+    the similarity asks for it (``A.materialise()``, ``O(N K)`` memory)."""
+
+    kind = "similarity"
+    required = ("__call__",)
+    optional = ("from_embeddings",)
+
+    def __call__(self, P: torch.Tensor, A: ActivationStream) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_embeddings(self, images: torch.Tensor, texts: torch.Tensor, A: ActivationStream) -> torch.Tensor:
+        """Scores from image ``[N, D]`` and text ``[C, D]`` embeddings. Default: ``self(images @ texts.T, A)``;
+        override it to avoid forming ``P`` at once."""
+        return self(images @ texts.T, A)
 
 
-# --------------------------------------------------------------------------- the readers
-_MISSING = object()
+class Method(ComponentBase):
+    """A labelling strategy: ``label(evidence) -> LayerLabels`` for one layer."""
+
+    kind = "method"
+    required = ("name", "label")
+    optional = ("needs_masks", "uses_dissector")
+
+    name: str
+    """The method's name (written into ``LayerLabels.method``)."""
+
+    def label(self, evidence: Evidence) -> LayerLabels:
+        raise NotImplementedError
+
+    needs_masks: bool = False
+    """It reads ``evidence.spatial_maps`` and needs a probe registered with masks; a recipe pairing
+    it with a probe without masks is refused before any work."""
+    uses_dissector: bool = True
+    """Its labels depend on the dissector's embeddings; ``False``: it runs once per (target, layer)
+    and its labels are shared by every dissector."""
 
 
-def _member(obj: Any, defaults: type, name: str) -> Any:
-    """The one place optional members are read: the object's own, else the declared default."""
-    value = getattr(obj, name, _MISSING)
-    return getattr(defaults, name) if value is _MISSING else value
+class Reporter(ComponentBase):
+    """Writes files about a finished run into ``out_dir`` (the run directory being built)."""
+
+    kind = "reporter"
+    required = ("write",)
+    optional = ("card_request",)
+
+    def write(self, run_result: RunResult, out_dir: Path) -> Any:
+        raise NotImplementedError
+
+    card_request: Any = None
+    """The top images it shows per neuron (a ``CardRequest``): the single pass keeps their
+    thumbnails and heatmaps in ``run_result.evidence.cards`` (``None``, the default: nothing kept)."""
 
 
-def probe_ids(probe: Any) -> list[str]:
-    """The id of every probe image, in order (``ids()`` may be a method or a list)."""
-    ids = _member(probe, ProbeDefaults, "ids")
-    if ids is ProbeDefaults.ids:
-        return [str(i) for i in range(len(probe))]
-    values = ids() if callable(ids) else ids
-    return [str(v) for v in values]
+BASES: dict[str, type[ComponentBase]] = {
+    base.kind: base for base in (Dissector, Target, Probe, ConceptSet, Similarity, Method, Reporter)
+}
+"""The base class of each kind, by kind."""
 
 
-def probe_has_masks(probe: Any) -> bool:
-    return bool(_member(probe, ProbeDefaults, "has_masks"))
+# --------------------------------------------------------------------------- adapting
+def _implemented(base: type[ComponentBase], obj: object, name: str) -> bool:
+    stub = base.__dict__.get(name)
+    if name.startswith("__"):  # special methods are looked up on the type
+        own = getattr(type(obj), name, None)
+        return own is not None and own is not stub
+    try:
+        found = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return hasattr(obj, name)  # provided dynamically (``__getattr__``)
+    return stub is None or found is not stub
 
 
-def probe_skipped(probe: Any) -> list[tuple[str, str]]:
-    return list(_member(probe, ProbeDefaults, "skipped") or [])
+def missing_members(base: type[ComponentBase], obj: object) -> list[str]:
+    """The required members of ``base``'s kind that ``obj`` lacks (inherited stubs count as missing)."""
+    return [name for name in base.required if not _implemented(base, obj, name)]
 
 
-def target_ground_truth(target: Any, layer: str) -> list[str | None] | None:
-    fn = _member(target, TargetDefaults, "ground_truth")
-    if fn is TargetDefaults.ground_truth:
-        return None
-    return fn(layer)
+class _Delegated:
+    """A member of an adapted object: the component's own, else the base class's default."""
+
+    def __init__(self, name: str, base: type[ComponentBase]) -> None:
+        self.name, self.base = name, base
+
+    def __get__(self, inst: Any, owner: type) -> Any:
+        if inst is None:
+            return self
+        try:
+            return getattr(inst.component, self.name)
+        except AttributeError:
+            default = self.base.__dict__[self.name]
+            return default.__get__(inst, owner) if hasattr(default, "__get__") else default
 
 
-def target_mask_aligner(target: Any) -> Callable[[Any], Any] | None:
-    fn = _member(target, TargetDefaults, "preprocess_mask")
-    return fn if callable(fn) else None
+class Adapted:
+    """A component that does not subclass its kind's base class, with the base's defaults filled in.
+    ``component`` is the object itself; its other attributes are reached through the adapter."""
+
+    component: Any
+
+    def __init__(self, component: Any) -> None:
+        object.__setattr__(self, "component", component)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "component":
+            raise AttributeError(name)
+        return getattr(self.component, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.component, name, value)
+
+    def __repr__(self) -> str:
+        return f"adapted({self.component!r})"
 
 
-def similarity_scores(sim: Any, images: Any, texts: Any, activations: Any) -> Any:
-    """``[K, C]`` scores from embeddings: ``from_embeddings`` when offered, else ``sim(I @ T.T, A)``."""
-    fn = _member(sim, SimilarityDefaults, "from_embeddings")
-    if callable(fn):
-        return fn(images, texts, activations)
-    return sim(images @ texts.T, activations)
+def _special(name: str) -> Callable[..., Any]:
+    def call(self: Adapted, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.component, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
 
 
-def method_needs_masks(method: Any) -> bool:
-    return bool(_member(method, MethodDefaults, "needs_masks"))
+_ADAPTERS: dict[str, type] = {}
 
 
-def method_uses_dissector(method: Any) -> bool:
-    return bool(_member(method, MethodDefaults, "uses_dissector"))
+def _adapter(base: type[ComponentBase]) -> type:
+    if base.kind not in _ADAPTERS:
+        members: dict[str, Any] = {}
+        for name in base.required + base.optional:
+            members[name] = _special(name) if name.startswith("__") else _Delegated(name, base)
+        _ADAPTERS[base.kind] = type(f"Adapted{base.__name__}", (Adapted, base), members)
+    return _ADAPTERS[base.kind]
 
 
-def reporter_card_request(reporter: Any) -> CardRequest | None:
-    return _member(reporter, ReporterDefaults, "card_request")
-
-
-def dissector_input_size(dissector: Any) -> int | None:
-    return _member(dissector, DissectorDefaults, "input_size")
-
-
-def move_to(component: Any, device: str) -> Any:
-    """``component.to(device)`` when it offers it (dissectors, targets); returns what to use."""
-    fn = _member(component, DissectorDefaults, "to")
-    if fn is DissectorDefaults.to:
+def adapt(kind: str, component: Any, where: str = "") -> Any:
+    """The component as its kind's base class: itself when it subclasses it, else an adapter that
+    fills the optional members' defaults. A missing required member is a ``ComponentError``."""
+    base = BASES[kind]
+    missing = missing_members(base, component)
+    if missing:
+        who = where or f"{kind} {type(component).__name__}"
+        raise ComponentError(
+            f"The {who} lacks the required member(s) {', '.join(missing)} of a {kind} "
+            f"(docs/plugins.md, 'The seven kinds'). Subclass dissectkit.plugin.{base.__name__} and define them."
+        )
+    if type.__instancecheck__(base, component):
         return component
-    moved = fn(device)
-    return component if moved is None else moved
-
-
-def mask_probe_names() -> list[str]:
-    """The registered probes that declare ``has_masks=True`` in their metadata (for hints)."""
-    from dissectkit.host.manager import get_host
-
-    return [s.name for s in get_host().registry.list("probe") if s.metadata.get("has_masks")]
-
-
-def check_masks_available(method_label: str, method: Any, probe_label: str, probe: Any) -> None:
-    """A method that needs masks with a probe that has none: an ``EvidenceError`` before any work."""
-    from dissectkit.base.errors import EvidenceError
-
-    if probe is None or not method_needs_masks(method) or probe_has_masks(probe):
-        return
-    names = ", ".join(mask_probe_names()) or "(none installed)"
-    raise EvidenceError(
-        f"Method '{method_label}' needs a probe with per-concept masks, but probe '{probe_label}' has none. "
-        f"Use a probe with masks ({names}, or csv with a mask column) or another method."
-    )
+    return _adapter(base)(component)

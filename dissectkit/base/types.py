@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,3 +39,15 @@ class LayerInfo:
     n_neurons: int
     kind: str = "conv"
     shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MasksWhen:
+    """A probe whose items carry masks for some parameters: ``test(params)`` says whether they do,
+    ``when`` says when, for listings (e.g. ``MasksWhen("box_masks: true", lambda p: p.box_masks)``)."""
+
+    when: str
+    test: Callable[[Any], bool]
+
+    def __call__(self, params: Any) -> bool:
+        return bool(self.test(params))

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from dissectkit.base.contract import Reporter
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 from dissectkit.results.evidence import TOP_IMAGES
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ class HtmlParams(Params):
 
 
 @dataclass
-class TableReporter:
+class TableReporter(Reporter):
     """Writes the tidy per-neuron table in one format."""
 
     fmt: str
@@ -51,7 +53,7 @@ class TableReporter:
 
 
 @dataclass
-class HtmlReporter:
+class HtmlReporter(Reporter):
     """Writes ``report.html`` with layer tables, neuron cards and summary plots."""
 
     params: HtmlParams
@@ -82,12 +84,12 @@ def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
 
 
 @hookimpl
-def dissectkit_register_reporters(registry):
-    registry.add("reporter", "csv", _table("csv"), params=TableParams,
+def dissectkit_register_reporters(register: Register) -> None:
+    register("csv", _table("csv"), params=TableParams,
                  description="neurons.csv: one row per neuron (label, score, category, top concepts, top image ids)")
-    registry.add("reporter", "json", _table("json"), params=TableParams,
+    register("json", _table("json"), params=TableParams,
                  description="neurons.json: the same rows as a JSON list")
-    registry.add("reporter", "parquet", _table("parquet"), params=TableParams,
+    register("parquet", _table("parquet"), params=TableParams,
                  description="neurons.parquet: one tidy table (pyarrow) for pandas/polars")
-    registry.add("reporter", "html", _html, params=HtmlParams,
+    register("html", _html, params=HtmlParams,
                  description="report.html: offline report with neuron cards, heatmaps and plots")

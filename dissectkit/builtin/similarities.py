@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from dissectkit.base.contract import Similarity
 from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 from dissectkit.labelling.streaming import ActivationStream, RunningTopK, check_finite, top_indices
 
 if TYPE_CHECKING:
@@ -197,7 +199,7 @@ def _of(layer: str | None) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the functions
-class _Similarity:
+class _Similarity(Similarity):
     name = "similarity"
 
     def __init__(self, params: Params, device: str = "cpu") -> None:
@@ -213,6 +215,7 @@ class _Similarity:
         src = (P if isinstance(P, LazyP) else _DenseP(torch.as_tensor(P))).to(self.device)
         if isinstance(A, ActivationStream):
             stream = A
+            self.layer = A.layer or self.layer  # for error messages
         else:
             stream = ActivationStream.from_tensor(A, self.layer, self.device)
         if stream.n_images != src.shape[0]:
@@ -532,6 +535,6 @@ def _factory(cls):
 
 
 @hookimpl
-def dissectkit_register_similarities(registry):
+def dissectkit_register_similarities(register: Register) -> None:
     for name, (cls, params, desc) in SIMILARITIES.items():
-        registry.add("similarity", name, _factory(cls), params=params, description=desc, licence=None)
+        register(name, _factory(cls), params=params, description=desc, licence=None)

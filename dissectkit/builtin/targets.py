@@ -13,11 +13,13 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from dissectkit.base.context import BuildContext
+from dissectkit.base.contract import Target
 from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError
 from dissectkit.base.params import Params
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import WeightsRef
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 
 # A weights ref, or a plain path string as a shorthand for ``{path: ...}``.
 Ref = Annotated[WeightsRef, BeforeValidator(lambda v: {"path": str(v)} if isinstance(v, str | os.PathLike) else v)]
@@ -101,7 +103,7 @@ def _resize_crop_normalise(size: int, resize: int, mean, std):
     )
 
 
-class TorchTarget:
+class TorchTarget(Target):
     """A wrapped ``nn.Module`` in eval mode on the context's device with its eval transform."""
 
     def __init__(self, module, transform, input_shape: tuple[int, int, int], identity: str, ctx: BuildContext,
@@ -588,16 +590,16 @@ def dissectkit_run_started(recipe, out_dir):
 
 
 @hookimpl
-def dissectkit_register_targets(registry):
-    registry.add("target", "timm", _make_timm, params=TimmParams,
+def dissectkit_register_targets(register: Register) -> None:
+    register("timm", _make_timm, params=TimmParams,
                  description="Any timm model (pretrained tag or checkpoint file).", licence="per model",
                  layers=_timm_layers, missing_weights=_timm_missing_weights)
-    registry.add("target", "torchvision", _make_torchvision, params=TorchvisionParams,
+    register("torchvision", _make_torchvision, params=TorchvisionParams,
                  description="A torchvision model via get_model (weights enum or file).", licence="per model",
                  layers=_torchvision_layers, missing_weights=_torchvision_missing_weights)
-    registry.add("target", "module", _make_module, params=ModuleParams,
+    register("module", _make_module, params=ModuleParams,
                  description="Any nn.Module from 'package.module:factory' plus a state-dict file.", licence=None,
                  layers=_module_layers)
-    registry.add("target", "densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
+    register("densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
                  description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None,
                  layers=_densenet_cxr_layers)

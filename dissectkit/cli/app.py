@@ -93,12 +93,11 @@ def run(
 def print_summary(result: Any, rows: int) -> None:
     """A rich table per (label set, layer); layers whose true concepts are known show every neuron
     with its truth, followed by the accuracy against it."""
-    from dissectkit.host.contract import target_ground_truth
 
     for ls in result.label_sets:
         target = (result.targets or {}).get(ls.target)
         for layer, ll in ls.layers.items():
-            truth = target_ground_truth(target, layer) if target is not None else None
+            truth = target.ground_truth(layer) if target is not None else None
             shown = len(ll.neurons) if truth is not None else rows
             table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
             table.add_column("unit", justify="right")
@@ -170,7 +169,8 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     if as_json:
         data = [
             {"name": r.name, "distribution": r.distribution, "version": r.version, "module": r.module, "ok": r.ok,
-             "disabled": r.disabled, "error": r.error, "errors": r.errors, "components": r.components}
+             "disabled": r.disabled, "error": r.error, "errors": r.errors, "warnings": r.warnings,
+             "components": r.components}
             for r in host.records
         ]
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
@@ -182,7 +182,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         if r.disabled:
             status = "[yellow]disabled[/] (DISSECTKIT_DISABLE_PLUGINS)"
         elif r.ok:
-            status = "[green]ok[/]"
+            status = "[green]ok[/]" + "".join(f"\n[yellow]- {_escape(w)}[/]" for w in r.warnings)
         else:
             status = "[red]failed[/]\n" + "\n".join(f"- {_escape(e)}" for e in r.errors)
         table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
@@ -196,6 +196,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
 def list_(
     kind: Annotated[str | None, typer.Argument(help="One of: dissector, target, probe, concepts, similarity, method, reporter.")] = None,
     names: Annotated[bool, typer.Option("--names", help="Only the names, one a line (for scripts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (licence, masks of probes).")] = False,
 ) -> None:
     """List the registered components (of one kind)."""
     import dissectkit as dk
@@ -204,11 +205,20 @@ def list_(
     if names:
         sys.stdout.write("".join(f"{n}\n" for n in dk.list_components(kind, names=True)))
         return
+    specs = dk.list_components(kind)
+    if as_json:
+        rows = [{"kind": s.kind, "name": s.name, "distribution": s.distribution, "plugin": s.plugin,
+                 "description": s.description, "licence": s.licence, **({"masks": s.masks} if s.kind == "probe" else {})}
+                for s in specs]
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        return
+    probes = kind in (None, "probe")
     table = Table(title="dissectkit components", title_justify="left")
-    for col in ("kind", "name", "from", "description"):
+    for col in ("kind", "name", "from", "description", "licence", *(("masks",) if probes else ())):
         table.add_column(col)
-    for spec in dk.list_components(kind):
-        table.add_row(spec.kind, spec.name, spec.distribution, spec.description)
+    for spec in specs:
+        masks = (spec.masks if spec.kind == "probe" else "",) if probes else ()
+        table.add_row(spec.kind, spec.name, spec.distribution, spec.description, spec.licence or "", *masks)
     console.print(table)
 
 

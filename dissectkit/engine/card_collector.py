@@ -25,7 +25,6 @@ from dissectkit.engine.cache import Cache, atomic_write_bytes, content_key
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import as_float16
-from dissectkit.host.contract import reporter_card_request
 from dissectkit.results.cards import (
     CARD_SLOT_BUDGET,
     CardEvidence,
@@ -54,7 +53,7 @@ def requested(res: Resolved, world: World) -> CardRequest | None:
     """What the run's reporters show per neuron, merged (``None``: nothing, or not the main process)."""
     if not world.is_main:
         return None
-    request = CardRequest.merge([r for rep in res.reporters.values() if (r := reporter_card_request(rep)) is not None])
+    request = CardRequest.merge([r for rep in res.reporters.values() if (r := rep.card_request) is not None])
     return request if request is not None and request.top_images > 0 else None
 
 

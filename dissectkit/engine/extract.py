@@ -19,7 +19,6 @@ from dissectkit.engine.card_collector import CardCollector
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
-from dissectkit.host.contract import target_mask_aligner
 from dissectkit.results.cards import CardEvidence, Thumbnail, make_thumbnail
 
 
@@ -152,7 +151,7 @@ class _PassDataset:
         try:
             item = self.probe[index]
             inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
-            masks = {t: align_masks(item.masks, target_mask_aligner(self.targets[t])) for t in plan.masks}
+            masks = {t: align_masks(item.masks, self.targets[t].preprocess_mask) for t in plan.masks}
             return index, inputs, masks, None, self._thumbnail(item)
         except DataError as exc:
             if self.strict:

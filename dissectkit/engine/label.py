@@ -18,7 +18,6 @@ from dissectkit.engine.distributed import World
 from dissectkit.engine.extract import Extraction
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SpatialSource
-from dissectkit.host.contract import method_uses_dissector, target_ground_truth
 from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.quality import ActivationColumns, label_quality
 from dissectkit.results.run_result import LabelSet
@@ -69,7 +68,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
     entry = ex.acts[(slot.label, layer)]
     valid_a = entry.read_valid()
     n_neurons = next(i.n_neurons for i in slot.layers if i.name == layer)
-    truth = target_ground_truth(slot.instance, layer)
+    truth = slot.instance.ground_truth(layer)
     out = LayerResult(slot.label, layer)
 
     def evidence(d_label: str, valid: Any) -> Evidence:
@@ -106,7 +105,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
         shared_valid &= valid_e
     first = next(iter(res.dissectors))
     for m_label, method in res.methods.items():
-        if method_uses_dissector(method):
+        if method.uses_dissector:
             for d_label in res.dissectors:
                 record(d_label, m_label, method.label(evidence(d_label, valid_a & embeddings[d_label][1])))
         else:  # one labelling, the same for every dissector

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dissectkit.base.context import BuildContext, resolve_device
-from dissectkit.base.errors import DataError, DissectkitError, RecipeError
+from dissectkit.base.errors import DataError, DissectkitError, EvidenceError, RecipeError
 from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
-from dissectkit.host.contract import check_masks_available, method_needs_masks, probe_has_masks
-from dissectkit.host.contract import probe_ids as probe_id_list
 from dissectkit.host.recipe import Recipe, _recipe_path, component_refs, validate_components
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,12 +42,14 @@ class Resolved:
     concepts: list[Concept]
     methods: dict[str, Any]
     reporters: dict[str, Any]
+    probe_has_masks: bool = False
+    """The probe's registration declares masks for these params."""
 
     @property
     def needs_spatial(self) -> bool:
         """Whether the pass must also cache spatial maps and aligned masks (a mask method is asked
         for and the probe has masks; ``resolve`` already refused a mask method without masks)."""
-        return any(method_needs_masks(m) for m in self.methods.values()) and probe_has_masks(self.probe)
+        return any(m.needs_masks for m in self.methods.values()) and self.probe_has_masks
 
 
 def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: Any) -> BuildContext:
@@ -109,9 +113,13 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         concepts = concept_list(built[id(recipe.concepts)])
         if not concepts:
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
+    has_masks = registry.get("probe", recipe.probe.name).probe_has_masks(validated[id(recipe.probe)])
+    if probe is not None and getattr(probe, "has_masks", None) is True and not has_masks:
+        log.warning("Probe '%s' sets has_masks = True on the object, which is ignored: declare it at registration "
+                    "(register(..., has_masks=True)) or on the probe class (docs/plugins.md).", recipe.probe.name)
     methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
     for label, method in methods.items():
-        check_masks_available(label, method, recipe.probe.name, probe)
+        check_masks_available(label, method, recipe.probe.name, has_masks if probe is not None else None)
     return Resolved(
         recipe=recipe,
         ctx=ctx,
@@ -121,13 +129,31 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         concepts=concepts,
         methods=methods,
         reporters={r.display: built[id(r)] for r in recipe.output.reporters if id(r) in built},
+        probe_has_masks=has_masks,
     )
 
 
 def probe_ids(probe: Any, name: str = "probe") -> list[str]:
-    """Every probe item's id, from one call of the probe's optional ``ids()`` (``str(index)`` when
-    it has none): O(1) per item."""
-    values = probe_id_list(probe)
+    """The probe ids rule: one call of the probe's ``ids()`` (the indices by default), one unique
+    string per image."""
+    values = [str(v) for v in probe.ids()]
     if len(values) != len(probe):
         raise DataError(f"Probe '{name}' returned {len(values)} ids for {len(probe)} images; ids() must give one per image.")
+    if len(set(values)) != len(values):
+        twice = sorted(v for v, n in Counter(values).items() if n > 1)
+        raise DataError(f"Probe '{name}' gives the same id to several images ({', '.join(twice[:3])}); ids must be unique.")
     return values
+
+
+def check_masks_available(method_label: str, method: Any, probe_label: str, has_masks: bool | None) -> None:
+    """A method that needs masks with a probe that has none: an ``EvidenceError`` before any work
+    (``has_masks=None``: the probe is unknown yet, nothing to check)."""
+    from dissectkit.host.manager import get_host
+
+    if has_masks is None or has_masks or not method.needs_masks:
+        return
+    masked = get_host().registry.masked_probes()
+    raise EvidenceError(
+        f"Method '{method_label}' needs a probe with per-concept masks, but probe '{probe_label}' has none "
+        f"with these params. Use a probe with masks ({', '.join(masked) or 'none installed'}) or another method."
+    )

@@ -9,7 +9,6 @@ from pydantic import BaseModel
 from dissectkit.base.errors import DataError, WeightsError
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import HubRef, PathRef, UrlRef
-from dissectkit.host.contract import check_masks_available
 from dissectkit.host.recipe import Recipe, TargetRef, _recipe_path, component_refs, validate_components
 from dissectkit.host.registry import KINDS
 
@@ -26,16 +25,15 @@ def validation_context(recipe: Recipe) -> Any:
 
 
 def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[LayerInfo]:
-    """A target's layers: from its spec's ``layers`` metadata (architecture only, no weights) when
+    """A target's layers: from its spec's ``layers`` field (architecture only, no weights) when
     it offers one, else by building the target."""
     from dissectkit.host.manager import get_host
 
     spec = get_host().registry.get("target", ref.name)
     params = spec.validate(ref.params, where="target")
     ctx = ctx or validation_context(recipe)
-    layers_fn = spec.metadata.get("layers")
-    if callable(layers_fn):
-        return list(layers_fn(params, ctx))
+    if spec.layers is not None:
+        return list(spec.layers(params, ctx))
     return list(spec.build(params, ctx).layers())
 
 
@@ -54,7 +52,7 @@ def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef |
 
 def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
     """A line for each weights file of a component that is not on this machine: every weights ref
-    in its params, plus what its spec's optional ``missing_weights(params, ctx)`` metadata reports
+    in its params, plus what its spec's optional ``missing_weights(params, ctx)`` field reports
     (pretrained tags and the like). Nothing is downloaded or read: a path must exist, a hub or URL
     file must be in its local cache."""
     from dataclasses import replace
@@ -72,8 +70,7 @@ def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
             else:
                 lines.append(f"{field} {describe(ref)} is not local yet; `dissectkit run` downloads it "
                              f"(or fetch it now with: {fetch_command(ref)}).")
-    check = spec.metadata.get("missing_weights")
-    return lines + (list(check(params, ctx)) if callable(check) else [])
+    return lines + (list(spec.missing_weights(params, ctx)) if spec.missing_weights is not None else [])
 
 
 def validate_recipe(recipe: Recipe) -> list[str]:
@@ -98,7 +95,8 @@ def validate_recipe(recipe: Recipe) -> list[str]:
                 warnings.append(f"layers of target '{ref.display}' not checked: {exc}")
                 continue
             select_layers(ref.layers, infos, target=where)
-    probe = None
+    probe_spec = registry.get("probe", recipe.probe.name)
+    has_masks = probe_spec.probe_has_masks(validated[id(recipe.probe)])
     for kind, path, ref in component_refs(recipe):
         if kind not in ("probe", "concepts", "method"):
             continue
@@ -107,10 +105,10 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         except (WeightsError, DataError) as exc:
             warnings.append(f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))}): {exc}")
             continue
-        if kind == "probe":
-            probe = obj
         if kind == "method":
-            check_masks_available(ref.display, obj, recipe.probe.name, probe)
+            from dissectkit.engine.resolve import check_masks_available
+
+            check_masks_available(ref.display, obj, recipe.probe.name, has_masks)
     return warnings
 
 

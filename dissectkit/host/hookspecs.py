@@ -1,13 +1,11 @@
 """The hook specifications: how a plugin adds components to dissectkit and follows a run.
 
-Each registration hook receives the :class:`~dissectkit.host.registry.Registry` and calls
-``registry.add(kind, name, factory, params=Model, description=..., **metadata)`` once per
-component. None of them is ``firstresult``: every plugin is asked. The built-ins register first
-and keep their names; a plugin registering a taken name fails as a whole (see ``docs/plugins.md``).
-
-The event hooks (``run_started``, ``stage_finished``, ``layer_labelled``, ``run_finished``) are
-for loggers and trackers; their return values are ignored and they must not change their arguments.
-Plugins import the markers from :mod:`dissectkit.plugin`.
+``docs/plugins.md`` is the reference (arguments, when each hook is called, the contract of each
+kind). Registration hooks receive ``register``, bound to the hook's kind (``register(name, factory,
+params=Model, description=..., ...)``); hooks written for the former ``registry`` argument
+(``registry.add(kind, ...)``) still work for one release, with a DeprecationWarning. Event hooks
+return nothing and must not change their arguments. Plugins import the markers from
+:mod:`dissectkit.plugin`.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from dissectkit.host.recipe import Recipe
-    from dissectkit.host.registry import Registry
+    from dissectkit.host.registry import Register, Registry
     from dissectkit.labelling.evidence import LayerLabels
     from dissectkit.results.run_result import RunResult
 
@@ -29,66 +27,53 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def dissectkit_register_dissectors(registry: Registry) -> None:
-    """Register dissectors (kind ``dissector``): vision-language models with ``embed_dim``,
-    ``preprocess(image) -> Tensor[3, H, W]``, ``encode_images(x) -> [B, D]`` and
-    ``encode_texts(texts) -> [n, D]`` (both L2-normalised) and ``fingerprint()``; optional
-    ``to(device)`` and ``input_size`` (:class:`dissectkit.plugin.DissectorDefaults`)."""
+def dissectkit_register_dissectors(register: Register, registry: Registry) -> None:
+    """Register dissectors: vision-language models (``dissectkit.plugin.Dissector``)."""
 
 
 @hookspec
-def dissectkit_register_targets(registry: Registry) -> None:
-    """Register targets (kind ``target``): models whose neurons are labelled, exposing ``module``
-    (eval mode), ``preprocess(image)``, ``layers() -> list[LayerInfo]`` (without running images) and
-    ``fingerprint()``; optional ``ground_truth(layer)`` and ``preprocess_mask(mask)``."""
+def dissectkit_register_targets(register: Register, registry: Registry) -> None:
+    """Register targets: the models whose neurons are labelled (``dissectkit.plugin.Target``)."""
 
 
 @hookspec
-def dissectkit_register_probes(registry: Registry) -> None:
-    """Register probe datasets (kind ``probe``): ``__len__``, ``__getitem__(i) -> ProbeItem`` and
-    ``fingerprint()`` (changes with the files and their order); optional ``ids()``,
-    ``has_masks`` and ``skipped``. Register with ``has_masks=True`` metadata when items carry masks."""
+def dissectkit_register_probes(register: Register, registry: Registry) -> None:
+    """Register probe datasets (``dissectkit.plugin.Probe``); declare ``has_masks=`` here."""
 
 
 @hookspec
-def dissectkit_register_concept_sets(registry: Registry) -> None:
-    """Register concept sets (kind ``concepts``): objects with ``concepts -> list[Concept]``."""
+def dissectkit_register_concept_sets(register: Register, registry: Registry) -> None:
+    """Register concept sets: the candidate labels (``dissectkit.plugin.ConceptSet``)."""
 
 
 @hookspec
-def dissectkit_register_similarities(registry: Registry) -> None:
-    """Register similarity functions (kind ``similarity``): callables
-    ``(P[N, C], A[N, K]) -> Tensor[K, C]``, higher = better; optional ``from_embeddings(I, T, A)``."""
+def dissectkit_register_similarities(register: Register, registry: Registry) -> None:
+    """Register similarity functions of ``P`` and the activations (``dissectkit.plugin.Similarity``)."""
 
 
 @hookspec
-def dissectkit_register_methods(registry: Registry) -> None:
-    """Register labelling methods (kind ``method``): objects with ``name`` and
-    ``label(evidence) -> LayerLabels``; optional ``needs_masks`` and ``uses_dissector``."""
+def dissectkit_register_methods(register: Register, registry: Registry) -> None:
+    """Register labelling methods (``dissectkit.plugin.Method``)."""
 
 
 @hookspec
-def dissectkit_register_reporters(registry: Registry) -> None:
-    """Register reporters (kind ``reporter``): objects with ``write(run_result, out_dir)``; see
-    ``docs/plugins.md`` for the ``RunResult`` they receive."""
+def dissectkit_register_reporters(register: Register, registry: Registry) -> None:
+    """Register reporters, which write files about a run (``dissectkit.plugin.Reporter``)."""
 
 
 @hookspec
 def dissectkit_run_started(recipe: Recipe, out_dir: Path) -> None:
-    """Event: a run is about to start: its components are built and checked. ``out_dir`` is the
-    run directory the results will appear in, whole, when the run finishes."""
+    """Event: a run's components are built and checked; its results will appear, whole, in ``out_dir``."""
 
 
 @hookspec
 def dissectkit_stage_finished(stage: str, seconds: float, out_dir: Path) -> None:
-    """Event: a stage of the run finished (``resolve``, ``extract_embed``, ``label``, ``report``,
-    in that order) after ``seconds``; ``out_dir`` as in ``run_started``."""
+    """Event: a stage finished (``resolve``, ``extract_embed``, ``label``, ``report``, in order) after ``seconds``."""
 
 
 @hookspec
 def dissectkit_layer_labelled(layer_labels: LayerLabels, dissector: str, target: str, method: str) -> None:
-    """Event: one layer has been labelled by one method (``dissector``, ``target`` and ``method``
-    are the recipe's labels of those components)."""
+    """Event: one method labelled one layer of one target through one dissector (the recipe's labels)."""
 
 
 @hookspec

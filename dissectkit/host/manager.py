@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -22,7 +23,7 @@ import pluggy
 
 from dissectkit.base.errors import PluginError, did_you_mean
 from dissectkit.host import hookspecs
-from dissectkit.host.registry import Registry
+from dissectkit.host.registry import HOOK_OF_KIND, LegacyRegistry, Register, Registry
 
 ENTRY_POINT_GROUP = "dissectkit"
 BUILTIN_DISTRIBUTION = "dissectkit"
@@ -31,15 +32,8 @@ DISABLED = f"disabled by {DISABLE_ENV}"
 BUILTINS_ONLY_ENV = "DISSECTKIT_BUILTINS_ONLY"
 """Set to 1 to load the built-ins only, whatever is installed (test suites that must not see a
 user's plugins; a plugin under test is added with ``Host.add_plugin``)."""
-REGISTRATION_HOOKS = (
-    "dissectkit_register_dissectors",
-    "dissectkit_register_targets",
-    "dissectkit_register_probes",
-    "dissectkit_register_concept_sets",
-    "dissectkit_register_similarities",
-    "dissectkit_register_methods",
-    "dissectkit_register_reporters",
-)
+REGISTRATION_HOOKS = {hook: kind for kind, hook in HOOK_OF_KIND.items()}
+"""Registration hook -> the kind its ``register`` is bound to."""
 KNOWN_HOOKS = tuple(n for n in dir(hookspecs) if n.startswith("dissectkit_"))
 BUILTIN_PLUGINS = {
     "probes": "dissectkit.builtin.probes",
@@ -65,6 +59,8 @@ class PluginRecord:
     errors: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     disabled: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """Deprecated uses that still work (shown by ``dissectkit plugins``)."""
 
     @property
     def ok(self) -> bool:
@@ -185,12 +181,12 @@ class Host:
     def _register_components(self, record: PluginRecord, plugin: Any) -> None:
         """Call the plugin's registration hooks; on any problem roll back all it registered."""
         with self.registry.session(record.name, record.distribution) as session:
-            for hook_name in REGISTRATION_HOOKS:
+            for hook_name, kind in REGISTRATION_HOOKS.items():
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     if impl.plugin is not plugin:
                         continue
                     try:
-                        impl.function(registry=self.registry)
+                        impl.function(**self._registration_args(record, hook_name, kind, impl.argnames))
                     except Exception as exc:  # noqa: BLE001
                         session.problems.append(f"{hook_name} raised {_describe(exc)}")
         if session.problems:
@@ -199,6 +195,21 @@ class Host:
             record.errors.append("None of its components were registered.")
         else:
             record.components = sorted(f"{k}:{n}" for k, n in session.added)
+
+    def _registration_args(self, record: PluginRecord, hook: str, kind: str, argnames: tuple[str, ...]) -> dict[str, Any]:
+        """``register`` bound to the hook's kind; the former ``registry`` (restricted to that kind) with
+        a deprecation warning."""
+        args: dict[str, Any] = {}
+        if "register" in argnames:
+            args["register"] = Register(self.registry, kind)
+        if "registry" in argnames:
+            message = (f"Plugin '{record.name}' ({record.distribution}): {hook}(registry) is deprecated; take "
+                       f"`register` instead and call register(name, factory, ...) (docs/plugins.md). "
+                       f"`registry.add(kind, ...)` works for one more release.")
+            record.warnings.append(message)
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            args["registry"] = LegacyRegistry(self.registry, kind)
+        return args
 
     # -- in-process plugins (tests) ----------------------------------------------------------
     def add_plugin(self, plugin: Any, name: str | None = None, distribution: str = "in-process") -> PluginRecord:

@@ -1,4 +1,6 @@
-"""Shared machinery of the probe datasets: records, selection, image reading, fingerprints."""
+"""The file-probe base: probes over image files on disk (records, selection, image and mask reading,
+ids and a fingerprint of the files). Public as ``dissectkit.plugin.FileProbe``; every built-in dataset
+probe is one."""
 
 from __future__ import annotations
 
@@ -9,20 +11,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from dissectkit.base.context import BuildContext
+from dissectkit.base.contract import Probe
 from dissectkit.base.errors import DataError
 from dissectkit.base.params import Params
-from dissectkit.base.types import ProbeItem
+from dissectkit.base.types import MasksWhen, ProbeItem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
-class ProbeParams(Params):
+class FileProbeParams(Params):
     """Options every probe shares."""
 
     root: str
@@ -219,18 +222,22 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
     return out
 
 
-class BaseProbe:
+class FileProbe(Probe):
     """A list of :class:`Record` read lazily; missing files are skipped (or an error when strict).
 
     Each record's id is file-true (a path relative to the probe root, or the publisher's ids) and
     unique: repeats are suffixed by :func:`unique_ids` over the listing, before any selection."""
 
     name = "probe"
-    has_masks = False
+    has_masks: ClassVar[bool | MasksWhen] = False
+    """Whether items carry masks (``MasksWhen``: for some params): the probe's one declaration, which
+    its registration reads."""
 
-    def __init__(self, records: list[Record], params: ProbeParams, ctx: BuildContext, root: Path) -> None:
+    def __init__(self, records: list[Record], params: FileProbeParams, ctx: BuildContext, root: Path) -> None:
         self.root = root
         self.params = params
+        declared = type(self).has_masks
+        self.with_masks = declared(params) if isinstance(declared, MasksWhen) else bool(declared)
         self.skipped: list[tuple[str, str]] = []
         for r, rid in zip(records, unique_ids([r.id for r in records]), strict=True):
             r.id = rid
@@ -281,7 +288,7 @@ class BaseProbe:
     def _masks(self, r: Record, shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> dict | None:
         """Per-concept boolean masks at the full image size, then cut like the image when cropped."""
         if not r.masks:
-            return {} if self.has_masks else None
+            return {} if self.with_masks else None
         out: dict[str, np.ndarray] = {}
         for concept, sources in r.masks.items():
             mask = np.zeros(shape, dtype=bool)

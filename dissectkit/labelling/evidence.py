@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dissectkit.base.types import Concept
 
@@ -17,8 +17,6 @@ __all__ = [
     "Evidence",
     "LayerLabels",
     "SpatialBatch",
-    "Method",
-    "MethodBase",
     "concept_list",
 ]
 
@@ -207,28 +205,3 @@ class LayerLabels:
             neurons=[[(str(c), float(s)) for c, s in ranked] for ranked in data["neurons"]],
             reasons={int(k): str(v) for k, v in (data.get("reasons") or {}).items()},
         )
-
-
-class Method(Protocol):
-    """A labelling strategy.
-
-    ``needs_masks`` methods require ``evidence.spatial_maps``. Optional member ``uses_dissector``
-    (default ``True``, see :class:`MethodBase`): ``False`` when the labels do not depend on the
-    dissector (no image or text embeddings read, e.g. ``netdissect``), so the engine runs the method
-    once per (target, layer) instead of once per dissector. Read it with
-    :func:`dissectkit.host.contract.method_uses_dissector`.
-    """
-
-    name: str
-    needs_masks: bool
-
-    def label(self, evidence: Evidence) -> LayerLabels: ...
-
-
-class MethodBase:
-    """Declares the optional members of :class:`Method` with their defaults (built-in methods inherit it)."""
-
-    #: the method requires a probe with masks (``evidence.spatial_maps``)
-    needs_masks: bool = False
-    #: the labels depend on the dissector's embeddings; ``False``: run once per (target, layer)
-    uses_dissector: bool = True

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.base.context import BuildContext
+from dissectkit.base.contract import Dissector
 from dissectkit.base.errors import WeightsError
 
 
@@ -112,7 +113,7 @@ def batched_rows(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-class TorchDissectorBase:
+class TorchDissectorBase(Dissector):
     """Device handling shared by the dissectors: ``self.model`` (an ``nn.Module`` in eval mode)
     lives on ``self.device``; inputs are moved there; outputs are float32, L2-normalised.
 

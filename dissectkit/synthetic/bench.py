@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.host.contract import method_needs_masks
 from dissectkit.synthetic import vocab
 
 TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
@@ -89,7 +88,7 @@ def bench_recipes(n: int, seed: int, out_dir: Path, device: str, batch_size: int
             continue
         params = {"template": MAMMI_TEMPLATE} if spec.name == "mammi" else {}
         method = dk.create("method", spec.name, **params)
-        (masked if method_needs_masks(method) else free).append({"name": spec.name, "label": spec.name, "params": params})
+        (masked if method.needs_masks else free).append({"name": spec.name, "label": spec.name, "params": params})
     common = {
         "schema_version": 1,
         "dissectors": [{"name": d} for d in dissectors],

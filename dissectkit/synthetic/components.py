@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dissectkit.base.context import BuildContext
+from dissectkit.base.contract import Dissector, Target
 from dissectkit.base.types import LayerInfo
 from dissectkit.nn.layers import infer_layer_infos
 from dissectkit.synthetic import arch, models
@@ -23,7 +24,7 @@ def _weights_fingerprint(prefix: str, path: Any, ctx: BuildContext, *parts: str)
     return f"{prefix}:" + hashlib.sha256("|".join((h, *parts)).encode()).hexdigest()[:16]
 
 
-class SynthClip:
+class SynthClip(Dissector):
     """Image encoder + hashing-tokenizer text encoder trained contrastively on synthetic reports."""
 
     def __init__(self, weights: Any = None, ctx: BuildContext | None = None) -> None:
@@ -69,7 +70,7 @@ class SynthClip:
         return self._fingerprint
 
 
-class SynthEffnetTarget:
+class SynthEffnetTarget(Target):
     """A ``tinynet_e`` (timm EfficientNet) trained in the synthetic world; layers ``blocks.<i>``,
     ``conv_head``, ``classifier``. ``ground_truth("classifier")`` gives each output's concept."""
 

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from dissectkit.base.params import Params
 from dissectkit.base.weights import WeightsRef
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 
 LICENCE = "Apache-2.0 (first-party weights trained by `dissectkit synth train`)"
 
@@ -72,34 +73,34 @@ class SynthConceptParams(Params):
 
 
 @hookimpl
-def dissectkit_register_probes(registry: Any) -> None:
-    registry.add("probe", "synth-mammo", _make_probe, params=SynthMammoParams,
+def dissectkit_register_probes(register: Register) -> None:
+    register("synth-mammo", _make_probe, params=SynthMammoParams,
                  description="synthetic mammograms with per-finding masks, labels and reports (offline, ground truth)",
                  licence="Apache-2.0", has_masks=True)
 
 
 @hookimpl
-def dissectkit_register_dissectors(registry: Any) -> None:
-    registry.add("dissector", "synth-clip", _make_clip, params=ModelParams,
+def dissectkit_register_dissectors(register: Register) -> None:
+    register("synth-clip", _make_clip, params=ModelParams,
                  description="first-party CLIP trained on synthetic mammograms and their reports (offline)",
-                 licence=LICENCE, embed_dim=128)
+                 licence=LICENCE)
 
 
 @hookimpl
-def dissectkit_register_targets(registry: Any) -> None:
+def dissectkit_register_targets(register: Register) -> None:
     for name, what in (
         ("synth-effnet-concepts", "multi-label finding + composition classifier (known output-layer truth)"),
         ("synth-effnet-malignancy", "the concepts backbone fine-tuned for malignancy"),
         ("synth-effnet-general", "same architecture trained on synthetic shapes (general-data regime)"),
     ):
-        registry.add("target", name, _target_factory(name), params=ModelParams,
+        register(name, _target_factory(name), params=ModelParams,
                      description=f"tinynet_e (timm EfficientNet): {what}", licence=LICENCE,
                      layers=_target_layers(name))
 
 
 @hookimpl
-def dissectkit_register_concept_sets(registry: Any) -> None:
-    registry.add("concepts", "synth-mammo-concepts", _make_concepts, params=SynthConceptParams,
+def dissectkit_register_concept_sets(register: Register) -> None:
+    register("synth-mammo-concepts", _make_concepts, params=SynthConceptParams,
                  description="synthetic-world findings, their synonyms, BI-RADS terms and everyday distractors")
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from dissectkit.base.contract import Probe
 from dissectkit.base.types import ProbeItem
 from dissectkit.synthetic.generator import SynthMammoGenerator
 
@@ -17,13 +18,11 @@ def synth_id(seed: int, index: int) -> str:
     return f"synth-{seed}-{index:06d}"
 
 
-class SynthMammoProbe:
-    """``n`` synthetic mammograms; item ``i`` depends only on (seed, i). ``has_masks`` is true.
+class SynthMammoProbe(Probe):
+    """``n`` synthetic mammograms; item ``i`` depends only on (seed, i); every item has its masks.
 
     ``indices``: the generator items to serve, in this order (default ``range(n)``; ``n`` is then
     ignored) - e.g. the in-memory twin of a subset exported by ``dissectkit synth export``."""
-
-    has_masks = True
 
     def __init__(self, n: int = 1000, seed: int = 0, size: tuple[int, int] = (320, 192),
                  frequencies: dict[str, float] | None = None, label_noise: float = 0.05,

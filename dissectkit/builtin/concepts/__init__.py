@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from dissectkit.base.contract import ConceptSet
 from dissectkit.base.params import Params
 from dissectkit.base.types import Concept
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 
 
 class PathParams(Params):
@@ -38,7 +40,7 @@ class BundledParams(Params):
     distractors: bool = True
 
 
-class ConceptList:
+class ConceptList(ConceptSet):
     """A fixed list of :class:`Concept` with its source (for messages and fingerprints)."""
 
     def __init__(self, concepts: list[Concept], source: str) -> None:
@@ -94,17 +96,17 @@ def _bundled(name: str):
 
 
 @hookimpl
-def dissectkit_register_concept_sets(registry):
-    registry.add("concepts", "text", _text, params=PathParams,
+def dissectkit_register_concept_sets(register: Register) -> None:
+    register("text", _text, params=PathParams,
                  description="A text file, one concept per line.", licence=None)
-    registry.add("concepts", "table", _table, params=TableParams,
+    register("table", _table, params=TableParams,
                  description="CSV/YAML with concept, category, subcategory.", licence=None)
-    registry.add("concepts", "mcd-workbook", _workbook, params=WorkbookParams,
+    register("mcd-workbook", _workbook, params=WorkbookParams,
                  description="Excel workbook in the Mammo-CLIP Dissect layout (sheet = category).", licence=None)
-    registry.add("concepts", "mammo-birads", _bundled("mammo_birads"), params=BundledParams,
+    register("mammo-birads", _bundled("mammo_birads"), params=BundledParams,
                  description="BI-RADS mammography vocabulary, categorised, plus everyday distractor words.",
                  licence="Apache-2.0 (dissectkit)")
-    registry.add("concepts", "cxr-findings", _bundled("cxr_findings"), params=BundledParams,
+    register("cxr-findings", _bundled("cxr_findings"), params=BundledParams,
                  description="NIH ChestX-ray14 and CheXpert findings plus common report terms.",
                  licence="Apache-2.0 (dissectkit)")
 

@@ -12,8 +12,8 @@ from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import ComponentError, WeightsError
 from dissectkit.base.params import Params
 from dissectkit.base.weights import file_fingerprint
-from dissectkit.builtin.dissectors.common import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
 from dissectkit.imaging.raw import to_pil
+from dissectkit.nn.dissector_base import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 HF_CONFIG = "open_clip_config.json"

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from dissectkit.base.contract import Method
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import (
     apply_template,
@@ -16,9 +17,7 @@ from dissectkit.builtin.methods._common import (
     top_m_lists,
     unit_rows,
 )
-from dissectkit.builtin.similarities import _Similarity
-from dissectkit.host.contract import similarity_scores
-from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
+from dissectkit.labelling.evidence import Evidence, LayerLabels
 
 
 class ClipDissectParams(Params):
@@ -36,7 +35,7 @@ class ClipDissectParams(Params):
         return self
 
 
-class ClipDissect(MethodBase):
+class ClipDissect(Method):
     name = "clip-dissect"
 
     def __init__(self, params: ClipDissectParams, ctx: Any) -> None:
@@ -54,12 +53,7 @@ class ClipDissect(MethodBase):
         names = evidence.concept_texts
         T = encode(evidence, apply_template(self.params.template, names), device)
         V = unit_rows(V)
-        sim = self.similarity
-        if isinstance(sim, _Similarity):  # built-in: streams the activations
-            sim.layer = evidence.layer
-            S = sim.from_embeddings(V, T, A)
-        else:  # a third-party similarity takes materialised activations
-            S = similarity_scores(sim, V, T, A.materialise())
+        S = self.similarity.from_embeddings(V, T, A)  # every similarity streams the activations
         neurons = top_m_lists(S, names, self.params.top_m)
         reasons = blank_dead(neurons, A.dead)
         return LayerLabels(

@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import Field
 
+from dissectkit.base.contract import Method
 from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
-from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
+from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import ActivationStream
 
 
@@ -49,7 +50,7 @@ def mammi_scores(A, V, T, t0, percentile: float):
     return acc.float() @ D.T, sizes
 
 
-class Mammi(MethodBase):
+class Mammi(Method):
     name = "mammi"
 
     def __init__(self, params: MammiParams, ctx: Any) -> None:

@@ -18,17 +18,17 @@ from typing import Any
 
 from pydantic import Field
 
+from dissectkit.base.contract import Method
 from dissectkit.base.errors import DataError, EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
-from dissectkit.labelling.evidence import Evidence, LayerLabels, MethodBase
+from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
 _TOP_BYTES = 64  # per kept value of the running top-(m+1) merge: values, pixels, candidates, merge copies
-_MASK_PROBES = ("synth-mammo", "cbis-ddsm", "nih-cxr14", "csv (with a mask column)")
 
 
 class NetDissectParams(Params):
@@ -42,16 +42,12 @@ class NetDissectParams(Params):
 
 
 def _mask_probe_hint() -> str:
-    try:
-        from dissectkit.host.manager import get_host
+    from dissectkit.host.manager import get_host
 
-        names = [s.name for s in get_host().registry.list("probe") if s.metadata.get("has_masks")]
-    except Exception:  # noqa: BLE001 - only a hint
-        names = []
-    return ", ".join(dict.fromkeys([*names, *_MASK_PROBES]))
+    return ", ".join(get_host().registry.masked_probes()) or "(none installed)"
 
 
-class NetDissect(MethodBase):
+class NetDissect(Method):
     name = "netdissect"
     needs_masks = True
     uses_dissector = False  # reads only the spatial maps and the probe's masks

@@ -7,27 +7,28 @@ from dissectkit.builtin.probes.generic import CsvParams, CsvProbe, ImageFolderPa
 from dissectkit.builtin.probes.mammo import RsnaMammoProbe, RsnaParams, VindrMammoProbe, VindrParams
 from dissectkit.builtin.probes.nih import NihCxr14Probe, NihParams
 from dissectkit.host.hookspecs import hookimpl
+from dissectkit.host.registry import Register
 
 # The probe classes are their own factories: ``Probe(params, ctx)``. Their modules import no
 # heavy library at load time (pydicom and PIL load when an image is read).
 
 
 @hookimpl
-def dissectkit_register_probes(registry):
-    add = registry.add
-    add("probe", "image-folder", ImageFolderProbe, params=ImageFolderParams,
+def dissectkit_register_probes(register: Register) -> None:
+    add = register
+    add("image-folder", ImageFolderProbe, params=ImageFolderParams,
         description="Images in a folder; class sub-folders become the label 'class'.", licence=None)
-    add("probe", "csv", CsvProbe, params=CsvParams,
+    add("csv", CsvProbe, params=CsvParams,
         description="A CSV manifest: a path column, label columns and optional mask columns.", licence=None)
-    add("probe", "vindr-mammo", VindrMammoProbe, params=VindrParams,
+    add("vindr-mammo", VindrMammoProbe, params=VindrParams,
         description="VinDr-Mammo (PhysioNet DICOM layout or Mammo-CLIP PNG layout).",
         licence="PhysioNet Restricted Health Data License 1.5.0 (user download)")
-    add("probe", "rsna-mammo", RsnaMammoProbe, params=RsnaParams,
+    add("rsna-mammo", RsnaMammoProbe, params=RsnaParams,
         description="RSNA Screening Mammography (train.csv + train_images/<patient>/<image>.dcm).",
         licence="Kaggle competition rules (user download)")
-    add("probe", "cbis-ddsm", CbisDdsmProbe, params=CbisParams,
+    add("cbis-ddsm", CbisDdsmProbe, params=CbisParams,
         description="CBIS-DDSM full mammograms; ROI masks per BI-RADS concept.",
         licence="CC BY 3.0 (TCIA, user download)")
-    add("probe", "nih-cxr14", NihCxr14Probe, params=NihParams,
+    add("nih-cxr14", NihCxr14Probe, params=NihParams,
         description="NIH ChestX-ray14; bounding boxes as per-finding box masks.",
         licence="NIH Clinical Center terms (user download)")

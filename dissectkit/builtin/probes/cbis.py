@@ -13,7 +13,7 @@ from typing import Literal
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.files import BaseProbe, ProbeParams, Record, check_columns, read_csv
+from dissectkit.imaging.files import FileProbe, FileProbeParams, Record, check_columns, read_csv
 
 CBIS_TERMS = {
     "ILL_DEFINED": "ill-defined",
@@ -46,14 +46,14 @@ def cbis_concepts(value: str) -> list[str]:
     return out
 
 
-class CbisParams(ProbeParams):
+class CbisParams(FileProbeParams):
     """``split``: ``train`` / ``test``; ``abnormality``: ``mass``, ``calc`` or ``both``."""
 
     split: Literal["train", "test"] = "train"
     abnormality: Literal["mass", "calc", "both"] = "both"
 
 
-class CbisDdsmProbe(BaseProbe):
+class CbisDdsmProbe(FileProbe):
     name = "cbis-ddsm"
     has_masks = True
 

@@ -6,17 +6,18 @@ from pathlib import Path
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.files import IMAGE_SUFFIXES, BaseProbe, ProbeParams, Record, read_csv
+from dissectkit.base.types import MasksWhen
+from dissectkit.imaging.files import IMAGE_SUFFIXES, FileProbe, FileProbeParams, Record, read_csv
 
 
-class ImageFolderParams(ProbeParams):
+class ImageFolderParams(FileProbeParams):
     """``root``: images, optionally in class sub-folders (label ``class``). ``masks_root``: per-concept
     masks at ``<masks_root>/<concept>/<relative path without suffix>.png``."""
 
     masks_root: str | None = None
 
 
-class CsvParams(ProbeParams):
+class CsvParams(FileProbeParams):
     """``root``: the CSV file, or a folder holding it (``file``). Paths are relative to the CSV's folder
     (or ``images_root``). ``mask_columns``: columns holding mask files (concept = column name, or a
     mapping concept -> column)."""
@@ -29,15 +30,16 @@ class CsvParams(ProbeParams):
     id_column: str | None = None
 
 
-def _root(params: ProbeParams) -> Path:
+def _root(params: FileProbeParams) -> Path:
     root = Path(params.root).expanduser()
     if not root.exists():
         raise DataError(f"Probe root {root} does not exist. Check `root` in the probe params.")
     return root
 
 
-class ImageFolderProbe(BaseProbe):
+class ImageFolderProbe(FileProbe):
     name = "image-folder"
+    has_masks = MasksWhen("masks_root", lambda p: p.masks_root is not None)
 
     def __init__(self, params: ImageFolderParams, ctx: BuildContext) -> None:
         root = _root(params)
@@ -45,7 +47,6 @@ class ImageFolderProbe(BaseProbe):
         with_class = any(p.parent != root for p in files)
         masks_root = Path(params.masks_root).expanduser() if params.masks_root else None
         concepts = sorted(d.name for d in masks_root.iterdir() if d.is_dir()) if masks_root else []
-        self.has_masks = masks_root is not None
         records = []
         for p in files:
             rel = p.relative_to(root)
@@ -59,8 +60,9 @@ class ImageFolderProbe(BaseProbe):
         super().__init__(records, params, ctx, root)
 
 
-class CsvProbe(BaseProbe):
+class CsvProbe(FileProbe):
     name = "csv"
+    has_masks = MasksWhen("mask_columns", lambda p: bool(p.mask_columns))
 
     def __init__(self, params: CsvParams, ctx: BuildContext) -> None:
         root = _root(params)
@@ -81,7 +83,6 @@ class CsvProbe(BaseProbe):
         if label_cols is None:
             used = {params.path_column, params.id_column, *mask_map.values()}
             label_cols = [c for c in df.columns if c not in used]
-        self.has_masks = bool(mask_map)
         records = []
         for row in df.records():
             rel = row[params.path_column]

@@ -8,7 +8,8 @@ from typing import Literal
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.files import BaseProbe, ProbeParams, Record, read_csv
+from dissectkit.base.types import MasksWhen
+from dissectkit.imaging.files import FileProbe, FileProbeParams, Record, read_csv
 
 VINDR_FINDINGS = (
     "Mass",
@@ -27,7 +28,7 @@ FINDING_CSV = "finding_annotations.csv"
 MAMMO_CLIP_CSV = "vindr_detection_v1_folds.csv"
 
 
-class VindrParams(ProbeParams):
+class VindrParams(FileProbeParams):
     """``layout``: ``dicom`` (PhysioNet release), ``png`` (Mammo-CLIP's CSV + PNGs) or ``auto``.
     ``split``: ``training`` / ``test`` (``train`` accepted) or ``all``. ``images_root``: where the PNG
     folders are (default: ``root``, or ``root/images_png`` when that exists)."""
@@ -38,7 +39,7 @@ class VindrParams(ProbeParams):
     box_masks: bool = False
 
 
-class RsnaParams(ProbeParams):
+class RsnaParams(FileProbeParams):
     """``split``: ``train`` (train.csv + train_images/) or ``test`` (test.csv + test_images/)."""
 
     split: Literal["train", "test"] = "train"
@@ -80,8 +81,9 @@ def _categories(text: str) -> list[str]:
     return [text] if text else []
 
 
-class VindrMammoProbe(BaseProbe):
+class VindrMammoProbe(FileProbe):
     name = "vindr-mammo"
+    has_masks = MasksWhen("box_masks: true", lambda p: p.box_masks)
 
     def __init__(self, params: VindrParams, ctx: BuildContext) -> None:
         root = Path(params.root).expanduser()
@@ -96,7 +98,6 @@ class VindrMammoProbe(BaseProbe):
         split = _split_name(params.split)
         if params.box_masks and layout != "dicom":
             raise DataError("vindr-mammo: box_masks needs the PhysioNet DICOM layout (original pixel coordinates).")
-        self.has_masks = params.box_masks
         records = self._dicom(root, split, params.box_masks) if layout == "dicom" else self._png(root, split, params)
         super().__init__(records, params, ctx, root)
 
@@ -179,7 +180,7 @@ def _truthy(value: str) -> bool:
         return str(value).strip().lower() in ("true", "yes")
 
 
-class RsnaMammoProbe(BaseProbe):
+class RsnaMammoProbe(FileProbe):
     name = "rsna-mammo"
 
     def __init__(self, params: RsnaParams, ctx: BuildContext) -> None:

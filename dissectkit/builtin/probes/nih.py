@@ -7,7 +7,7 @@ from typing import Literal
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.files import BaseProbe, ProbeParams, Record, check_columns, read_csv
+from dissectkit.imaging.files import FileProbe, FileProbeParams, Record, check_columns, read_csv
 
 # The 14 findings in the dataset's label order (also the densenet121-cxr output order).
 NIH_FINDINGS = (
@@ -35,7 +35,7 @@ def finding_text(name: str) -> str:
     return name.replace("_", " ").lower()
 
 
-class NihParams(ProbeParams):
+class NihParams(FileProbeParams):
     """``split``: ``train_val`` / ``test`` (the official lists) or ``all``; ``with_boxes_only``: keep the
     images that have bounding boxes (984 in the release)."""
 
@@ -43,7 +43,7 @@ class NihParams(ProbeParams):
     with_boxes_only: bool = False
 
 
-class NihCxr14Probe(BaseProbe):
+class NihCxr14Probe(FileProbe):
     name = "nih-cxr14"
     has_masks = True
 
