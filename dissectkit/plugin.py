@@ -1,45 +1,52 @@
 """The public plugin API: everything a plugin imports from dissectkit, in one module.
 
-``docs/plugins.md`` documents it (hooks, a complete example per component kind, the ``ctx``
-fields, the reporter's view of a run). Names here are stable; modules elsewhere are private::
+``docs/plugins.md`` is its reference (every hook, kind, member and registration field). Names here
+are stable; every other module of dissectkit is private and may change::
 
-    from dissectkit.plugin import hookimpl, Params, Registry, Concept
+    from dissectkit.plugin import ConceptSet, Concept, Register, hookimpl
+
+    class MyWords(ConceptSet):
+        concepts = [Concept("mass", "finding")]
 
     @hookimpl
-    def dissectkit_register_concept_sets(registry: Registry) -> None:
-        registry.add("concepts", "my-words", lambda params, ctx: MyWords(), description="...")
+    def dissectkit_register_concept_sets(register: Register) -> None:
+        register("my-words", lambda params, ctx: MyWords(), description="...")
 
 Groups:
 
-- hooks: ``hookimpl`` (mark an implementation), ``hookspec``, ``PROJECT``;
-- registry: ``Registry``, ``ComponentSpec``, ``Params``, ``NoParams``, ``KINDS``, ``BuildContext``;
-- protocols (required members): ``Dissector``, ``Target``, ``Probe``, ``ConceptSet``, ``Similarity``,
-  ``Method``, ``Reporter``; optional members with their defaults: ``DissectorDefaults``,
-  ``TargetDefaults``, ``ProbeDefaults``, ``SimilarityDefaults``, ``MethodDefaults``,
-  ``ReporterDefaults``; the readers (one per rule): ``probe_ids``, ``probe_has_masks``,
-  ``probe_skipped``, ``target_ground_truth``, ``target_mask_aligner``, ``similarity_scores``,
-  ``method_needs_masks``, ``method_uses_dissector``, ``reporter_card_request``,
-  ``dissector_input_size``, ``move_to``; ``CardRequest`` (what a reporter shows per neuron);
+- hooks: ``hookimpl``, ``hookspec``, ``PROJECT``;
+- registering: ``Register`` (what a registration hook receives), ``ComponentSpec``, ``MasksWhen``,
+  ``Params``, ``NoParams``, ``KINDS``, ``BuildContext`` (the ``ctx`` of factories);
+- the seven kinds, one base class each (required members, optional members with defaults):
+  ``Dissector``, ``Target``, ``Probe``, ``ConceptSet``, ``Similarity``, ``Method``, ``Reporter``;
+  ``adapt`` (a duck-typed object as its kind's base class);
 - data: ``Concept``, ``LayerInfo``, ``ProbeItem``, ``Evidence``, ``SpatialBatch``, ``LayerLabels``,
-  ``concept_list``; what a reporter receives: ``RunResult``, ``LabelSet`` (and ``LayerLabels``);
-  ``layer_threshold(layer_labels)`` (a layer's similarity threshold: mean top-1 score of its labels);
+  ``NO_CONCEPT_REASONS``, ``concept_list``, ``ActivationStream``; what reporters and event hooks
+  receive: ``RunResult``, ``LabelSet``, ``Recipe``; ``layer_threshold``; ``CardRequest``;
 - errors: ``DissectkitError`` and its subclasses, ``did_you_mean``;
-- weights: ``WeightsRef``, ``resolve_weights``, ``fetch_command``, ``file_fingerprint``,
-  ``load_checkpoint``, ``extract_state_dict``, ``load_state_dict_strict``;
+- weights: ``WeightsRef``, ``as_weights_ref``, ``resolve_weights``, ``fetch_command``,
+  ``file_fingerprint``, ``load_checkpoint``, ``extract_state_dict``, ``load_state_dict_strict``;
+- images (the raw-image contract of ``docs/data.md``): ``read_image``, ``as_array``, ``to_unit_float``,
+  ``minmax_unit``, ``to_uint8``, ``to_pil``, ``gray_or_rgb``, ``warn_if_flat``; Mammo-CLIP's PNG
+  conversion: ``mammo_clip_png``, ``resize_area``;
+- file probes: ``FileProbe``, ``FileProbeParams``, ``Record``, ``read_csv``, ``read_mask``,
+  ``box_mask``, ``unique_ids``, ``IMAGE_SUFFIXES``;
+- models: ``Capture`` (forward capture of named layers), ``first_tensor``, ``info_from_shape``,
+  ``infer_layer_infos``;
 - dissector helpers (imported on first use): ``TorchDissectorBase``, ``digest``, ``l2_normalize``,
   ``load_tokenizer``, ``hf_offline``, ``hub_fetch_hint``, ``bert_config_from_state_dict``,
   ``sub_state_dict``, ``batched_rows``.
-
-``RunResult``'s live accessors (``activations``, ``image_embeddings``, ``spatial_maps``) are being
-reworked into data; its other fields are stable (see ``docs/plugins.md``).
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from dissectkit.base.context import BuildContext
+from dissectkit.base.contract import ConceptSet, Dissector, Method, Probe, Reporter, Similarity, Target, adapt
 from dissectkit.base.errors import (
     ComponentError,
     DataError,
@@ -52,7 +59,7 @@ from dissectkit.base.errors import (
     did_you_mean,
 )
 from dissectkit.base.params import NoParams, Params
-from dissectkit.base.types import Concept, LayerInfo, ProbeItem
+from dissectkit.base.types import Concept, LayerInfo, MasksWhen, ProbeItem
 from dissectkit.base.weights import (
     WeightsRef,
     extract_state_dict,
@@ -61,37 +68,44 @@ from dissectkit.base.weights import (
     load_checkpoint,
     load_state_dict_strict,
 )
+from dissectkit.base.weights import as_ref as as_weights_ref
 from dissectkit.base.weights import resolve as resolve_weights
-from dissectkit.host.contract import (
-    ConceptSet,
-    Dissector,
-    DissectorDefaults,
-    Method,
-    MethodDefaults,
-    Probe,
-    ProbeDefaults,
-    Reporter,
-    ReporterDefaults,
-    Similarity,
-    SimilarityDefaults,
-    Target,
-    TargetDefaults,
-    dissector_input_size,
-    method_needs_masks,
-    method_uses_dissector,
-    move_to,
-    probe_has_masks,
-    probe_ids,
-    probe_skipped,
-    reporter_card_request,
-    similarity_scores,
-    target_ground_truth,
-    target_mask_aligner,
-)
 from dissectkit.host.hookspecs import PROJECT, hookimpl, hookspec
-from dissectkit.host.registry import KINDS, ComponentSpec, Registry
-from dissectkit.labelling.evidence import Evidence, LayerLabels, SpatialBatch, concept_list
+from dissectkit.host.recipe import Recipe
+from dissectkit.host.registry import KINDS, ComponentSpec, Register, Registry
+from dissectkit.imaging.files import (
+    IMAGE_SUFFIXES,
+    FileProbe,
+    FileProbeParams,
+    Record,
+    box_mask,
+    read_csv,
+    read_mask,
+    unique_ids,
+)
+from dissectkit.imaging.mammo_png import convert as mammo_clip_png
+from dissectkit.imaging.mammo_png import resize_area
+from dissectkit.imaging.raw import (
+    as_array,
+    gray_or_rgb,
+    minmax_unit,
+    read_image,
+    to_pil,
+    to_uint8,
+    to_unit_float,
+    warn_if_flat,
+)
+from dissectkit.labelling.evidence import (
+    NO_CONCEPT_REASONS,
+    Evidence,
+    LayerLabels,
+    SpatialBatch,
+    concept_list,
+)
 from dissectkit.labelling.measures import layer_threshold
+from dissectkit.labelling.streaming import ActivationStream
+from dissectkit.nn.capture import Capture, first_tensor
+from dissectkit.nn.layers import infer_layer_infos, info_from_shape
 from dissectkit.results.cards import CardRequest
 from dissectkit.results.run_result import LabelSet, RunResult
 
@@ -107,10 +121,37 @@ _DISSECTOR_HELPERS = (
     "sub_state_dict",
 )
 
+_DEPRECATED_ALIASES: dict[str, type] = {
+    "DissectorDefaults": Dissector,
+    "TargetDefaults": Target,
+    "ProbeDefaults": Probe,
+    "SimilarityDefaults": Similarity,
+    "MethodDefaults": Method,
+    "ReporterDefaults": Reporter,
+}
+"""The former optional-member classes: now the kinds' base classes (removed in the next release)."""
+
+_DEPRECATED_READERS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "probe_ids": ("probe.ids()", lambda p: [str(i) for i in adapt("probe", p).ids()]),
+    "probe_skipped": ("probe.skipped", lambda p: list(adapt("probe", p).skipped)),
+    "target_ground_truth": ("target.ground_truth(layer)", lambda t, layer: adapt("target", t).ground_truth(layer)),
+    "target_mask_aligner": ("target.preprocess_mask", lambda t: adapt("target", t).preprocess_mask),
+    "similarity_scores": ("sim.from_embeddings(I, T, A)", lambda s, i, t, a: adapt("similarity", s).from_embeddings(i, t, a)),
+    "method_needs_masks": ("method.needs_masks", lambda m: bool(adapt("method", m).needs_masks)),
+    "method_uses_dissector": ("method.uses_dissector", lambda m: bool(adapt("method", m).uses_dissector)),
+    "reporter_card_request": ("reporter.card_request", lambda r: adapt("reporter", r).card_request),
+}
+"""The former reader functions (one per optional member), for one release: read the member of the
+adapted component instead."""
+
 __all__ = [
+    "IMAGE_SUFFIXES",
     "KINDS",
+    "NO_CONCEPT_REASONS",
     "PROJECT",
+    "ActivationStream",
     "BuildContext",
+    "Capture",
     "CardRequest",
     "ComponentError",
     "ComponentSpec",
@@ -118,62 +159,80 @@ __all__ = [
     "ConceptSet",
     "DataError",
     "Dissector",
-    "DissectorDefaults",
     "DissectkitError",
     "Evidence",
     "EvidenceError",
+    "FileProbe",
+    "FileProbeParams",
     "LabelSet",
     "LayerError",
     "LayerInfo",
     "LayerLabels",
+    "MasksWhen",
     "Method",
-    "MethodDefaults",
     "NoParams",
     "Params",
     "PluginError",
     "Probe",
-    "ProbeDefaults",
     "ProbeItem",
+    "Recipe",
     "RecipeError",
+    "Record",
+    "Register",
     "Registry",
     "Reporter",
-    "ReporterDefaults",
     "RunResult",
     "Similarity",
-    "SimilarityDefaults",
     "SpatialBatch",
     "Target",
-    "TargetDefaults",
     "WeightsError",
     "WeightsRef",
+    "adapt",
+    "as_array",
+    "as_weights_ref",
+    "box_mask",
     "concept_list",
     "did_you_mean",
-    "dissector_input_size",
     "extract_state_dict",
     "fetch_command",
     "file_fingerprint",
+    "first_tensor",
+    "gray_or_rgb",
     "hookimpl",
     "hookspec",
+    "infer_layer_infos",
+    "info_from_shape",
     "layer_threshold",
     "load_checkpoint",
     "load_state_dict_strict",
-    "method_needs_masks",
-    "method_uses_dissector",
-    "move_to",
-    "probe_has_masks",
-    "probe_ids",
-    "probe_skipped",
-    "reporter_card_request",
+    "mammo_clip_png",
+    "minmax_unit",
+    "read_csv",
+    "read_image",
+    "read_mask",
+    "resize_area",
     "resolve_weights",
-    "similarity_scores",
-    "target_ground_truth",
-    "target_mask_aligner",
+    "to_pil",
+    "to_uint8",
+    "to_unit_float",
+    "unique_ids",
+    "warn_if_flat",
     *_DISSECTOR_HELPERS,
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """The dissector helpers load on first use (their module is shared with the built-ins)."""
+    """The dissector helpers load on first use (they import torch); deprecated names warn."""
     if name in _DISSECTOR_HELPERS:
-        return getattr(importlib.import_module("dissectkit.builtin.dissectors.common"), name)
+        return getattr(importlib.import_module("dissectkit.nn.dissector_base"), name)
+    if name in _DEPRECATED_ALIASES:
+        base = _DEPRECATED_ALIASES[name]
+        warnings.warn(f"dissectkit.plugin.{name} is deprecated: subclass dissectkit.plugin.{base.__name__}, "
+                      "the kind's base class, which declares the same optional members.", DeprecationWarning, stacklevel=2)
+        return base
+    if name in _DEPRECATED_READERS:
+        member, reader = _DEPRECATED_READERS[name]
+        warnings.warn(f"dissectkit.plugin.{name} is deprecated: read {member} of the component "
+                      "(components built by the host are adapted to their kind's base class).", DeprecationWarning, stacklevel=2)
+        return reader
     raise AttributeError(f"module 'dissectkit.plugin' has no attribute {name!r}")

@@ -29,12 +29,33 @@ HOOKS = {
 CHECKS = {
     "dissector": ("check_dissector", 'check_dissector(dk.create("dissector", "__NAME__-dissector"))'),
     "target": ("check_target", 'check_target(dk.create("target", "__NAME__-target"))'),
-    "probe": ("check_probe", 'assert check_probe(dk.create("probe", "__NAME__-probe", n=8))["with_masks"] == 8'),
+    "probe": ("check_probe", 'images, masks = write_png_folder(tmp_path, n=8)\n'
+              '    probe = dk.create("probe", "__NAME__-probe", root=str(images), masks=str(masks))\n'
+              '    assert check_probe(probe, has_masks=True)["with_masks"] == 8\n'
+              '    assert check_probe(dk.create("probe", "__NAME__-probe", root=str(images)))["with_masks"] == 0'),
     "concepts": ("check_concepts", 'assert check_concepts(dk.create("concepts", "__NAME__-concepts", words=["a", "b"]))["n"] == 2'),
     "similarity": ("check_similarity", 'check_similarity(dk.create("similarity", "__NAME__-similarity"))'),
     "method": ("check_method", 'check_method(dk.create("method", "__NAME__-method"))'),
     "reporter": ("check_reporter", 'check_reporter(dk.create("reporter", "__NAME__-reporter"), tmp_path)'),
 }
+PNG_FOLDER = '''def write_png_folder(root, n):
+    """``n`` grey PNGs (a bright disc on noise) and their masks in ``masks/disc/``."""
+    import numpy as np
+    from PIL import Image
+
+    images, masks = root / "images", root / "masks" / "disc"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :48]
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        cy, cx = rng.integers(12, 36, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 64
+        image = (rng.random((48, 48)) * 80).astype(np.uint8)
+        image[disc] = 220
+        Image.fromarray(image).save(images / f"case_{i:03d}.png")
+        Image.fromarray(disc.astype(np.uint8) * 255).save(masks / f"case_{i:03d}.png")
+    return images, root / "masks"'''
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 
@@ -94,16 +115,16 @@ def _plugin_module(kinds: list[str]) -> str:
         "",
         "from __future__ import annotations",
         "",
-        "from dissectkit.plugin import Registry, hookimpl",
+        "from dissectkit.plugin import Register, hookimpl",
     ]
     for kind in kinds:
         lines += [
             "", "",
             "@hookimpl",
-            f"def {HOOKS[kind]}(registry: Registry) -> None:",
-            f"    from .{kind} import register",
+            f"def {HOOKS[kind]}(register: Register) -> None:",
+            f"    from .{kind} import add_to",
             "",
-            "    register(registry)",
+            "    add_to(register)",
         ]
     return "\n".join(lines) + "\n"
 
@@ -124,8 +145,10 @@ def _tests(kinds: list[str]) -> str:
         "    assert record.ok, record.error",
         f"    assert sorted(record.components) == {sorted(f'{k}:__NAME__-{k}' for k in kinds)!r}",
     ]
+    if "probe" in kinds:
+        lines += ["", "", *PNG_FOLDER.splitlines()]
     for kind in kinds:
-        arg = ", tmp_path" if kind == "reporter" else ""
+        arg = ", tmp_path" if kind in ("reporter", "probe") else ""
         lines += [
             "", "",
             f"def test_{kind}(dissectkit_plugin{arg}):",

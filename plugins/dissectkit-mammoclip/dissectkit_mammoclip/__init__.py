@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-from dissectkit.host.hookspecs import hookimpl
+from dissectkit.plugin import Register, hookimpl
 
 LICENCE = "Mammo-CLIP weights: CC BY-NC-SA 4.0 (non-commercial)"
 
 
 @hookimpl
-def dissectkit_register_dissectors(registry):
+def dissectkit_register_dissectors(register: Register) -> None:
     from .dissector import MammoClipParams, make_mammo_clip
 
-    registry.add(
-        "dissector", "mammo-clip", make_mammo_clip, params=MammoClipParams,
+    register(
+        "mammo-clip", make_mammo_clip, params=MammoClipParams,
         description="Mammo-CLIP (EfficientNet-B2/B5 + Bio_ClinicalBERT) from its released checkpoint",
         licence=LICENCE,
     )
 
 
 @hookimpl
-def dissectkit_register_targets(registry):
+def dissectkit_register_targets(register: Register) -> None:
     from .targets import ClassifierParams, ImageEncoderParams, make_classifier, make_image_encoder
 
-    registry.add(
-        "target", "mammo-clip-image-encoder", make_image_encoder, params=ImageEncoderParams,
+    register(
+        "mammo-clip-image-encoder", make_image_encoder, params=ImageEncoderParams,
         description="The image encoder of a Mammo-CLIP pretrained checkpoint (layers image_encoder._blocks.<i>)",
         licence=LICENCE,
     )
-    registry.add(
-        "target", "mammo-clip-classifier", make_classifier, params=ClassifierParams,
+    register(
+        "mammo-clip-classifier", make_classifier, params=ClassifierParams,
         description="A fine-tuned Mammo-CLIP classifier (EfficientNet + linear head; n_class from the head)",
         licence=LICENCE,
     )

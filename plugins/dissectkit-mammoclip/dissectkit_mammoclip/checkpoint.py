@@ -7,9 +7,15 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from dissectkit.base.context import BuildContext
-from dissectkit.base.weights import WeightsRef, as_ref, extract_state_dict, load_checkpoint, resolve
-from dissectkit.host.registry import Params
+from dissectkit.plugin import (
+    BuildContext,
+    Params,
+    WeightsRef,
+    as_weights_ref,
+    extract_state_dict,
+    load_checkpoint,
+    resolve_weights,
+)
 
 
 class WeightsParams(Params):
@@ -45,7 +51,7 @@ class WeightsParams(Params):
 
 def read(params: WeightsParams, ctx: BuildContext, what: str, path: Path | None = None) -> tuple[Path, dict[str, Any], Any]:
     """(local path, state dict, the container's ``config`` or None). Optimizer state is dropped."""
-    path = path or resolve(params.weights, ctx, what=what)
+    path = path or resolve_weights(params.weights, ctx, what=what)
     obj = load_checkpoint(path, trust=params.trust_checkpoint, what=f"{what} {path.name}")
     config = obj.get("config") if isinstance(obj, dict) else None
     sd = extract_state_dict(obj, what=f"{what} {path}")
@@ -54,5 +60,5 @@ def read(params: WeightsParams, ctx: BuildContext, what: str, path: Path | None 
 
 
 def file_name(params: WeightsParams) -> str:
-    ref = as_ref(params.weights)
+    ref = as_weights_ref(params.weights)
     return str(getattr(ref, "path", None) or getattr(ref, "file", None) or getattr(ref, "url", ""))

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import WeightsError
-from dissectkit.base.weights import file_fingerprint, load_state_dict_strict, resolve
-from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
+from dissectkit.plugin import (
+    BuildContext,
+    TorchDissectorBase,
+    WeightsError,
+    digest,
+    file_fingerprint,
+    load_state_dict_strict,
+    load_tokenizer,
+    resolve_weights,
+)
 
 from . import checkpoint, model
 
@@ -50,7 +56,7 @@ class MammoClipDissector(TorchDissectorBase):
         """Resolve the checkpoint and the tokenizer, reporting every missing one at once."""
         errors, path, tokenizer = [], None, None
         try:
-            path = resolve(params.weights, ctx, what="Mammo-CLIP checkpoint")
+            path = resolve_weights(params.weights, ctx, what="Mammo-CLIP checkpoint")
         except WeightsError as exc:
             errors.append(str(exc))
         try:

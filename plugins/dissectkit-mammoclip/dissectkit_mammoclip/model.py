@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import WeightsError
-from dissectkit.imaging.raw import as_array, gray_or_rgb, warn_if_flat
+from dissectkit.plugin import WeightsError, as_array, gray_or_rgb, warn_if_flat
 
 # The published normalisation: mean as written in the released config, std to its 17 digits.
 MEAN, STD = 0.3089279, 0.25053555408335154
@@ -136,11 +135,11 @@ def preprocess_mammogram(image: Any, size: tuple[int, int], conversion: str = "n
     ``(x - 0.3089279) / 0.25053555408335154``."""
     import torch
 
-    from dissectkit.imaging.mammo_png import convert, resize_area
+    from dissectkit.plugin import mammo_clip_png, resize_area
 
     arr = as_array(image)
     if conversion == "mammo-clip":
-        arr = convert(arr, size=size)
+        arr = mammo_clip_png(arr, size=size)
     arr = arr.astype(np.float32)  # grey stays one channel until the end: the same min and max as its RGB
     lo, hi = float(arr.min()), float(arr.max())
     if hi > lo:
@@ -160,7 +159,7 @@ def block_layer_infos(variant: str, size: tuple[int, int], prefix: str = IMG):
     """``LayerInfo`` of every ``_blocks.<i>`` computed on the meta device: no weights, no memory."""
     import torch
 
-    from dissectkit.nn.layers import info_from_shape
+    from dissectkit.plugin import info_from_shape
 
     with torch.device("meta"):
         net = build_efficientnet(variant)

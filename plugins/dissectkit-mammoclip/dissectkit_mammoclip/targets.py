@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import WeightsError
-from dissectkit.base.types import LayerInfo
-from dissectkit.base.weights import file_fingerprint, load_state_dict_strict, resolve
-from dissectkit.plugin import digest
+from dissectkit.plugin import (
+    BuildContext,
+    LayerInfo,
+    Target,
+    WeightsError,
+    digest,
+    file_fingerprint,
+    load_state_dict_strict,
+    resolve_weights,
+)
 
 from . import checkpoint, model
 
@@ -55,7 +60,7 @@ def _build_module(variant: str, sd: dict[str, Any], head: bool):
     return MammoEffNet()
 
 
-class MammoEffNetTarget:
+class MammoEffNetTarget(Target):
     """A lazily loaded Mammo-CLIP EfficientNet (``module`` reads the weights on first access)."""
 
     def __init__(self, params: checkpoint.WeightsParams, ctx: BuildContext, head: bool) -> None:
@@ -121,7 +126,7 @@ class MammoEffNetTarget:
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            path = resolve(self.params.weights, self.ctx, what=self.what)
+            path = resolve_weights(self.params.weights, self.ctx, what=self.what)
             self._fingerprint = digest(
                 "mammo-clip-target", self.head, file_fingerprint(path, self.ctx), self.image_size, model.MEAN, model.STD,
                 *((self.params.conversion,) if self.params.conversion != "none" else ()),

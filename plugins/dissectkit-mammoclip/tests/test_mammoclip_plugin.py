@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import dissectkit as dk
-from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.plugin import BuildContext, ComponentError, WeightsError
 from dissectkit.testing import check_dissector, check_target, write_wordpiece_tokenizer
 
 MEAN, STD = 0.3089279, 0.25053555408335154  # the published constants, to the last digit
@@ -358,8 +357,7 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
     from PIL import Image
 
     from dissectkit.cli.commands.data import convert_tree
-    from dissectkit.imaging.dicom import read_dicom
-    from dissectkit.imaging.raw import read_image
+    from dissectkit.plugin import mammo_clip_png, read_image
 
     stored = phantom()
     path = write_mono1(tmp_path / "dcm" / "m.dcm", stored)
@@ -368,10 +366,8 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
     kw = dict(_ctx=setup["ctx"], weights=str(setup["path"]), trust_checkpoint=True, conversion="mammo-clip")
     target = dk.create("target", "mammo-clip-image-encoder", **kw)
     dis = dk.create("dissector", "mammo-clip", tokenizer=str(setup["tok"]), **kw)
-    raw = read_dicom(path, apply_voi=False)
-    from dissectkit.imaging.mammo_png import convert
-
-    np.testing.assert_array_equal(convert(raw), png)  # the same PNG, bit for bit, from the probe's image
+    raw = read_image(path, apply_voi=False)
+    np.testing.assert_array_equal(mammo_clip_png(raw), png)  # the same PNG, bit for bit, from the probe's image
     for model in (target, dis):
         got = model.preprocess(raw)
         assert tuple(got.shape) == (3, 1520, 912)
@@ -387,15 +383,15 @@ def test_mammo_clip_conversion_matches_the_published_description(setup, tmp_path
     assert torch.allclose(plain.preprocess(read_image(tmp_path / "png" / "m.png")), want, rtol=0, atol=1e-6)
     assert plain.fingerprint() != target.fingerprint()
     # with the VOI window applied the input differs: the conversion is defined on the stored pixels
-    assert float((target.preprocess(read_dicom(path)) - want).abs().max()) > 0.1
+    assert float((target.preprocess(read_image(path)) - want).abs().max()) > 0.1
 
 
 def test_8bit_and_12bit_dicom_give_the_same_input(setup, tmp_path):
-    from dissectkit.imaging.dicom import read_dicom
+    from dissectkit.plugin import read_image
 
     a8 = np.random.default_rng(3).integers(20, 250, SIZE).astype(np.uint8)
     px = np.rint(a8 * (4095 / 255)).astype(np.uint16)
-    a12 = read_dicom(write_mono1(tmp_path / "a.dcm", 4095 - px), apply_voi=False)  # MONOCHROME1: inverted back
+    a12 = read_image(write_mono1(tmp_path / "a.dcm", 4095 - px), apply_voi=False)  # MONOCHROME1: inverted back
     kw = dict(_ctx=setup["ctx"], weights=str(setup["path"]), trust_checkpoint=True, image_size=list(SIZE))
     for model in (setup["dis"], dk.create("target", "mammo-clip-image-encoder", **kw),
                   dk.create("target", "mammo-clip-classifier", n_class=2, **kw)):

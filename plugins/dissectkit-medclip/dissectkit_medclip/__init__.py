@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dissectkit.host.hookspecs import hookimpl
+from dissectkit.plugin import Register, hookimpl
 
 
 @hookimpl
-def dissectkit_register_dissectors(registry):
+def dissectkit_register_dissectors(register: Register) -> None:
     from .dissector import MedClipParams, make_medclip
 
-    registry.add(
-        "dissector", "medclip", make_medclip, params=MedClipParams,
+    register(
+        "medclip", make_medclip, params=MedClipParams,
         description="MedCLIP (Swin-tiny or ResNet-50 + Bio_ClinicalBERT) from its pytorch_model.bin",
         licence="MedCLIP weights: see the MedCLIP repository (research use)",
     )

@@ -7,18 +7,20 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import WeightsError
-from dissectkit.base.weights import (
+from dissectkit.plugin import (
+    BuildContext,
+    Params,
+    TorchDissectorBase,
+    WeightsError,
     WeightsRef,
+    digest,
     extract_state_dict,
     file_fingerprint,
     load_checkpoint,
     load_state_dict_strict,
-    resolve,
+    load_tokenizer,
+    resolve_weights,
 )
-from dissectkit.host.registry import Params
-from dissectkit.plugin import TorchDissectorBase, digest, load_tokenizer
 
 from . import model
 
@@ -55,7 +57,7 @@ def weights_file(path: Path) -> Path:
 
 class MedClipDissector(TorchDissectorBase):
     def __init__(self, params: MedClipParams, ctx: BuildContext) -> None:
-        path = weights_file(resolve(params.weights, ctx, what="MedCLIP weights"))
+        path = weights_file(resolve_weights(params.weights, ctx, what="MedCLIP weights"))
         what = f"MedCLIP weights {path}"
         sd = extract_state_dict(load_checkpoint(path, trust=params.trust_checkpoint, what=what), what=what)
         sd = model.modernize_swin_keys(sd)

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import WeightsError
-from dissectkit.imaging.raw import to_pil
+from dissectkit.plugin import WeightsError, to_pil
 
 MEAN, STD = 0.5862786, 0.2795009
 SIZE = 224

@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 import dissectkit as dk
-from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import WeightsError
+from dissectkit.plugin import BuildContext, WeightsError
 from dissectkit.testing import check_dissector, write_wordpiece_tokenizer
 
 MEAN, STD = 0.5862786, 0.2795009
@@ -174,7 +173,7 @@ def test_8bit_and_12bit_dicom_give_the_same_input(env, tmp_path):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from dissectkit.imaging.dicom import read_dicom
+    from dissectkit.plugin import read_image
 
     a8 = np.random.default_rng(4).integers(0, 256, (90, 70)).astype(np.uint8)
     px = np.rint(a8 * (4095 / 255)).astype(np.uint16)
@@ -187,5 +186,5 @@ def test_8bit_and_12bit_dicom_give_the_same_input(env, tmp_path):
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.PixelData = 16, 12, 11, 0, px.tobytes()
     ds.save_as(str(tmp_path / "a.dcm"), enforce_file_format=True)
     dis = env["dis"]
-    assert torch.equal(dis.preprocess(read_dicom(tmp_path / "a.dcm")), dis.preprocess(a8))
+    assert torch.equal(dis.preprocess(read_image(tmp_path / "a.dcm")), dis.preprocess(a8))
     assert float((dis.preprocess(px) - dis.preprocess(a8)).abs().max()) > 1.0
