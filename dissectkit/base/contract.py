@@ -50,7 +50,7 @@ class _KindMeta(type):
         if super().__instancecheck__(obj):
             return True
         required: tuple[str, ...] | None = cls.__dict__.get("required")
-        return required is not None and not missing_members(cls, obj)
+        return required is not None and isinstance(cls, type) and not missing_members(cls, obj)  # type: ignore[arg-type]
 
 
 class ComponentBase(metaclass=_KindMeta):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.errors import WeightsError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class _Ref(BaseModel):
@@ -144,7 +147,7 @@ def go_offline(ctx: BuildContext) -> None:
 
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
-        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
 
 
 def _resolve_hub(ref: HubRef, ctx: BuildContext, what: str) -> Path:
@@ -220,7 +223,7 @@ def file_fingerprint(path: Path, ctx: BuildContext | None = None) -> str:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode() + b"\0")
         with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
+            while chunk := fh.read(1 << 22):
                 h.update(chunk)
     digest = h.hexdigest()
     try:
@@ -275,7 +278,7 @@ def extract_state_dict(obj: Any, what: str = "checkpoint") -> dict[str, Any]:
     return sd
 
 
-def load_state_dict_strict(module, state_dict: dict[str, Any], what: str = "checkpoint", ignore: tuple[str, ...] = ()) -> None:
+def load_state_dict_strict(module: nn.Module, state_dict: dict[str, Any], what: str = "checkpoint", ignore: tuple[str, ...] = ()) -> None:
     """``load_state_dict(strict=True)`` with a readable report of missing, unexpected and mis-shaped keys."""
     state_dict = {k: v for k, v in state_dict.items() if not any(k.endswith(s) for s in ignore)}
     own = module.state_dict()

@@ -6,6 +6,7 @@ kind (:class:`Register`); the registry itself is the host's."""
 
 from __future__ import annotations
 
+import builtins
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -221,11 +222,11 @@ class Registry:
             (s for s in self._specs.values() if kind is None or s.kind == kind), key=lambda s: (KINDS.index(s.kind), s.name)
         )
 
-    def masked_probes(self) -> list[str]:
+    def masked_probes(self) -> builtins.list[str]:
         """The probes whose registration declares masks, for hints (``name`` or ``name (with ...)``)."""
         return [s.name if s.masks == "yes" else f"{s.name} ({s.masks})" for s in self.list("probe") if s.masks != "no"]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         return [s.name for s in self.list(kind)]
 
     def get(self, kind: str, name: str) -> ComponentSpec:

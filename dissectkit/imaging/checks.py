@@ -65,7 +65,7 @@ def _first_warning() -> bool:
         return first
     with flag.get_lock():
         first, flag.value = flag.value == 0, 1
-    return first
+    return bool(first)
 
 
 def warn_if_flat(unit: np.ndarray, model: str) -> None:

@@ -72,7 +72,8 @@ def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return mask
     rows = np.minimum((np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int), mask.shape[0] - 1)
     cols = np.minimum((np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int), mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]]
+    out: np.ndarray = mask[rows[:, None], cols[None, :]]
+    return out
 
 
 def box_mask(shape: tuple[int, int], box: Sequence[float]) -> np.ndarray:
@@ -285,7 +286,7 @@ class FileProbe(Probe):
             image = arr[box[0] : box[1], box[2] : box[3]]
         return ProbeItem(image, r.id, dict(r.labels), self._masks(r, shape, box), r.report)
 
-    def _masks(self, r: Record, shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> dict | None:
+    def _masks(self, r: Record, shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> dict[str, np.ndarray] | None:
         """Per-concept boolean masks at the full image size, then cut like the image when cropped."""
         if not r.masks:
             return {} if self.with_masks else None
@@ -320,5 +321,5 @@ class FileProbe(Probe):
 
 def _shape(image: Any) -> tuple[int, int]:
     if isinstance(image, np.ndarray):
-        return image.shape[:2]
-    return (image.height, image.width)
+        return int(image.shape[0]), int(image.shape[1])
+    return int(image.height), int(image.width)

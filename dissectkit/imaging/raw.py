@@ -19,20 +19,21 @@ published preprocessing scales each image by its own min and max). :func:`read_i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.checks import (  # noqa: F401 - part of the raw-image contract
-    ALMOST_CONSTANT,
-    MAX_PIXELS,
-    MIN_SIDE,
-    check_size,
-    note_source,
-    reset_warnings,
-    warn_if_flat,
-)
+from dissectkit.imaging.checks import ALMOST_CONSTANT as ALMOST_CONSTANT
+from dissectkit.imaging.checks import MAX_PIXELS as MAX_PIXELS
+from dissectkit.imaging.checks import MIN_SIDE as MIN_SIDE
+from dissectkit.imaging.checks import check_size as check_size
+from dissectkit.imaging.checks import note_source as note_source
+from dissectkit.imaging.checks import reset_warnings as reset_warnings
+from dissectkit.imaging.checks import warn_if_flat as warn_if_flat
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 SUPPORTED = "a PIL image or a numpy array HxW / HxWxC (C = 1, 3 or 4) of uint8, uint16, bool or float"
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -130,7 +131,7 @@ def to_uint8(image: Any, model: str | None = None) -> np.ndarray:
     return np.round(to_unit_float(arr, model) * 255.0).astype(np.uint8)
 
 
-def to_pil(image: Any, mode: str = "RGB", model: str | None = None):
+def to_pil(image: Any, mode: str = "RGB", model: str | None = None) -> PILImage:
     """A PIL image in ``mode`` (``"RGB"`` or ``"L"``) of the display range (16-bit / float -> 8 bits).
     RGB -> L uses PIL's ITU-R 601 luma; L -> RGB repeats the grey."""
     from PIL import Image
@@ -224,7 +225,7 @@ def read_image(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
             ) from None
 
 
-def display_image(image: Any, keep_grey: bool = False):
+def display_image(image: Any, keep_grey: bool = False) -> PILImage:
     """A PIL image for display: RGB, or ``L`` for a single-channel image when ``keep_grey`` (a third
     of the work for thumbnails); 16-bit and float data are min-max stretched (e.g. 12-bit DICOM)."""
     arr = as_array(image)

@@ -10,14 +10,17 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Dissector
 from dissectkit.base.errors import WeightsError
 
+if TYPE_CHECKING:
+    import torch
 
-def l2_normalize(x):
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit L2 norm, computed in float32."""
     import torch
 
@@ -52,7 +55,7 @@ def hub_fetch_hint(repo: str, file: str | None = None) -> str:
     return fetch_command(HubRef(hf=repo, file=file))
 
 
-def load_tokenizer(name_or_dir: str, ctx: BuildContext, what: str = "tokenizer"):
+def load_tokenizer(name_or_dir: str, ctx: BuildContext, what: str = "tokenizer") -> Any:
     """``AutoTokenizer`` from a local directory or a hub id; offline -> local cache only."""
     from transformers import AutoTokenizer
 
@@ -76,7 +79,7 @@ def load_tokenizer(name_or_dir: str, ctx: BuildContext, what: str = "tokenizer")
         ) from None
 
 
-def bert_config_from_state_dict(sd: dict[str, Any], prefix: str = ""):
+def bert_config_from_state_dict(sd: dict[str, Any], prefix: str = "") -> Any:
     """A ``BertConfig`` whose shapes match the BertModel weights under ``prefix`` (hidden, layers,
     heads = hidden/64, intermediate, vocab, max positions, token types)."""
     from transformers import BertConfig
@@ -131,14 +134,14 @@ class TorchDissectorBase(Dissector):
         self.device = str(device)
         return self
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
 
         if self.amp and self.device.startswith("cuda"):
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def encode_images(self, images):
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` preprocessed images -> ``[B, D]`` unit vectors."""
         import torch
 
@@ -146,7 +149,7 @@ class TorchDissectorBase(Dissector):
             feats = self._image_features(images.to(self.device, non_blocking=True))
         return l2_normalize(feats)
 
-    def encode_texts(self, texts: list[str]):
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Strings -> ``[n, D]`` unit vectors (encoded in chunks of ``text_batch_size``)."""
         import torch
 
@@ -159,8 +162,8 @@ class TorchDissectorBase(Dissector):
                 out.append(l2_normalize(self._text_features(texts[rows])))
         return torch.cat(out)
 
-    def _image_features(self, images):  # pragma: no cover - abstract
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _text_features(self, texts: list[str]):  # pragma: no cover - abstract
+    def _text_features(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
