@@ -23,6 +23,7 @@ from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolv
 from dissectkit.engine.rundir import RunDir, note_run
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
 from dissectkit.host.recipe import Recipe
+from dissectkit.imaging.checks import reset_warnings
 from dissectkit.results.evidence import build_run_evidence
 from dissectkit.results.run_result import LABELS, MANIFEST, RunResult
 from dissectkit.study import run_study
@@ -66,6 +67,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
     timer = _Timer()
     hook = get_host().pm.hook
     final = Path(out_dir) if out_dir else recipe.output_dir
+    reset_warnings()  # a new run: the raw-image warnings may be given again
     with timer.stage("resolve"):
         ctx = build_context(recipe, local_rank=world.local_rank if world.distributed else None)
         if world.is_main:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from dissectkit.base.errors import DataError, WeightsError
 from dissectkit.base.types import LayerInfo
-from dissectkit.base.weights import HubRef, PathRef, UrlRef
+from dissectkit.base.weights import PathRef
+from dissectkit.engine.preflight import weights_refs
+from dissectkit.engine.resolve import build_context
 from dissectkit.host.contract import check_masks_available
-from dissectkit.host.recipe import Recipe, TargetRef, _recipe_path, component_refs, validate_components
+from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
 from dissectkit.host.registry import KINDS
 
 
 def validation_context(recipe: Recipe) -> Any:
     """The build context of ``validate`` / ``layers``: nothing runs on a device, so ``device: auto``
     is not resolved (that would import torch) and stays ``cpu``."""
-    from dissectkit.engine import build_context
-
     if recipe.runtime.device != "auto":
         return build_context(recipe)
     runtime = recipe.runtime.model_copy(update={"device": "cpu"})
@@ -37,19 +35,6 @@ def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[
     if callable(layers_fn):
         return list(layers_fn(params, ctx))
     return list(spec.build(params, ctx).layers())
-
-
-def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef | HubRef | UrlRef]]:
-    """Every weights ref in a component's validated params, with its field path."""
-    if isinstance(params, PathRef | HubRef | UrlRef):
-        return [(path, params)]
-    if isinstance(params, BaseModel):
-        return [hit for name in type(params).model_fields for hit in weights_refs(getattr(params, name), f"{path}.{name}")]
-    if isinstance(params, dict):
-        return [hit for k, v in params.items() for hit in weights_refs(v, f"{path}.{k}")]
-    if isinstance(params, list | tuple):
-        return [hit for i, v in enumerate(params) for hit in weights_refs(v, f"{path}[{i}]")]
-    return []
 
 
 def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
@@ -89,7 +74,7 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     for kind, path, ref in component_refs(recipe):
         if kind not in ("dissector", "target"):
             continue
-        where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
+        where = f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))})"
         warnings += [f"{where}: {line}" for line in missing_weights(registry.get(kind, ref.name), validated[id(ref)], ctx)]
         if kind == "target":
             try:
@@ -105,7 +90,7 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         try:
             obj = registry.get(kind, ref.name).build(validated[id(ref)], ctx)
         except (WeightsError, DataError) as exc:
-            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))}): {exc}")
+            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))}): {exc}")
             continue
         if kind == "probe":
             probe = obj

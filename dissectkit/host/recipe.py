@@ -394,7 +394,7 @@ def component_refs(recipe: Recipe) -> list[tuple[str, tuple, ComponentRef]]:
     return refs
 
 
-def _recipe_path(recipe: Recipe, path: tuple) -> tuple:
+def recipe_path(recipe: Recipe, path: tuple) -> tuple:
     """Map a normalised path (``dissectors.0``) back to what the file says (``dissector``)."""
     plural_single = {"dissectors": "dissector", "targets": "target", "methods": "method"}
     if path and path[0] in plural_single and (path[0], path[1]) not in recipe._positions:
@@ -409,7 +409,7 @@ def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     problems: list[str] = []
     validated: dict[int, Any] = {}
     for kind, path, ref in component_refs(recipe):
-        where = recipe.position(*_recipe_path(recipe, path))
+        where = recipe.position(*recipe_path(recipe, path))
         try:
             spec = registry.get(kind, ref.name)
             validated[id(ref)] = spec.validate(ref.params, where=f"{kind}")
