@@ -92,7 +92,7 @@ from dissectkit.host.hookspecs import PROJECT, hookimpl, hookspec
 from dissectkit.host.registry import KINDS, ComponentSpec, Registry
 from dissectkit.labelling.evidence import Evidence, LayerLabels, SpatialBatch, concept_list
 from dissectkit.labelling.measures import layer_threshold
-from dissectkit.results.cards import CardRequest
+from dissectkit.report.cards import CardRequest
 from dissectkit.results.run_result import LabelSet, RunResult
 
 _DISSECTOR_HELPERS = (

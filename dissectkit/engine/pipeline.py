@@ -13,12 +13,12 @@ from typing import Any
 
 from dissectkit.base.errors import DissectkitError
 from dissectkit.engine.cache import Cache
-from dissectkit.engine.card_collector import settle_cards
 from dissectkit.engine.distributed import World, world_from_env
 from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extraction
 from dissectkit.engine.label import label_all
 from dissectkit.engine.outputs import make_run_result, manifest, run_stats, write_json, write_outputs
 from dissectkit.engine.preflight import preflight
+from dissectkit.engine.reporting import Watch
 from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolve
 from dissectkit.engine.rundir import RunDir, note_run
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
@@ -92,7 +92,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             with timer.stage("label"):
                 label_sets, measures = label_all(res, ex, cache, bar, world)
                 evidence = build_run_evidence(ex.acts, ex.embeds, res.probe, {t: s.instance for t, s in res.targets.items()},
-                                              res.ctx.device, ex.skipped, cards=ex.cards) if world.is_main else None
+                                              res.ctx.device, ex.skipped, ex.observations) if world.is_main else None
         processes = {"world_size": world.size, "threads": threads}
         stats = run_stats(res, ex, timer.timings, processes)
         result = make_run_result(res, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats, evidence)
@@ -114,13 +114,15 @@ def _stage_finished(hook: Any, timer: _Timer, stage: str, out_dir: Path) -> None
 
 
 def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extraction:
-    """This rank's share of the cached pass; then, with every rank done, the whole extraction."""
-    ex = extract_and_embed(res, cache, progress, world)
+    """This rank's share of the cached pass (watched by the reporters' pass observers); then, with
+    every rank done, the whole extraction."""
+    watch = Watch.for_run(res, world)
+    ex = extract_and_embed(res, cache, progress, world, watch)
     world.barrier()
     computed = sum(world.all_gather(ex.computed_chunks))
     ex = finish_extraction(ex, res.ctx.strict_data)
     ex.computed_chunks = computed
-    ex.cards = settle_cards(res, cache, ex, world)
+    ex.observations = watch.settle(cache, ex)
     return ex
 
 
