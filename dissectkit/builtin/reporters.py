@@ -1,4 +1,5 @@
-"""Built-in reporters: ``csv``, ``json``, ``parquet`` (one row per neuron) and ``html`` (the report)."""
+"""Built-in reporters: ``csv``, ``json``, ``parquet`` (one row per neuron), ``html`` (the report)
+and ``study`` (the Mammo-CLIP Dissect study, docs/study.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.report.html import HtmlOptions as HtmlParams
 from dissectkit.results.evidence import TOP_IMAGES
+from dissectkit.study import FOLDER, PAGE, PAGE_TITLE, StudyParams
 
 if TYPE_CHECKING:
     from dissectkit.report.cards import CardCollector
@@ -55,10 +57,30 @@ class HtmlReporter:
         p = self.params
         return CardCollector.for_plan(CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards), plan)
 
+    def pages(self, run_result: Any) -> dict[str, str]:
+        from dissectkit.report.html import REPORT
+
+        return {"HTML report": REPORT}
+
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.report.html import write_html_report
 
         return write_html_report(run_result, Path(out_dir), self.params)
+
+
+@dataclass
+class StudyReporter:
+    """Writes ``study/``: the Mammo-CLIP Dissect study's tables, figures and page."""
+
+    params: StudyParams
+
+    def pages(self, run_result: Any) -> dict[str, str]:
+        return {PAGE_TITLE: f"{FOLDER}/{PAGE}"}
+
+    def write(self, run_result: Any, out_dir: Path) -> Path:
+        from dissectkit.study import write_study
+
+        return write_study(run_result, out_dir, self.params)
 
 
 def _table(fmt: str):
@@ -72,6 +94,10 @@ def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
     return HtmlReporter(params)
 
 
+def _study(params: StudyParams, ctx: Any) -> StudyReporter:
+    return StudyReporter(params)
+
+
 @hookimpl
 def dissectkit_register_reporters(registry):
     registry.add("reporter", "csv", _table("csv"), params=TableParams,
@@ -82,3 +108,5 @@ def dissectkit_register_reporters(registry):
                  description="neurons.parquet: one tidy table (pyarrow) for pandas/polars")
     registry.add("reporter", "html", _html, params=HtmlParams,
                  description="report.html: offline report with neuron cards, heatmaps and plots")
+    registry.add("reporter", "study", _study, params=StudyParams,
+                 description="study/: the Mammo-CLIP Dissect study (thresholds, categories, shifts, underrepresented concepts)")

@@ -18,7 +18,7 @@ from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extr
 from dissectkit.engine.label import label_all
 from dissectkit.engine.outputs import make_run_result, manifest, run_stats, write_json, write_outputs
 from dissectkit.engine.preflight import preflight
-from dissectkit.engine.reporting import Watch
+from dissectkit.engine.reporting import Watch, reporter_pages
 from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolve
 from dissectkit.engine.rundir import RunDir, note_run
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
@@ -26,7 +26,6 @@ from dissectkit.host.recipe import Recipe
 from dissectkit.imaging.checks import reset_warnings
 from dissectkit.results.evidence import build_run_evidence
 from dissectkit.results.run_result import LABELS, MANIFEST, RunResult
-from dissectkit.study import run_study
 
 
 class _Timer:
@@ -98,11 +97,11 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
         result = make_run_result(res, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats, evidence)
         if stage is not None:
             _stage_finished(hook, timer, "label", final)
+            result.pages = reporter_pages(res, result)
             write_outputs(result, recipe)
             with timer.stage("report"):
                 report(res, result, stage, final)
             _stage_finished(hook, timer, "report", final)
-            study(result, stage, final)
             write_json(out / MANIFEST, manifest(result))
             result.out_dir = stage.commit()
             hook.dissectkit_run_finished(run_result=result)
@@ -139,15 +138,9 @@ def _keeping_labels(result: RunResult, stage: RunDir, what: str, saved: str) -> 
         raise DissectkitError(f"{what} failed: {type(exc).__name__}: {exc}. {saved}") from exc
 
 
-def study(result: RunResult, stage: RunDir, final: Path) -> None:
-    """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
-    with _keeping_labels(result, stage, "The study analysis", f"The labels and reports are saved in {final}."):
-        run_study(result)
-
-
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
-    """Every reporter writes into the staged run directory; a reporter's failure keeps the finished
-    labels (the directory is committed) and names the reporter."""
+    """Every reporter writes into the staged run directory, in the recipe's order; a reporter's
+    failure keeps the finished labels and reports (the directory is committed) and names it."""
     for name, reporter in res.reporters.items():
         with _keeping_labels(result, stage, f"Reporter '{name}'", f"The labels are already saved in {final / LABELS}."):
             reporter.write(result, stage.staging)

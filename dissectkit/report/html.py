@@ -188,20 +188,12 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
         "threshold_plot": threshold_plot, "live": visuals.live, "opts": opts,
         "n_images": len(run.probe_ids), "n_concepts": len(run.concepts),
         "recipe_summary": _recipe_summary(run.recipe),
-        "study_page": _study_page(run),
+        "pages": {title: href for title, href in run.pages.items() if href != REPORT},
     }
     if split:
         for view in views:
             render("layer_page.html.j2", out_dir / view.page, view=view, ls=run.label_sets[view.label_set], **context)
     return render("report.html.j2", out_dir / REPORT, **context)
-
-
-def _study_page(run: Any) -> str | None:
-    """The study page's link when the recipe has a ``study:`` section (it is written after the reporters)."""
-    from dissectkit.study import FOLDER
-    from dissectkit.study.page import PAGE
-
-    return f"{FOLDER}/{PAGE}" if (run.recipe or {}).get("study") is not None else None
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:
