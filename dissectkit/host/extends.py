@@ -125,7 +125,8 @@ class _Merger:
     (list items move: an extending item ``j`` merged into base item ``i``)."""
 
     def __init__(self, base_pos: Positions, over_pos: Positions) -> None:
-        self.base_pos, self.over_pos, self.pos = base_pos, over_pos, {}
+        self.base_pos, self.over_pos = base_pos, over_pos
+        self.pos: Positions = {}
 
     def keep(self, positions: Positions, src: tuple, dst: tuple) -> None:
         """Copy the positions at and under ``src`` to ``dst``."""

@@ -193,7 +193,8 @@ class CardCollector:
         from dissectkit.nn.layers import spatial_output
 
         maps = spatial_output(out)
-        size = pooled_size(*maps.shape[-2:], self.request.map_side)
+        h, w = maps.shape[-2:]
+        size = pooled_size(h, w, self.request.map_side)
 
         def cut(units: np.ndarray, positions: np.ndarray) -> np.ndarray:
             if len(units) == 0:
