@@ -22,7 +22,8 @@ Groups:
   ``adapt`` (a duck-typed object as its kind's base class);
 - data: ``Concept``, ``LayerInfo``, ``ProbeItem``, ``Evidence``, ``SpatialBatch``, ``LayerLabels``,
   ``NO_CONCEPT_REASONS``, ``concept_list``, ``ActivationStream``; what reporters and event hooks
-  receive: ``RunResult``, ``LabelSet``, ``Recipe``; ``layer_threshold``; ``CardRequest``;
+  receive: ``RunResult``, ``LabelSet``, ``Recipe``; ``layer_threshold``; what a reporter may watch of
+  the run's pass: ``PassPlan``, ``PassObserver``, ``Observation``;
 - errors: ``DissectkitError`` and its subclasses, ``did_you_mean``;
 - weights: ``WeightsRef``, ``as_weights_ref``, ``resolve_weights``, ``fetch_command``,
   ``file_fingerprint``, ``load_checkpoint``, ``extract_state_dict``, ``load_state_dict_strict``;
@@ -106,7 +107,7 @@ from dissectkit.labelling.measures import layer_threshold
 from dissectkit.labelling.streaming import ActivationStream
 from dissectkit.nn.capture import Capture, first_tensor
 from dissectkit.nn.layers import infer_layer_infos, info_from_shape
-from dissectkit.results.cards import CardRequest
+from dissectkit.results.observe import Observation, PassObserver, PassPlan
 from dissectkit.results.run_result import LabelSet, RunResult
 
 _DISSECTOR_HELPERS = (
@@ -139,7 +140,6 @@ _DEPRECATED_READERS: dict[str, tuple[str, Callable[..., Any]]] = {
     "similarity_scores": ("sim.from_embeddings(I, T, A)", lambda s, i, t, a: adapt("similarity", s).from_embeddings(i, t, a)),
     "method_needs_masks": ("method.needs_masks", lambda m: bool(adapt("method", m).needs_masks)),
     "method_uses_dissector": ("method.uses_dissector", lambda m: bool(adapt("method", m).uses_dissector)),
-    "reporter_card_request": ("reporter.card_request", lambda r: adapt("reporter", r).card_request),
 }
 """The former reader functions (one per optional member), for one release: read the member of the
 adapted component instead."""
@@ -152,7 +152,6 @@ __all__ = [
     "ActivationStream",
     "BuildContext",
     "Capture",
-    "CardRequest",
     "ComponentError",
     "ComponentSpec",
     "Concept",
@@ -171,7 +170,10 @@ __all__ = [
     "MasksWhen",
     "Method",
     "NoParams",
+    "Observation",
     "Params",
+    "PassObserver",
+    "PassPlan",
     "PluginError",
     "Probe",
     "ProbeItem",

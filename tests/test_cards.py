@@ -1,5 +1,6 @@
-"""Card evidence: the pass keeps the thumbnails and heatmaps of the report's top images, so the
-report neither reads those images again nor runs the target; what it lacks is recomputed."""
+"""Card evidence: the html reporter's pass observer keeps the thumbnails and heatmaps of the report's
+top images, so the report neither reads those images again nor runs the target; what it lacks is
+recomputed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 import dissectkit as dk
-from dissectkit.report.html import HtmlOptions, _cards
+from dissectkit.report import cards as report_cards
+from dissectkit.report.cards import CardEvidence
+from dissectkit.report.html import HtmlOptions, card_units
 from dissectkit.report.visuals import MAX_MAP_SIDE, Visuals
 from dissectkit.results.evidence import RunningTop
 
@@ -46,7 +49,7 @@ class CountingProbe:
 def _visuals(run, folder: Path) -> Visuals:
     opts = HtmlOptions(top_images=N_SHOWN, threads=1)
     visuals = Visuals(run, folder, opts)
-    visuals.prepare(_cards(run, opts))
+    visuals.prepare(card_units(run, opts))
     return visuals
 
 
@@ -90,8 +93,8 @@ def test_running_top_payload_follows_every_kept_pair():
 
 def test_the_pass_keeps_the_shown_thumbnails_and_maps(qs_run):
     run = qs_run
-    cards = run.evidence.cards
-    assert cards is not None and cards.serves(112, MAX_MAP_SIDE)
+    cards = run.evidence.observations["html"]
+    assert isinstance(cards, CardEvidence) and cards.serves(112, MAX_MAP_SIDE)
     kinds = {info.name: info.kind for info in run.layer_infos[TARGET]}
     for layer, rows in run.top_images[TARGET].items():
         kept = cards.layers[(TARGET, layer)]
@@ -122,11 +125,11 @@ def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
     try:
         with_cards = _visuals(run, tmp_path / "a" / "report_files")
         assert counting.reads == 0
-        cards, run.evidence.cards = run.evidence.cards, None
+        cards = run.evidence.observations.pop("html")
         try:
             recomputed = _visuals(run, tmp_path / "b" / "report_files")
         finally:
-            run.evidence.cards = cards
+            run.evidence.observations["html"] = cards
         shown = {i for key in with_cards.layers for row in with_cards.layers[key].indices for i in row}
         assert counting.reads == len(shown) > 0
     finally:
@@ -148,10 +151,9 @@ def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
 
 
 def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypatch):
-    from dissectkit.engine import card_collector as engine_cards
-    monkeypatch.setattr(engine_cards, "CARD_SLOT_BUDGET", 200)  # blocks.1 (80 pairs) and classifier (100) only
+    monkeypatch.setattr(report_cards, "CARD_SLOT_BUDGET", 200)  # blocks.1 (80 pairs) and classifier (100) only
     run = _quickstart(tmp_path)
-    kept = run.evidence.cards.layers
+    kept = run.evidence.observations["html"].layers
     assert (TARGET, "blocks.5") not in kept and {(TARGET, "blocks.1"), (TARGET, "classifier")} <= set(kept)
     visuals = _visuals(run, tmp_path / "report_files")
     heat = visuals.layers[(TARGET, "blocks.5")].heat
@@ -163,11 +165,13 @@ def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypat
 
 def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplog):
     first = _quickstart(tmp_path)
-    saved = sorted((tmp_path / "cache" / "cards").glob("*/cards.npz"))
+    saved = sorted((tmp_path / "cache" / "observed").glob("*/observation"))
     assert len(saved) == 1
+    with np.load(saved[0], allow_pickle=False) as data:  # plain arrays: no pickles
+        assert "index" in data.files
     again = _quickstart(tmp_path, "method={name: clip-dissect, params: {similarity: cos}}")
-    assert again.stats["chunks"]["computed"] == 0 and again.evidence.cards is not None
-    a, b = first.evidence.cards, again.evidence.cards
+    assert again.stats["chunks"]["computed"] == 0 and "html" in again.evidence.observations
+    a, b = first.evidence.observations["html"], again.evidence.observations["html"]
     assert a.request == b.request and set(a.thumbnails) == set(b.thumbnails) and set(a.layers) == set(b.layers)
     for row, thumb in a.thumbnails.items():
         other = b.thumbnails[row]
@@ -183,15 +187,16 @@ def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplo
     # a damaged file is only a lost head start: the report reads the images again
     saved[0].write_bytes(b"not an npz")
     third = _quickstart(tmp_path)
-    assert third.evidence.cards is None and "Ignoring the cached report images" in caplog.text
+    assert third.evidence.observations == {} and "Ignoring the cached observation" in caplog.text
+    assert "reporter 'html'" in caplog.text
     assert (tmp_path / "out" / "report.html").is_file()
 
 
 def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, monkeypatch):
-    from dissectkit.engine import card_collector as engine_cards
-    monkeypatch.setattr(engine_cards, "THUMBNAILS_PER_SLOT", 0)  # as if the probe were far larger than the cards
+    monkeypatch.setattr(report_cards, "THUMBNAILS_PER_SLOT", 0)  # as if the probe were far larger than the cards
     run = _quickstart(tmp_path)
-    assert run.evidence.cards.thumbnails == {} and run.evidence.cards.layers[(TARGET, "blocks.5")].maps is not None
+    cards = run.evidence.observations["html"]
+    assert cards.thumbnails == {} and cards.layers[(TARGET, "blocks.5")].maps is not None
     counting = CountingProbe(run.evidence.probe)
     run.evidence.probe = counting
     forwards = []
@@ -206,7 +211,7 @@ def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, 
 
 def test_no_html_reporter_keeps_nothing(tmp_path):
     run = _quickstart(tmp_path, "output.reporters=[csv]")
-    assert run.evidence.cards is None
+    assert run.evidence.observations == {}
 
 
 def test_the_plot_process_draws_the_files_the_parent_would(tmp_path, monkeypatch):

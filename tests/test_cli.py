@@ -278,14 +278,15 @@ def test_fetch_downloads_and_verifies_into_the_cache(tmp_path, capsys):
 
 
 def test_a_failing_study_keeps_the_finished_labels(tmp_path, tiny_openclip_dir, image_root, concepts_file, capsys, monkeypatch):
-    from dissectkit.engine import pipeline
+    import dissectkit.study
 
-    def broken(_result):
+    def broken(*_args):
         raise ValueError("figure backend exploded")
 
-    monkeypatch.setattr(pipeline, "run_study", broken)
+    monkeypatch.setattr(dissectkit.study, "write_study", broken)
     recipe = tiny_recipe(tmp_path, tiny_openclip_dir, image_root, concepts_file)
-    assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert main(["run", str(recipe), "-q", "-s", f"runtime.cache_dir={tmp_path / 'cache'}", "-s", "output.reporters=[csv, study]"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
-    assert "study analysis failed" in err and "figure backend exploded" in err
+    assert "Reporter 'study' failed" in err and "figure backend exploded" in err
     assert (tmp_path / "out" / "labels.json").is_file()  # the run directory was committed, not discarded
+    assert (tmp_path / "out" / "neurons.csv").is_file()  # with the reports written before it

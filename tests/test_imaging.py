@@ -111,11 +111,9 @@ def test_dicom_without_suffix_is_detected(tmp_path):
 
 
 def test_almost_constant_warning_once_per_run_naming_the_file(tmp_path, caplog):
-    from dissectkit.host.manager import get_host
-
     flat = _png(tmp_path / "flat.png", np.full((8, 8), 1000, np.uint16))
     fine = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
-    get_host().pm.hook.dissectkit_run_started(recipe=None, out_dir=tmp_path)  # a run starts (engine.run)
+    imaging.reset_warnings()  # a run starts (engine.run resets them)
     with caplog.at_level(logging.WARNING, logger="dissectkit.imaging.raw"):
         to_pil(fine, model="target timm")
         assert not caplog.records

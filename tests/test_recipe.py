@@ -9,7 +9,8 @@ import pytest
 
 import dissectkit as dk
 from dissectkit.base.errors import RecipeError
-from dissectkit.host.recipe import deep_merge, parse_override
+from dissectkit.host.extends import merge
+from dissectkit.host.recipe import parse_override
 
 BASE = """\
 dissector: {name: open-clip, params: {model: ViT-B-32}}
@@ -119,8 +120,51 @@ def test_override_needs_equals_sign():
         parse_override("runtime.batch_size")
 
 
-def test_deep_merge_replaces_lists_and_merges_maps():
-    assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2], "d": 3}}) == {"a": {"b": 1, "c": [2], "d": 3}}
+def test_merge_maps_key_by_key_lists_replace_and_null_removes():
+    data, _ = merge({"a": {"b": 1, "c": [1], "e": 5}}, {"a": {"c": [2], "d": 3, "e": None}})
+    assert data == {"a": {"b": 1, "c": [2], "d": 3}}
+
+
+def test_extends_merges_params_only_into_the_same_component(tmp_path):
+    write(tmp_path, "base.yaml", BASE.replace("method: clip-dissect", "method: {name: clip-dissect, params: {top_m: 7}}"))
+    other = write(tmp_path, "other.yaml", """\
+        extends: base.yaml
+        dissector: {name: hf-clip}
+        method: {name: mammi, params: {top_n: 3}}
+    """)
+    rec = dk.load_recipe(other)
+    assert rec.dissectors[0].params == {} and rec.methods[0].params == {"top_n": 3}  # no ViT-B-32, no top_m
+    assert rec.probe.params == {"root": "data/images"}  # not named: the base's probe, key by key
+    same = write(tmp_path, "same.yaml", "extends: base.yaml\nmethod: {name: clip-dissect, params: {template: 'a {}'}}\n")
+    assert dk.load_recipe(same).methods[0].params == {"top_m": 7, "template": "a {}"}
+
+
+def test_extends_component_lists_follow_the_extending_recipe(tmp_path):
+    write(tmp_path, "base.yaml", BASE.replace("method: clip-dissect", textwrap.dedent("""\
+        methods:
+          - {name: clip-dissect, params: {top_m: 7}}
+          - {name: mammi, params: {top_n: 2}}
+          - {name: clip-dissect, label: wide, params: {top_m: 20}}
+        output: {reporters: [{name: csv, params: {top: 9}}, {name: html, params: {top_images: 2}}]}
+    """)))
+    child = write(tmp_path, "child.yaml", """\
+        extends: base.yaml
+        methods:
+          - {name: netdissect}
+          - {name: clip-dissect, label: wide, params: {template: 'x {}'}}
+          - {name: clip-dissect, params: {similarity: wpmi}}
+        output: {reporters: [json, csv]}
+    """)
+    rec = dk.load_recipe(child)
+    assert [(m.display, m.params) for m in rec.methods] == [  # the child's items, in its order; mammi dropped
+        ("netdissect", {}), ("wide", {"top_m": 20, "template": "x {}"}), ("clip-dissect", {"top_m": 7, "similarity": "wpmi"})]
+    assert [(r.name, r.params) for r in rec.output.reporters] == [("json", {}), ("csv", {"top": 9})]
+    assert rec.position("methods", 1, "params", "top_m").startswith(str(tmp_path / "base.yaml"))  # positions follow
+    assert rec.position("methods", 1, "params", "template").startswith(str(child))
+    inherits = write(tmp_path, "inherits.yaml", "extends: base.yaml\nruntime: {seed: 4}\n")
+    assert [m.display for m in dk.load_recipe(inherits).methods] == ["clip-dissect", "mammi", "wide"]
+    # an override that runs through a list the file lacks is set on the merged recipe
+    assert dk.load_recipe(inherits, ["methods.1.params.top_n=5"]).methods[1].params == {"top_n": 5}
 
 
 def test_duplicate_components_get_distinct_labels(tmp_path):

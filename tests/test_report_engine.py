@@ -80,11 +80,11 @@ def test_tables_and_report_name_top_images_and_skip_the_unreadable(finished, ima
     victim.unlink()
     dk.create("reporter", "html", top_images=3, max_cards=4).write(result, tmp_path / "kept")
     assert _pages(tmp_path / "kept").count('class="thumb unreadable"') == 0  # the pass kept it: shown as the run read it
-    cards, result.evidence.cards = result.evidence.cards, None  # as after a cached run: the images are read again
+    kept = result.evidence.observations.pop("html")  # as after a cached run: the images are read again
     try:
         dk.create("reporter", "html", top_images=3, max_cards=4).write(result, tmp_path / "again")
     finally:
-        result.evidence.cards = cards
+        result.evidence.observations["html"] = kept
     again = _pages(tmp_path / "again")
     assert again.count('class="thumb unreadable"') >= 1 and f'title="{result.probe_ids[gone]}: ' in again
     assert again.count('class="card"') == html.count('class="card"')

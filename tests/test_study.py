@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 import dissectkit as dk
 from dissectkit.base.types import Concept
@@ -96,33 +97,79 @@ def test_no_study_section_writes_nothing(study_run):
     assert not (study_run.out_dir / "study").exists()
 
 
-def test_mcd_preset_fills_what_the_recipe_leaves_out():
-    base = {"schema_version": 1, "dissector": "synth-clip", "probe": "synth-mammo", "concepts": "synth-mammo-concepts",
-            "target": {"name": "synth-effnet-concepts", "layers": ["classifier"], "role": "M"},
-            "methods": [{"name": "clip-dissect"}, {"name": "clip-dissect", "params": {"similarity": "wpmi"}},
-                        {"name": "clip-dissect", "params": {"similarity": "cos", "top_m": 3}},
-                        {"name": "clip-dissect", "params": {"similarity": "wpmi", "similarity_params": {"top_k": 50}}},
-                        {"name": "mammi"}],
-            "output": {"reporters": ["csv", "html"]}, "study": {"preset": "mcd"}}
-    from dissectkit.host.recipe import recipe_from_dict
+STUDY_BASE = {"schema_version": 1, "dissector": "synth-clip", "probe": "synth-mammo", "concepts": "synth-mammo-concepts",
+              "target": {"name": "synth-effnet-concepts", "layers": ["classifier"], "role": "M"}}
 
-    r = recipe_from_dict(base)
-    params = [m.params for m in r.methods]
-    assert params[0] == {"top_m": 10, "similarity_params": {"top_k": 100}}
-    assert params[1] == {"similarity": "wpmi", "top_m": 10, "similarity_params": {"top_k": 100}}  # not 28
-    assert params[2] == {"similarity": "cos", "top_m": 3}  # cos takes no top_k; the recipe's top_m kept
-    assert params[3]["similarity_params"] == {"top_k": 50}
-    assert params[4] == {}
-    assert [rep.params for rep in r.output.reporters] == [{"top": 10}, {"top_concepts": 10}]
-    assert r.targets[0].role == "M"
+
+def test_mcd_preset_is_a_recipe_that_others_extend(tmp_path):
+    from dissectkit.base.errors import RecipeError
     from dissectkit.host.manager import get_host
     from dissectkit.host.recipe import validate_components
 
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**STUDY_BASE, "extends": "preset:mcd", "methods": [
+        "clip-dissect", {"name": "clip-dissect", "params": {"similarity": "wpmi"}},
+        {"name": "clip-dissect", "params": {"similarity": "cos", "top_m": 3, "similarity_params": {"top_k": None}}},
+        {"name": "clip-dissect", "params": {"similarity": "wpmi", "similarity_params": {"top_k": 50}}}, "mammi"],
+        "output": {"reporters": ["csv", "html", {"name": "study", "params": {"general_categories": ["General"]}}]}}))
+    r = dk.load_recipe(path)
+    params = [m.params for m in r.methods]
+    assert params[0] == {"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}}
+    assert params[1] == {"top_m": 10, "similarity": "wpmi", "similarity_params": {"top_k": 100}}  # not 28
+    assert params[2] == {"top_m": 3, "similarity": "cos", "similarity_params": {}}  # null removed the inherited top_k
+    assert params[3]["similarity_params"] == {"top_k": 50} and params[4] == {}  # the recipe's values win; mammi: none
+    assert [(rep.name, rep.params) for rep in r.output.reporters] == [  # the recipe's list: no json, parquet
+        ("csv", {"top": 10}), ("html", {"top_concepts": 10}), ("study", {"general_categories": ["General"]})]
     validate_components(r, get_host().registry)  # the filled params are valid
-    base["study"] = {}  # study mode without a preset: 10 concepts per neuron, similarity params untouched
-    assert [m.params for m in recipe_from_dict(base).methods][:2] == [{"top_m": 10}, {"similarity": "wpmi", "top_m": 10}]
-    base.pop("study")
-    assert recipe_from_dict(base).methods[0].params == {}
+    # cos takes no top_k: keeping the inherited one is an error that names it
+    cos = {**STUDY_BASE, "extends": "preset:mcd", "method": {"name": "clip-dissect", "params": {"similarity": "cos"}}}
+    path.write_text(yaml.safe_dump(cos))
+    with pytest.raises(RecipeError, match=r"top_k(.|\n)*come from .*mcd.yaml"):
+        validate_components(dk.load_recipe(path), get_host().registry)
+    # preset:study alone: 10 concepts per neuron, similarity params untouched; without reporters, the preset's
+    path.write_text(yaml.safe_dump({**STUDY_BASE, "extends": "preset:study", "method": "clip-dissect"}))
+    r = dk.load_recipe(path)
+    assert r.methods[0].params == {"top_m": 10}
+    assert [rep.name for rep in r.output.reporters] == ["csv", "json", "parquet", "html", "study"]
+    # an override edits the recipe before the preset is merged in: the method named keeps the preset's params
+    path.write_text(yaml.safe_dump({**STUDY_BASE, "extends": "preset:mcd", "method": "mammi"}))
+    r = dk.load_recipe(path, ["methods=[clip-dissect]", "output.reporters=[csv]"])
+    assert r.methods[0].params["top_m"] == 10 and r.output.reporters[0].params == {"top": 10}
+    with pytest.raises(RecipeError, match=r"Unknown preset 'mdc'. Did you mean 'mcd'\?"):
+        path.write_text(yaml.safe_dump({**STUDY_BASE, "extends": "preset:mdc", "method": "mammi"}))
+        dk.load_recipe(path)
+
+
+def test_the_study_section_is_deprecated_sugar_for_the_preset_and_the_reporter():
+    from dissectkit.host.recipe import recipe_from_dict
+
+    data = {**STUDY_BASE, "methods": [{"name": "clip-dissect"}, {"name": "mammi"}], "output": {"reporters": ["csv", "html"]},
+            "study": {"preset": "mcd", "top_categories": 4}}
+    with pytest.warns(DeprecationWarning, match="extends: preset:mcd"):
+        r = recipe_from_dict(data)
+    assert [m.params for m in r.methods] == [{"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}}, {}]
+    assert [(rep.name, rep.params) for rep in r.output.reporters] == [
+        ("csv", {"top": 10}), ("html", {"top_concepts": 10}), ("study", {"top_categories": 4})]
+    assert r.study is None and "study" not in r.resolved_dict()
+    with pytest.warns(DeprecationWarning):
+        r = recipe_from_dict({**STUDY_BASE, "method": "clip-dissect", "study": {}})  # no preset: preset:study
+    assert r.methods[0].params == {"top_m": 10}
+    assert [rep.name for rep in r.output.reporters] == ["csv", "json", "study"]  # the default reporters, then the study
+    assert recipe_from_dict({**STUDY_BASE, "method": "clip-dissect"}).methods[0].params == {}
+
+
+def test_the_study_reporter_writes_the_study_and_names_its_page(study_run):
+    from dissectkit.study import StudyParams, write_study
+
+    reporter = dk.create("reporter", "study", general_categories=["General"])
+    assert reporter.pages(study_run) == {"Study: thresholds, categories, category shift and underrepresented concepts":
+                                         "study/study.html"}
+    page = reporter.write(study_run, study_run.out_dir)
+    assert page == study_run.out_dir / "study" / "study.html"
+    first = (study_run.out_dir / "study" / "thresholds.csv").read_bytes()
+    legacy = write_study(study_run, study_run.out_dir / "legacy", StudyParams(general_categories=["General"]))
+    assert (legacy.parent / "thresholds.csv").read_bytes() == first  # the same as the section's analysis
+    assert "This run has no HTML report" in page.read_text()
 
 
 def test_mcd_study_recipe_validates_and_stops_before_work(tmp_path):
@@ -152,7 +199,8 @@ def test_mcd_study_recipe_validates_and_stops_before_work(tmp_path):
 def test_synthetic_study_files_match_a_direct_computation(tmp_path):
     recipe = dk.load_recipe(RECIPES / "study_synthetic.yaml", overrides=[
         "probe.params.n=150", f"output.dir={tmp_path / 'run'}", f"runtime.cache_dir={tmp_path / 'cache'}",
-        "runtime.device=cpu", "output.reporters=[csv, {name: html, params: {top_images: 0, split_above: 0}}]",
+        "runtime.device=cpu",
+        "output.reporters=[csv, {name: html, params: {top_images: 0, split_above: 0}}, {name: study, params: {general_categories: [distractor]}}]",
         *(f"targets.{i}.layers=[blocks.3, blocks.5]" for i in range(3)),
     ])
     result = dk.run(recipe)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dissectkit.base.types import Concept, LayerInfo, ProbeItem
     from dissectkit.labelling.evidence import Evidence, LayerLabels
     from dissectkit.labelling.streaming import ActivationStream
+    from dissectkit.results.observe import PassObserver, PassPlan
     from dissectkit.results.run_result import RunResult
 
 __all__ = [
@@ -204,14 +205,20 @@ class Reporter(ComponentBase):
 
     kind = "reporter"
     required = ("write",)
-    optional = ("card_request",)
+    optional = ("pass_observer", "pages")
 
     def write(self, run_result: RunResult, out_dir: Path) -> Any:
         raise NotImplementedError
 
-    card_request: Any = None
-    """The top images it shows per neuron (a ``CardRequest``): the single pass keeps their
-    thumbnails and heatmaps in ``run_result.evidence.cards`` (``None``, the default: nothing kept)."""
+    def pass_observer(self, plan: PassPlan) -> PassObserver | None:
+        """An observer of the run's single pass (asked on the main process only): what it keeps is in
+        ``run_result.evidence.observations[label]``. ``None`` (the default): nothing to watch."""
+        return None
+
+    def pages(self, run_result: RunResult) -> dict[str, str]:
+        """Title -> path (relative to the run directory) of the pages it writes that other reporters
+        may link to; collected into ``run_result.pages`` before any reporter writes. Default: none."""
+        return {}
 
 
 BASES: dict[str, type[ComponentBase]] = {

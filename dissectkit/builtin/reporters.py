@@ -1,4 +1,5 @@
-"""Built-in reporters: ``csv``, ``json``, ``parquet`` (one row per neuron) and ``html`` (the report)."""
+"""Built-in reporters: ``csv``, ``json``, ``parquet`` (one row per neuron), ``html`` (the report)
+and ``study`` (the Mammo-CLIP Dissect study, docs/study.md)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,18 @@ from dissectkit.base.contract import Reporter
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
+from dissectkit.report.html import HtmlOptions as HtmlParams
 from dissectkit.results.evidence import TOP_IMAGES
+from dissectkit.study import FOLDER, PAGE, PAGE_TITLE, StudyParams
 
 if TYPE_CHECKING:
-    from dissectkit.results.cards import CardRequest
+    from dissectkit.report.cards import CardCollector
+    from dissectkit.results.observe import PassPlan
 
 
 class TableParams(Params):
     top: int = Field(5, ge=1, description="top concepts (with scores) listed per neuron")
     top_images: int = Field(5, ge=0, le=TOP_IMAGES, description="probe ids of the top-activating images listed per neuron")
-
-
-class HtmlParams(Params):
-    top_images: int = Field(5, ge=0, description="top-activating probe images per neuron card")
-    top_concepts: int = Field(5, ge=1, description="concepts with scores per neuron card")
-    thumb_size: int = Field(112, ge=16, le=512, description="longest side of a thumbnail, pixels")
-    heatmap_alpha: float = Field(0.6, ge=0.0, le=1.0, description="opacity of the heatmap at its maximum")
-    split_above: int = Field(400, ge=0, description="one page per layer when the run has more neurons than this")
-    max_cards: int | None = Field(None, ge=0, description="cards for the first N neurons of each layer only")
-    colormap: str = Field("inferno", description="matplotlib colormap of the heatmaps")
-    threads: int | None = Field(None, ge=1, le=64, description="threads reading and thumbnailing the shown probe images (default: the CPUs available, at most 4)")
 
 
 @dataclass
@@ -58,18 +51,38 @@ class HtmlReporter(Reporter):
 
     params: HtmlParams
 
-    @property
-    def card_request(self) -> CardRequest | None:
-        """The cards it shows, so the pass keeps their thumbnails and heatmaps (``ReporterDefaults``)."""
+    def pass_observer(self, plan: PassPlan) -> CardCollector | None:
+        """Keeps the thumbnails and heatmaps of the cards it shows during the pass."""
+        from dissectkit.report.cards import CardCollector, CardRequest
         from dissectkit.report.visuals import MAX_MAP_SIDE
-        from dissectkit.results.cards import CardRequest
 
         p = self.params
-        return CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards) if p.top_images > 0 else None
+        return CardCollector.for_plan(CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards), plan)
+
+    def pages(self, run_result: Any) -> dict[str, str]:
+        from dissectkit.report.html import REPORT
+
+        return {"HTML report": REPORT}
 
     def write(self, run_result: Any, out_dir: Path) -> Path:
-        from dissectkit.report.html import HtmlOptions, write_html_report
-        return write_html_report(run_result, Path(out_dir), HtmlOptions(**self.params.model_dump()))
+        from dissectkit.report.html import write_html_report
+
+        return write_html_report(run_result, Path(out_dir), self.params)
+
+
+@dataclass
+class StudyReporter(Reporter):
+    """Writes ``study/``: the Mammo-CLIP Dissect study's tables, figures and page."""
+
+    params: StudyParams
+
+    def pages(self, run_result: Any) -> dict[str, str]:
+        return {PAGE_TITLE: f"{FOLDER}/{PAGE}"}
+
+    def write(self, run_result: Any, out_dir: Path) -> Path:
+        from dissectkit.study import write_study
+
+        return write_study(run_result, out_dir, self.params)
 
 
 def _table(fmt: str):
@@ -83,6 +96,10 @@ def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
     return HtmlReporter(params)
 
 
+def _study(params: StudyParams, ctx: Any) -> StudyReporter:
+    return StudyReporter(params)
+
+
 @hookimpl
 def dissectkit_register_reporters(register: Register) -> None:
     register("csv", _table("csv"), params=TableParams,
@@ -93,3 +110,5 @@ def dissectkit_register_reporters(register: Register) -> None:
                  description="neurons.parquet: one tidy table (pyarrow) for pandas/polars")
     register("html", _html, params=HtmlParams,
                  description="report.html: offline report with neuron cards, heatmaps and plots")
+    register("study", _study, params=StudyParams,
+                 description="study/: the Mammo-CLIP Dissect study (thresholds, categories, shifts, underrepresented concepts)")

@@ -582,14 +582,6 @@ def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[L
 
 
 @hookimpl
-def dissectkit_run_started(recipe, out_dir):
-    """A new run: the almost-constant-image warning of the raw-image contract may be given again."""
-    from dissectkit.imaging.raw import reset_warnings
-
-    reset_warnings()
-
-
-@hookimpl
 def dissectkit_register_targets(register: Register) -> None:
     register("timm", _make_timm, params=TimmParams,
                  description="Any timm model (pretrained tag or checkpoint file).", licence="per model",

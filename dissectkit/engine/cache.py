@@ -8,8 +8,8 @@ next run resumes from them. ``meta.json`` records what the key was made of.
 
 Kinds: ``acts`` (pooled activations), ``spatial`` (bounded spatial maps, float16), ``masks``
 (probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings),
-``texts`` (text embeddings) and ``cards`` (the report's top-image thumbnails and maps,
-``dissectkit.engine.card_collector``).
+``texts`` (text embeddings) and ``observed`` (what reporters' pass observers kept of a complete
+pass, ``dissectkit.engine.reporting``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
-KINDS = ("acts", "spatial", "masks", "embeds", "texts", "cards")
+KINDS = ("acts", "spatial", "masks", "embeds", "texts", "observed")
 
 
 def content_key(*parts: Any) -> str:

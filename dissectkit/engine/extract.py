@@ -15,11 +15,10 @@ from typing import Any
 
 from dissectkit.base.errors import DataError
 from dissectkit.engine.cache import Cache, ChunkedEntry, content_key
-from dissectkit.engine.card_collector import CardCollector
 from dissectkit.engine.distributed import World
+from dissectkit.engine.reporting import Watch, item_values
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
-from dissectkit.results.cards import CardEvidence, Thumbnail, make_thumbnail
 
 
 # --------------------------------------------------------------------------- cache keys
@@ -45,8 +44,8 @@ class Extraction:
     """The cache entries of a run (every chunk present once :func:`extract_and_embed` returns).
 
     ``spatial`` (per target and layer) and ``masks`` (per target) are empty unless a mask method
-    was asked for. ``skipped`` maps probe index -> reason for every unreadable image; ``cards`` is
-    what the pass kept for the reporters' card request (``dissectkit.results.cards``), ``None`` when none asked."""
+    was asked for. ``skipped`` maps probe index -> reason for every unreadable image;
+    ``observations`` holds what the reporters' pass observers kept, by reporter label."""
 
     acts: dict[tuple[str, str], ChunkedEntry]
     embeds: dict[str, ChunkedEntry]
@@ -55,8 +54,7 @@ class Extraction:
     skipped: dict[int, str] = field(default_factory=dict)
     computed_chunks: int = 0
     total_chunks: int = 0
-    cards: CardEvidence | None = None
-    cards_complete: bool = False
+    observations: dict[str, Any] = field(default_factory=dict)
 
     def entries(self) -> Iterator[ChunkedEntry]:
         yield from self.acts.values()
@@ -125,17 +123,17 @@ def plan_chunk(res: Resolved, ex: Extraction, c: int) -> ChunkPlan:
 
 # --------------------------------------------------------------------------- the data side
 class _PassDataset:
-    """Reads each raw probe image once and preprocesses it for every model its chunk needs (and,
-    with a ``thumb_size``, makes its display thumbnail for the report's cards)."""
+    """Reads each raw probe image once and preprocesses it for every model its chunk needs (and
+    gives it to the pass observers' item ``functions``)."""
 
-    def __init__(self, res: Resolved, plans: dict[int, ChunkPlan], chunk: int, thumb_size: int | None = None) -> None:
+    def __init__(self, res: Resolved, plans: dict[int, ChunkPlan], chunk: int, functions: dict[str, Callable[[Any], Any]]) -> None:
         self.probe = res.probe
         self.strict = res.ctx.strict_data
         self.chunk = chunk
         self.plans = plans
         self.targets = {t: s.instance for t, s in res.targets.items()}
         self.dissectors = res.dissectors
-        self.thumb_size = thumb_size
+        self.functions = functions
 
     def __len__(self) -> int:
         return len(self.probe)
@@ -152,19 +150,11 @@ class _PassDataset:
             item = self.probe[index]
             inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
             masks = {t: align_masks(item.masks, self.targets[t].preprocess_mask) for t in plan.masks}
-            return index, inputs, masks, None, self._thumbnail(item)
+            return index, inputs, masks, None, item_values(self.functions, item)
         except DataError as exc:
             if self.strict:
                 raise
-            return index, None, {t: None for t in plan.masks}, str(exc), None
-
-    def _thumbnail(self, item: Any) -> Thumbnail | None:
-        if self.thumb_size is None:
-            return None
-        try:
-            return make_thumbnail(item, self.thumb_size)
-        except Exception:  # noqa: BLE001 - optional: the report reads the image again and shows why it fails
-            return None
+            return index, None, {t: None for t in plan.masks}, str(exc), {}
 
 
 def _collate(batch):
@@ -195,33 +185,34 @@ def _module_device(module: Any, fallback: str):
     return torch.device(fallback)
 
 
-def _capture_fn(slot: TargetSlot, spatial: bool, cards: CardCollector | None) -> Callable[[str, Any], Any]:
+def _capture_fn(slot: TargetSlot, spatial: bool, watch: Watch) -> Callable[[str, Any], Any]:
     """What the pass keeps of a layer output: (pooled ``[B, K]``, bounded maps or ``None``); the
-    card collector sees both the pooled values and the raw output."""
+    pass observers see both the pooled values and the raw output."""
     from dissectkit.nn.capture import first_tensor
     from dissectkit.nn.layers import pool_output
 
     def keep(name: str, out: Any) -> Any:
         out = first_tensor(out)
         pooled = pool_output(out, slot.pool, slot.token_pool).float()
-        if cards is not None:
-            cards.observe(slot.label, name, pooled, out)
+        watch.layer_output(slot.label, name, pooled, out)
         return pooled, bounded_maps(out) if spatial else None
 
     return keep
 
 
 # --------------------------------------------------------------------------- the pass
-def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: World | None = None) -> Extraction:
+def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: World | None = None,
+                      watch: Watch | None = None) -> Extraction:
     """One pass over the probe filling every missing chunk this process owns (all of them in a
-    one-process run); returns the run's entries and the skipped images of the chunks computed here
-    (:func:`finish_extraction` adds those of chunks found in the cache)."""
+    one-process run), watched by the reporters' pass observers; returns the run's entries and the
+    skipped images of the chunks computed here (:func:`finish_extraction` adds those of chunks
+    found in the cache)."""
     import torch
     from torch.utils.data import DataLoader
 
     from dissectkit.nn.capture import Capture
 
-    world = world or World()
+    world, watch = world or World(), watch or Watch()
     rt = res.recipe.runtime
     n, chunk = len(res.probe), rt.chunk_images
     ex = open_entries(res, cache)
@@ -229,9 +220,8 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     if not plans:
         return ex
     ranges = [range(c * chunk, min(n, (c + 1) * chunk)) for c in sorted(plans)]
-    cards = CardCollector.for_run(res, world)
     loader = DataLoader(
-        _PassDataset(res, plans, chunk, cards.request.thumb_size if cards and cards.thumbnails_in_pass else None),
+        _PassDataset(res, plans, chunk, watch.functions),
         batch_sampler=_chunk_batches(ranges, rt.batch_size),
         num_workers=rt.num_workers,
         collate_fn=_collate,
@@ -243,17 +233,16 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     current = None
     try:
         with torch.inference_mode():
-            for indices, ok, inputs, masks, reasons, thumbnails in loader:
+            for indices, ok, inputs, masks, reasons, values in loader:
                 c = indices[0] // chunk
                 if c != current:  # hook exactly the layers this chunk still needs
                     current = c
                     buf.start(c, plans[c])
-                    if cards is not None:
-                        cards.chunk_started(plans[c].layers)
+                    watch.chunk_started(plans[c].layers)
                     for cap in captures.values():
                         cap.remove()
                     captures = {
-                        t: Capture.named(res.targets[t].instance.module, layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial, cards))
+                        t: Capture.named(res.targets[t].instance.module, layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial, watch))
                         for t, layers in plans[c].layers.items()
                     }
                 ex.skipped.update(reasons)
@@ -261,8 +250,7 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                 for t, rows in masks.items():
                     buf.masks.setdefault(t, []).extend(rows)
                 if inputs:
-                    if cards is not None:
-                        cards.start_batch([i for i, good in zip(indices, ok, strict=True) if good])
+                    watch.batch_started([i for i, good in zip(indices, ok, strict=True) if good])
                     for t, cap in captures.items():
                         module = res.targets[t].instance.module
                         module(inputs[f"t:{t}"].to(_module_device(module, res.ctx.device)))
@@ -272,8 +260,7 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                                 buf.add(f"s:{t}:{layer}", maps)
                     for d in plans[c].dissectors:
                         buf.add(f"e:{d}", res.dissectors[d].encode_images(inputs[f"d:{d}"]).detach().float())
-                    if cards is not None:
-                        cards.keep_thumbnails(indices, thumbnails)
+                    watch.batch_finished(indices, values)
                 if progress:
                     progress.advance(task, len(indices))
                 if indices[-1] == min(n, (c + 1) * chunk) - 1:
@@ -282,8 +269,6 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     finally:
         for cap in captures.values():
             cap.remove()
-    if cards is not None:
-        ex.cards, ex.cards_complete = cards.result(), cards.complete(ex.total_chunks)
     return ex
 
 

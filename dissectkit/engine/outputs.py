@@ -72,7 +72,7 @@ def make_run_result(res: Resolved, out: Path, probe_ids: list[str], label_sets: 
 
 
 def manifest(result: RunResult) -> dict[str, Any]:
-    return {"name": result.name, "recipe": result.recipe, "stats": result.stats}
+    return {"name": result.name, "recipe": result.recipe, "stats": result.stats, "pages": result.pages}
 
 
 def write_json(path: Path, data: Any) -> None:

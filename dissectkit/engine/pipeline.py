@@ -13,19 +13,19 @@ from typing import Any
 
 from dissectkit.base.errors import DissectkitError
 from dissectkit.engine.cache import Cache
-from dissectkit.engine.card_collector import settle_cards
 from dissectkit.engine.distributed import World, world_from_env
 from dissectkit.engine.extract import Extraction, extract_and_embed, finish_extraction
 from dissectkit.engine.label import label_all
 from dissectkit.engine.outputs import make_run_result, manifest, run_stats, write_json, write_outputs
 from dissectkit.engine.preflight import preflight
+from dissectkit.engine.reporting import Watch, reporter_pages
 from dissectkit.engine.resolve import Resolved, build_context, probe_ids, resolve
 from dissectkit.engine.rundir import RunDir, note_run
 from dissectkit.engine.runtime import default_threads, intra_op_threads, progress_bar, seed_everything
 from dissectkit.host.recipe import Recipe
+from dissectkit.imaging.checks import reset_warnings
 from dissectkit.results.evidence import build_run_evidence
 from dissectkit.results.run_result import LABELS, MANIFEST, RunResult
-from dissectkit.study import run_study
 
 
 class _Timer:
@@ -66,6 +66,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
     timer = _Timer()
     hook = get_host().pm.hook
     final = Path(out_dir) if out_dir else recipe.output_dir
+    reset_warnings()  # a new run: the raw-image warnings may be given again
     with timer.stage("resolve"):
         ctx = build_context(recipe, local_rank=world.local_rank if world.distributed else None)
         if world.is_main:
@@ -90,17 +91,17 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             with timer.stage("label"):
                 label_sets, measures = label_all(res, ex, cache, bar, world)
                 evidence = build_run_evidence(ex.acts, ex.embeds, res.probe, {t: s.instance for t, s in res.targets.items()},
-                                              res.ctx.device, ex.skipped, cards=ex.cards) if world.is_main else None
+                                              res.ctx.device, ex.skipped, ex.observations) if world.is_main else None
         processes = {"world_size": world.size, "threads": threads}
         stats = run_stats(res, ex, timer.timings, processes)
         result = make_run_result(res, out, probe_ids(res.probe, recipe.probe.name), label_sets, measures, stats, evidence)
         if stage is not None:
             _stage_finished(hook, timer, "label", final)
+            result.pages = reporter_pages(res, result)
             write_outputs(result, recipe)
             with timer.stage("report"):
                 report(res, result, stage, final)
             _stage_finished(hook, timer, "report", final)
-            study(result, stage, final)
             write_json(out / MANIFEST, manifest(result))
             result.out_dir = stage.commit()
             hook.dissectkit_run_finished(run_result=result)
@@ -112,13 +113,15 @@ def _stage_finished(hook: Any, timer: _Timer, stage: str, out_dir: Path) -> None
 
 
 def extract(res: Resolved, cache: Cache, progress: Any, world: World) -> Extraction:
-    """This rank's share of the cached pass; then, with every rank done, the whole extraction."""
-    ex = extract_and_embed(res, cache, progress, world)
+    """This rank's share of the cached pass (watched by the reporters' pass observers); then, with
+    every rank done, the whole extraction."""
+    watch = Watch.for_run(res, world)
+    ex = extract_and_embed(res, cache, progress, world, watch)
     world.barrier()
     computed = sum(world.all_gather(ex.computed_chunks))
     ex = finish_extraction(ex, res.ctx.strict_data)
     ex.computed_chunks = computed
-    ex.cards = settle_cards(res, cache, ex, world)
+    ex.observations = watch.settle(cache, ex)
     return ex
 
 
@@ -135,15 +138,9 @@ def _keeping_labels(result: RunResult, stage: RunDir, what: str, saved: str) -> 
         raise DissectkitError(f"{what} failed: {type(exc).__name__}: {exc}. {saved}") from exc
 
 
-def study(result: RunResult, stage: RunDir, final: Path) -> None:
-    """The study analysis (recipes with ``study:``); its failure keeps the finished labels and reports."""
-    with _keeping_labels(result, stage, "The study analysis", f"The labels and reports are saved in {final}."):
-        run_study(result)
-
-
 def report(res: Resolved, result: RunResult, stage: RunDir, final: Path) -> None:
-    """Every reporter writes into the staged run directory; a reporter's failure keeps the finished
-    labels (the directory is committed) and names the reporter."""
+    """Every reporter writes into the staged run directory, in the recipe's order; a reporter's
+    failure keeps the finished labels and reports (the directory is committed) and names it."""
     for name, reporter in res.reporters.items():
         with _keeping_labels(result, stage, f"Reporter '{name}'", f"The labels are already saved in {final / LABELS}."):
             reporter.write(result, stage.staging)

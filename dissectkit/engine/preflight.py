@@ -11,7 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from dissectkit.base.errors import DissectkitError, WeightsError
+from dissectkit.base.weights import HubRef, PathRef, UrlRef
 
 MIN_FREE_MB_ENV = "DISSECTKIT_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 200
@@ -111,7 +114,6 @@ def missing_weights(params: Any, ctx: Any) -> list[str]:
     fetches it. Components may load weights lazily, so ``resolve`` asks this of every built
     component and stops before any work, naming every missing file at once."""
     from dissectkit.base.weights import resolve
-    from dissectkit.engine.validate import weights_refs
 
     out = []
     for where, ref in weights_refs(params):
@@ -120,3 +122,16 @@ def missing_weights(params: Any, ctx: Any) -> list[str]:
         except WeightsError as exc:
             out.append(str(exc))
     return out
+
+
+def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef | HubRef | UrlRef]]:
+    """Every weights ref in a component's validated params, with its field path."""
+    if isinstance(params, PathRef | HubRef | UrlRef):
+        return [(path, params)]
+    if isinstance(params, BaseModel):
+        return [hit for name in type(params).model_fields for hit in weights_refs(getattr(params, name), f"{path}.{name}")]
+    if isinstance(params, dict):
+        return [hit for k, v in params.items() for hit in weights_refs(v, f"{path}.{k}")]
+    if isinstance(params, list | tuple):
+        return [hit for i, v in enumerate(params) for hit in weights_refs(v, f"{path}[{i}]")]
+    return []

@@ -13,7 +13,7 @@ from dissectkit.base.context import BuildContext, resolve_device
 from dissectkit.base.errors import DataError, DissectkitError, EvidenceError, RecipeError
 from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
-from dissectkit.host.recipe import Recipe, _recipe_path, component_refs, validate_components
+from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
 
@@ -87,7 +87,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         if kinds is not None and kind not in kinds:
             continue
         spec = registry.get(kind, ref.name)
-        where = recipe.position(*_recipe_path(recipe, path))
+        where = recipe.position(*recipe_path(recipe, path))
         try:
             built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:

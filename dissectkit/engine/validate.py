@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from dissectkit.base.errors import DataError, WeightsError
 from dissectkit.base.types import LayerInfo
-from dissectkit.base.weights import HubRef, PathRef, UrlRef
-from dissectkit.host.recipe import Recipe, TargetRef, _recipe_path, component_refs, validate_components
+from dissectkit.base.weights import PathRef
+from dissectkit.engine.preflight import weights_refs
+from dissectkit.engine.resolve import build_context, check_masks_available
+from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
 from dissectkit.host.registry import KINDS
 
 
 def validation_context(recipe: Recipe) -> Any:
     """The build context of ``validate`` / ``layers``: nothing runs on a device, so ``device: auto``
     is not resolved (that would import torch) and stays ``cpu``."""
-    from dissectkit.engine import build_context
-
     if recipe.runtime.device != "auto":
         return build_context(recipe)
     runtime = recipe.runtime.model_copy(update={"device": "cpu"})
@@ -35,19 +33,6 @@ def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[
     if spec.layers is not None:
         return list(spec.layers(params, ctx))
     return list(spec.build(params, ctx).layers())
-
-
-def weights_refs(params: Any, path: str = "params") -> list[tuple[str, PathRef | HubRef | UrlRef]]:
-    """Every weights ref in a component's validated params, with its field path."""
-    if isinstance(params, PathRef | HubRef | UrlRef):
-        return [(path, params)]
-    if isinstance(params, BaseModel):
-        return [hit for name in type(params).model_fields for hit in weights_refs(getattr(params, name), f"{path}.{name}")]
-    if isinstance(params, dict):
-        return [hit for k, v in params.items() for hit in weights_refs(v, f"{path}.{k}")]
-    if isinstance(params, list | tuple):
-        return [hit for i, v in enumerate(params) for hit in weights_refs(v, f"{path}[{i}]")]
-    return []
 
 
 def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
@@ -86,7 +71,7 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     for kind, path, ref in component_refs(recipe):
         if kind not in ("dissector", "target"):
             continue
-        where = f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))})"
+        where = f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))})"
         warnings += [f"{where}: {line}" for line in missing_weights(registry.get(kind, ref.name), validated[id(ref)], ctx)]
         if kind == "target":
             try:
@@ -103,11 +88,9 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         try:
             obj = registry.get(kind, ref.name).build(validated[id(ref)], ctx)
         except (WeightsError, DataError) as exc:
-            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*_recipe_path(recipe, path))}): {exc}")
+            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))}): {exc}")
             continue
         if kind == "method":
-            from dissectkit.engine.resolve import check_masks_available
-
             check_masks_available(ref.display, obj, recipe.probe.name, has_masks)
     return warnings
 

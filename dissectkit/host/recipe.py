@@ -2,13 +2,13 @@
 
 Pass 1 validates the envelope (this module's pydantic models: unknown keys are errors with file,
 line and column). Pass 2 (:func:`validate_components`) validates each component's ``params`` with
-that component's own ``Params`` model. ``extends:`` deep-merges a base recipe (paths relative to the
-extending file, cycles detected) and ``--set a.b=c`` overrides are applied last.
+that component's own ``Params`` model. ``extends:`` merges base recipes and presets
+(:mod:`dissectkit.host.extends`); ``--set a.b=c`` overrides are applied last.
 """
 
 from __future__ import annotations
 
-import copy
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +25,9 @@ from pydantic import (
 )
 
 from dissectkit.base.errors import RecipeError, did_you_mean
+from dissectkit.host.extends import Position, Positions, load_merged, merge, preset_path
 
-Position = tuple[str, int, int]  # file, line (1-based), column (1-based)
+PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
 
 
 # --------------------------------------------------------------------------- schema
@@ -66,12 +67,13 @@ class TargetRef(ComponentRef):
 
 
 class StudyConfig(_Strict):
-    """Turns on the Mammo-CLIP Dissect study analysis (docs/study.md) after the run."""
+    """Deprecated shorthand (docs/study.md): ``extends: preset:study`` (``preset:mcd`` with ``preset:
+    mcd``) and the ``study`` reporter with the other keys as its params."""
 
-    preset: Literal["mcd"] | None = Field(default=None, description="fill the published runs' method params (top 10 concepts, top_k=100)")
-    top_concepts: int = Field(default=10, ge=1, description="concepts kept per neuron (clip-dissect top_m, reporters) and listed in study/neurons.csv")
-    general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
-    top_categories: int = Field(default=3, ge=1, description="categories per layer in the top-categories figure")
+    preset: Literal["mcd"] | None = Field(default=None, description="extend preset:mcd (the published runs' params) instead of preset:study")
+    top_concepts: int | None = Field(default=None, ge=1, description="study reporter: concepts listed per neuron in study/neurons.csv (default 10)")
+    general_categories: list[str] | None = Field(default=None, description="study reporter: categories that are not mammography concepts")
+    top_categories: int | None = Field(default=None, ge=1, description="study reporter: categories per layer in the top-categories figure")
 
 
 class OutputConfig(_Strict):
@@ -140,10 +142,6 @@ class Recipe(_Strict):
                 raise ValueError(f"'{single}' is required (or a list under '{plural}')")
         for plural in ("dissectors", "targets", "methods"):
             _unique_labels(getattr(self, plural), plural)
-        if self.study is not None:
-            from dissectkit.study.presets import apply_study
-
-            apply_study(self.study.preset, self.study.top_concepts, self.methods, self.output.reporters)
         return self
 
     @property
@@ -168,7 +166,7 @@ class Recipe(_Strict):
 
     def resolved_dict(self) -> dict[str, Any]:
         """The recipe as plain data, plural forms, defaults filled (written next to results)."""
-        data = self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method"})
+        data = self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method", "study"})
         return data
 
 
@@ -187,86 +185,7 @@ def _unique_labels(refs: list[ComponentRef], plural: str) -> None:
             raise ValueError(f"labels in '{plural}' must be unique, got {labels}")
 
 
-# --------------------------------------------------------------------------- YAML with positions
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple, Position]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"Recipe file not found: {path}. Check the path (relative paths start from {Path.cwd()}).") from None
-    except OSError as exc:
-        raise RecipeError(f"Cannot read recipe {path}: {exc}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"YAML syntax error at {where}: {problem}. Fix the YAML (indentation, colons, quotes).") from None
-    positions: dict[tuple, Position] = {}
-    if node is None:
-        return {}, positions
-    data = _construct(node, (), str(path), positions, yaml.SafeLoader(""))
-    return data, positions
-
-
-def _construct(node: yaml.Node, path: tuple, file: str, positions: dict[tuple, Position], loader: yaml.SafeLoader) -> Any:
-    """Build plain data from a composed node (safe constructors only), recording each key's position."""
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            positions[path + (key,)] = (file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, path + (key,), file, positions, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for i, item in enumerate(node.value):
-            positions[path + (i,)] = (file, item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_construct(item, path + (i,), file, positions, loader))
-        return items
-    return loader.construct_object(node, deep=True)
-
-
-def deep_merge(base: Any, override: Any) -> Any:
-    """Mappings merge key by key (recursively); anything else in ``override`` replaces ``base``."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        out = dict(base)
-        for k, v in override.items():
-            out[k] = deep_merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    return copy.deepcopy(override)
-
-
-def _load_merged(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], dict[tuple, Position]]:
-    path = path.resolve() if path.exists() else path
-    if path in stack:
-        chain = " -> ".join(str(p) for p in (*stack, path))
-        raise RecipeError(f"`extends` cycle: {chain}. Remove one of the `extends:` entries.")
-    data, positions = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise RecipeError(f"Recipe {path} must be a mapping of keys (dissector, target, probe, ...), got {type(data).__name__}.")
-    parents = data.get("extends") or []
-    if isinstance(parents, str):
-        parents = [parents]
-    merged: dict[str, Any] = {}
-    merged_pos: dict[tuple, Position] = {}
-    for parent in parents:
-        parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-        if not parent_path.exists():
-            raise RecipeError(f"{_fmt(positions.get(('extends',)), path)}: extended recipe {parent_path} not found.")
-        pdata, ppos = _load_merged(parent_path, (*stack, path))
-        pdata.pop("extends", None)
-        merged = deep_merge(merged, pdata)
-        merged_pos.update(ppos)
-    merged = deep_merge(merged, data)
-    merged_pos.update(positions)
-    return merged, merged_pos
-
-
-def _fmt(pos: Position | None, fallback: Path) -> str:
-    return f"{pos[0]}:{pos[1]}:{pos[2]}" if pos else str(fallback)
-
-
+# --------------------------------------------------------------------------- overrides
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
     if "=" not in text:
@@ -302,21 +221,49 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Recipe:
-    """Read a recipe file, resolve ``extends``, apply overrides, validate the envelope (pass 1)."""
-    path = Path(path)
-    data, positions = _load_merged(path, ())
-    for text in overrides:
-        parts, value = parse_override(text)
-        apply_override(data, parts, value)
-        singular = {"dissectors": "dissector", "targets": "target", "methods": "method"}.get(parts[0])
-        if singular and len(parts) == 1:
-            data.pop(singular, None)
-    data.pop("extends", None)
-    return recipe_from_dict(data, source=path, positions=positions)
+    """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1).
+
+    An override edits the file's own data before its bases are merged in (so ``--method x`` gets
+    a preset's params for ``x``); one running through a list the file does not have (``targets.0.layers``
+    with targets from a base) is set on the merged recipe."""
+    parsed = [parse_override(text) for text in overrides]
+    later: list[tuple[list[str], Any]] = []
+
+    def edit(own: dict[str, Any]) -> None:
+        for parts, value in parsed:
+            if _list_missing(own, parts):
+                later.append((parts, value))
+            else:
+                _override(own, parts, value)
+
+    data, positions = load_merged(Path(path), edit=edit)
+    for parts, value in later:
+        _override(data, parts, value)
+    return recipe_from_dict(data, source=Path(path), positions=positions)
 
 
-def recipe_from_dict(data: dict[str, Any], source: Path | None = None, positions: dict[tuple, Position] | None = None) -> Recipe:
-    positions = positions or {}
+def _list_missing(data: dict[str, Any], parts: list[str]) -> bool:
+    """Whether an override's path runs through a list index ``data`` does not have."""
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return any(p.isdigit() for p in parts[i:-1])
+    return False
+
+
+def _override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    apply_override(data, parts, value)
+    if len(parts) == 1 and parts[0] in PLURAL_SINGLE:  # a whole list replaces the single form
+        data.pop(PLURAL_SINGLE[parts[0]], None)
+
+
+def recipe_from_dict(data: dict[str, Any], source: Path | None = None, positions: Positions | None = None) -> Recipe:
+    """Validate recipe data (pass 1), expanding a ``study:`` section first."""
+    data, positions = study_section(data, positions or {})
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -324,6 +271,29 @@ def recipe_from_dict(data: dict[str, Any], source: Path | None = None, positions
     recipe._source = source
     recipe._positions = positions
     return recipe
+
+
+def study_section(data: dict[str, Any], positions: Positions) -> tuple[dict[str, Any], Positions]:
+    """The deprecated ``study:`` section as what it stands for: the recipe extending
+    ``preset:study`` (``preset:mcd``), with the ``study`` reporter (the section's other keys as its
+    params) after its reporters. An invalid section is left to pass 1."""
+    if data.get("study") is None:
+        return data, positions
+    try:
+        config = StudyConfig.model_validate(data.get("study"))
+    except ValidationError:
+        return data, positions
+    warnings.warn("The recipe's `study:` section is deprecated: write `extends: preset:mcd` (or preset:study) and "
+                  "list the `study` reporter in output.reporters (docs/study.md).", DeprecationWarning, stacklevel=3)
+    data = {k: v for k, v in data.items() if k != "study"}
+    output = dict(data.get("output") or {})
+    reporters = list(output.get("reporters") or [r.name for r in OutputConfig().reporters])
+    params = config.model_dump(exclude_none=True, exclude={"preset"})
+    output["reporters"] = [*reporters, {"name": "study", "params": params}]
+    if ("study",) in positions:
+        positions = {**positions, ("output", "reporters", len(reporters)): positions[("study",)]}
+    preset, preset_pos = load_merged(preset_path(config.preset or "study"))
+    return merge(preset, {**data, "output": output}, preset_pos, positions)
 
 
 def _format_envelope_errors(exc: ValidationError, data: dict, source: Path | None, positions: dict) -> str:
@@ -394,11 +364,10 @@ def component_refs(recipe: Recipe) -> list[tuple[str, tuple, ComponentRef]]:
     return refs
 
 
-def _recipe_path(recipe: Recipe, path: tuple) -> tuple:
+def recipe_path(recipe: Recipe, path: tuple) -> tuple:
     """Map a normalised path (``dissectors.0``) back to what the file says (``dissector``)."""
-    plural_single = {"dissectors": "dissector", "targets": "target", "methods": "method"}
-    if path and path[0] in plural_single and (path[0], path[1]) not in recipe._positions:
-        return (plural_single[path[0]], *path[2:])
+    if path and path[0] in PLURAL_SINGLE and (path[0], path[1]) not in recipe._positions:
+        return (PLURAL_SINGLE[path[0]], *path[2:])
     return path
 
 
@@ -409,12 +378,23 @@ def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     problems: list[str] = []
     validated: dict[int, Any] = {}
     for kind, path, ref in component_refs(recipe):
-        where = recipe.position(*_recipe_path(recipe, path))
+        where = recipe.position(*recipe_path(recipe, path))
         try:
             spec = registry.get(kind, ref.name)
             validated[id(ref)] = spec.validate(ref.params, where=f"{kind}")
         except ComponentError as exc:
-            problems.append(f"  {where}: {str(exc).replace(chr(10), chr(10) + '    ')}")
+            problems.append(f"  {where}: {str(exc).replace(chr(10), chr(10) + '    ')}{_inherited(recipe, recipe_path(recipe, path))}")
     if problems:
         raise RecipeError(f"Recipe {recipe.source or ''} has invalid components:\n" + "\n".join(problems))
     return validated
+
+
+def _inherited(recipe: Recipe, path: tuple) -> str:
+    """A note naming the params a component took from an ``extends:`` base, when it has any."""
+    own, prefix = recipe._positions.get(path), (*path, "params")
+    keys = {k[len(prefix):]: p[0] for k, p in recipe._positions.items() if k[: len(prefix)] == prefix and len(k) > len(prefix)}
+    leaves = sorted(".".join(map(str, k)) for k, file in keys.items()
+                    if own and file != own[0] and not any(o[: len(k)] == k and len(o) > len(k) for o in keys))
+    files = sorted({file for k, file in keys.items() if ".".join(map(str, k)) in leaves})
+    return (f"\n    (params {', '.join(leaves)} come from {', '.join(files)}; `null` in the recipe removes an inherited value)"
+            if leaves else "")

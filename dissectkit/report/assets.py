@@ -11,15 +11,44 @@ import base64
 import re
 import struct
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from dissectkit.imaging.raw import display_image, to_pil  # noqa: F401 - display_image: for callers of assets
+from dissectkit.imaging.raw import centre_indices, display_image
 
-if TYPE_CHECKING:
-    from dissectkit.results.cards import Thumbnail
+
+@dataclass
+class Thumbnail:
+    """A probe image ready for display: ``pixels`` (uint8, ``H x W`` or ``H x W x 3``, longest side
+    at most the thumbnail size), the size it is shown at (``shown``: ``(w, h)``, small images scaled
+    up) and its concept masks at that size."""
+
+    pixels: np.ndarray
+    shown: tuple[int, int]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def make_thumbnail(item: Any, size: int) -> Thumbnail:
+    """The thumbnail of a probe item (its image and masks)."""
+    pil = display_image(item.image, keep_grey=True)
+    scale = size / max(pil.width, pil.height)
+    shown = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+    pil.thumbnail((size, size))
+    masks = {}
+    for concept, mask in (item.masks or {}).items():
+        mask = np.asarray(mask)
+        if mask.ndim == 2 and mask.any():
+            masks[str(concept)] = nearest(mask.astype(bool, copy=False), shown)
+    return Thumbnail(np.asarray(pil), shown, masks)
+
+
+def nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D array resampled to ``size=(w, h)`` by nearest neighbour (``imaging.centre_indices``)."""
+    h, w = mask.shape
+    return mask[np.ix_(centre_indices(h, size[1]), centre_indices(w, size[0]))]
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -120,8 +149,6 @@ class ImageAssets:
 
     def add(self, index: int, item: Any) -> None:
         """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
-        from dissectkit.results.cards import make_thumbnail
-
         self.add_thumbnail(index, make_thumbnail(item, self.thumb_size))
 
     def add_thumbnail(self, index: int, thumb: Thumbnail) -> None:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from dissectkit.base.params import Params
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
 from dissectkit.report.plot_process import SummaryPlots, threshold_or_none
@@ -16,18 +19,17 @@ FILES = "report_files"
 REPORT = "report.html"
 
 
-@dataclass
-class HtmlOptions:
-    """Knobs of the HTML reporter (see ``docs/reports.md``)."""
+class HtmlOptions(Params):
+    """Knobs of the HTML reporter, the ``html`` reporter's params (see ``docs/reports.md``)."""
 
-    top_images: int = 5
-    top_concepts: int = 5
-    thumb_size: int = 112
-    heatmap_alpha: float = 0.6
-    split_above: int = 400
-    max_cards: int | None = None
-    colormap: str = "inferno"
-    threads: int | None = None
+    top_images: int = Field(5, ge=0, description="top-activating probe images per neuron card")
+    top_concepts: int = Field(5, ge=1, description="concepts with scores per neuron card")
+    thumb_size: int = Field(112, ge=16, le=512, description="longest side of a thumbnail, pixels")
+    heatmap_alpha: float = Field(0.6, ge=0.0, le=1.0, description="opacity of the heatmap at its maximum")
+    split_above: int = Field(400, ge=0, description="one page per layer when the run has more neurons than this")
+    max_cards: int | None = Field(None, ge=0, description="cards for the first N neurons of each layer only")
+    colormap: str = Field("inferno", description="matplotlib colormap of the heatmaps")
+    threads: int | None = Field(None, ge=1, le=64, description="threads reading and thumbnailing the shown probe images (default: the CPUs available, at most 4)")
 
 
 @dataclass
@@ -102,7 +104,7 @@ def _plot_files(run: Any) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
 
 
 
-def _cards(run: Any, opts: HtmlOptions) -> dict[tuple[str, str], list[int]]:
+def card_units(run: Any, opts: HtmlOptions) -> dict[tuple[str, str], list[int]]:
     """The units shown with a card, per (target, layer), over every label set."""
     wanted: dict[tuple[str, str], set[int]] = {}
     for ls in run.label_sets:
@@ -165,7 +167,7 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
     keys = layer_keys(run)
     figs, threshold_plot = _plot_files(run)
     visuals = Visuals(run, folder, opts)
-    visuals.prepare(_cards(run, opts))
+    visuals.prepare(card_units(run, opts))
     sets, views = [], []
     for lsi, ls in enumerate(run.label_sets):
         set_views = []
@@ -186,20 +188,12 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
         "threshold_plot": threshold_plot, "live": visuals.live, "opts": opts,
         "n_images": len(run.probe_ids), "n_concepts": len(run.concepts),
         "recipe_summary": _recipe_summary(run.recipe),
-        "study_page": _study_page(run),
+        "pages": {title: href for title, href in run.pages.items() if href != REPORT},
     }
     if split:
         for view in views:
             render("layer_page.html.j2", out_dir / view.page, view=view, ls=run.label_sets[view.label_set], **context)
     return render("report.html.j2", out_dir / REPORT, **context)
-
-
-def _study_page(run: Any) -> str | None:
-    """The study page's link when the recipe has a ``study:`` section (it is written after the reporters)."""
-    from dissectkit.study import FOLDER
-    from dissectkit.study.page import PAGE
-
-    return f"{FOLDER}/{PAGE}" if (run.recipe or {}).get("study") is not None else None
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ def _figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize)
 
 
-def _pyplot():
+def pyplot():
     """pyplot on the Agg backend, for callers that draw with it (the study figures); the report's
     own plots use :func:`_figure`."""
     import matplotlib
@@ -64,7 +64,8 @@ def files(stem: str) -> dict[str, str]:
     return {"png": f"{stem}.png", "svg": f"{stem}.svg"}
 
 
-def _short(name: str, limit: int = 24) -> str:
+def short(name: str, limit: int = 24) -> str:
+    """``name`` cut to ``limit`` characters from the left (``…`` marks the cut)."""
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
 
 
@@ -79,8 +80,8 @@ def thresholds_plot(series: dict[str, dict[str, float | None]], folder: Path, st
     x = np.arange(len(layers))
     for name, values in series.items():
         y = np.array([np.nan if values.get(layer) is None else values[layer] for layer in layers], dtype=float)
-        ax.plot(x, y, marker="o", label=_short(name, 40))
-    ax.set_xticks(x, [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+        ax.plot(x, y, marker="o", label=short(name, 40))
+    ax.set_xticks(x, [short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("mean top-1 score")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -119,9 +120,9 @@ def stacked_categories_plot(per_layer: dict[str, list[str | None]], concepts: di
         for i, key in enumerate(keys):
             vals = np.array([c.get(key, 0) for c in counts], dtype=float)
             colour = "#bbbbbb" if key == NONE else ("#dddddd" if key == UNCATEGORISED else cmap(i % 20))
-            ax.bar(x, vals, bottom=bottom, label=_short(key, 30), color=colour, edgecolor="white", linewidth=0.3)
+            ax.bar(x, vals, bottom=bottom, label=short(key, 30), color=colour, edgecolor="white", linewidth=0.3)
             bottom += vals
-        ax.set_xticks(x, [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(x, [short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("neurons")
         ax.set_title(f"{title}: {name}", fontsize=9)
         if keys:
@@ -140,7 +141,7 @@ def score_distribution_plot(per_layer: dict[str, list[float]], folder: Path, ste
     if positions:
         ax.boxplot([data[i] for i in positions], positions=positions, widths=0.6, showfliers=True,
                    flierprops={"markersize": 2})
-    ax.set_xticks(np.arange(len(layers)), [_short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(layers)), [short(layer) for layer in layers], rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.7, len(layers) - 0.3)
     ax.set_ylabel("top-1 score")
     ax.set_title(title, fontsize=10)
@@ -158,8 +159,8 @@ def grouped_bars_plot(groups: dict[str, dict[str, float]], folder: Path, stem: s
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(xs))
     for i, (name, values) in enumerate(groups.items()):
-        ax.bar(x + i * width - 0.4 + width / 2, [values.get(k, 0.0) for k in xs], width, label=_short(name, 40))
-    ax.set_xticks(x, [_short(k) for k in xs], rotation=45, ha="right", fontsize=8)
+        ax.bar(x + i * width - 0.4 + width / 2, [values.get(k, 0.0) for k in xs], width, label=short(name, 40))
+    ax.set_xticks(x, [short(k) for k in xs], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="y")

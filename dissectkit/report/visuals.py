@@ -2,8 +2,8 @@
 
 Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
 images only, see ``dissectkit.results.evidence``). For a live run, the thumbnails and maps the run's
-single pass kept for this reporter's ``card_request`` (``evidence.cards``, see ``dissectkit.results.cards``)
-are used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
+single pass kept for the cards (the reporter's pass observer, :mod:`dissectkit.report.cards`) are
+used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
 a layer past the budget) is read again once per target, in batches: its thumbnail written once,
 and one forward pass per batch captures the spatial maps of every shown layer that lacks them
 (stopping after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``,
@@ -25,6 +25,7 @@ from dissectkit.report.assets import (
     normalise_per_neuron,
     png_data_uri,
 )
+from dissectkit.report.cards import kept_cards
 from dissectkit.results.evidence import read_error
 
 MAX_MAP_SIDE = 32
@@ -83,7 +84,7 @@ class Visuals:
     def _pass(self, target: str, layers: list[str]) -> None:
         """Thumbnails and maps of the union of the layers' shown images, each image read at most once.
 
-        What the run's pass kept (``evidence.cards``) is used first; only the images it lacks a
+        What the run's pass kept (:func:`~dissectkit.report.cards.kept_cards`) is used first; only the images it lacks a
         thumbnail or a map of are read again. Those are read, preprocessed and thumbnailed by
         ``opts.threads`` threads (default: the CPUs available to the process, at most 4), one
         batch ahead of the forward pass (at most two batches of images in memory).
@@ -128,8 +129,8 @@ class Visuals:
               slots: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], heat: dict[str, np.ndarray]) -> dict[str, set[int]]:
         """Write the thumbnails and fill ``heat`` with the maps the run's pass kept; returns, per
         layer, the shown images whose maps it lacks."""
-        cards = self.evidence.cards
-        if cards is None or not cards.serves(self.opts.thumb_size, MAX_MAP_SIDE):
+        cards = kept_cards(self.evidence, self.opts.thumb_size, MAX_MAP_SIDE)
+        if cards is None:
             return {layer: set(slots[layer][2].tolist()) for layer in layers}
         thumbs = [(i, cards.thumbnails[i]) for i in images if i in cards.thumbnails]
         list(pool.map(lambda pair: self.assets.add_thumbnail(*pair), thumbs))

@@ -25,7 +25,8 @@ import numpy as np
 from dissectkit.base.errors import DataError, DissectkitError
 
 if TYPE_CHECKING:
-    from dissectkit.results.cards import CardEvidence
+    import torch
+
 
 class ChunkedEntry(Protocol):
     """What evidence reads of a cache entry (``dissectkit.engine.cache.ChunkedEntry`` is one): its
@@ -160,8 +161,8 @@ class RunEvidence:
     ``acts[(target, layer)]`` and ``embeds[dissector]`` are the cache entries of the run;
     ``targets`` maps a target label to its built target (``module``, ``preprocess``); ``skipped``
     maps probe indices skipped during the pass to their reason; ``top`` is the persisted top table
-    with the activation values of the same entries in ``top_values``; ``cards`` holds what the
-    pass kept for a reporter's ``card_request`` (``dissectkit.results.cards``), ``None`` when none asked.
+    with the activation values of the same entries in ``top_values``; ``observations`` holds what
+    the reporters' pass observers kept, by reporter label (``dissectkit.results.observe``).
     """
 
     acts: dict[tuple[str, str], ChunkedEntry]
@@ -173,7 +174,7 @@ class RunEvidence:
     batch_size: int = 32
     top: TopTable = field(default_factory=dict)
     top_values: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
-    cards: CardEvidence | None = None
+    observations: dict[str, Any] = field(default_factory=dict)
 
     # -- images ------------------------------------------------------------------------------
     def is_valid(self, index: int) -> bool:
@@ -213,13 +214,12 @@ class RunEvidence:
         """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s, one forward pass for all layers.
 
         Maps with a side above ``max_side`` are average-pooled down to at most ``max_side`` (on the
-        device, ``dissectkit.results.cards.pool_maps``). The forward pass stops as soon as every layer is captured.
+        device, :func:`pool_maps`). The forward pass stops as soon as every layer is captured.
         """
         import torch
 
         from dissectkit.nn.capture import Capture, first_tensor
         from dissectkit.nn.layers import spatial_output
-        from dissectkit.results.cards import pool_maps
 
         module = self._target(target).module
         wanted = set(layers)
@@ -256,17 +256,35 @@ def build_run_evidence(
     targets: dict[str, Any],
     device: str = "cpu",
     skipped: dict[int, str] | None = None,
+    observations: dict[str, Any] | None = None,
     n_top: int = TOP_IMAGES,
-    cards: CardEvidence | None = None,
 ) -> RunEvidence:
     """The evidence of a finished run: top images of every cached (target, layer), computed now."""
     skipped = dict(skipped or {})
-    evidence = RunEvidence(acts_entries, embeds_entries, probe, targets, device, skipped, cards=cards)
+    evidence = RunEvidence(acts_entries, embeds_entries, probe, targets, device, skipped, observations=dict(observations or {}))
     for (target, layer), entry in acts_entries.items():
         top = streaming_top_images(entry, n_top, skipped)
         evidence.top.setdefault(target, {})[layer] = top.indices
         evidence.top_values.setdefault(target, {})[layer] = top.values
     return evidence
+
+
+def pooled_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """The size of an ``h x w`` map after :func:`pool_maps`: each side capped at ``max_side``."""
+    if max_side and max(h, w) > max_side:
+        return min(h, max_side), min(w, max_side)
+    return h, w
+
+
+def pool_maps(maps: torch.Tensor, max_side: int | None) -> torch.Tensor:
+    """``[B, C, h, w]`` maps average-pooled so that neither side exceeds ``max_side`` (float32)."""
+    import torch.nn.functional as F
+
+    maps = maps.float()
+    size = pooled_size(*maps.shape[-2:], max_side)
+    if size != tuple(maps.shape[-2:]):
+        maps = F.adaptive_avg_pool2d(maps, size)
+    return maps
 
 
 def read_error(exc: BaseException) -> str:

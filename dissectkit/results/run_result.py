@@ -81,6 +81,8 @@ class RunResult:
     top_images: dict[str, dict[str, list[list[int]]]] = field(default_factory=dict)
     evidence: RunEvidence | None = None
     """Cache entries, probe and targets of the run (``dissectkit.results.evidence``); ``None`` when reloaded."""
+    pages: dict[str, str] = field(default_factory=dict)
+    """Title -> path (relative to ``out_dir``) of the pages the reporters write (``manifest.json``)."""
 
     # -- top images ------------------------------------------------------------------------------
     def top_image_indices(self, target: str, layer: str, unit: int) -> list[int]:
@@ -179,4 +181,5 @@ class RunResult:
             measures=data.get("measures", {}),
             stats=manifest.get("stats", {}),
             top_images=data.get("top_images", {}),
+            pages=manifest.get("pages", {}),
         )

@@ -1,9 +1,9 @@
-"""The Mammo-CLIP Dissect study of a run (docs/study.md): a recipe's ``study:`` section turns it on.
+"""The Mammo-CLIP Dissect study of a run (docs/study.md), written by the ``study`` reporter.
 
-:func:`run_study` writes ``<run>/study/``: ``thresholds.csv``, ``categories.csv``,
+:func:`write_study` writes ``<run>/study/``: ``thresholds.csv``, ``categories.csv``,
 ``category_shift.csv``, ``underrepresented.csv``, ``neurons.csv``, three figures (PNG + SVG) and
-``study.html``. It reads only the run's result (labels, concepts, the resolved recipe), so it works
-on a finished run reloaded from disk too.
+``study.html``. It reads only the run's result (labels, concepts, the resolved recipe), so
+:func:`run_study` writes it for a finished run reloaded from disk too.
 """
 
 from __future__ import annotations
@@ -11,23 +11,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from dissectkit.base.params import Params
+
 FOLDER = "study"
+PAGE = "study.html"
+PAGE_TITLE = "Study: thresholds, categories, category shift and underrepresented concepts"
 
 
-def run_study(result: Any, out_dir: str | Path | None = None) -> Path | None:
-    """Write the study files of a run whose recipe has a ``study:`` section; ``None`` otherwise."""
-    config = (result.recipe or {}).get("study")
-    if config is None:
-        return None
-    from dissectkit.host.recipe import StudyConfig
+class StudyParams(Params):
+    top_concepts: int = Field(10, ge=1, description="concepts listed per neuron in study/neurons.csv")
+    general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
+    top_categories: int = Field(3, ge=1, description="categories per layer in the top-categories figure")
+
+
+def write_study(result: Any, out_dir: str | Path, params: StudyParams | None = None) -> Path:
+    """Write ``<out_dir>/study/`` and return its page."""
     from dissectkit.study.analysis import analyse
     from dissectkit.study.figures import write_figures
     from dissectkit.study.page import write_page
     from dissectkit.study.tables import write_tables
 
-    cfg = StudyConfig.model_validate(config)
-    folder = Path(out_dir or result.out_dir) / FOLDER
-    groups = analyse(result, cfg.top_concepts)
+    params = params or StudyParams()
+    folder = Path(out_dir) / FOLDER
+    groups = analyse(result, params.top_concepts)
     files = write_tables(groups, folder)
-    figures = write_figures(groups, folder, cfg.general_categories, cfg.top_categories)
+    figures = write_figures(groups, folder, params.general_categories, params.top_categories)
     return write_page(result, groups, folder, files, figures)
+
+
+def run_study(result: Any, out_dir: str | Path | None = None) -> Path | None:
+    """The study of a finished run whose recipe lists the ``study`` reporter (or, in runs made
+    before it was one, has a ``study:`` section); ``None`` otherwise."""
+    recipe = result.recipe or {}
+    listed = [r for r in (recipe.get("output") or {}).get("reporters") or [] if isinstance(r, dict) and r.get("name") == FOLDER]
+    section = recipe.get("study")
+    if listed:
+        params = listed[0].get("params") or {}
+    elif section is not None:
+        params = {k: v for k, v in section.items() if k != "preset" and v is not None}
+    else:
+        return None
+    return write_study(result, out_dir or result.out_dir, StudyParams.model_validate(params))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.report.plots import _pyplot, _short, save
+from dissectkit.report.plots import pyplot, save, short
 from dissectkit.study.analysis import NONE, Group
 
 
@@ -23,12 +23,12 @@ def _positions(groups: list[Group]) -> list[str]:
         for t in g.targets:
             for i, layer in enumerate(t.layers):
                 names.setdefault(i, layer)
-    return [f"{i}: {_short(names[i], 22)}" for i in sorted(names)]
+    return [f"{i}: {short(names[i], 22)}" for i in sorted(names)]
 
 
 def thresholds_figure(groups: list[Group], folder: Path) -> dict[str, str]:
     """Layer threshold of every target (solid) and the global threshold (dashed) per layer position."""
-    plt = _pyplot()
+    plt = pyplot()
     xs = _positions(groups)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(xs) + 3), 3.8))
     many = len(groups) > 1
@@ -51,7 +51,7 @@ def thresholds_figure(groups: list[Group], folder: Path) -> dict[str, str]:
 def mammography_figure(groups: list[Group], folder: Path, general: list[str]) -> dict[str, str]:
     """Share of interpretable neurons labelled with a mammography concept (category not in
     ``general``) per layer, and the overall mammography / non-mammography split per target."""
-    plt = _pyplot()
+    plt = pyplot()
     xs = _positions(groups)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(max(9.0, 0.35 * len(xs) + 7), 3.8),
                                  gridspec_kw={"width_ratios": [3, 1]})
@@ -68,7 +68,7 @@ def mammography_figure(groups: list[Group], folder: Path, general: list[str]) ->
             y = [m[0] / (m[0] + m[1]) if m[0] + m[1] else np.nan for m in per.values()]
             ax.plot(list(per), y, marker="o", markersize=3, label=_series_name(g, t.target, many))
             total = [sum(m[0] for m in per.values()), sum(m[1] for m in per.values())]
-            names.append(_short(_series_name(g, t.role, many), 20))
+            names.append(short(_series_name(g, t.role, many), 20))
             n = max(1, sum(total))
             mammo.append(total[0] / n)
             other.append(total[1] / n)
@@ -91,7 +91,7 @@ def mammography_figure(groups: list[Group], folder: Path, general: list[str]) ->
 def top_categories_figure(groups: list[Group], folder: Path, top: int) -> dict[str, str]:
     """One panel per target: per layer, its ``top`` sub-categories by interpretable neurons
     (stacked; the rest as "other")."""
-    plt = _pyplot()
+    plt = pyplot()
     panels: list[tuple[str, dict[int, dict[str, int]]]] = []
     for g in groups:
         for t in g.targets:
@@ -116,7 +116,7 @@ def top_categories_figure(groups: list[Group], folder: Path, top: int) -> dict[s
                 vals[i] = sum(v for c, v in counts.items() if c not in keep) if cat == "other" else (
                     counts.get(cat, 0) if cat in keep else 0)
             if vals.any():
-                ax.bar(np.arange(len(xs)), vals, bottom=bottom, color=colours[cat], label=_short(cat, 28),
+                ax.bar(np.arange(len(xs)), vals, bottom=bottom, color=colours[cat], label=short(cat, 28),
                        edgecolor="white", linewidth=0.3)
             bottom += vals
         ax.set_title(title, fontsize=9)

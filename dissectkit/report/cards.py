@@ -1,0 +1,228 @@
+"""The HTML report's cards kept from the single pass: a pass observer (``dissectkit.results.observe``)
+and what it keeps.
+
+The ``html`` reporter's ``pass_observer`` is a :class:`CardCollector` for its :class:`CardRequest`.
+At each hooked layer it updates a running top-n per shown neuron over the valid images of the batch
+(the order of the run's top images: activation descending, ties by the lower probe index, on the
+float32 values the cache stores) and keeps the neuron's small map on each image that enters, cut
+out of the layer output on the device. After each batch it keeps the thumbnails (made in the data
+workers while that pays, :data:`THUMBNAILS_PER_SLOT`) of the images in some top list, so memory
+stays within :data:`CARD_SLOT_BUDGET` pairs and as many images. The result, :class:`CardEvidence`,
+is looked up by (neuron, image); a pair it lacks (chunks found in the cache, other ranks' chunks,
+layers past the budget) is recomputed by the report from the image. A complete one is kept in the
+cache (an ``.npz`` of plain arrays), so a later run over the same activations reads no image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dissectkit.report.assets import Thumbnail, make_thumbnail
+from dissectkit.results.evidence import RunningTop, pool_maps, pooled_size
+from dissectkit.results.observe import PassPlan
+
+CARD_SLOT_BUDGET = 16_384
+"""(neuron, image) pairs the pass keeps at most (maps at 32 x 32 in float16: 32 MB; thumbnails
+of at most as many images): layers past the budget are left to the report."""
+THUMBNAILS_PER_SLOT = 4
+"""The pass makes every probe image's thumbnail (in the data workers) while the probe has at most
+this many images per card slot (shown neuron x top image); beyond, the report reads the shown
+images for their thumbnails. Measured on the quickstart: a thumbnail costs about 7 % of reading and
+preprocessing an image, and about half of a run's card slots show distinct images, so thumbnails
+for every image pay up to about 7 images per slot; 4 keeps a margin."""
+
+
+@dataclass(frozen=True)
+class CardRequest:
+    """What the report shows per neuron: ``top_images`` images of the first ``max_cards`` neurons
+    of each layer (``None``: all), as thumbnails of longest side ``thumb_size`` with heatmaps of
+    longest side at most ``map_side``."""
+
+    top_images: int
+    thumb_size: int
+    map_side: int
+    max_cards: int | None = None
+
+
+@dataclass
+class LayerCardMaps:
+    """One layer's kept maps: ``maps[k, j]`` is neuron ``k``'s map on probe image ``images[k, j]``
+    (``-1``: empty slot); ``maps`` is ``None`` for a layer without spatial extent."""
+
+    images: np.ndarray
+    maps: np.ndarray | None
+
+    def lookup(self, units: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (neuron, image) pairs: whether a map is kept, and the kept ``[m, h, w]`` maps."""
+        if self.maps is None or len(units) == 0:
+            return np.zeros(len(units), bool), np.empty((0, 1, 1), np.float32)
+        inside = units < len(self.images)
+        rows = self.images[np.where(inside, units, 0)]
+        eq = (rows == images[:, None]) & inside[:, None]
+        found = eq.any(axis=1)
+        col = eq.argmax(axis=1)
+        return found, self.maps[units[found], col[found]].astype(np.float32)
+
+
+@dataclass
+class CardEvidence:
+    """What the pass kept for a :class:`CardRequest`: thumbnails by probe index and maps by (target, layer)."""
+
+    request: CardRequest
+    thumbnails: dict[int, Thumbnail] = field(default_factory=dict)
+    layers: dict[tuple[str, str], LayerCardMaps] = field(default_factory=dict)
+
+    def serves(self, thumb_size: int, map_side: int) -> bool:
+        """Whether its thumbnails and maps have these sizes."""
+        return self.request.thumb_size == thumb_size and self.request.map_side == map_side
+
+    def to_bytes(self) -> bytes:
+        """An ``.npz`` file of plain arrays (no pickles): the layers' images and maps, each
+        thumbnail's pixels and masks, and a JSON index."""
+        import io
+        import json
+
+        arrays: dict[str, np.ndarray] = {}
+        index: dict[str, Any] = {"request": vars(self.request), "layers": [], "thumbnails": []}
+        for i, ((target, layer), kept) in enumerate(self.layers.items()):
+            arrays[f"layer{i}_images"] = kept.images
+            if kept.maps is not None:
+                arrays[f"layer{i}_maps"] = kept.maps
+            index["layers"].append([target, layer, kept.maps is not None])
+        for row, thumb in self.thumbnails.items():
+            arrays[f"thumb{row}_pixels"] = thumb.pixels
+            for j, mask in enumerate(thumb.masks.values()):
+                arrays[f"thumb{row}_mask{j}"] = mask
+            index["thumbnails"].append([row, list(thumb.shown), list(thumb.masks)])
+        arrays["index"] = np.array(json.dumps(index))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CardEvidence:
+        """Read what :meth:`to_bytes` wrote."""
+        import json
+
+        with np.load(path, allow_pickle=False) as data:
+            index = json.loads(str(data["index"]))
+            layers = {
+                (target, layer): LayerCardMaps(data[f"layer{i}_images"], data[f"layer{i}_maps"] if has_maps else None)
+                for i, (target, layer, has_maps) in enumerate(index["layers"])
+            }
+            thumbnails = {
+                row: Thumbnail(data[f"thumb{row}_pixels"], (shown[0], shown[1]),
+                               {c: data[f"thumb{row}_mask{j}"] for j, c in enumerate(concepts)})
+                for row, shown, concepts in index["thumbnails"]
+            }
+        return cls(CardRequest(**index["request"]), thumbnails, layers)
+
+
+def kept_cards(evidence: Any, thumb_size: int, map_side: int) -> CardEvidence | None:
+    """The cards a run's pass kept with these sizes (``evidence.observations``), if any."""
+    kept = (o for o in (evidence.observations if evidence is not None else {}).values() if isinstance(o, CardEvidence))
+    return next((o for o in kept if o.serves(thumb_size, map_side)), None)
+
+
+class CardCollector:
+    """The pass observer of the cards: running top images with maps per (target, layer), and the
+    thumbnails of the images in them."""
+
+    def __init__(self, request: CardRequest, plan: PassPlan) -> None:
+        self.request = request
+        self.key = {"cards": vars(request), "budget": CARD_SLOT_BUDGET}
+        self.units: dict[tuple[str, str], int] = {}
+        self.spatial: dict[tuple[str, str], bool] = {}
+        self.tops: dict[tuple[str, str], RunningTop] = {}
+        budget = CARD_SLOT_BUDGET
+        for label, infos in plan.layers.items():
+            for info in infos:
+                units = info.n_neurons if request.max_cards is None else min(request.max_cards, info.n_neurons)
+                if units <= 0 or units * request.top_images > budget:
+                    continue  # past the budget: the report recomputes this layer's images
+                budget -= units * request.top_images
+                key = (label, info.name)
+                self.units[key], self.spatial[key] = units, info.kind != "linear"
+                self.tops[key] = RunningTop(request.top_images)
+        self.rows = np.empty(0, np.int64)
+        self.thumbnails: dict[int, Thumbnail] = {}
+        self.chunks_seen = dict.fromkeys(self.tops, 0)
+        self.thumbnails_in_pass = plan.n_images <= THUMBNAILS_PER_SLOT * (CARD_SLOT_BUDGET - budget)
+
+    @classmethod
+    def for_plan(cls, request: CardRequest, plan: PassPlan) -> CardCollector | None:
+        """The collector of a request (``None`` when it shows no image or no layer fits the budget)."""
+        collector = cls(request, plan) if request.top_images > 0 else None
+        return collector if collector is not None and collector.tops else None
+
+    def item_function(self) -> Any:
+        """Thumbnails in the data workers while that pays (:data:`THUMBNAILS_PER_SLOT`)."""
+        return partial(make_thumbnail, size=self.request.thumb_size) if self.thumbnails_in_pass else None
+
+    def chunk_started(self, layers: dict[str, list[str]]) -> None:
+        for target, names in layers.items():
+            for name in names:
+                if (target, name) in self.chunks_seen:
+                    self.chunks_seen[(target, name)] += 1
+
+    def complete(self, total_chunks: int) -> bool:
+        """Whether every tracked layer saw every chunk of the probe (nothing came from the cache)."""
+        return all(seen == total_chunks for seen in self.chunks_seen.values())
+
+    def batch_started(self, rows: list[int]) -> None:
+        self.rows = np.asarray(rows, np.int64)
+
+    def layer_output(self, target: str, layer: str, pooled: Any, output: Any) -> None:
+        key = (target, layer)
+        top = self.tops.get(key)
+        if top is None or len(self.rows) == 0:
+            return
+        values = pooled[:, : self.units[key]].detach().cpu().numpy()
+        top.add(values, self.rows, self._cut_maps(output) if self.spatial[key] else None)
+
+    def _cut_maps(self, out: Any):
+        """The payload of the running top: the pooled maps of chosen (neuron, batch position) pairs."""
+        import torch
+
+        from dissectkit.engine.spatial import as_float16
+        from dissectkit.nn.layers import spatial_output
+
+        maps = spatial_output(out)
+        h, w = maps.shape[-2:]
+        size = pooled_size(h, w, self.request.map_side)
+
+        def cut(units: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            if len(units) == 0:
+                return np.empty((0, *size), np.float16)
+            chosen = maps[torch.as_tensor(positions, device=maps.device), torch.as_tensor(units, device=maps.device)]
+            small = pool_maps(chosen[:, None], self.request.map_side)[:, 0]
+            return as_float16(small).cpu().numpy()
+
+        return cut
+
+    def batch_finished(self, rows: list[int], values: list[Any]) -> None:
+        """Keep the new thumbnails of images in some top list, drop those no longer in one."""
+        if not self.thumbnails_in_pass:
+            return
+        shown = self._in_tops()
+        for row, thumb in zip(rows, values, strict=True):
+            if thumb is not None and row in shown:
+                self.thumbnails[row] = thumb
+        for row in [r for r in self.thumbnails if r not in shown]:
+            del self.thumbnails[row]
+
+    def _in_tops(self) -> set[int]:
+        parts = [top.idx.ravel() for top in self.tops.values() if top.idx is not None]
+        return set(np.unique(np.concatenate(parts)).tolist()) if parts else set()
+
+    def result(self) -> CardEvidence | None:
+        layers = {key: LayerCardMaps(top.idx, top.payload) for key, top in self.tops.items() if top.idx is not None}
+        return CardEvidence(self.request, dict(self.thumbnails), layers) if layers else None
+
+    def load(self, path: Path) -> CardEvidence:
+        return CardEvidence.from_file(path)
