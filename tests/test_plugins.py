@@ -7,6 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dissectkit as dk
@@ -398,3 +399,25 @@ def test_components_are_adapted_to_their_kind_once_at_build():
         adapt("probe", type("NoFp", (), {"__len__": lambda s: 1, "__getitem__": lambda s, i: None})())
     built = dk.create("probe", "synth-mammo", n=4)
     assert adapt("probe", built) is built  # built-ins subclass their kind: nothing to adapt
+
+
+def test_the_run_records_licences_and_the_files_a_probe_left_out(tmp_path):
+    from dissectkit.host.recipe import recipe_from_dict
+
+    (tmp_path / "img").mkdir()
+    from PIL import Image
+
+    for i in range(6):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"img/{i}.png\n" for i in range(6)) + "img/gone.png\n")
+    recipe = recipe_from_dict({
+        "dissector": "synth-clip", "target": {"name": "synth-effnet-concepts", "layers": ["classifier"]},
+        "probe": {"name": "csv", "params": {"root": str(tmp_path / "list.csv")}},
+        "concepts": {"name": "synth-mammo-concepts", "params": {"groups": ["findings"]}},
+        "method": {"name": "clip-dissect", "params": {"similarity": "cos"}},
+        "output": {"dir": str(tmp_path / "run"), "reporters": ["csv"]}, "runtime": {"device": "cpu"},
+    })
+    dk.run(recipe)
+    stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["stats"]
+    assert stats["licences"]["dissector synth-clip"].startswith("Apache-2.0")
+    assert stats["probe_skipped"] == [["img/gone.png", f"file not found: {tmp_path / 'img' / 'gone.png'}"]]

@@ -37,12 +37,15 @@ def versions(ctx: BuildContext) -> dict[str, Any]:
 
 
 def run_stats(res: Resolved, ex: Extraction, timings: dict[str, float], processes: dict[str, int]) -> dict[str, Any]:
-    """``manifest.json``'s stats: timings, sizes, chunks, skipped images, cache keys, versions."""
+    """``manifest.json``'s stats: timings, sizes, chunks, skipped images (and the files the probe left
+    out), cache keys, the licences of the components, versions."""
     return {
         "timings": timings,
         "n_images": len(res.probe),
         "chunks": {"computed": ex.computed_chunks, "total": ex.total_chunks},
         "skipped": {str(k): v for k, v in ex.skipped.items()},
+        "probe_skipped": [list(pair) for pair in res.probe.skipped],
+        "licences": res.licences,
         "cache": ex.cache_keys(),
         "processes": processes,
         "versions": versions(res.ctx),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class Resolved:
     reporters: dict[str, Any]
     probe_has_masks: bool = False
     """The probe's registration declares masks for these params."""
+    licences: dict[str, str] = field(default_factory=dict)
+    """``"<kind> <label>"`` -> the licence its registration declares (components that declare one)."""
 
     @property
     def needs_spatial(self) -> bool:
@@ -82,12 +84,15 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
     registry = get_host().registry
     validated = validate_components(recipe, registry)
     built: dict[int, Any] = {}
+    licences: dict[str, str] = {}
     problems: list[str] = []
     for kind, path, ref in component_refs(recipe):
         if kinds is not None and kind not in kinds:
             continue
         spec = registry.get(kind, ref.name)
         where = recipe.position(*recipe_path(recipe, path))
+        if spec.licence:
+            licences[f"{kind} {ref.display}"] = spec.licence
         try:
             built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
@@ -130,6 +135,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         methods=methods,
         reporters={r.display: built[id(r)] for r in recipe.output.reporters if id(r) in built},
         probe_has_masks=has_masks,
+        licences=licences,
     )
 
 
