@@ -26,6 +26,7 @@ from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import as_float16
 from dissectkit.host.contract import reporter_card_request
+from dissectkit.labelling.streaming import RunningTopK
 from dissectkit.results.cards import (
     CARD_SLOT_BUDGET,
     CardEvidence,
@@ -35,7 +36,6 @@ from dissectkit.results.cards import (
     pool_maps,
     pooled_size,
 )
-from dissectkit.results.evidence import RunningTop
 
 if TYPE_CHECKING:
     from dissectkit.engine.extract import Extraction
@@ -65,7 +65,7 @@ class CardCollector:
         self.request = request
         self.units: dict[tuple[str, str], int] = {}
         self.spatial: dict[tuple[str, str], bool] = {}
-        self.tops: dict[tuple[str, str], RunningTop] = {}
+        self.tops: dict[tuple[str, str], RunningTopK] = {}
         budget = CARD_SLOT_BUDGET
         for label, slot in targets.items():
             for info in slot.layers:
@@ -75,7 +75,7 @@ class CardCollector:
                 budget -= units * request.top_images
                 key = (label, info.name)
                 self.units[key], self.spatial[key] = units, info.kind != "linear"
-                self.tops[key] = RunningTop(request.top_images)
+                self.tops[key] = RunningTopK(request.top_images)
         self.rows = np.empty(0, np.int64)
         self.thumbnails: dict[int, Thumbnail] = {}
         self.chunks_seen = dict.fromkeys(self.tops, 0)
@@ -112,8 +112,8 @@ class CardCollector:
         if top is None or len(self.rows) == 0:
             return
         units = self.units[key]
-        values = pooled[:, :units].detach().cpu().numpy()
-        top.add(values, self.rows, self._cut_maps(out) if self.spatial[key] else None)
+        values = pooled[:, :units].detach().cpu()
+        top.update(values, self.rows, self._cut_maps(out) if self.spatial[key] else None)
 
     def _cut_maps(self, out: Any):
         """The payload of the running top: the pooled maps of chosen (neuron, batch position) pairs."""
@@ -145,15 +145,14 @@ class CardCollector:
             del self.thumbnails[row]
 
     def _in_tops(self) -> set[int]:
-        parts = [top.idx.ravel() for top in self.tops.values() if top.idx is not None]
+        parts = [top.kept_rows().ravel().numpy() for top in self.tops.values() if top.seen]
         return set(np.unique(np.concatenate(parts)).tolist()) if parts else set()
 
     # -- the result ----------------------------------------------------------------------------
     def result(self) -> CardEvidence:
-        layers = {
-            key: LayerCardMaps(top.idx, top.payload)
-            for key, top in self.tops.items() if top.idx is not None
-        }
+        tops = {key: top.result() for key, top in self.tops.items() if top.seen}
+        layers = {key: LayerCardMaps(t.indices.numpy(), None if t.payload is None else t.payload.numpy())
+                  for key, t in tops.items()}
         return CardEvidence(self.request, dict(self.thumbnails), layers)
 
 

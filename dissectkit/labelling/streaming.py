@@ -4,10 +4,13 @@ Labelling never holds a layer's ``[N, K]`` activation matrix: methods and simila
 blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
 
 - :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
-  neuron's min / max on its first full pass (:class:`Moments`), so a dead (constant) neuron is
-  known without a pass of its own;
+  neuron's min / max on its first full pass (:class:`Moments`), so a dead neuron is known without
+  a pass of its own. :attr:`Moments.constant` is the one dead-neuron rule (min == max over the
+  rows); the run's top images, label quality and ``netdissect`` use it too;
 - :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
-  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index).
+  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index),
+  optionally with a payload per kept pair: the one running top of the labelling, the run's top
+  images and the report's card maps.
 
 Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dissectkit.base.errors import EvidenceError
 
@@ -28,7 +31,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivationStream",
     "Moments",
+    "Payload",
     "RunningTopK",
+    "TopK",
     "check_finite",
     "key_value",
     "order_key",
@@ -115,58 +120,93 @@ def key_value(key: torch.Tensor) -> torch.Tensor:
 
 
 _LOW = 0xFFFFFFFF
+_EMPTY = -(1 << 63)  # the smallest int64: an empty candidate slot
+
+Payload = Callable[["torch.Tensor", "torch.Tensor"], Any]
+"""``payload(neurons [m], positions [m])`` -> ``[m, ...]``: what a (neuron, row) pair entering a
+:class:`RunningTopK` keeps with it (e.g. the neuron's map on that image); ``positions`` index the
+rows of the block just given."""
 
 
 def _rank_keys(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """int64 keys ordering ``(value descending, row ascending)`` as ``key descending``: the value's
-    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does), ``~row`` in the low 32."""
+    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does; NaN as -inf), ``~row`` in
+    the low 32."""
     import torch
 
-    hi = order_key((values + 0.0).to(torch.float32)).to(torch.int64) << 32
-    return hi | (_LOW - rows)
+    v = (values + 0.0).to(torch.float32)
+    v = torch.where(v.isnan(), float("-inf"), v)
+    return (order_key(v).to(torch.int64) << 32) | (_LOW - rows)
+
+
+class TopK(NamedTuple):
+    """Each neuron's kept rows, best first: ``indices``/``values`` ``[K, m]`` and ``payload``
+    ``[K, m, ...]`` (``None`` when none was kept)."""
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    payload: torch.Tensor | None
 
 
 class RunningTopK:
-    """Each neuron's ``k`` largest values over a stream of row blocks, with their global row indices.
+    """Each neuron's ``k`` largest values over a stream of row blocks, with their row indices and,
+    optionally, a payload per kept (neuron, row) pair.
 
-    The running set is kept as int64 keys ``(value, ~row)`` so one ``topk`` on keys applies the
-    tie rule of :func:`top_indices` exactly (descending, ties by the lower row). Once ``k`` rows are
-    in, a row of a later block can only enter where its value is strictly above the neuron's
-    ``k``-th value (it has a higher row index than everything held), so a block costs one
-    comparison; the candidates are merged by one ``topk`` per about ``k`` of them.
-    Memory: about ``2 K k`` keys plus one block's candidates.
+    The order is that of :func:`top_indices`: value descending (float32), ties by the lower row;
+    -0.0 equals 0.0 and NaN counts as -inf. The running set is kept as int64 keys ``(value, ~row)``,
+    so one ``topk`` on keys applies that rule exactly. Once ``k`` rows are in, a row of a later block
+    can only enter where its value is strictly above the neuron's ``k``-th value (it has a higher
+    row index than everything held), so a block costs one comparison; without a payload the
+    candidates are merged by one ``topk`` per about ``k`` of them, with one the payload of the pairs
+    that enter is asked for at once. Memory: about ``2 K k`` keys plus one block's candidates.
     """
 
     def __init__(self, k: int) -> None:
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
+        self.seen = 0  # rows merged so far
         self._keys: torch.Tensor | None = None  # [K, m], m <= k, unordered
+        self._payload: torch.Tensor | None = None  # [K, m, ...], aligned with _keys
         self._kth: torch.Tensor | None = None  # [K] float32, the k-th value once m == k
         self._pending: list[torch.Tensor] = []  # candidate keys not merged yet
         self._pending_w = 0
 
-    def update(self, block: torch.Tensor, start: int) -> None:
-        """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``, finite)."""
+    def update(self, block: torch.Tensor, rows: int | Any, payload: Payload | None = None) -> None:
+        """Merge the rows of ``block`` ``[n, K]``: ``rows`` is the first one's index (rows ``rows ..
+        rows + n``) or the ``n`` ascending indices, all above the rows merged before."""
+        import torch
+
         n = block.shape[0]
-        if start + n > _LOW:
+        if n == 0:
+            return
+        if self.seen and (payload is None) != (self._payload is None):
+            raise ValueError("give a payload with every block or with none")
+        if isinstance(rows, int):
+            last = rows + n - 1
+            rows = torch.arange(rows, rows + n, device=block.device)
+        else:
+            rows = torch.as_tensor(rows, dtype=torch.int64)
+            last = int(rows[-1])
+            rows = rows.to(block.device)
+        if last >= _LOW:
             raise ValueError("RunningTopK handles at most 2**32 - 1 rows")
         step = max(self.k, 512)  # pieces: the k-th value rises between them, fewer candidates
         for s in range(0, n, step):
-            self._update(block[s : s + step], start + s)
+            self._update(block[s : s + step], rows[s : s + step], s, payload)
+        self.seen += n
 
-    def _update(self, block: torch.Tensor, start: int) -> None:
+    def _update(self, block: torch.Tensor, rows: torch.Tensor, offset: int, payload: Payload | None) -> None:
         import torch
 
         n, K = block.shape
         if self._kth is None:  # fewer than k rows held: the first rows all enter
             m = min(n, self.k - (0 if self._keys is None else self._keys.shape[1]))
-            rows = torch.arange(start, start + m, device=block.device)
-            keys = _rank_keys(block[:m].T, rows.unsqueeze(0))
-            self._set(keys if self._keys is None else torch.cat([self._keys, keys], 1))
+            where = torch.arange(offset, offset + m, device=block.device).expand(K, m)
+            self._take(_rank_keys(block[:m].T, rows[:m].unsqueeze(0)), where, payload)
             if m == n:
                 return
-            block, start, n = block[m:], start + m, n - m
+            block, rows, offset, n = block[m:], rows[m:], offset + m, n - m
         cand = (block > self._kth).nonzero()  # [m, 2] (row, neuron), few once warmed up
         if cand.numel() == 0:
             return
@@ -176,8 +216,13 @@ class RunningTopK:
         counts = torch.bincount(c, minlength=K)
         first = torch.cumsum(counts, 0) - counts
         slot = torch.arange(c.numel(), device=c.device) - first[c]
-        buf = torch.full((K, int(counts.max())), torch.iinfo(torch.int64).min, dtype=torch.int64, device=block.device)
-        buf[c, slot] = _rank_keys(block[r, c], r + start)
+        buf = torch.full((K, int(counts.max())), _EMPTY, dtype=torch.int64, device=block.device)
+        buf[c, slot] = _rank_keys(block[r, c], rows[r])
+        if payload is not None:
+            where = torch.zeros_like(buf)
+            where[c, slot] = r + offset
+            self._take(buf, where, payload)
+            return
         # candidates wait until about k of them have come (the k-th value used to filter them is
         # a lower bound meanwhile): about one topk per k candidates, also for a large k
         self._pending.append(buf)
@@ -189,26 +234,61 @@ class RunningTopK:
         import torch
 
         if self._pending:
-            self._set(torch.cat([self._keys, *self._pending], 1))
+            self._take(torch.cat(self._pending, 1), None, None)
             self._pending, self._pending_w = [], 0
 
-    def _set(self, keys: torch.Tensor) -> None:
+    def _take(self, new: torch.Tensor, where: torch.Tensor | None, payload: Payload | None) -> None:
+        """Merge the candidate keys ``new`` ``[K, w]`` (at block positions ``where``) into the kept set."""
+        import torch
+
+        held = 0 if self._keys is None else self._keys.shape[1]
+        keys = new if self._keys is None else torch.cat([self._keys, new], 1)
+        slots = None
         if keys.shape[1] > self.k:
-            keys = keys.topk(self.k, dim=1, sorted=False).values
+            keys, slots = keys.topk(self.k, dim=1, sorted=False)
+        if payload is not None and where is not None:
+            if slots is None:
+                slots = torch.arange(keys.shape[1], device=keys.device).expand_as(keys)
+            self._keep_payload(slots, held, where, payload)
         self._keys = keys
         if keys.shape[1] == self.k:
             self._kth = key_value(keys.amin(1) >> 32)
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(indices [K, k], values [K, k])`` in descending value order, ties by the lower row."""
+    def _keep_payload(self, slots: torch.Tensor, held: int, where: torch.Tensor, payload: Payload) -> None:
+        """The payload of the kept slots ``[K, m]`` (indices into ``[held | new]``): asked for the new pairs."""
+        import torch
+
+        fresh = slots >= held
+        cols, j = fresh.nonzero(as_tuple=True)
+        got = torch.as_tensor(payload(cols, where[cols, slots[cols, j] - held]))
+        kept = got.new_empty((*slots.shape, *got.shape[1:]))
+        kept[cols.to(kept.device), j.to(kept.device)] = got
+        if held:
+            cols, j = (~fresh).nonzero(as_tuple=True)
+            old = self._payload[cols.to(kept.device), slots[cols, j].to(kept.device)]
+            kept[cols.to(kept.device), j.to(kept.device)] = old
+        self._payload = kept
+
+    def kept_rows(self) -> torch.Tensor:
+        """The rows kept now, ``[K, m]`` in no particular order (cheaper than :meth:`result`)."""
         import torch
 
         self._merge()
-        have = 0 if self._keys is None else self._keys.shape[1]
-        if have < self.k:
-            raise ValueError(f"only {have} rows were streamed; top-{self.k} needs at least {self.k}")
-        keys = torch.sort(self._keys, dim=1, descending=True).values
-        return _LOW - (keys & _LOW), key_value(keys >> 32)
+        return torch.empty((0, 0), dtype=torch.int64) if self._keys is None else _LOW - (self._keys & _LOW)
+
+    def result(self) -> TopK:
+        """The kept rows of every neuron (``m = min(k, seen)`` of them), best first."""
+        import torch
+
+        self._merge()
+        if self._keys is None:
+            none = torch.empty((0, 0), dtype=torch.int64)
+            return TopK(none, none.float(), None)
+        keys, order = torch.sort(self._keys, dim=1, descending=True)
+        payload = None
+        if self._payload is not None:
+            payload = self._payload[torch.arange(len(order)).unsqueeze(1), order.to(self._payload.device)]
+        return TopK(_LOW - (keys & _LOW), key_value(keys >> 32), payload)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,16 +305,17 @@ class Moments:
     def of(cls, block: torch.Tensor) -> Moments:
         return cls(block.amin(0), block.amax(0), block.shape[0])
 
-    def add(self, block: torch.Tensor) -> None:
+    def add(self, block: torch.Tensor) -> Moments:
         import torch
 
         torch.minimum(self.min, block.amin(0), out=self.min)
         torch.maximum(self.max, block.amax(0), out=self.max)
         self.count += block.shape[0]
+        return self
 
     @property
     def constant(self) -> torch.Tensor:
-        """Boolean ``[K]``: the neuron has one value over every row (a dead neuron)."""
+        """Boolean ``[K]``: the column has one value over every row (for activations: a dead neuron)."""
         return self.min == self.max
 
 
@@ -306,10 +387,7 @@ class ActivationStream:
             b = b.to(device=self.device, dtype=torch.float32)
             check_finite(b, self.layer)
             if record:
-                if moments is None:
-                    moments = Moments.of(b)
-                else:
-                    moments.add(b)
+                moments = Moments.of(b) if moments is None else moments.add(b)
             yield start, b
             start += b.shape[0]
         if start != self.n_images:
@@ -345,9 +423,12 @@ class ActivationStream:
         return torch.cat([b for _, b in self.blocks()], 0)
 
 
-def stream_top(stream: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(indices [K, k], values [K, k])`` of each neuron's ``k`` largest activations, one pass."""
+def stream_top(stream: ActivationStream, k: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices [K, k], values [K, k])`` of each neuron's ``k`` largest activations, one pass
+    (the blocks moved to ``device`` when given)."""
     top = RunningTopK(k)
     for start, block in stream.blocks():
-        top.update(block, start)
-    return top.result()
+        top.update(block if device is None else block.to(device), start)
+    if top.seen < k:
+        raise ValueError(f"only {top.seen} rows were streamed; top-{k} needs at least {k}")
+    return top.result()[:2]
