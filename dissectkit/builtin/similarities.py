@@ -502,9 +502,9 @@ class RankReorder(_Similarity):
                     err = err / meanP.clamp_min(1e-12).pow(prm.scale_p)
                     S[s:e, c0 : c0 + cb] = err
             del Prow, remap  # one group's rows held at a time
-        dead = base <= 0
-        S = S / torch.where(dead, torch.ones_like(base), base).unsqueeze(1)
-        S[dead] = 0.0
+        flat = base <= 0  # every top activation equal: no baseline, scores 0
+        S = S / torch.where(flat, torch.ones_like(base), base).unsqueeze(1)
+        S[flat] = 0.0
         return -S
 
 
