@@ -130,9 +130,9 @@ def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypat
     widths = []
     original = RunningTopK._take
 
-    def spy(self, new, where, payload):
+    def spy(self, new, *args):
         widths.append(new.shape[1] + (0 if self._keys is None else self._keys.shape[1]))
-        return original(self, new, where, payload)
+        return original(self, new, *args)
 
     monkeypatch.setattr(RunningTopK, "_take", spy)
     top = run_evidence.streaming_top_images(entry, 3)

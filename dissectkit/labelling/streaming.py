@@ -74,35 +74,6 @@ def tensor_blocks(A: torch.Tensor, rows: int | None = None) -> Iterator[torch.Te
 
 # ---------------------------------------------------------------------------------------------
 # deterministic top-k
-def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
-    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
-    ties broken by the lower image index (deterministic on every device)."""
-    import torch
-
-    N, K = A.shape
-    out = torch.empty((K, k), dtype=torch.long, device=A.device)
-    for s in range(0, K, chunk):
-        Ac = A[:, s : s + chunk]
-        vals, idx = torch.topk(Ac, k, dim=0, sorted=True)
-        thr = vals[-1]
-        n_eq = (Ac == thr).sum(0)
-        n_eq_in = (vals == thr).sum(0)
-        rows = idx.T.contiguous()  # [kc, k]
-        ambiguous = (n_eq > n_eq_in).nonzero().flatten()
-        if ambiguous.numel():  # ties across the k-th value: take the lowest indices among them
-            sub = Ac[:, ambiguous]
-            t = thr[ambiguous]
-            gt = sub > t
-            eq = sub == t
-            keep = gt | (eq & (eq.cumsum(0) <= (k - gt.sum(0))))
-            rows[ambiguous] = keep.T.nonzero()[:, 1].view(-1, k)
-        rows, _ = rows.sort(dim=1)
-        v = Ac.T.gather(1, rows)
-        order = torch.sort(v, dim=1, descending=True, stable=True).indices
-        out[s : s + chunk] = rows.gather(1, order)
-    return out
-
-
 def order_key(x: torch.Tensor) -> torch.Tensor:
     """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
     import torch
@@ -156,9 +127,10 @@ class RunningTopK:
     -0.0 equals 0.0 and NaN counts as -inf. The running set is kept as int64 keys ``(value, ~row)``,
     so one ``topk`` on keys applies that rule exactly. Once ``k`` rows are in, a row of a later block
     can only enter where its value is strictly above the neuron's ``k``-th value (it has a higher
-    row index than everything held), so a block costs one comparison; without a payload the
-    candidates are merged by one ``topk`` per about ``k`` of them, with one the payload of the pairs
-    that enter is asked for at once. Memory: about ``2 K k`` keys plus one block's candidates.
+    row index than everything held), so a block costs one comparison. Without a payload the
+    candidates are merged by one ``topk`` per about ``k`` of them; with one, each block's candidates
+    are merged at once and the payload is asked for the pairs that enter. Memory: about ``2 K k``
+    keys (and payloads) plus one block's candidates.
     """
 
     def __init__(self, k: int) -> None:
@@ -234,40 +206,34 @@ class RunningTopK:
         import torch
 
         if self._pending:
-            self._take(torch.cat(self._pending, 1), None, None)
+            self._take(torch.cat(self._pending, 1))
             self._pending, self._pending_w = [], 0
 
-    def _take(self, new: torch.Tensor, where: torch.Tensor | None, payload: Payload | None) -> None:
+    def _take(self, new: torch.Tensor, where: torch.Tensor | None = None, payload: Payload | None = None) -> None:
         """Merge the candidate keys ``new`` ``[K, w]`` (at block positions ``where``) into the kept set."""
         import torch
 
         held = 0 if self._keys is None else self._keys.shape[1]
-        keys = new if self._keys is None else torch.cat([self._keys, new], 1)
-        slots = None
-        if keys.shape[1] > self.k:
-            keys, slots = keys.topk(self.k, dim=1, sorted=False)
-        if payload is not None and where is not None:
-            if slots is None:
-                slots = torch.arange(keys.shape[1], device=keys.device).expand_as(keys)
-            self._keep_payload(slots, held, where, payload)
-        self._keys = keys
-        if keys.shape[1] == self.k:
-            self._kth = key_value(keys.amin(1) >> 32)
-
-    def _keep_payload(self, slots: torch.Tensor, held: int, where: torch.Tensor, payload: Payload) -> None:
-        """The payload of the kept slots ``[K, m]`` (indices into ``[held | new]``): asked for the new pairs."""
-        import torch
-
-        fresh = slots >= held
-        cols, j = fresh.nonzero(as_tuple=True)
-        got = torch.as_tensor(payload(cols, where[cols, slots[cols, j] - held]))
-        kept = got.new_empty((*slots.shape, *got.shape[1:]))
-        kept[cols.to(kept.device), j.to(kept.device)] = got
-        if held:
-            cols, j = (~fresh).nonzero(as_tuple=True)
-            old = self._payload[cols.to(kept.device), slots[cols, j].to(kept.device)]
-            kept[cols.to(kept.device), j.to(kept.device)] = old
-        self._payload = kept
+        if payload is None or where is None:
+            keys = new if self._keys is None else torch.cat([self._keys, new], 1)
+            self._keys = keys.topk(self.k, dim=1, sorted=False).values if keys.shape[1] > self.k else keys
+        elif held < self.k:  # filling: every pair enters
+            K, m = new.shape
+            got = torch.as_tensor(payload(torch.arange(K, device=new.device).repeat_interleave(m), where.flatten()))
+            got = got.reshape(K, m, *got.shape[1:])
+            self._keys = new if self._keys is None else torch.cat([self._keys, new], 1)
+            self._payload = got if self._payload is None else torch.cat([self._payload, got], 1)
+        else:  # full: each entering pair takes the slot of a pair it pushes out, in place
+            best = torch.cat([self._keys, new], 1).topk(self.k, dim=1, sorted=False).indices
+            keep = torch.zeros((new.shape[0], held + new.shape[1]), dtype=torch.bool, device=new.device)
+            keep.scatter_(1, best, True)
+            out_r, out_j = (~keep[:, :held]).nonzero(as_tuple=True)  # as many per neuron as enter,
+            in_r, in_j = keep[:, held:].nonzero(as_tuple=True)  # both in neuron order
+            self._keys[out_r, out_j] = new[in_r, in_j]
+            got = torch.as_tensor(payload(in_r, where[in_r, in_j]))
+            self._payload[out_r.to(got.device), out_j.to(got.device)] = got
+        if self._keys.shape[1] == self.k:
+            self._kth = key_value(self._keys.amin(1) >> 32)
 
     def kept_rows(self) -> torch.Tensor:
         """The rows kept now, ``[K, m]`` in no particular order (cheaper than :meth:`result`)."""
@@ -289,6 +255,16 @@ class RunningTopK:
         if self._payload is not None:
             payload = self._payload[torch.arange(len(order)).unsqueeze(1), order.to(self._payload.device)]
         return TopK(_LOW - (keys & _LOW), key_value(keys >> 32), payload)
+
+
+def top_indices(A: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
+    ties broken by the lower image index (a :class:`RunningTopK` over ``A``, deterministic on every device)."""
+    if k > A.shape[0]:
+        raise ValueError(f"top-{k} needs at least {k} rows; A has {A.shape[0]}")
+    top = RunningTopK(k)
+    top.update(A, 0)
+    return top.result().indices
 
 
 # ---------------------------------------------------------------------------------------------
