@@ -179,6 +179,7 @@ class RunningTopK:
             if m == n:
                 return
             block, rows, offset, n = block[m:], rows[m:], offset + m, n - m
+        assert self._kth is not None  # k rows are held
         cand = (block > self._kth).nonzero()  # [m, 2] (row, neuron), few once warmed up
         if cand.numel() == 0:
             return
@@ -213,27 +214,27 @@ class RunningTopK:
         """Merge the candidate keys ``new`` ``[K, w]`` (at block positions ``where``) into the kept set."""
         import torch
 
-        held = 0 if self._keys is None else self._keys.shape[1]
-        if payload is None or where is None:
-            keys = new if self._keys is None else torch.cat([self._keys, new], 1)
-            self._keys = keys.topk(self.k, dim=1, sorted=False).values if keys.shape[1] > self.k else keys
-        elif held < self.k:  # filling: every pair enters
-            K, m = new.shape
-            got = torch.as_tensor(payload(torch.arange(K, device=new.device).repeat_interleave(m), where.flatten()))
-            got = got.reshape(K, m, *got.shape[1:])
-            self._keys = new if self._keys is None else torch.cat([self._keys, new], 1)
-            self._payload = got if self._payload is None else torch.cat([self._payload, got], 1)
-        else:  # full: each entering pair takes the slot of a pair it pushes out, in place
-            best = torch.cat([self._keys, new], 1).topk(self.k, dim=1, sorted=False).indices
-            keep = torch.zeros((new.shape[0], held + new.shape[1]), dtype=torch.bool, device=new.device)
+        keys, kept = self._keys, self._payload
+        if keys is None or keys.shape[1] < self.k or kept is None or payload is None or where is None:
+            if payload is not None and where is not None:  # filling: every pair enters
+                K, m = new.shape
+                got = torch.as_tensor(payload(torch.arange(K, device=new.device).repeat_interleave(m), where.flatten()))
+                got = got.reshape(K, m, *got.shape[1:])
+                self._payload = got if kept is None else torch.cat([kept, got], 1)
+            keys = new if keys is None else torch.cat([keys, new], 1)
+            keys = keys.topk(self.k, dim=1, sorted=False).values if keys.shape[1] > self.k else keys
+            self._keys = keys
+        else:  # full, with a payload: each entering pair takes the slot of a pair it pushes out
+            best = torch.cat([keys, new], 1).topk(self.k, dim=1, sorted=False).indices
+            keep = torch.zeros((new.shape[0], self.k + new.shape[1]), dtype=torch.bool, device=new.device)
             keep.scatter_(1, best, True)
-            out_r, out_j = (~keep[:, :held]).nonzero(as_tuple=True)  # as many per neuron as enter,
-            in_r, in_j = keep[:, held:].nonzero(as_tuple=True)  # both in neuron order
-            self._keys[out_r, out_j] = new[in_r, in_j]
+            out_r, out_j = (~keep[:, : self.k]).nonzero(as_tuple=True)  # as many per neuron as enter,
+            in_r, in_j = keep[:, self.k :].nonzero(as_tuple=True)  # both in neuron order
+            keys[out_r, out_j] = new[in_r, in_j]
             got = torch.as_tensor(payload(in_r, where[in_r, in_j]))
-            self._payload[out_r.to(got.device), out_j.to(got.device)] = got
-        if self._keys.shape[1] == self.k:
-            self._kth = key_value(self._keys.amin(1) >> 32)
+            kept[out_r.to(got.device), out_j.to(got.device)] = got
+        if keys.shape[1] == self.k:
+            self._kth = key_value(keys.amin(1) >> 32)
 
     def kept_rows(self) -> torch.Tensor:
         """The rows kept now, ``[K, m]`` in no particular order (cheaper than :meth:`result`)."""
