@@ -16,7 +16,6 @@ from dissectkit.report import cards as report_cards
 from dissectkit.report.cards import CardEvidence
 from dissectkit.report.html import HtmlOptions, card_units
 from dissectkit.report.visuals import MAX_MAP_SIDE, Visuals
-from dissectkit.results.evidence import RunningTop
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "synth-effnet-concepts"
@@ -64,31 +63,6 @@ def _decoded(uri: str | None) -> np.ndarray | None:
 @pytest.fixture(scope="module")
 def qs_run(tmp_path_factory):
     return _quickstart(tmp_path_factory.mktemp("cards"))
-
-
-def test_running_top_payload_follows_every_kept_pair():
-    rng = np.random.default_rng(3)
-    values = rng.integers(0, 6, size=(300, 7)).astype(np.float32)  # many ties
-    values[:, 3] = 1.0  # a constant column
-    plain, carried = RunningTop(4), RunningTop(4)
-    asked = []
-
-    def payload_for(rows):
-        def payload(cols, positions):
-            asked.append(len(cols))
-            return np.stack([cols, rows[positions]], axis=1).astype(np.int64)  # (column, probe row) per pair
-        return payload
-
-    start = 0
-    for size in (1, 7, 50, 3, 100, 139):
-        rows = np.arange(start, start + size)
-        plain.add(values[rows], rows)
-        carried.add(values[rows], rows, payload_for(rows))
-        start += size
-    assert np.array_equal(plain.idx, carried.idx)
-    assert np.array_equal(carried.payload[..., 0], np.broadcast_to(np.arange(7)[:, None], (7, 4)))
-    assert np.array_equal(carried.payload[..., 1], carried.idx)  # each slot holds its own image's payload
-    assert sum(asked) < 7 * 300 / 4  # only pairs entering the top are asked for
 
 
 def test_the_pass_keeps_the_shown_thumbnails_and_maps(qs_run):

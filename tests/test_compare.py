@@ -10,6 +10,7 @@ from test_report_fixtures import CONCEPTS, make_run, save_run
 
 from dissectkit.base.errors import DataError
 from dissectkit.labelling.evidence import LayerLabels
+from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import pair_measures as M
 from dissectkit.report.compare import compare_runs
 from dissectkit.results.run_result import RunResult
@@ -37,13 +38,16 @@ def test_agreement_by_hand():
 
 def test_thresholds_and_counts_by_hand():
     concepts = {c.text: c for c in CONCEPTS}
-    assert M.layer_threshold(A) == pytest.approx((0.9 + 0.4 + 0.2) / 3)
-    assert M.layer_threshold(B) == pytest.approx((0.75 + 0.6 + 0.8) / 3)
-    assert M.layer_threshold(_ll([], [])) is None
+    assert layer_threshold(A) == pytest.approx((0.9 + 0.4 + 0.2) / 3)
+    assert layer_threshold(B) == pytest.approx((0.75 + 0.6 + 0.8) / 3)
+    assert layer_threshold(_ll([], [])) is None
     # one side without any labelled neuron: the other's threshold is global, nothing above on the empty side
     g = M.global_threshold_counts(A, _ll([], [], [], []), concepts)
-    assert g["threshold_b"] is None and g["global"] == pytest.approx(0.5)
+    assert g["threshold_a"] == layer_threshold(A) and g["threshold_b"] is None and g["global"] == pytest.approx(0.5)
     assert g["a"]["total"]["all"] == 1 and g["b"] == {"total": {"all": 0}, "broad": {}, "fine": {}}
+    g = M.global_threshold_counts(_ll([], []), _ll([], []), concepts)  # neither side: no threshold, nothing above
+    assert g["threshold_a"] is g["threshold_b"] is g["global"] is None
+    assert g["a"] == g["b"] == {"total": {"all": 0}, "broad": {}, "fine": {}}
     g = M.global_threshold_counts(A, B, concepts)
     assert g["global"] == pytest.approx(2.15 / 3)  # the larger of 0.5 and 0.7167
     assert g["a"]["total"]["all"] == 1 and g["a"]["broad"] == {"shape": 1} and g["a"]["fine"] == {"round": 1}
@@ -64,7 +68,7 @@ def test_compare_two_runs(tmp_path):
     for lc in pair.layers:
         la, lb = a.label_sets[0].layers[lc.layer_a], b.label_sets[0].layers[lc.layer_b]
         assert lc.top1_agreement == pytest.approx(M.agreement(la, lb)["top1_agreement"])
-        assert lc.global_threshold == pytest.approx(max(M.layer_threshold(la), M.layer_threshold(lb)))
+        assert lc.global_threshold == pytest.approx(max(layer_threshold(la), layer_threshold(lb)))
         assert len(lc.rows) == len(la.neurons)
     relu1 = pair.layers[0]
     # corr: circle, square, square, None; cos: circle, circle, square, None

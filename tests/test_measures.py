@@ -13,9 +13,12 @@ from dissectkit.labelling.evidence import LayerLabels
 from dissectkit.labelling.measures import (
     agreement,
     final_layer_accuracy,
+    global_threshold,
     global_threshold_counts,
     layer_threshold,
     list_measures,
+    meets_threshold,
+    threshold_of_scores,
 )
 
 
@@ -82,8 +85,17 @@ def test_layer_and_global_thresholds():
         "category": {"masses": 1, "(none)": 1},
         "broad_category": {"findings": 1, "(none)": 1},
     }
-    with pytest.raises(EvidenceError, match="no labelled neuron"):
-        layer_threshold(L([], []))
+    # a layer without any labelled neuron has no threshold; the global one is then the other's
+    nobody = L([], [])
+    assert layer_threshold(nobody) is None and threshold_of_scores([]) is None
+    assert threshold_of_scores([0.30, 0.20, 0.40]) == layer_threshold(a)  # one formula: scores or LayerLabels
+    one_sided = global_threshold_counts(nobody, b, concepts)
+    assert one_sided["threshold"] == pytest.approx(0.355) and one_sided["a"]["above"] == 0
+    assert one_sided["b"] == out["b"]
+    neither = global_threshold_counts(nobody, nobody, concepts)
+    assert neither["threshold"] is None and neither["a"] == neither["b"] == {"above": 0, "category": {}, "broad_category": {}}
+    assert global_threshold([None, 0.2, 0.5, None]) == 0.5 and global_threshold([None]) is None
+    assert not meets_threshold(0.9, None) and not meets_threshold(None, 0.1) and meets_threshold(0.355, 0.355)
 
 
 def test_agreement():
@@ -100,3 +112,36 @@ def test_agreement():
     assert (same.top1, same.kappa, same.top5_jaccard) == (1.0, 1.0, 1.0)
     with pytest.raises(EvidenceError, match="neurons"):
         agreement(a, L([]))
+
+
+def test_every_report_reads_the_one_layer_threshold(tmp_path):
+    """The summary plots, the comparison and the study take each layer's threshold from
+    ``layer_threshold`` (``None`` for a layer without labelled neurons) and the global one from
+    ``global_threshold``."""
+    from dissectkit.report import pair_measures
+    from dissectkit.report.plot_process import summary_data
+    from dissectkit.results.run_result import LabelSet, RunResult
+    from dissectkit.study.analysis import analyse
+
+    concepts = [Concept("mass", "findings", "masses"), Concept("skin", "anatomy", None)]
+    g = LabelSet("d", "g", "clip-dissect", {"x0": L([("mass", 0.1)], [("skin", 0.7)], [], layer="x0"),
+                                            "x1": L([], [], layer="x1")})
+    m = LabelSet("d", "m", "clip-dissect", {"y0": L([("skin", 0.3)], [("mass", 0.2)], layer="y0"),
+                                            "y1": L([], [("mass", 0.6)], layer="y1")})
+    recipe = {"targets": [{"name": "g", "role": "G"}, {"name": "m", "role": "M"}]}
+    run = RunResult("t", tmp_path, recipe, concepts, ["0", "1", "2"], [g, m])
+    plotted = {s["key"]: s["thresholds"] for s in summary_data(run)["sets"]}
+    for ls in run.label_sets:
+        assert plotted[ls.key] == {layer: layer_threshold(ll) for layer, ll in ls.layers.items()}
+    assert plotted[g.key]["x1"] is None
+    (group,) = analyse(run)
+    rows = {(r["target"], r["layer"]): r for r in group.thresholds}
+    for ls in run.label_sets:
+        for layer, ll in ls.layers.items():
+            assert rows[(ls.target, layer)]["threshold"] == layer_threshold(ll)
+    assert rows[("g", "x1")]["threshold"] is None
+    assert rows[("g", "x0")]["global_threshold"] == global_threshold([layer_threshold(g.layers["x0"]),
+                                                                     layer_threshold(m.layers["y0"])])
+    assert rows[("m", "y1")]["global_threshold"] == layer_threshold(m.layers["y1"]) == 0.6
+    compared = pair_measures.global_threshold_counts(g.layers["x1"], m.layers["y1"], {c.text: c for c in concepts})
+    assert (compared["threshold_a"], compared["threshold_b"], compared["global"]) == (None, 0.6, 0.6)

@@ -397,6 +397,38 @@ def test_dead_neurons_get_no_concept_and_a_reason(method, params):
     assert restored.reasons == out.reasons
 
 
+def test_one_dead_neuron_rule_decides_every_use(monkeypatch, tmp_path):
+    """Every use of "constant over the valid probe images" reads ``Moments.constant``: redefine the
+    rule (here: "neuron 1 is dead") and the stream, the methods, the run's top images, label quality
+    and netdissect all follow it, while the really constant neuron 4 is no longer dead anywhere."""
+    from dissectkit.engine.cache import Cache
+    from dissectkit.labelling.quality import layer_quality
+    from dissectkit.labelling.streaming import ActivationStream, Moments
+    from dissectkit.results.evidence import streaming_top_images
+
+    ev = _evidence(K=6, seed=4)
+    A = ev.activations
+    A[:, 4] = 0.37  # constant: dead by the real rule
+    assert ActivationStream.from_tensor(A).dead.tolist() == [k == 4 for k in range(6)]
+    monkeypatch.setattr(Moments, "constant", property(lambda self: torch.arange(len(self.min)) == 1))
+    assert ActivationStream.from_tensor(A).dead.tolist() == [k == 1 for k in range(6)]
+    for method, params in (("clip-dissect", {}), ("clip-dissect", {"similarity": "cos"}), ("mammi", {})):
+        assert dk.create("method", method, **params).label(ev).dead == [1], method
+    entry = Cache(tmp_path).entry("acts", "rule", A.shape[0], 64, {})
+    for c in range(entry.n_chunks):
+        rows = list(entry.chunk_range(c))
+        entry.write_chunk(c, A[rows], torch.ones(len(rows), dtype=torch.bool))
+    top = streaming_top_images(entry, 3)
+    assert top.indices[1] == [] and top.indices[4] == [0, 1, 2]  # ties by the lower index
+    quality = layer_quality(A, ev.image_embeddings, ev.encode_texts(CONCEPTS), [0, 1, 2, 3, 4, 5])
+    assert quality["sim_corr"][1] is None and quality["sim_corr"][4] == 0.0
+    maps = [np.random.default_rng(i).standard_normal((3, 4, 4)).astype(np.float32) for i in range(3)]
+    for m in maps:
+        m[2] = 2.0  # constant maps
+    out = dk.create("method", "netdissect", quantile=0.2).label(_nd_evidence(maps, [{"a": m[0] > 0.5} for m in maps], ["a"]))
+    assert out.dead == [1] and out.reason(2) == "no_match"
+
+
 def test_netdissect_dead_and_unmatched_neurons_say_why():
     rng = np.random.default_rng(3)
     maps = [rng.standard_normal((3, 4, 4)).astype(np.float32) for _ in range(3)]

@@ -114,28 +114,29 @@ def test_streaming_top_images_equal_a_full_sort(tmp_path, chunk):
 
 
 def test_streaming_top_images_memory_is_bounded_by_the_chunk(tmp_path, monkeypatch):
-    """The running top-k never holds more than (n + chunk) candidates per neuron."""
+    """The running top-k merges at most ``n + max(n, 64) + chunk`` keys per neuron, never a whole column."""
     import torch
 
     from dissectkit.engine.cache import Cache
+    from dissectkit.labelling.streaming import RunningTopK
     from dissectkit.results import evidence as run_evidence
 
-    entry = Cache(tmp_path).entry("acts", "big", 200, 16, {})
+    entry = Cache(tmp_path).entry("acts", "big", 400, 16, {})
     rng = np.random.default_rng(0)
-    acts = rng.normal(size=(200, 5)).astype(np.float32)
+    acts = rng.normal(size=(400, 5)).astype(np.float32)
     for c in range(entry.n_chunks):
         rows = list(entry.chunk_range(c))
         entry.write_chunk(c, torch.from_numpy(acts[rows]), torch.ones(len(rows), dtype=torch.bool))
     widths = []
-    original = run_evidence.RunningTop._select
+    original = RunningTopK._take
 
-    def spy(self, v, idx):
-        widths.append(v.shape[1])
-        return original(self, v, idx)
+    def spy(self, new, *args):
+        widths.append(new.shape[1] + (0 if self._keys is None else self._keys.shape[1]))
+        return original(self, new, *args)
 
-    monkeypatch.setattr(run_evidence.RunningTop, "_select", spy)
+    monkeypatch.setattr(RunningTopK, "_take", spy)
     top = run_evidence.streaming_top_images(entry, 3)
-    assert max(widths) <= 3 + 16 and len(widths) == entry.n_chunks
+    assert widths and max(widths) <= 3 + 64 + 16
     assert top.indices == _brute_top(acts, 3)
 
 

@@ -58,6 +58,11 @@ class Table:
         return torch.stack([self.table[t] for t in texts])
 
 
+def _reference_top(A: torch.Tensor, k: int) -> torch.Tensor:
+    """``[K, k]`` row indices by a stable sort of each column: descending, ties by the lower row."""
+    return torch.tensor(np.array([np.argsort(-col, kind="stable")[:k] for col in A.T.numpy()]))
+
+
 # ---------------------------------------------------------------------------------------------
 SPLITS = {"one": [150], "ragged": [13, 1, 64, 72], "rows": [1] * 150, "tail": [3, 147]}
 
@@ -72,24 +77,70 @@ def test_running_top_k_equals_top_indices_with_ties(k, split):
     A[:40, 4] = 0.0  # -0.0 == 0.0: ties by index as well
     A[:, 5] = torch.randn(150, generator=g) * 1e30  # wide range, negative values
     A[::7, 6] = -3.0
-    want = top_indices(A, k)
+    want = _reference_top(A, k)  # the published order: descending, ties (-0.0 == 0.0) by index
+    assert torch.equal(top_indices(A, k), want)
     top = RunningTopK(k)
     s = 0
     for n in SPLITS[split]:
         top.update(A[s : s + n], s)
         s += n
-    idx, vals = top.result()
+    idx, vals, payload = top.result()
+    assert payload is None and top.seen == 150
     assert torch.equal(idx, want)
     assert torch.equal(vals, A.T.gather(1, want))
-    for j in range(A.shape[1]):  # and the order is the published one: descending, ties by index
-        assert idx[j].tolist() == np.argsort(-A[:, j].numpy(), kind="stable")[:k].tolist()
 
 
-def test_running_top_k_needs_k_rows():
+def test_running_top_k_keeps_fewer_rows_than_k_and_stream_top_needs_k():
     top = RunningTopK(10)
-    top.update(torch.zeros(4, 2), 0)
+    top.update(torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 2.0], [float("nan"), 2.0]]), [4, 9, 11, 12])
+    idx, vals, _ = top.result()  # all 4 rows kept, best first; NaN ranks as -inf
+    assert idx.tolist() == [[9, 11, 4, 12], [4, 9, 11, 12]]
+    assert vals[0].tolist() == [3.0, 2.0, 1.0, float("-inf")]
+    assert RunningTopK(3).result().indices.numel() == 0  # nothing streamed
     with pytest.raises(ValueError, match="only 4 rows"):
-        top.result()
+        stream_top(ActivationStream.from_tensor(torch.zeros(4, 2)), 10)
+
+
+def _payload_run(values: torch.Tensor, rows: torch.Tensor, k: int, sizes: list[int]):
+    """RunningTopK over ``values`` in blocks of ``sizes`` (cycled) with a payload ``(neuron, row)``."""
+    top, asked, s, i = RunningTopK(k), [], 0, 0
+    while s < len(rows):
+        part = rows[s : s + sizes[i % len(sizes)]]
+
+        def payload(cols, positions, part=part):
+            asked.append(len(cols))
+            return torch.stack([cols, part[positions]], 1)
+
+        top.update(values[s : s + len(part)], part, payload)
+        s, i = s + len(part), i + 1
+    return top.result(), sum(asked)
+
+
+@pytest.mark.parametrize("k", [1, 4, 37])
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_payload_follows_every_kept_pair_through_ties_and_uneven_blocks(k, split):
+    g = torch.Generator().manual_seed(k)
+    values = torch.randint(0, 6, (150, 7), generator=g).float()  # many ties
+    values[:, 3] = 1.0  # a constant column
+    values[::5, 5] = -0.0
+    rows = torch.arange(150) * 3 + 2  # not contiguous: skipped images leave gaps
+    (idx, vals, payload), asked = _payload_run(values, rows, k, SPLITS[split])
+    want = rows[_reference_top(values, k)]
+    assert torch.equal(idx, want)  # the payload changes nothing in the order
+    plain = RunningTopK(k)
+    plain.update(values, rows)
+    assert torch.equal(plain.result().indices, idx) and torch.equal(plain.result().values, vals)
+    assert torch.equal(payload[..., 0], torch.arange(7).unsqueeze(1).expand(7, k))
+    assert torch.equal(payload[..., 1], idx)  # each slot holds its own pair's payload, best first
+    if split != "one":
+        assert asked < 7 * 150  # only pairs entering the top are asked for
+
+
+def test_payload_is_given_with_every_block_or_none():
+    top = RunningTopK(2)
+    top.update(torch.ones(3, 2), 0, lambda cols, pos: torch.zeros(len(cols)))
+    with pytest.raises(ValueError, match="every block or with none"):
+        top.update(torch.ones(3, 2), 3)
 
 
 def test_stream_moments_and_validation():
@@ -101,7 +152,7 @@ def test_stream_moments_and_validation():
     assert stream.dead.tolist() == [False, False, True, False]
     assert stream.n_neurons == 4
     idx, _ = stream_top(stream, 9)
-    assert torch.equal(idx, top_indices(A, 9))
+    assert torch.equal(idx, _reference_top(A, 9))
     with pytest.raises(EvidenceError, match=r"cover 100 images but the image embeddings cover 101"):
         list(ActivationStream(_blocks(A, [30]), 101, "blocks.1").blocks())
     with pytest.raises(EvidenceError, match=r"at least 30 images .* cover 20"):

@@ -20,7 +20,7 @@ from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
-from dissectkit.labelling.streaming import ActivationStream, RunningTopK, check_finite, top_indices
+from dissectkit.labelling.streaming import ActivationStream, check_finite, stream_top, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -239,13 +239,6 @@ class _Similarity(Similarity):
         for s, b in A.blocks():
             yield s, b.to(self.device)
 
-    def _top(self, A: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each neuron's ``k`` largest activations (indices, values) in one streamed pass."""
-        top = RunningTopK(k)
-        for s, b in self._blocks(A):
-            top.update(b, s)
-        return top.result()
-
     def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -360,7 +353,7 @@ class _PMI(_Similarity):
         dtype = torch.float64 if use64 else torch.float32
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
 
-        top, _ = self._top(A, k)  # [K, k]
+        top, _ = stream_top(A, k, self.device)  # [K, k]
         K = top.shape[0]
         dev = top.device
         L = torch.empty((K, C), dtype=torch.float64, device=dev)  # |L| ~ top_k * 6: keep float64
@@ -481,7 +474,7 @@ class RankReorder(_Similarity):
                 f"rank_reorder with top_fraction={prm.top_fraction} needs at least {need} probe images, "
                 f"but layer {self.layer or '?'} has {N}."
             )
-        top, a = self._top(A, n)  # [K, n], descending
+        top, a = stream_top(A, n, self.device)  # [K, n], descending
         K = top.shape[0]
         dev = top.device
         asc = a.flip(1)
@@ -512,9 +505,9 @@ class RankReorder(_Similarity):
                     err = err / meanP.clamp_min(1e-12).pow(prm.scale_p)
                     S[s:e, c0 : c0 + cb] = err
             del Prow, remap  # one group's rows held at a time
-        dead = base <= 0
-        S = S / torch.where(dead, torch.ones_like(base), base).unsqueeze(1)
-        S[dead] = 0.0
+        flat = base <= 0  # every top activation equal: no baseline, scores 0
+        S = S / torch.where(flat, torch.ones_like(base), base).unsqueeze(1)
+        S[flat] = 0.0
         return -S
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ __all__ = [
     "final_layer_accuracy",
     "list_measures",
     "layer_threshold",
+    "threshold_of_scores",
+    "global_threshold",
     "global_threshold_counts",
     "meets_threshold",
     "agreement",
@@ -111,14 +113,22 @@ def list_measures(labels: LayerLabels, truth_sets: Sequence[set[str] | None]) ->
     }
 
 
-def layer_threshold(labels: LayerLabels) -> float:
-    """Mammo-CLIP Dissect's layer similarity threshold: the mean top-1 score over labelled neurons."""
-    scores = [ranked[0][1] for ranked in labels.neurons if ranked]
-    if not scores:
-        raise EvidenceError(
-            f"Layer {labels.layer!r} has no labelled neuron, so it has no similarity threshold."
-        )
-    return sum(scores) / len(scores)
+def threshold_of_scores(top1_scores: Sequence[float]) -> float | None:
+    """Mammo-CLIP Dissect's layer similarity threshold from the top-1 scores of a layer's labelled
+    neurons: their mean; ``None`` when there is none."""
+    return sum(top1_scores) / len(top1_scores) if top1_scores else None
+
+
+def layer_threshold(labels: LayerLabels) -> float | None:
+    """The layer similarity threshold: the mean top-1 score over labelled neurons, ``None`` when no
+    neuron has a label (:func:`threshold_of_scores`)."""
+    return threshold_of_scores([float(ranked[0][1]) for ranked in labels.neurons if ranked])
+
+
+def global_threshold(thresholds: Iterable[float | None]) -> float | None:
+    """The threshold shared by layers compared across runs: the largest layer threshold defined,
+    ``None`` when none is."""
+    return max((t for t in thresholds if t is not None), default=None)
 
 
 def meets_threshold(score: float | None, threshold: float | None) -> bool:
@@ -129,9 +139,9 @@ def meets_threshold(score: float | None, threshold: float | None) -> bool:
 
 def global_threshold_counts(a: LayerLabels, b: LayerLabels, concepts: Any) -> dict[str, Any]:
     """Counts, for two runs on the same layer, of neurons whose top-1 score meets (``>=``) the global
-    threshold (the larger of the two layer thresholds), per concept category (``subcategory``) and
-    broad category (``category``); concepts without one are counted under ``"(none)"``."""
-    threshold = max(layer_threshold(a), layer_threshold(b))
+    threshold (:func:`global_threshold` of the two layer thresholds), per concept category
+    (``subcategory``) and broad category (``category``); concepts without one count under ``"(none)"``."""
+    threshold = global_threshold([layer_threshold(a), layer_threshold(b)])
     info = {c.text: c for c in concept_list(concepts)}
     out: dict[str, Any] = {"threshold": threshold}
     for key, run in (("a", a), ("b", b)):

@@ -27,6 +27,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dissectkit.labelling.streaming import Moments
+
 if TYPE_CHECKING:
     import torch
 
@@ -85,18 +87,17 @@ def average_ranks(X: torch.Tensor) -> torch.Tensor:
 
 
 def _standardised_ranks(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column ranks centred and scaled to unit L2 norm (float32), and a mask of constant columns.
+    """Column ranks centred and scaled to unit L2 norm (float32; a constant column is all 0), and the
+    constant columns (:attr:`~dissectkit.labelling.streaming.Moments.constant`, the dead-neuron rule).
 
     The dot product of two such columns is their Spearman correlation."""
     import torch
 
     R = average_ranks(X)
-    R = R - R.mean(0, keepdim=True)
+    R = R - R.mean(0, keepdim=True)  # exactly 0 in a constant column
     norm = R.norm(dim=0)
-    const = norm <= 1e-9
-    R = R / torch.where(const, torch.ones_like(norm), norm)
-    R[:, const] = 0.0
-    return R.float(), const
+    R = R / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return R.float(), Moments.of(X).constant
 
 
 def layer_quality(

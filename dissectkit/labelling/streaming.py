@@ -4,10 +4,13 @@ Labelling never holds a layer's ``[N, K]`` activation matrix: methods and simila
 blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
 
 - :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
-  neuron's min / max on its first full pass (:class:`Moments`), so a dead (constant) neuron is
-  known without a pass of its own;
+  neuron's min / max on its first full pass (:class:`Moments`), so a dead neuron is known without
+  a pass of its own. :attr:`Moments.constant` is the one dead-neuron rule (min == max over the
+  rows); the run's top images, label quality and ``netdissect`` use it too;
 - :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
-  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index).
+  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index),
+  optionally with a payload per kept pair: the one running top of the labelling, the run's top
+  images and the report's card maps.
 
 Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dissectkit.base.errors import EvidenceError
 
@@ -28,7 +31,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivationStream",
     "Moments",
+    "Payload",
     "RunningTopK",
+    "TopK",
     "check_finite",
     "key_value",
     "order_key",
@@ -69,35 +74,6 @@ def tensor_blocks(A: torch.Tensor, rows: int | None = None) -> Iterator[torch.Te
 
 # ---------------------------------------------------------------------------------------------
 # deterministic top-k
-def top_indices(A: torch.Tensor, k: int, chunk: int = 256) -> torch.Tensor:
-    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
-    ties broken by the lower image index (deterministic on every device)."""
-    import torch
-
-    N, K = A.shape
-    out = torch.empty((K, k), dtype=torch.long, device=A.device)
-    for s in range(0, K, chunk):
-        Ac = A[:, s : s + chunk]
-        vals, idx = torch.topk(Ac, k, dim=0, sorted=True)
-        thr = vals[-1]
-        n_eq = (Ac == thr).sum(0)
-        n_eq_in = (vals == thr).sum(0)
-        rows = idx.T.contiguous()  # [kc, k]
-        ambiguous = (n_eq > n_eq_in).nonzero().flatten()
-        if ambiguous.numel():  # ties across the k-th value: take the lowest indices among them
-            sub = Ac[:, ambiguous]
-            t = thr[ambiguous]
-            gt = sub > t
-            eq = sub == t
-            keep = gt | (eq & (eq.cumsum(0) <= (k - gt.sum(0))))
-            rows[ambiguous] = keep.T.nonzero()[:, 1].view(-1, k)
-        rows, _ = rows.sort(dim=1)
-        v = Ac.T.gather(1, rows)
-        order = torch.sort(v, dim=1, descending=True, stable=True).indices
-        out[s : s + chunk] = rows.gather(1, order)
-    return out
-
-
 def order_key(x: torch.Tensor) -> torch.Tensor:
     """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
     import torch
@@ -115,58 +91,95 @@ def key_value(key: torch.Tensor) -> torch.Tensor:
 
 
 _LOW = 0xFFFFFFFF
+_EMPTY = -(1 << 63)  # the smallest int64: an empty candidate slot
+
+Payload = Callable[["torch.Tensor", "torch.Tensor"], Any]
+"""``payload(neurons [m], positions [m])`` -> ``[m, ...]``: what a (neuron, row) pair entering a
+:class:`RunningTopK` keeps with it (e.g. the neuron's map on that image); ``positions`` index the
+rows of the block just given."""
 
 
 def _rank_keys(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """int64 keys ordering ``(value descending, row ascending)`` as ``key descending``: the value's
-    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does), ``~row`` in the low 32."""
+    order key in the high 32 bits (-0.0 counted as 0.0, as ``==`` does; NaN as -inf), ``~row`` in
+    the low 32."""
     import torch
 
-    hi = order_key((values + 0.0).to(torch.float32)).to(torch.int64) << 32
-    return hi | (_LOW - rows)
+    v = (values + 0.0).to(torch.float32)
+    v = torch.where(v.isnan(), float("-inf"), v)
+    return (order_key(v).to(torch.int64) << 32) | (_LOW - rows)
+
+
+class TopK(NamedTuple):
+    """Each neuron's kept rows, best first: ``indices``/``values`` ``[K, m]`` and ``payload``
+    ``[K, m, ...]`` (``None`` when none was kept)."""
+
+    indices: torch.Tensor
+    values: torch.Tensor
+    payload: torch.Tensor | None
 
 
 class RunningTopK:
-    """Each neuron's ``k`` largest values over a stream of row blocks, with their global row indices.
+    """Each neuron's ``k`` largest values over a stream of row blocks, with their row indices and,
+    optionally, a payload per kept (neuron, row) pair.
 
-    The running set is kept as int64 keys ``(value, ~row)`` so one ``topk`` on keys applies the
-    tie rule of :func:`top_indices` exactly (descending, ties by the lower row). Once ``k`` rows are
-    in, a row of a later block can only enter where its value is strictly above the neuron's
-    ``k``-th value (it has a higher row index than everything held), so a block costs one
-    comparison; the candidates are merged by one ``topk`` per about ``k`` of them.
-    Memory: about ``2 K k`` keys plus one block's candidates.
+    The order is that of :func:`top_indices`: value descending (float32), ties by the lower row;
+    -0.0 equals 0.0 and NaN counts as -inf. The running set is kept as int64 keys ``(value, ~row)``,
+    so one ``topk`` on keys applies that rule exactly. Once ``k`` rows are in, a row of a later block
+    can only enter where its value is strictly above the neuron's ``k``-th value (it has a higher
+    row index than everything held), so a block costs one comparison. Without a payload the
+    candidates are merged by one ``topk`` per about ``k`` of them; with one, each block's candidates
+    are merged at once and the payload is asked for the pairs that enter. Memory: about ``2 K k``
+    keys (and payloads) plus one block's candidates.
     """
 
     def __init__(self, k: int) -> None:
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
+        self.seen = 0  # rows merged so far
         self._keys: torch.Tensor | None = None  # [K, m], m <= k, unordered
+        self._payload: torch.Tensor | None = None  # [K, m, ...], aligned with _keys
         self._kth: torch.Tensor | None = None  # [K] float32, the k-th value once m == k
         self._pending: list[torch.Tensor] = []  # candidate keys not merged yet
         self._pending_w = 0
 
-    def update(self, block: torch.Tensor, start: int) -> None:
-        """Merge rows ``start .. start + len(block)`` (``block`` is ``[n, K]``, finite)."""
+    def update(self, block: torch.Tensor, rows: int | Any, payload: Payload | None = None) -> None:
+        """Merge the rows of ``block`` ``[n, K]``: ``rows`` is the first one's index (rows ``rows ..
+        rows + n``) or the ``n`` ascending indices, all above the rows merged before."""
+        import torch
+
         n = block.shape[0]
-        if start + n > _LOW:
+        if n == 0:
+            return
+        if self.seen and (payload is None) != (self._payload is None):
+            raise ValueError("give a payload with every block or with none")
+        if isinstance(rows, int):
+            last = rows + n - 1
+            rows = torch.arange(rows, rows + n, device=block.device)
+        else:
+            rows = torch.as_tensor(rows, dtype=torch.int64)
+            last = int(rows[-1])
+            rows = rows.to(block.device)
+        if last >= _LOW:
             raise ValueError("RunningTopK handles at most 2**32 - 1 rows")
         step = max(self.k, 512)  # pieces: the k-th value rises between them, fewer candidates
         for s in range(0, n, step):
-            self._update(block[s : s + step], start + s)
+            self._update(block[s : s + step], rows[s : s + step], s, payload)
+        self.seen += n
 
-    def _update(self, block: torch.Tensor, start: int) -> None:
+    def _update(self, block: torch.Tensor, rows: torch.Tensor, offset: int, payload: Payload | None) -> None:
         import torch
 
         n, K = block.shape
         if self._kth is None:  # fewer than k rows held: the first rows all enter
             m = min(n, self.k - (0 if self._keys is None else self._keys.shape[1]))
-            rows = torch.arange(start, start + m, device=block.device)
-            keys = _rank_keys(block[:m].T, rows.unsqueeze(0))
-            self._set(keys if self._keys is None else torch.cat([self._keys, keys], 1))
+            where = torch.arange(offset, offset + m, device=block.device).expand(K, m)
+            self._take(_rank_keys(block[:m].T, rows[:m].unsqueeze(0)), where, payload)
             if m == n:
                 return
-            block, start, n = block[m:], start + m, n - m
+            block, rows, offset, n = block[m:], rows[m:], offset + m, n - m
+        assert self._kth is not None  # k rows are held
         cand = (block > self._kth).nonzero()  # [m, 2] (row, neuron), few once warmed up
         if cand.numel() == 0:
             return
@@ -176,8 +189,13 @@ class RunningTopK:
         counts = torch.bincount(c, minlength=K)
         first = torch.cumsum(counts, 0) - counts
         slot = torch.arange(c.numel(), device=c.device) - first[c]
-        buf = torch.full((K, int(counts.max())), torch.iinfo(torch.int64).min, dtype=torch.int64, device=block.device)
-        buf[c, slot] = _rank_keys(block[r, c], r + start)
+        buf = torch.full((K, int(counts.max())), _EMPTY, dtype=torch.int64, device=block.device)
+        buf[c, slot] = _rank_keys(block[r, c], rows[r])
+        if payload is not None:
+            where = torch.zeros_like(buf)
+            where[c, slot] = r + offset
+            self._take(buf, where, payload)
+            return
         # candidates wait until about k of them have come (the k-th value used to filter them is
         # a lower bound meanwhile): about one topk per k candidates, also for a large k
         self._pending.append(buf)
@@ -189,26 +207,65 @@ class RunningTopK:
         import torch
 
         if self._pending:
-            self._set(torch.cat([self._keys, *self._pending], 1))
+            self._take(torch.cat(self._pending, 1))
             self._pending, self._pending_w = [], 0
 
-    def _set(self, keys: torch.Tensor) -> None:
-        if keys.shape[1] > self.k:
-            keys = keys.topk(self.k, dim=1, sorted=False).values
-        self._keys = keys
+    def _take(self, new: torch.Tensor, where: torch.Tensor | None = None, payload: Payload | None = None) -> None:
+        """Merge the candidate keys ``new`` ``[K, w]`` (at block positions ``where``) into the kept set."""
+        import torch
+
+        keys, kept = self._keys, self._payload
+        if keys is None or keys.shape[1] < self.k or kept is None or payload is None or where is None:
+            if payload is not None and where is not None:  # filling: every pair enters
+                K, m = new.shape
+                got = torch.as_tensor(payload(torch.arange(K, device=new.device).repeat_interleave(m), where.flatten()))
+                got = got.reshape(K, m, *got.shape[1:])
+                self._payload = got if kept is None else torch.cat([kept, got], 1)
+            keys = new if keys is None else torch.cat([keys, new], 1)
+            keys = keys.topk(self.k, dim=1, sorted=False).values if keys.shape[1] > self.k else keys
+            self._keys = keys
+        else:  # full, with a payload: each entering pair takes the slot of a pair it pushes out
+            best = torch.cat([keys, new], 1).topk(self.k, dim=1, sorted=False).indices
+            keep = torch.zeros((new.shape[0], self.k + new.shape[1]), dtype=torch.bool, device=new.device)
+            keep.scatter_(1, best, True)
+            out_r, out_j = (~keep[:, : self.k]).nonzero(as_tuple=True)  # as many per neuron as enter,
+            in_r, in_j = keep[:, self.k :].nonzero(as_tuple=True)  # both in neuron order
+            keys[out_r, out_j] = new[in_r, in_j]
+            got = torch.as_tensor(payload(in_r, where[in_r, in_j]))
+            kept[out_r.to(got.device), out_j.to(got.device)] = got
         if keys.shape[1] == self.k:
             self._kth = key_value(keys.amin(1) >> 32)
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(indices [K, k], values [K, k])`` in descending value order, ties by the lower row."""
+    def kept_rows(self) -> torch.Tensor:
+        """The rows kept now, ``[K, m]`` in no particular order (cheaper than :meth:`result`)."""
         import torch
 
         self._merge()
-        have = 0 if self._keys is None else self._keys.shape[1]
-        if have < self.k:
-            raise ValueError(f"only {have} rows were streamed; top-{self.k} needs at least {self.k}")
-        keys = torch.sort(self._keys, dim=1, descending=True).values
-        return _LOW - (keys & _LOW), key_value(keys >> 32)
+        return torch.empty((0, 0), dtype=torch.int64) if self._keys is None else _LOW - (self._keys & _LOW)
+
+    def result(self) -> TopK:
+        """The kept rows of every neuron (``m = min(k, seen)`` of them), best first."""
+        import torch
+
+        self._merge()
+        if self._keys is None:
+            none = torch.empty((0, 0), dtype=torch.int64)
+            return TopK(none, none.float(), None)
+        keys, order = torch.sort(self._keys, dim=1, descending=True)
+        payload = None
+        if self._payload is not None:
+            payload = self._payload[torch.arange(len(order)).unsqueeze(1), order.to(self._payload.device)]
+        return TopK(_LOW - (keys & _LOW), key_value(keys >> 32), payload)
+
+
+def top_indices(A: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[K, k]`` of each column's ``k`` largest values of ``A[N, K]``, in descending order,
+    ties broken by the lower image index (a :class:`RunningTopK` over ``A``, deterministic on every device)."""
+    if k > A.shape[0]:
+        raise ValueError(f"top-{k} needs at least {k} rows; A has {A.shape[0]}")
+    top = RunningTopK(k)
+    top.update(A, 0)
+    return top.result().indices
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,16 +282,17 @@ class Moments:
     def of(cls, block: torch.Tensor) -> Moments:
         return cls(block.amin(0), block.amax(0), block.shape[0])
 
-    def add(self, block: torch.Tensor) -> None:
+    def add(self, block: torch.Tensor) -> Moments:
         import torch
 
         torch.minimum(self.min, block.amin(0), out=self.min)
         torch.maximum(self.max, block.amax(0), out=self.max)
         self.count += block.shape[0]
+        return self
 
     @property
     def constant(self) -> torch.Tensor:
-        """Boolean ``[K]``: the neuron has one value over every row (a dead neuron)."""
+        """Boolean ``[K]``: the column has one value over every row (for activations: a dead neuron)."""
         return self.min == self.max
 
 
@@ -306,10 +364,7 @@ class ActivationStream:
             b = b.to(device=self.device, dtype=torch.float32)
             check_finite(b, self.layer)
             if record:
-                if moments is None:
-                    moments = Moments.of(b)
-                else:
-                    moments.add(b)
+                moments = Moments.of(b) if moments is None else moments.add(b)
             yield start, b
             start += b.shape[0]
         if start != self.n_images:
@@ -345,9 +400,12 @@ class ActivationStream:
         return torch.cat([b for _, b in self.blocks()], 0)
 
 
-def stream_top(stream: ActivationStream, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(indices [K, k], values [K, k])`` of each neuron's ``k`` largest activations, one pass."""
+def stream_top(stream: ActivationStream, k: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices [K, k], values [K, k])`` of each neuron's ``k`` largest activations, one pass
+    (the blocks moved to ``device`` when given)."""
     top = RunningTopK(k)
     for start, block in stream.blocks():
-        top.update(block, start)
-    return top.result()
+        top.update(block if device is None else block.to(device), start)
+    if top.seen < k:
+        raise ValueError(f"only {top.seen} rows were streamed; top-{k} needs at least {k}")
+    return top.result()[:2]

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.labelling.streaming import RunningTopK
 from dissectkit.report.assets import Thumbnail, make_thumbnail
-from dissectkit.results.evidence import RunningTop, pool_maps, pooled_size
+from dissectkit.results.evidence import pool_maps, pooled_size
 from dissectkit.results.observe import PassPlan
 
 CARD_SLOT_BUDGET = 16_384
@@ -138,7 +139,7 @@ class CardCollector:
         self.key = {"cards": vars(request), "budget": CARD_SLOT_BUDGET}
         self.units: dict[tuple[str, str], int] = {}
         self.spatial: dict[tuple[str, str], bool] = {}
-        self.tops: dict[tuple[str, str], RunningTop] = {}
+        self.tops: dict[tuple[str, str], RunningTopK] = {}
         budget = CARD_SLOT_BUDGET
         for label, infos in plan.layers.items():
             for info in infos:
@@ -148,7 +149,7 @@ class CardCollector:
                 budget -= units * request.top_images
                 key = (label, info.name)
                 self.units[key], self.spatial[key] = units, info.kind != "linear"
-                self.tops[key] = RunningTop(request.top_images)
+                self.tops[key] = RunningTopK(request.top_images)
         self.rows = np.empty(0, np.int64)
         self.thumbnails: dict[int, Thumbnail] = {}
         self.chunks_seen = dict.fromkeys(self.tops, 0)
@@ -182,8 +183,8 @@ class CardCollector:
         top = self.tops.get(key)
         if top is None or len(self.rows) == 0:
             return
-        values = pooled[:, : self.units[key]].detach().cpu().numpy()
-        top.add(values, self.rows, self._cut_maps(output) if self.spatial[key] else None)
+        values = pooled[:, : self.units[key]].detach().cpu()
+        top.update(values, self.rows, self._cut_maps(output) if self.spatial[key] else None)
 
     def _cut_maps(self, out: Any):
         """The payload of the running top: the pooled maps of chosen (neuron, batch position) pairs."""
@@ -217,11 +218,13 @@ class CardCollector:
             del self.thumbnails[row]
 
     def _in_tops(self) -> set[int]:
-        parts = [top.idx.ravel() for top in self.tops.values() if top.idx is not None]
+        parts = [top.kept_rows().ravel().numpy() for top in self.tops.values() if top.seen]
         return set(np.unique(np.concatenate(parts)).tolist()) if parts else set()
 
     def result(self) -> CardEvidence | None:
-        layers = {key: LayerCardMaps(top.idx, top.payload) for key, top in self.tops.items() if top.idx is not None}
+        tops = {key: top.result() for key, top in self.tops.items() if top.seen}
+        layers = {key: LayerCardMaps(t.indices.numpy(), None if t.payload is None else t.payload.numpy())
+                  for key, t in tops.items()}
         return CardEvidence(self.request, dict(self.thumbnails), layers) if layers else None
 
     def load(self, path: Path) -> CardEvidence:

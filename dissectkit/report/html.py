@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import Field
 
 from dissectkit.base.params import Params
+from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
-from dissectkit.report.plot_process import SummaryPlots, threshold_or_none
+from dissectkit.report.plot_process import SummaryPlots
 from dissectkit.report.render import render
 from dissectkit.report.visuals import Visuals
 
@@ -90,7 +91,7 @@ def _summary(ll: Any, neurons: list[dict[str, Any]]) -> dict[str, Any]:
         counts[key] = counts.get(key, 0) + 1
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     return {
-        "n": len(neurons), "labelled": len(labelled), "threshold": threshold_or_none(ll),
+        "n": len(neurons), "labelled": len(labelled), "threshold": layer_threshold(ll),
         "distinct": len({n["label"] for n in labelled}), "top_categories": top,
     }
 

@@ -1,8 +1,6 @@
 """Adapters from :mod:`dissectkit.labelling.measures` (the definitions, methods.md) to the comparison report.
 
-``dissectkit.labelling.measures`` raises on a layer without any labelled neuron; a comparison must still
-show such a layer, so here its threshold is ``None`` and the global threshold is the other
-side's. Only :func:`concept_difference` is computed here.
+Only :func:`concept_difference` is computed here.
 """
 
 from __future__ import annotations
@@ -10,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from dissectkit.base.errors import EvidenceError
 from dissectkit.labelling import measures as dm
 
 NONE = "(none)"
@@ -22,38 +19,17 @@ def agreement(a: Any, b: Any) -> dict[str, float]:
     return {"top1_agreement": got.top1, "top5_jaccard": got.top5_jaccard, "kappa": got.kappa}
 
 
-def layer_threshold(ll: Any) -> float | None:
-    """Mean top-1 score over the labelled neurons, ``None`` when no neuron has a concept."""
-    try:
-        return float(dm.layer_threshold(ll))
-    except EvidenceError:
-        return None
-
-
 def _side(counts: dict[str, Any]) -> dict[str, Any]:
     return {"total": {"all": counts["above"]}, "broad": dict(sorted(counts["broad_category"].items())),
             "fine": dict(sorted(counts["category"].items()))}
 
 
-EMPTY = {"total": {"all": 0}, "broad": {}, "fine": {}}
-
-
 def global_threshold_counts(a: Any, b: Any, concepts: dict[str, Any]) -> dict[str, Any]:
-    """Global threshold (the larger layer threshold) and, per side, neurons above it per broad
-    category and per (fine) category."""
-    ta, tb = layer_threshold(a), layer_threshold(b)
-    items = list(concepts.values())
-    if ta is not None and tb is not None:
-        got = dm.global_threshold_counts(a, b, items)
-        return {"threshold_a": ta, "threshold_b": tb, "global": got["threshold"], "a": _side(got["a"]),
-                "b": _side(got["b"])}
-    if ta is None and tb is None:
-        return {"threshold_a": None, "threshold_b": None, "global": None, "a": dict(EMPTY), "b": dict(EMPTY)}
-    only = a if ta is not None else b  # one side has no labelled neuron: the other's threshold is global
-    got = dm.global_threshold_counts(only, only, items)
-    counts = _side(got["a"])
-    return {"threshold_a": ta, "threshold_b": tb, "global": got["threshold"],
-            "a": counts if ta is not None else dict(EMPTY), "b": counts if tb is not None else dict(EMPTY)}
+    """Layer thresholds (``None`` for a side without labelled neurons), the global threshold and,
+    per side, neurons above it per broad category and per (fine) category."""
+    got = dm.global_threshold_counts(a, b, list(concepts.values()))
+    return {"threshold_a": dm.layer_threshold(a), "threshold_b": dm.layer_threshold(b), "global": got["threshold"],
+            "a": _side(got["a"]), "b": _side(got["b"])}
 
 
 def concept_difference(a: Any, b: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:

@@ -30,11 +30,6 @@ CHILD = (
 )
 
 
-def threshold_or_none(ll: Any) -> float | None:
-    """A layer's similarity threshold (``measures.layer_threshold``), ``None`` when no neuron is labelled."""
-    return layer_threshold(ll) if any(ll.neurons) else None
-
-
 def summary_data(run: Any) -> dict[str, Any]:
     """What the summary plots show, as plain data: concept categories and, per label set, each
     layer's top-1 labels, top-1 scores and threshold."""
@@ -45,7 +40,7 @@ def summary_data(run: Any) -> dict[str, Any]:
                 "key": ls.key, "method": ls.method,
                 "top1": {layer: ll.top1() for layer, ll in ls.layers.items()},
                 "scores": {layer: [float(r[0][1]) for r in ll.neurons if r] for layer, ll in ls.layers.items()},
-                "thresholds": {layer: threshold_or_none(ll) for layer, ll in ls.layers.items()},
+                "thresholds": {layer: layer_threshold(ll) for layer, ll in ls.layers.items()},
             }
             for ls in run.label_sets
         ],

@@ -15,12 +15,11 @@ is constant over the valid images has an empty list: no image is "top-activating
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-import numpy as np
 
 from dissectkit.base.errors import DataError, DissectkitError
 
@@ -54,100 +53,32 @@ class TopImages:
     values: list[list[float]]
 
 
-class RunningTop:
-    """A running top-``n`` per column over row blocks: ``(value desc, index asc)``, exact and deterministic.
-
-    With a ``payload`` function, each kept (column, row) pair also keeps a payload (a neuron's map
-    on that image), asked for only for the pairs that enter the top: ``payload(columns, positions)``
-    returns ``[m, ...]`` for positions within the block just added."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.vals: np.ndarray | None = None  # [K, <=n] float64, best first
-        self.idx: np.ndarray | None = None  # [K, <=n] int64
-        self.payload: np.ndarray | None = None  # [K, <=n, ...] when a payload is kept
-        self.lo: np.ndarray | None = None
-        self.hi: np.ndarray | None = None
-
-    def add(self, values: np.ndarray, rows: np.ndarray, payload: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
-        """``values`` ``[m, K]`` of probe rows ``rows`` (ascending, all above those seen before)."""
-        if len(rows) == 0:
-            return
-        v = np.nan_to_num(values.astype(np.float64, copy=False).T, nan=-np.inf)  # [K, m]
-        k_count = v.shape[0]
-        lo, hi = v.min(axis=1), v.max(axis=1)
-        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
-        idx = np.broadcast_to(rows.astype(np.int64), v.shape)
-        n_old = 0 if self.vals is None else self.vals.shape[1]
-        src = np.broadcast_to(np.arange(n_old, n_old + v.shape[1]), v.shape)  # slot in [old | new]
-        if self.vals is not None:  # earlier rows first: ties keep index order in the concatenation
-            v = np.concatenate([self.vals, v], axis=1)
-            idx = np.concatenate([self.idx, idx], axis=1)
-            src = np.concatenate([np.broadcast_to(np.arange(n_old), (k_count, n_old)), src], axis=1)
-        if v.shape[1] > self.n:
-            keep = self._select(v, idx)
-            v = v[keep].reshape(k_count, self.n)
-            idx = idx[keep].reshape(k_count, self.n)
-            src = src[keep].reshape(k_count, self.n)
-        order = np.argsort(-v, axis=1, kind="stable")
-        self.vals = np.take_along_axis(v, order, axis=1)
-        self.idx = np.take_along_axis(idx, order, axis=1)
-        if payload is not None:
-            self._keep_payload(np.take_along_axis(src, order, axis=1), n_old, payload)
-
-    def _keep_payload(self, src: np.ndarray, n_old: int, payload: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
-        fresh = src >= n_old
-        cols, slots = np.nonzero(fresh)
-        new = payload(cols, src[cols, slots] - n_old)
-        kept = np.empty(src.shape + new.shape[1:], dtype=new.dtype)
-        kept[cols, slots] = new
-        if self.payload is not None:
-            old_cols, old_slots = np.nonzero(~fresh)
-            kept[old_cols, old_slots] = self.payload[old_cols, src[old_cols, old_slots]]
-        self.payload = kept
-
-    def _select(self, v: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Boolean ``[K, M]`` with exactly ``n`` per row: the ``n`` best by (value desc, index asc)."""
-        n = self.n
-        nth = -np.partition(-v, n - 1, axis=1)[:, n - 1]  # the n-th largest value per row
-        keep = v >= nth[:, None]
-        tied_rows = np.nonzero(keep.sum(axis=1) > n)[0]
-        if len(tied_rows):  # too many equal to the n-th value: keep the lowest indices among them
-            tv, ti, t = v[tied_rows], idx[tied_rows], nth[tied_rows, None]
-            above = tv > t
-            need = n - above.sum(axis=1)
-            key = np.where(tv == t, ti, np.iinfo(np.int64).max)
-            smallest = np.partition(key, np.arange(n), axis=1)[:, :n]
-            cutoff = smallest[np.arange(len(tied_rows)), need - 1]
-            keep[tied_rows] = above | ((tv == t) & (ti <= cutoff[:, None]))
-        return keep
-
-    def result(self, k_count: int) -> TopImages:
-        if self.vals is None:
-            return TopImages([[] for _ in range(k_count)], [[] for _ in range(k_count)])
-        dead = self.hi == self.lo
-        return TopImages(
-            [[] if dead[k] else self.idx[k].tolist() for k in range(len(dead))],
-            [[] if dead[k] else [float(x) for x in self.vals[k]] for k in range(len(dead))],
-        )
-
-
 def streaming_top_images(entry: ChunkedEntry, n: int, skipped: Iterable[int] = ()) -> TopImages:
-    """Each neuron's ``n`` most activating valid images, one chunk of the cache entry at a time."""
-    skip = np.fromiter(sorted(set(skipped)), dtype=np.int64)
-    running = RunningTop(max(1, n))
-    k_count = 0
+    """Each neuron's ``n`` most activating valid images, one chunk of the cache entry at a time
+    (a :class:`~dissectkit.labelling.streaming.RunningTopK`; NaN ranks as -inf); none for a dead neuron."""
+    import torch
+
+    from dissectkit.labelling.streaming import Moments, RunningTopK
+
+    skip = torch.tensor(sorted(set(skipped)), dtype=torch.int64)
+    top, moments, k_count = RunningTopK(max(1, n)), None, 0
     for c in range(entry.n_chunks):
         values, valid = entry.read_chunk(c)
         k_count = values.shape[1]
-        rows = np.arange(entry.chunk_range(c).start, entry.chunk_range(c).stop, dtype=np.int64)
-        ok = valid.numpy().astype(bool) & ~np.isin(rows, skip)
-        running.add(values.numpy()[ok], rows[ok])
-    top = running.result(k_count)
-    if n <= 0:
-        return TopImages([[] for _ in top.indices], [[] for _ in top.values])
-    return top
+        rows = torch.arange(entry.chunk_range(c).start, entry.chunk_range(c).stop)
+        ok = valid.bool() & ~torch.isin(rows, skip)
+        block = values[ok].float().nan_to_num(nan=-math.inf, posinf=math.inf)
+        top.update(block, rows[ok])
+        if len(block):
+            moments = Moments.of(block) if moments is None else moments.add(block)
+    if moments is None or n <= 0:
+        return TopImages([[] for _ in range(k_count)], [[] for _ in range(k_count)])
+    indices, vals, _ = top.result()
+    dead = moments.constant.tolist()
+    return TopImages(
+        [[] if d else row for d, row in zip(dead, indices.tolist(), strict=True)],
+        [[] if d else row for d, row in zip(dead, vals.tolist(), strict=True)],
+    )
 
 
 class _Captured(Exception):

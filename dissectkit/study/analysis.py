@@ -2,9 +2,10 @@
 
 Per (dissector, method) and target, layers in the order the recipe listed them:
 
-- layer threshold: the mean top-1 score over the layer's labelled neurons;
+- layer threshold: the mean top-1 score over the layer's labelled neurons
+  (``dissectkit.labelling.measures.threshold_of_scores``);
 - global threshold of layer position ``i``: the largest layer threshold at position ``i`` over the
-  study's targets (for two setups, "the larger of the two", as published);
+  study's targets (for two setups, "the larger of the two", as published; ``global_threshold``);
 - a neuron meets a threshold when its top-1 score is ``>=`` it (the published test);
 - interpretable neuron: meets the global threshold; its category is its top-1 concept's;
 - categories: interpretable neurons per target x layer x category, and their share of the layer's
@@ -22,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dissectkit.labelling.measures import meets_threshold
+from dissectkit.labelling.measures import global_threshold, meets_threshold, threshold_of_scores
 
 NONE = "(none)"  # a concept without a category (as in dissectkit.labelling.measures)
 LEVELS = ("category", "subcategory")
@@ -62,14 +63,6 @@ def roles(recipe: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def layer_threshold(scores: list[float]) -> float | None:
-    """Mean top-1 score of a layer's labelled neurons (``None`` when none is labelled)."""
-    return sum(scores) / len(scores) if scores else None
-
-
-meets = meets_threshold  # the published test (``>=``), stated once in dissectkit.labelling.measures
-
-
 def analyse(result: Any, top_concepts: int = 10) -> list[Group]:
     """Every study table of a run, per (dissector, method)."""
     role_of = roles(result.recipe)
@@ -96,15 +89,14 @@ def _thresholds(g: Group) -> None:
         counts[(r["target"], r["layer"])] += 1
         if r["label"] is not None:
             scores[(r["target"], r["layer"])].append(float(r["score"]))
-    local = {key: layer_threshold(v) for key, v in scores.items()}
+    local = {key: threshold_of_scores(v) for key, v in scores.items()}
     position: dict[tuple[str, str], int] = {}
-    global_at: dict[int, float | None] = {}
+    at_position: dict[int, list[float | None]] = defaultdict(list)
     for t in g.targets:
         for i, layer in enumerate(t.layers):
             position[(t.target, layer)] = i
-            value = local.get((t.target, layer))
-            if value is not None:
-                global_at[i] = value if global_at.get(i) is None else max(global_at[i], value)
+            at_position[i].append(local.get((t.target, layer)))
+    global_at = {i: global_threshold(values) for i, values in at_position.items()}
     role_of = {t.target: t.role for t in g.targets}
     for r in g.neurons:
         key = (r["target"], r["layer"])
@@ -113,8 +105,8 @@ def _thresholds(g: Group) -> None:
         r["layer_index"] = i
         r["layer_threshold"] = local.get(key)
         r["global_threshold"] = global_at.get(i)
-        r["meets_local"] = meets(r["score"], r["layer_threshold"])
-        r["meets_global"] = meets(r["score"], r["global_threshold"])
+        r["meets_local"] = meets_threshold(r["score"], r["layer_threshold"])
+        r["meets_global"] = meets_threshold(r["score"], r["global_threshold"])
     by_layer = _by_layer(g)
     for t in g.targets:
         for i, layer in enumerate(t.layers):

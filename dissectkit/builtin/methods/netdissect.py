@@ -24,7 +24,7 @@ from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
 from dissectkit.labelling.evidence import Evidence, LayerLabels
-from dissectkit.labelling.streaming import key_value, order_key
+from dissectkit.labelling.streaming import Moments, key_value, order_key
 
 _BINS = 1 << 16
 _TOL = 5e-4  # refine a threshold whose histogram bin holds more than this fraction of the pixels
@@ -138,26 +138,24 @@ class NetDissect(Method):
 
     def _survey(self, evidence: Evidence):
         """``(K, pixels, dead [K])``: the layer's neurons, the grid pixels of all annotated images and
-        the neurons whose maps are constant over every annotated image (dead: nothing to threshold;
-        bilinear upsampling keeps a map constant or not). Checks the maps are finite."""
+        the dead neurons: maps constant over every annotated image (``Moments.constant``; bilinear
+        upsampling keeps a map constant or not). Checks the maps are finite."""
         import torch
 
-        K, total, lo, hi = None, 0, None, None
+        total, moments = 0, None
         for maps, _, (H, W) in self._annotated(evidence):
-            m = maps.to(dtype=torch.float32).transpose(0, 1).flatten(1)  # [K, b*h*w]
+            m = maps.to(dtype=torch.float32).transpose(0, 1).flatten(1).T  # [b*h*w, K]
             if not bool(torch.isfinite(m).all()):
-                bad = (~torch.isfinite(m)).any(1).nonzero().flatten().tolist()
+                bad = (~torch.isfinite(m)).any(0).nonzero().flatten().tolist()
                 raise EvidenceError(f"Spatial maps of layer {evidence.layer!r} contain NaN or inf for neuron {bad[0]}.")
-            lo = m.amin(1) if lo is None else torch.minimum(lo, m.amin(1))
-            hi = m.amax(1) if hi is None else torch.maximum(hi, m.amax(1))
-            K = m.shape[0]
+            moments = Moments.of(m) if moments is None else moments.add(m)
             gh, gw = self.grid(H, W)
             total += maps.shape[0] * gh * gw
-        if K is None:
+        if moments is None:
             raise EvidenceError(
                 f"Layer {evidence.layer!r}: no probe image carries masks, so netdissect has nothing to compare with."
             )
-        return K, total, lo == hi
+        return moments.min.shape[0], total, moments.constant
 
     # -- thresholds ----------------------------------------------------------------------------
     def _rank(self, total: int) -> int:

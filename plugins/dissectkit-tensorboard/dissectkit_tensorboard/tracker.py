@@ -89,8 +89,8 @@ class Tracker:
         labelled = sum(1 for ranked in ll.neurons if ranked) / n if n else 0.0
         self.labelled.append(labelled)
         self.writer.add_scalar(f"{key}/labelled_fraction", labelled, step)
-        if labelled:
-            threshold = layer_threshold(ll)
+        threshold = layer_threshold(ll)  # None when no neuron has a label
+        if threshold is not None:
             self.thresholds.append(threshold)
             self.writer.add_scalar(f"{key}/threshold", threshold, step)
         for name, value in sorted(ll.params.items()):
