@@ -1,8 +1,13 @@
-"""Shared fixtures: tiny real models and generated probe data, nothing downloaded."""
+"""Shared fixtures: tiny real models and generated probe data, nothing downloaded; the plugins a
+test needs (the session's host has the built-ins only, see ../conftest.py)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,68 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache directory and stays offline."""
     monkeypatch.setenv("DISSECTKIT_CACHE", str(tmp_path_factory.mktemp("dk-cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --------------------------------------------------------------------------- plugins of a test
+@pytest.fixture(autouse=True)
+def _marked_plugins(request):
+    """``@pytest.mark.with_plugin("dissectkit_mammoclip", ...)``: those plugin modules are registered
+    in-process for the test (the ``dissectkit_plugin`` fixture), as if installed."""
+    modules = [m for mark in request.node.iter_markers("with_plugin") for m in mark.args]
+    if modules:
+        register = request.getfixturevalue("dissectkit_plugin")
+        for module in modules:
+            register(module)
+
+
+@contextmanager
+def entry_points_only_from(site: Path) -> Iterator[Path]:
+    """The host discovers the ``dissectkit`` entry points of the distributions installed in ``site``
+    and none of the environment's (``DISSECTKIT_BUILTINS_ONLY`` is lifted meanwhile); the process-wide
+    host is rebuilt from the built-ins on the way out."""
+    from dissectkit.host.manager import BUILTINS_ONLY_ENV, ENTRY_POINT_GROUP, get_host
+
+    real = importlib.metadata.entry_points
+
+    def entry_points(**params):
+        if params.get("group") != ENTRY_POINT_GROUP:
+            return real(**params)
+        found = [ep for dist in importlib.metadata.distributions(path=[str(site)]) for ep in dist.entry_points]
+        return importlib.metadata.EntryPoints(found).select(**params)
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv(BUILTINS_ONLY_ENV, raising=False)
+            mp.setattr(importlib.metadata, "entry_points", entry_points)
+            yield site
+    finally:
+        get_host(reload=True)
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch) -> Iterator[Path]:
+    """A fresh site directory on ``sys.path`` whose distributions (a ``*.dist-info`` with a
+    ``dissectkit`` entry point) are the only ones the host discovers: tests of entry-point discovery
+    see what they install, never what the environment has."""
+    site = tmp_path / "site"
+    site.mkdir()
+    with monkeypatch.context() as mp:
+        mp.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        with entry_points_only_from(site):
+            yield site
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(autouse=True)
+def _discovery_from_the_site_fixture(request):
+    """tests/test_plugins.py's own ``site`` fixture (a throwaway site directory) gets the same
+    discovery as ``plugin_site``. Interim, until that file's tests request ``plugin_site``."""
+    if "site" not in request.fixturenames or "plugin_site" in request.fixturenames:
+        yield
+        return
+    with entry_points_only_from(request.getfixturevalue("site")):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,9 @@
 """A throwaway virtual environment layered on the running one, to really `pip install -e` a plugin
-distribution (offline: no dependencies, no build isolation) without touching the shared environment."""
+distribution (offline: no dependencies, no build isolation) without touching the shared environment.
+
+Commands run here discover plugins through their entry points: ``DISSECTKIT_BUILTINS_ONLY``, which the
+test session sets for itself (../conftest.py), is left out of their environment. They also see what the
+running environment has installed, as a user's machine would."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from pathlib import Path
 
 import dissectkit
+from dissectkit.host.manager import BUILTINS_ONLY_ENV
 
 
 def layered_venv(root: Path) -> Path:
@@ -23,8 +28,9 @@ def layered_venv(root: Path) -> Path:
 
 
 def env_with_this_dissectkit() -> dict[str, str]:
-    """The environment, with this checkout's dissectkit first on the path."""
+    """The environment, with this checkout's dissectkit first on the path and entry-point discovery on."""
     env = dict(os.environ)
+    env.pop(BUILTINS_ONLY_ENV, None)
     src = str(Path(dissectkit.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env["PIP_NO_INDEX"] = "1"

@@ -11,6 +11,7 @@ from dissectkit.base.context import BuildContext
 from dissectkit.nn.layers import select_layers
 
 pytest.importorskip("dissectkit_mammoclip")
+pytestmark = pytest.mark.with_plugin("dissectkit_mammoclip")
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mammo_effnet.yaml"
 
 

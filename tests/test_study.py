@@ -172,6 +172,7 @@ def test_the_study_reporter_writes_the_study_and_names_its_page(study_run):
     assert "This run has no HTML report" in page.read_text()
 
 
+@pytest.mark.with_plugin("dissectkit_mammoclip")
 def test_mcd_study_recipe_validates_and_stops_before_work(tmp_path):
     from dissectkit.base.errors import DissectkitError
     from dissectkit.engine.validate import validate_recipe
