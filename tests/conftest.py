@@ -1,5 +1,5 @@
 """Shared fixtures: tiny real models and generated probe data, nothing downloaded; the plugins a
-test needs (the session's host has the built-ins only, see ../conftest.py)."""
+test needs (the session's host has the built-ins only, see ../conftest.py); float16 tolerance."""
 
 from __future__ import annotations
 
@@ -87,6 +87,33 @@ def _discovery_from_the_site_fixture(request):
         return
     with entry_points_only_from(request.getfixturevalue("site")):
         yield
+
+
+# --------------------------------------------------------------------------- float16 tolerance
+def ulp_float16(x) -> np.ndarray:
+    """The spacing of float16 numbers at ``|x|`` (one step of the last bit; 2**-24 among subnormals)."""
+    mag = np.abs(np.asarray(x, dtype=np.float64))
+    return np.exp2(np.floor(np.log2(np.maximum(mag, 2.0**-14))) - 10)
+
+
+def assert_within_float16_step(got, want, steps: int = 1) -> None:
+    """``|got - want| <= steps * ulp_float16(max(|got|, |want|))`` elementwise, same shapes: for float16
+    values whose arithmetic differs by batching (a batched pass against a direct computation). Values
+    read back from the same cached bytes must stay exactly equal: compare those with ``torch.equal``."""
+    a = np.asarray(got.detach().cpu().double() if hasattr(got, "detach") else got, dtype=np.float64)
+    b = np.asarray(want.detach().cpu().double() if hasattr(want, "detach") else want, dtype=np.float64)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    assert np.array_equal(np.isnan(a), np.isnan(b)), "NaN in different places"
+    both = ~np.isnan(a)
+    a, b = a[both], b[both]
+    ulp = ulp_float16(np.maximum(np.abs(a), np.abs(b)))
+    with np.errstate(invalid="ignore"):
+        off = np.where(a == b, 0.0, np.abs(a - b) / ulp)  # in float16 steps; equal infinities are 0
+    bad = ~(off <= steps)
+    if bad.any():
+        worst = int(np.argmax(np.where(bad, np.nan_to_num(off, nan=np.inf), -1)))
+        raise AssertionError(f"{int(bad.sum())} of {a.size} values differ by more than {steps} float16 step(s); "
+                             f"worst {float(a[worst])} vs {float(b[worst])} ({off[worst]:.2f} steps)")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_recipe, write_images
+from conftest import assert_within_float16_step, tiny_recipe, write_images
 
 import dissectkit as dk
 from dissectkit.cli.app import main
@@ -313,7 +313,9 @@ def test_spatial_evidence_is_cached_in_the_pass_and_netdissect_runs_once_per_lay
         keep = valid.nonzero().flatten().tolist()
         with Capture.named(target.module, [layer], lambda _n, out: bounded_maps(out)) as cap, torch.no_grad():
             target.module(torch.stack([target.preprocess(result.probe[i].image) for i in keep]))
-        assert streamed.dtype == torch.float32 and torch.equal(streamed, cap.outputs[layer].float())
+        assert streamed.dtype == torch.float32 and cap.outputs[layer].dtype == torch.float16
+        # the pass ran batches of 8 images, the capture one batch of 22: the float16 values agree to a step
+        assert_within_float16_step(streamed, cap.outputs[layer])
         for i, got in zip(keep, streamed_masks, strict=True):
             want = align_masks(result.probe[i].masks, getattr(target, "preprocess_mask", None))
             assert (got is None) == (want is None)
