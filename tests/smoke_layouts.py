@@ -3,7 +3,7 @@ fixture of every built-in probe in its real layout (runtime dependencies only), 
 installed ``dissectkit validate`` and ``dissectkit run`` on a tiny recipe for each, through every
 reporter. A missing runtime dependency fails here. Not collected by pytest (no ``test_`` prefix).
 
-    .venv-quick/bin/python tests/smoke_layouts.py --dissectkit .venv-quick/bin/dissectkit --work /tmp/smoke
+    .venv/bin/python tests/smoke_layouts.py --dissectkit .venv/bin/dissectkit --work /tmp/smoke
 """
 
 from __future__ import annotations
