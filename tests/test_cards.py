@@ -65,6 +65,7 @@ def qs_run(tmp_path_factory):
     return _quickstart(tmp_path_factory.mktemp("cards"))
 
 
+@pytest.mark.slow
 def test_the_pass_keeps_the_shown_thumbnails_and_maps(qs_run):
     run = qs_run
     cards = run.evidence.observations["html"]
@@ -92,6 +93,7 @@ def test_the_pass_keeps_the_shown_thumbnails_and_maps(qs_run):
         assert np.allclose(maps, fresh, rtol=2e-3, atol=2e-3 * np.abs(fresh).max())  # float16 storage
 
 
+@pytest.mark.slow
 def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
     run = qs_run
     counting = CountingProbe(run.evidence.probe)
@@ -124,6 +126,7 @@ def test_the_report_reads_no_image_when_the_pass_kept_them(qs_run, tmp_path):
     assert len(diffs) > 50 and diff[:, 3].max() <= 1 and diff[:, :3].max() <= 8 and diff.mean() < 0.05
 
 
+@pytest.mark.slow
 def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypatch):
     monkeypatch.setattr(report_cards, "CARD_SLOT_BUDGET", 200)  # blocks.1 (80 pairs) and classifier (100) only
     run = _quickstart(tmp_path)
@@ -137,6 +140,7 @@ def test_layers_past_the_budget_are_recomputed_by_the_report(tmp_path, monkeypat
     assert html.count("data:image/png;base64") > 0
 
 
+@pytest.mark.slow
 def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplog):
     first = _quickstart(tmp_path)
     saved = sorted((tmp_path / "cache" / "observed").glob("*/observation"))
@@ -166,6 +170,7 @@ def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplo
     assert (tmp_path / "out" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, monkeypatch):
     monkeypatch.setattr(report_cards, "THUMBNAILS_PER_SLOT", 0)  # as if the probe were far larger than the cards
     run = _quickstart(tmp_path)
@@ -188,6 +193,7 @@ def test_no_html_reporter_keeps_nothing(tmp_path):
     assert run.evidence.observations == {}
 
 
+@pytest.mark.slow
 def test_the_plot_process_draws_the_files_the_parent_would(tmp_path, monkeypatch):
     from test_report_fixtures import make_run
 

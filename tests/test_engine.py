@@ -79,6 +79,7 @@ def test_pooling_mean_and_max_differ_and_match_a_direct_computation(recipe, tmp_
     assert torch.allclose(mx.activations("timm", "layer4")[0], store["o"].amax(dim=(2, 3))[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_output(tmp_path, tiny_openclip_dir, concepts_file):
     images = tmp_path / "many"
     write_images(images, 60)

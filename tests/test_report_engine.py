@@ -59,6 +59,7 @@ def _pages(out) -> str:
     return "".join(p.read_text() for p in sorted(out.glob("report*.html")))
 
 
+@pytest.mark.slow
 def test_tables_and_report_name_top_images_and_skip_the_unreadable(finished, image_root, tmp_path):
     result = finished
     out = result.out_dir

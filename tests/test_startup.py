@@ -177,6 +177,7 @@ def test_resolve_reads_each_weights_file_once(count_weights):
     assert count_weights == {"load": both, "hash": both}
 
 
+@pytest.mark.slow
 def test_a_cached_rerun_never_builds_the_target(tmp_path):
     """The second run of a recipe finds every activation chunk cached: the target's weights are not
     read and timm is not imported; its labels are the first run's."""
