@@ -50,8 +50,8 @@ def test_plugin_site_discovers_its_own_distributions_and_nothing_else(plugin_sit
         from dissectkit.plugin import hookimpl
 
         @hookimpl
-        def dissectkit_register_concept_sets(registry):
-            registry.add("concepts", "site-words", lambda params, ctx: None, description="from the site")
+        def dissectkit_register_concept_sets(register):
+            register("site-words", lambda params, ctx: None, description="from the site")
     """))
     info = plugin_site / "dissectkit_site_words-0.1.dist-info"
     info.mkdir()

@@ -8,5 +8,5 @@ from dissectkit.plugin import hookimpl
 
 
 @hookimpl
-def dissectkit_register_concept_sets(registry):  # never reached
+def dissectkit_register_concept_sets(register):  # never reached
     raise AssertionError("unreachable")
