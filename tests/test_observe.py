@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 import dissectkit as dk
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.results.run_result import RunResult
@@ -100,6 +102,7 @@ def _run(tmp_path: Path, *overrides: str):
     return result, pages, observation
 
 
+@pytest.mark.slow
 def test_a_reporter_observes_the_pass_and_its_observation_is_kept(tmp_path, dissectkit_plugin, caplog):
     dissectkit_plugin(Plugin(), name="watching-test")
     result, pages, seen = _run(tmp_path)
