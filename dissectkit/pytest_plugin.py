@@ -1,7 +1,7 @@
 """pytest plugin of dissectkit (entry point ``pytest11``): the ``dissectkit_plugin`` fixture.
 
 It registers a plugin module (or object) with the process-wide host without installing it, and
-removes it after the test::
+removes it after the test (``dissectkit.testing.registered`` for each call)::
 
     def test_my_words(dissectkit_plugin):
         dissectkit_plugin("dissectkit_mywords.plugin")
@@ -12,8 +12,8 @@ A plugin that fails to register (a taken name, a broken hook) fails the test wit
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -22,23 +22,11 @@ import pytest
 @pytest.fixture
 def dissectkit_plugin() -> Iterator[Callable[..., Any]]:
     """``register(module_or_name, name=None, distribution="in-process") -> PluginRecord``."""
-    from dissectkit.base.errors import PluginError
-    from dissectkit.host.manager import get_host
+    from dissectkit.testing import registered
 
-    host = get_host()
-    added = []
+    with ExitStack() as stack:
 
-    def register(plugin: Any, name: str | None = None, distribution: str = "in-process"):
-        if isinstance(plugin, str):
-            plugin = importlib.import_module(plugin)
-        known = {id(r) for r in host.records}
-        record = host.add_plugin(plugin, name=name, distribution=distribution)
-        if id(record) not in known:  # an installed plugin stays as it is
-            added.append(record)
-        if not record.ok:
-            raise PluginError(f"Plugin '{record.name}' failed to register:\n  - " + "\n  - ".join(record.errors))
-        return record
+        def register(plugin: Any, name: str | None = None, distribution: str = "in-process") -> Any:
+            return stack.enter_context(registered(plugin, name, distribution))
 
-    yield register
-    for record in reversed(added):
-        host.remove_plugin(record)
+        yield register

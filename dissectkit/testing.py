@@ -5,14 +5,17 @@
 
 ``check_dissector``, ``check_target``, ``check_probe``, ``check_concepts``, ``check_similarity``,
 ``check_method`` and ``check_reporter`` each raise ``AssertionError`` naming the property that does
-not hold, and return a few measured numbers. The pytest fixture ``dissectkit_plugin`` (module
-``dissectkit.pytest_plugin``) registers a plugin module in-process, without installing it.
+not hold, and return a few measured numbers. ``registered(plugin)`` registers a plugin module
+in-process for a ``with`` block; the pytest fixture ``dissectkit_plugin`` (module
+``dissectkit.pytest_plugin``) does it for a test.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import importlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,30 @@ import numpy as np
 from dissectkit.base.errors import DataError
 
 DEFAULT_TEXTS = ("mass", "a spiculated mass in the upper outer quadrant", "calcification", "normal breast tissue")
+
+
+@contextmanager
+def registered(plugin: Any, name: str | None = None, distribution: str = "in-process") -> Iterator[Any]:
+    """Register a plugin module (or its import name) with the process-wide host without installing
+    it, for the ``with`` block; yields its ``PluginRecord``. A failed registration raises
+    ``PluginError`` with every problem; only what this call added is removed afterwards (a plugin
+    installed and already registered stays)."""
+    from dissectkit.base.errors import PluginError
+    from dissectkit.host.manager import get_host
+
+    host = get_host()
+    if isinstance(plugin, str):
+        plugin = importlib.import_module(plugin)
+    known = {id(r) for r in host.records}
+    record = host.add_plugin(plugin, name=name, distribution=distribution)
+    added = id(record) not in known
+    try:
+        if not record.ok:
+            raise PluginError(f"Plugin '{record.name}' failed to register:\n  - " + "\n  - ".join(record.errors))
+        yield record
+    finally:
+        if added:
+            host.remove_plugin(record)
 
 
 def sample_images(height: int = 48, width: int = 40, seed: int = 0) -> list[Any]:

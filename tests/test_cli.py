@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_recipe
+from support import tiny_recipe
 
 from dissectkit.cli.app import main
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_within_float16_step, tiny_recipe, write_images
+from support import assert_within_float16_step, tiny_recipe, write_images
 
 import dissectkit as dk
 from dissectkit.cli.app import main

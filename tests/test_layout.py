@@ -91,3 +91,26 @@ def private_imports(roots: list[Path]) -> list[str]:
 
 def test_no_module_imports_another_modules_private_name():
     assert private_imports([ROOT / "dissectkit", *sorted((ROOT / "plugins").glob("dissectkit-*/dissectkit_*"))]) == []
+
+
+MYPY = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MYPY is None, reason="mypy is not installed (pip install -e '.[test]')")
+def test_the_public_api_type_checks_strictly(tmp_path):
+    """mypy --strict on dissectkit.plugin and every module whose names it exports ([tool.mypy])."""
+    out = subprocess.run([MYPY, "--cache-dir", str(tmp_path / "mypy")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "Success: no issues found" in out.stdout
+
+
+def test_the_type_checked_files_cover_every_module_dissectkit_plugin_exports_from():
+    import re
+    import tomllib
+
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    sources = re.findall(r"^from (dissectkit\.[\w.]+) import", (ROOT / "dissectkit" / "plugin.py").read_text(), re.M)
+    for module in sources:
+        path = module.replace(".", "/")
+        assert f"{path}.py" in files or any(path.startswith(f + "/") for f in files), f"{module} is not type-checked"

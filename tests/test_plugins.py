@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import textwrap
 from pathlib import Path
@@ -43,16 +42,9 @@ def dissectkit_register_concept_sets(register):
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A fresh site directory on sys.path; the global host is rebuilt afterwards."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
-    yield site
-    monkeypatch.undo()
-    importlib.invalidate_caches()
-    get_host(reload=True)
+def site(plugin_site):
+    """A fresh site folder whose distributions are the only entry points the host discovers."""
+    return plugin_site
 
 
 def test_builtins_are_registered_through_the_hooks():

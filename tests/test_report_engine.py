@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_recipe
+from support import tiny_recipe
 
 import dissectkit as dk
 from dissectkit.results.evidence import TOP_IMAGES, RunEvidence

@@ -18,11 +18,12 @@ import yaml
 from dissectkit.base.errors import RecipeError, did_you_mean
 
 Position = tuple[str, int, int]  # file, line (1-based), column (1-based)
-Positions = dict[tuple, Position]
+Key = tuple[Any, ...]  # a path of keys (and list indices) into a recipe
+Positions = dict[Key, Position]
 
 PRESET = "preset:"
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
-LISTS: dict[tuple, tuple[tuple[str | None, str], ...]] = {
+LISTS: dict[Key, tuple[tuple[str | None, str], ...]] = {
     (): (("dissector", "dissectors"), ("target", "targets"), ("method", "methods")),
     ("output",): ((None, "reporters"),),
 }
@@ -52,7 +53,7 @@ def read_yaml(path: Path) -> tuple[Any, Positions]:
     return _construct(node, (), str(path), positions, yaml.SafeLoader("")), positions
 
 
-def _construct(node: yaml.Node, path: tuple, file: str, positions: Positions, loader: yaml.SafeLoader) -> Any:
+def _construct(node: yaml.Node, path: Key, file: str, positions: Positions, loader: yaml.SafeLoader) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -128,21 +129,21 @@ class _Merger:
         self.base_pos, self.over_pos = base_pos, over_pos
         self.pos: Positions = {}
 
-    def keep(self, positions: Positions, src: tuple, dst: tuple) -> None:
+    def keep(self, positions: Positions, src: Key, dst: Key) -> None:
         """Copy the positions at and under ``src`` to ``dst``."""
         n = len(src)
         self.pos.update({dst + k[n:]: v for k, v in positions.items() if k[:n] == src})
 
-    def own(self, path: tuple, bp: tuple, op: tuple) -> None:
+    def own(self, path: Key, bp: Key, op: Key) -> None:
         """The position of a merged key: where the extending recipe says it, else the base."""
         if p := self.over_pos.get(op) or self.base_pos.get(bp):
             self.pos[path] = p
 
-    def copy(self, value: Any, positions: Positions, src: tuple, dst: tuple) -> Any:
+    def copy(self, value: Any, positions: Positions, src: Key, dst: Key) -> Any:
         self.keep(positions, src, dst)
         return copy.deepcopy(value)
 
-    def mapping(self, base: dict, over: dict, path: tuple, bp: tuple, op: tuple) -> dict:
+    def mapping(self, base: dict[str, Any], over: dict[str, Any], path: Key, bp: Key, op: Key) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for single, plural in LISTS.get(path, ()):
             keys = {k for k in (single, plural) if k is not None}
@@ -166,7 +167,7 @@ class _Merger:
                 out[key] = self.copy(value, self.over_pos, sub[2], sub[0])
         return out
 
-    def component(self, base: Any, over: Any, path: tuple, bp: tuple, op: tuple) -> Any:
+    def component(self, base: Any, over: Any, path: Key, bp: Key, op: Key) -> Any:
         """One component: merged into the base's when the names agree, else the extending one."""
         base, over = ({"name": x} if isinstance(x, str) else x for x in (base, over))
         if not isinstance(base, dict) or not isinstance(over, dict) or _name(over) not in (None, _name(base)):
@@ -174,10 +175,10 @@ class _Merger:
         self.own(path, bp, op)
         return self.mapping(base, over, path, bp, op)
 
-    def components(self, base: dict, over: dict, single: str | None, plural: str,
-                   path: tuple, bp: tuple, op: tuple) -> tuple[str, Any]:
+    def components(self, base: dict[str, Any], over: dict[str, Any], single: str | None, plural: str,
+                   path: Key, bp: Key, op: Key) -> tuple[str, Any]:
         """A component list: the extending recipe's items, each merged into its base item."""
-        def items(data: dict, at: tuple) -> list[tuple[Any, tuple]]:
+        def items(data: dict[str, Any], at: Key) -> list[tuple[Any, Key]]:
             if single is not None and data.get(single) is not None:
                 return [(data[single], at + (single,))]
             given = data.get(plural)
@@ -197,7 +198,7 @@ class _Merger:
         return key, merged[0] if key == single else merged
 
     @staticmethod
-    def template(bases: list[tuple[Any, tuple]], item: Any, j: int) -> int | None:
+    def template(bases: list[tuple[Any, Key]], item: Any, j: int) -> int | None:
         """The base item ``item`` merges into (``None``: a new component)."""
         name = _name(item)
         if name is None:

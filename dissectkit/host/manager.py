@@ -110,6 +110,14 @@ def _hook_problems(plugin: Any) -> list[str]:
     return problems
 
 
+def installed_entry_points() -> list[metadata.EntryPoint]:
+    """The installed entry points of group ``dissectkit``, sorted by distribution and name."""
+    return sorted(
+        metadata.entry_points(group=ENTRY_POINT_GROUP),
+        key=lambda ep: (ep.dist.name if ep.dist is not None else "", ep.name),
+    )
+
+
 def disabled_names() -> set[str]:
     raw = os.environ.get(DISABLE_ENV, "")
     return {p.strip() for p in raw.split(",") if p.strip()}
@@ -140,11 +148,7 @@ class Host:
             self._add(record, lambda modname=modname: importlib.import_module(modname))
 
     def _load_entry_points(self) -> None:
-        eps = sorted(
-            metadata.entry_points(group=ENTRY_POINT_GROUP),
-            key=lambda ep: (ep.dist.name if ep.dist is not None else "", ep.name),
-        )
-        for ep in eps:
+        for ep in installed_entry_points():
             dist = ep.dist.name if ep.dist is not None else "unknown"
             version = ep.dist.version if ep.dist is not None else "?"
             self._add(PluginRecord(ep.name, dist, version, ep.value), ep.load)

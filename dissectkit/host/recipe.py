@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from dissectkit.base.errors import RecipeError, did_you_mean
-from dissectkit.host.extends import Position, Positions, load_merged, merge, preset_path
+from dissectkit.host.extends import Key, Position, Positions, load_merged, merge, preset_path
 
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
 
@@ -127,7 +127,7 @@ class Recipe(_Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     _source: Path | None = PrivateAttr(default=None)
-    _positions: dict[tuple, Position] = PrivateAttr(default_factory=dict)
+    _positions: dict[Key, Position] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _plural(self) -> Recipe:
@@ -296,7 +296,7 @@ def study_section(data: dict[str, Any], positions: Positions) -> tuple[dict[str,
     return merge(preset, {**data, "output": output}, preset_pos, positions)
 
 
-def _format_envelope_errors(exc: ValidationError, data: dict, source: Path | None, positions: dict) -> str:
+def _format_envelope_errors(exc: ValidationError, data: dict[str, Any], source: Path | None, positions: Positions) -> str:
     lines = [f"Invalid recipe {source or ''}:".replace(" :", ":")]
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -313,7 +313,7 @@ def _format_envelope_errors(exc: ValidationError, data: dict, source: Path | Non
     return "\n".join(lines)
 
 
-def _nearest(positions: dict, loc: tuple, source: Path | None) -> str:
+def _nearest(positions: Positions, loc: Key, source: Path | None) -> str:
     for n in range(len(loc), 0, -1):
         if loc[:n] in positions:
             f, line, col = positions[loc[:n]]
@@ -321,7 +321,7 @@ def _nearest(positions: dict, loc: tuple, source: Path | None) -> str:
     return str(source or "<recipe>")
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: Key) -> list[str]:
     model: Any = Recipe
     for part in loc:
         if isinstance(part, int):
@@ -348,9 +348,9 @@ def _model_of(annotation: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- pass 2
-def component_refs(recipe: Recipe) -> list[tuple[str, tuple, ComponentRef]]:
+def component_refs(recipe: Recipe) -> list[tuple[str, Key, ComponentRef]]:
     """(kind, recipe path, ref) of every component the recipe names."""
-    refs: list[tuple[str, tuple, ComponentRef]] = []
+    refs: list[tuple[str, Key, ComponentRef]] = []
     for i, r in enumerate(recipe.dissectors):
         refs.append(("dissector", ("dissectors", i), r))
     for i, r in enumerate(recipe.targets):
@@ -364,7 +364,7 @@ def component_refs(recipe: Recipe) -> list[tuple[str, tuple, ComponentRef]]:
     return refs
 
 
-def recipe_path(recipe: Recipe, path: tuple) -> tuple:
+def recipe_path(recipe: Recipe, path: Key) -> Key:
     """Map a normalised path (``dissectors.0``) back to what the file says (``dissector``)."""
     if path and path[0] in PLURAL_SINGLE and (path[0], path[1]) not in recipe._positions:
         return (PLURAL_SINGLE[path[0]], *path[2:])
@@ -389,7 +389,7 @@ def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     return validated
 
 
-def _inherited(recipe: Recipe, path: tuple) -> str:
+def _inherited(recipe: Recipe, path: Key) -> str:
     """A note naming the params a component took from an ``extends:`` base, when it has any."""
     own, prefix = recipe._positions.get(path), (*path, "params")
     keys = {k[len(prefix):]: p[0] for k, p in recipe._positions.items() if k[: len(prefix)] == prefix and len(k) > len(prefix)}

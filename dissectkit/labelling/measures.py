@@ -78,7 +78,7 @@ def final_layer_accuracy(
         have = [i for i, p in enumerate(pred) if p is not None]
         sims = [0.0] * len(known)
         if have:
-            e_pred = torch.as_tensor(text_encoder([pred[i] for i in have])).double()
+            e_pred = torch.as_tensor(text_encoder([str(pred[i]) for i in have])).double()
             e_true = torch.as_tensor(text_encoder([known[i][1] for i in have])).double()
             cos = torch.nn.functional.cosine_similarity(e_pred, e_true, dim=1)
             for i, c in zip(have, cos.tolist(), strict=True):

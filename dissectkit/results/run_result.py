@@ -103,11 +103,11 @@ class RunResult:
             raise DataError(f"Run '{self.name}' was reloaded from {self.out_dir}: it has no live evidence (cache handles).")
         return self.evidence
 
-    def activations(self, target: str, layer: str):
+    def activations(self, target: str, layer: str) -> Any:
         """``Tensor[N, K]`` of one layer, read from the cache (skipped images are zero rows)."""
         return self.live_evidence().activations(target, layer)
 
-    def image_embeddings(self, dissector: str):
+    def image_embeddings(self, dissector: str) -> Any:
         """``Tensor[N, D]`` image embeddings of one dissector, read from the cache."""
         return self.live_evidence().image_embeddings(dissector)
 

@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from dissectkit.testing import registered
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _dissectkit_mammoclip_registered():
-    import dissectkit_mammoclip
-
-    from dissectkit.base.errors import PluginError
-    from dissectkit.host.manager import get_host
-
-    host = get_host()
-    known = {id(r) for r in host.records}
-    record = host.add_plugin(dissectkit_mammoclip, name="mammoclip", distribution="dissectkit-mammoclip")
-    if not record.ok:
-        if id(record) not in known:
-            host.remove_plugin(record)
-        raise PluginError("Plugin 'mammoclip' failed to register:\n  - " + "\n  - ".join(record.errors))
-    yield record
-    if id(record) not in known:
-        host.remove_plugin(record)
+    with registered("dissectkit_mammoclip", name="mammoclip", distribution="dissectkit-mammoclip") as record:
+        yield record
