@@ -107,6 +107,7 @@ def test_the_public_api_type_checks_strictly(tmp_path):
 
 def test_the_type_checked_files_cover_every_module_dissectkit_plugin_exports_from():
     import re
+
     import tomllib
 
     files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
