@@ -116,7 +116,7 @@ def stream_of(A: Any, rows: int = 37) -> Any:
     return ActivationStream.from_tensor(A, rows=rows)
 
 
-def _close(a, b, atol: float) -> float:
+def _max_diff(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
@@ -177,12 +177,12 @@ def check_dissector(
         assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), f"{what} rows are not unit norm: {norms.tolist()}"
     again_img = dissector.encode_images(batch)
     again_txt = dissector.encode_texts(list(texts))
-    det = max(_close(emb, again_img, atol), _close(txt, again_txt, atol))
+    det = max(_max_diff(emb, again_img), _max_diff(txt, again_txt))
     assert det <= atol, f"encoding is not deterministic in eval mode (max difference {det:.2e})"
 
     single_img = torch.cat([dissector.encode_images(batch[i : i + 1]) for i in range(len(batch))])
     single_txt = torch.cat([dissector.encode_texts([t]) for t in texts])
-    dev_img, dev_txt = _close(emb, single_img, atol), _close(txt, single_txt, atol)
+    dev_img, dev_txt = _max_diff(emb, single_img), _max_diff(txt, single_txt)
     assert dev_img <= atol, f"encode_images: a batch differs from its items encoded one by one ({dev_img:.2e} > {atol})"
     assert dev_txt <= atol, f"encode_texts: a batch differs from its items encoded one by one ({dev_txt:.2e} > {atol})"
     empty = dissector.encode_texts([])

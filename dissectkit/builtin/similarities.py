@@ -170,9 +170,6 @@ class _DenseP:
     def col_norm(self) -> torch.Tensor:
         return self.P.norm(dim=0)
 
-    def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
-        return M.T @ self.P
-
     def left_part(self, M: torch.Tensor, start: int) -> torch.Tensor:
         return M.T @ self.P[start : start + M.shape[0]]
 

@@ -44,7 +44,6 @@ PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pyjpegls": "pyjpegls", "pillow": "pil
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-
 def _syntax(ds: Any) -> tuple[str, str]:
     uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if uid is None:
@@ -345,15 +344,3 @@ def _integral_rescale(ds: Any) -> bool:
         return float(ds.RescaleSlope).is_integer() and float(ds.RescaleIntercept).is_integer()
     except (AttributeError, TypeError, ValueError):
         return False
-
-
-def to_uint16(arr: np.ndarray) -> np.ndarray:
-    """Round to ``uint16``: shift a negative minimum to 0, min-max scale when wider than 16 bits."""
-    arr = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0:
-        arr = arr - lo
-        hi -= lo
-    if hi > 65535:
-        arr = arr * (65535.0 / hi)
-    return np.clip(np.rint(arr), 0, 65535).astype(np.uint16)

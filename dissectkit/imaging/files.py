@@ -22,7 +22,6 @@ from dissectkit.base.params import Params
 from dissectkit.base.types import MasksWhen, ProbeItem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
 class FileProbeParams(Params):

@@ -39,7 +39,6 @@ SUPPORTED = "a PIL image or a numpy array HxW / HxWxC (C = 1, 3 or 4) of uint8, 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-
 # --------------------------------------------------------------------------- arrays
 def _pil_array(image: Any) -> np.ndarray:
     """A PIL image as an array under the contract (16-bit kept, palette / alpha / CMYK converted)."""

@@ -93,4 +93,3 @@ def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
             f"{shapes or 'none'} vs model {expected} (is it the file of another synth-effnet target?)"
         )
     return True
-

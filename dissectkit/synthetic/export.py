@@ -509,5 +509,3 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
         + yaml.safe_dump({"probe": probe}, sort_keys=False)
     )
     return ExportResult(layout, out, w.n_images, time.perf_counter() - t0, probe)
-
-

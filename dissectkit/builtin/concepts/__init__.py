@@ -109,4 +109,3 @@ def dissectkit_register_concept_sets(register: Register) -> None:
     register("cxr-findings", _bundled("cxr_findings"), params=BundledParams,
                  description="NIH ChestX-ray14 and CheXpert findings plus common report terms.",
                  licence="Apache-2.0 (dissectkit)")
-
