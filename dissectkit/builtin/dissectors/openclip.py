@@ -189,7 +189,3 @@ class OpenClipDissector(TorchDissectorBase):
 
     def fingerprint(self) -> str:
         return self._fingerprint
-
-
-def make_open_clip(params: OpenClipParams, ctx: BuildContext) -> OpenClipDissector:
-    return OpenClipDissector(params, ctx)

@@ -85,7 +85,3 @@ class Mammi(Method):
         return LayerLabels(
             layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
-
-
-def make_mammi(params: MammiParams, ctx: Any) -> Mammi:
-    return Mammi(params, ctx)

@@ -331,10 +331,6 @@ class NetDissect(Method):
         )
 
 
-def make_netdissect(params: NetDissectParams, ctx: Any) -> NetDissect:
-    return NetDissect(params, ctx)
-
-
 class _TopPixels:
     """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
     Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
