@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dissectkit.base.errors import DissectkitError
@@ -48,12 +49,12 @@ def _host():
     host = get_host(strict=_STATE["strict"])
     for rec in host.failed:
         err_console.print(
-            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {_escape(rec.error or '')}",
+            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {escape(rec.error or '')}",
             highlight=False,
         )
     hint = host.disable_hint()
     if hint:
-        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(hint)}", highlight=False)
     return host
 
 
@@ -93,7 +94,6 @@ def run(
 def print_summary(result: Any, rows: int) -> None:
     """A rich table per (label set, layer); layers whose true concepts are known show every neuron
     with its truth, followed by the accuracy against it."""
-
     for ls in result.label_sets:
         target = (result.targets or {}).get(ls.target)
         for layer, ll in ls.layers.items():
@@ -182,14 +182,14 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         if r.disabled:
             status = "[yellow]disabled[/] (DISSECTKIT_DISABLE_PLUGINS)"
         elif r.ok:
-            status = "[green]ok[/]" + "".join(f"\n[yellow]- {_escape(w)}[/]" for w in r.warnings)
+            status = "[green]ok[/]" + "".join(f"\n[yellow]- {escape(w)}[/]" for w in r.warnings)
         else:
-            status = "[red]failed[/]\n" + "\n".join(f"- {_escape(e)}" for e in r.errors)
+            status = "[red]failed[/]\n" + "\n".join(f"- {escape(e)}" for e in r.errors)
         table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
     console.print(table)
     hint = host.disable_hint()
     if hint:
-        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(hint)}", highlight=False)
 
 
 @app.command("list")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(args)
         return int(result) if isinstance(result, int) else 0
     except DissectkitError as exc:
-        err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except CLICK_EXCEPTIONS as exc:  # typer's bundled click raises its own classes
         exc.show()
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         discard_unfinished()
         where = f" ({exc.filename})" if exc.filename else ""
         err_console.print(
-            f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}. Finished chunks are cached; "
+            f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}. Finished chunks are cached; "
             "free some space or fix the permissions, then run the same command again.", highlight=False,
         )
         return 2
@@ -357,7 +357,7 @@ def _internal(exc: BaseException) -> int:
     if os.environ.get("DISSECTKIT_DEBUG"):
         raise exc
     err_console.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
         "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
     )
     return 1
@@ -368,7 +368,7 @@ def _interrupted(args: list[str]) -> int:
 
     from dissectkit.engine.rundir import interrupted_message
 
-    err_console.print(_escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
+    err_console.print(escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
     return INTERRUPTED
 
 
@@ -387,12 +387,6 @@ def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 CLICK_EXCEPTIONS, ABORTS = _click_classes()
 INTERRUPTED = 130
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def entry() -> None:
