@@ -16,11 +16,14 @@ import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import DataError
+from dissectkit.base.contract import adapt
+from dissectkit.base.errors import ComponentError, DataError, PluginError
+from dissectkit.base.types import Concept, LayerInfo, ProbeItem
 
 DEFAULT_TEXTS = ("mass", "a spiculated mass in the upper outer quadrant", "calcification", "normal breast tissue")
 
@@ -31,7 +34,6 @@ def registered(plugin: Any, name: str | None = None, distribution: str = "in-pro
     it, for the ``with`` block; yields its ``PluginRecord``. A failed registration raises
     ``PluginError`` with every problem; only what this call added is removed afterwards (a plugin
     installed and already registered stays)."""
-    from dissectkit.base.errors import PluginError
     from dissectkit.host.manager import get_host
 
     host = get_host()
@@ -87,8 +89,6 @@ def invalid_images() -> list[Any]:
 def write_wordpiece_tokenizer(root, words: str):
     """A tiny BERT WordPiece tokenizer directory (special tokens + ``words``) for offline tests of
     BERT-based dissectors; returns ``(root, vocab_size)``."""
-    from pathlib import Path
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words.split()]
@@ -100,9 +100,6 @@ def write_wordpiece_tokenizer(root, words: str):
 def _adapted(kind: str, component: Any) -> Any:
     """The component as the engine sees it (its kind's base class, defaults filled in); a missing
     required member fails the check, naming it."""
-    from dissectkit.base.contract import adapt
-    from dissectkit.base.errors import ComponentError
-
     try:
         return adapt(kind, component)
     except ComponentError as exc:
@@ -208,8 +205,6 @@ def _check_image(image: Any, where: str) -> tuple[int, int]:
 def check_probe(probe: Any, max_items: int = 16, has_masks: bool = False) -> dict[str, Any]:
     """Check the probe contract on up to ``max_items`` items spread over the probe; ``has_masks``:
     what its registration declares for these params (items may carry masks only then)."""
-    from dissectkit.base.types import ProbeItem
-
     probe = _adapted("probe", probe)
     n = len(probe)
     assert isinstance(n, int) and n > 0, f"len(probe) must be a positive int, got {n!r}"
@@ -293,8 +288,6 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
 # --------------------------------------------------------------------------- concept sets
 def check_concepts(concept_set: Any) -> dict[str, Any]:
     """Concepts: a non-empty list of ``Concept`` with unique non-empty texts, the same on each read."""
-    from dissectkit.base.types import Concept
-
     concept_set = _adapted("concepts", concept_set)
     concepts = list(concept_set.concepts)
     assert concepts, "the concept set is empty"
@@ -344,7 +337,6 @@ def planted_evidence(n_images: int = 240, n_neurons: int = 6, seed: int = 0, mas
     k's text embedding, and, with ``masks``, a mask where the neuron's map is high)."""
     import torch
 
-    from dissectkit.base.types import Concept
     from dissectkit.labelling.evidence import Evidence, SpatialBatch
 
     g = torch.Generator().manual_seed(seed)
@@ -423,11 +415,8 @@ def check_method(method: Any, evidence: Any = None, min_planted: float | None = 
 # --------------------------------------------------------------------------- reporters
 def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
     """A small finished run (two label sets, one layer with known truth) as a reporter receives it."""
-    from pathlib import Path
-
     import torch
 
-    from dissectkit.base.types import Concept, LayerInfo
     from dissectkit.labelling.evidence import LayerLabels
     from dissectkit.results.run_result import LabelSet, RunResult
 
@@ -451,8 +440,6 @@ def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
 
 
 def _snapshot(root: Any) -> dict[str, bytes]:
-    from pathlib import Path
-
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -460,8 +447,6 @@ def _snapshot(root: Any) -> dict[str, bytes]:
 def check_reporter(reporter: Any, tmp_dir: Any, run_result: Any = None) -> dict[str, Any]:
     """``write(run_result, out_dir)`` writes non-empty files inside ``out_dir`` only, leaves the
     result unchanged, and writes the same bytes when run twice (deterministic)."""
-    from pathlib import Path
-
     reporter = _adapted("reporter", reporter)
     tmp_dir = Path(tmp_dir)
     out = tmp_dir / "run"

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dissectkit.base.errors import DissectkitError
+from dissectkit.base.errors import DissectkitError, did_you_mean
 
 app = typer.Typer(
     name="dissectkit",
@@ -292,7 +292,6 @@ def cache_clear(
     kind: Annotated[str | None, typer.Option(help="Only this kind: acts, spatial, masks, embeds or texts.")] = None,
 ) -> None:
     """Delete cache entries."""
-    from dissectkit.base.errors import did_you_mean
     from dissectkit.engine.cache import KINDS
 
     if kind is not None and kind not in KINDS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from dissectkit.base.errors import RecipeError, did_you_mean
+from dissectkit.base.errors import ComponentError, RecipeError, did_you_mean
 from dissectkit.host.extends import Key, Position, Positions, load_merged, merge, preset_path
 
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
@@ -336,11 +336,9 @@ def _allowed_keys(loc: Key) -> list[str]:
 
 
 def _model_of(annotation: Any) -> Any:
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
+    for arg in get_args(annotation):
         m = _model_of(arg)
         if m is not None:
             return m
@@ -373,8 +371,6 @@ def recipe_path(recipe: Recipe, path: Key) -> Key:
 
 def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     """Pass 2: every component exists and its params validate. Returns ``id(ref) -> Params``."""
-    from dissectkit.base.errors import ComponentError
-
     problems: list[str] = []
     validated: dict[int, Any] = {}
     for kind, path, ref in component_refs(recipe):

@@ -270,7 +270,7 @@ def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pix
     ``frame``: which frame of a multi-frame file (default the first; a single-frame file gives its
     only frame whatever ``frame`` says); ``apply_voi``: apply the VOI
     LUT / window when present (default) or skip it; ``max_pixels``: refuse larger images (default
-    :data:`dissectkit.imaging.raw.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
+    :data:`dissectkit.imaging.checks.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
     """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Probe
-from dissectkit.base.errors import DataError
+from dissectkit.base.errors import DataError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.types import MasksWhen, ProbeItem
 from dissectkit.imaging.raw import as_array, read_image
@@ -84,8 +84,6 @@ def check_columns(columns: Sequence[str], required: Sequence[str], file: Path) -
     """DataError naming the missing column(s) and listing the columns found."""
     missing = [c for c in required if c not in columns]
     if missing:
-        from dissectkit.base.errors import did_you_mean
-
         hints = "".join(did_you_mean(m, columns) for m in missing)
         raise DataError(
             f"{file} lacks the column(s) {', '.join(repr(m) for m in missing)}.{hints} "

@@ -24,13 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.checks import ALMOST_CONSTANT as ALMOST_CONSTANT
-from dissectkit.imaging.checks import MAX_PIXELS as MAX_PIXELS
-from dissectkit.imaging.checks import MIN_SIDE as MIN_SIDE
-from dissectkit.imaging.checks import check_size as check_size
-from dissectkit.imaging.checks import note_source as note_source
+from dissectkit.imaging.checks import MIN_SIDE, check_size, note_source, warn_if_flat
 from dissectkit.imaging.checks import reset_warnings as reset_warnings
-from dissectkit.imaging.checks import warn_if_flat as warn_if_flat
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

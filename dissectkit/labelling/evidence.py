@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dissectkit.base.errors import EvidenceError
 from dissectkit.base.types import Concept
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ class Evidence:
 
     def __post_init__(self) -> None:
         if self.activations is None and self.activation_chunks is None:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(
                 f"Evidence for layer {self.layer!r} has no activations: pass `activations` ([N, K] tensor) "
                 "or `activation_chunks` (a callable returning an iterator of [n_i, K] blocks)."
@@ -100,8 +99,6 @@ class Evidence:
 
         A = torch.as_tensor(self.activations)
         if A.ndim != 2:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(
                 f"Layer {self.layer!r}: activations must be [images, neurons], got shape {tuple(A.shape)}."
             )
@@ -124,8 +121,6 @@ class Evidence:
                     self._n_neurons = int(block.shape[1])
                     break
         if self._n_neurons is None:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(f"Layer {self.layer!r}: the activation chunks are empty.")
         return self._n_neurons
 

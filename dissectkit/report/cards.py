@@ -15,6 +15,8 @@ cache (an ``.npz`` of plain arrays), so a later run over the same activations re
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -85,9 +87,6 @@ class CardEvidence:
     def to_bytes(self) -> bytes:
         """An ``.npz`` file of plain arrays (no pickles): the layers' images and maps, each
         thumbnail's pixels and masks, and a JSON index."""
-        import io
-        import json
-
         arrays: dict[str, np.ndarray] = {}
         index: dict[str, Any] = {"request": vars(self.request), "layers": [], "thumbnails": []}
         for i, ((target, layer), kept) in enumerate(self.layers.items()):
@@ -108,8 +107,6 @@ class CardEvidence:
     @classmethod
     def from_file(cls, path: str | Path) -> CardEvidence:
         """Read what :meth:`to_bytes` wrote."""
-        import json
-
         with np.load(path, allow_pickle=False) as data:
             index = json.loads(str(data["index"]))
             layers = {

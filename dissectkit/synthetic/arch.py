@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dissectkit.base.errors import WeightsError
 from dissectkit.base.types import LayerInfo
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -23,8 +24,6 @@ CLASSIFIER = "classifier"
 def read_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     path = Path(weights_dir) / CONFIG_FILE
     if not path.exists():
-        from dissectkit.base.errors import WeightsError
-
         raise WeightsError(
             f"Synthetic-world config {path} is missing. Recreate the weights with `dissectkit synth train --out {weights_dir}`."
         )
@@ -77,8 +76,6 @@ def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
     if Path(path).suffix != ".safetensors":
         return False
     from safetensors import SafetensorError, safe_open
-
-    from dissectkit.base.errors import WeightsError
 
     try:
         with safe_open(str(path), framework="numpy") as f:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DissectkitError
 from dissectkit.synthetic import vocab
 
 TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
@@ -60,8 +62,6 @@ def lexical_embed(texts: list[str], dim: int = 2048):
 def offline_dissectors(log: Callable[[str], None]) -> list[str]:
     """Dissectors that build without downloads and without extra parameters."""
     import dissectkit as dk
-    from dissectkit.base.context import BuildContext
-    from dissectkit.base.errors import DissectkitError
 
     names = []
     for spec in dk.list_components("dissector"):

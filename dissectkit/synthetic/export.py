@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import DataError
+from dissectkit.base.errors import DataError, did_you_mean
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.generator import Sample, SynthMammoGenerator, finding_masks
 from dissectkit.synthetic.probe import synth_id
@@ -486,8 +486,6 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
     import yaml
 
     if layout not in WRITERS:
-        from dissectkit.base.errors import did_you_mean
-
         raise DataError(f"Unknown layout {layout!r}.{did_you_mean(layout, LAYOUTS)} Layouts: {', '.join(LAYOUTS)}.")
     if n < 1:
         raise DataError(f"--n must be at least 1 (got {n}).")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.errors import did_you_mean
 from dissectkit.base.types import ProbeItem
 from dissectkit.synthetic import vocab
 
@@ -106,8 +107,6 @@ class SynthMammoGenerator:
         freq = dict(vocab.DEFAULT_FREQUENCIES)
         for key, value in (frequencies or {}).items():
             if key not in freq:
-                from dissectkit.base.errors import did_you_mean
-
                 raise ValueError(
                     f"unknown finding {key!r} in frequencies.{did_you_mean(key, freq)} Known: {', '.join(freq)}."
                 )

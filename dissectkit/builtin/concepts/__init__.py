@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from dissectkit.base.contract import ConceptSet
+from dissectkit.base.errors import DataError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.types import Concept
 from dissectkit.host.hookspecs import hookimpl
@@ -75,7 +76,6 @@ def _workbook(params: WorkbookParams, ctx) -> ConceptList:
 
 def _bundled(name: str):
     def make(params: BundledParams, ctx) -> ConceptList:
-        from dissectkit.base.errors import DataError, did_you_mean
         from dissectkit.builtin.concepts.loaders import bundled
 
         concepts = bundled(name)
