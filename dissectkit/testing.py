@@ -1,14 +1,5 @@
-"""Conformance checks for components of every kind, for a plugin's own tests::
-
-    from dissectkit.testing import check_dissector, check_probe, check_method
-    check_dissector(dk.create("dissector", "my-clip", ...))
-
-``check_dissector``, ``check_target``, ``check_probe``, ``check_concepts``, ``check_similarity``,
-``check_method`` and ``check_reporter`` each raise ``AssertionError`` naming the property that does
-not hold, and return a few measured numbers. ``registered(plugin)`` registers a plugin module
-in-process for a ``with`` block; the pytest fixture ``dissectkit_plugin`` (module
-``dissectkit.pytest_plugin``) does it for a test.
-"""
+"""Conformance checks for components of every kind, for a plugin's own tests (docs/plugins.md, "Testing
+a plugin"): each ``check_*`` raises ``AssertionError`` naming the property that does not hold."""
 
 from __future__ import annotations
 

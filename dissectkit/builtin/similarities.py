@@ -1,12 +1,6 @@
-"""CLIP-Dissect's similarity functions: ``cos``, ``cos3``, ``wpmi``, ``soft_wpmi``, ``rank_reorder``.
-
-Each registered similarity is a callable ``(P[N, C], A[N, K]) -> Tensor[K, C]`` (higher = better).
-``P`` may also be a :class:`LazyP` (image embeddings ``I[N, D]`` and text embeddings ``T[C, D]``
-with ``P = I T^T`` formed a block of rows at a time); ``sim.from_embeddings(I, T, A)`` is the
-shortcut. ``A`` may also be an :class:`~dissectkit.labelling.streaming.ActivationStream`: every function
-reads the activations in one or two streamed passes of row blocks and never holds ``[N, K]``.
-Formulas and defaults: ``docs/methods.md``.
-"""
+"""CLIP-Dissect's similarity functions: ``cos``, ``cos3``, ``wpmi``, ``soft_wpmi``, ``rank_reorder``;
+``(P[N, C], A) -> Tensor[K, C]``, ``P`` dense or a :class:`LazyP`, ``A`` read in streamed passes.
+Formulas and defaults: ``docs/methods.md``."""
 
 from __future__ import annotations
 

@@ -1,16 +1,5 @@
-"""Content-addressed, crash-safe storage of activations and embeddings.
-
-An *entry* is a directory named by the hash of everything that changes its numbers. Inside, each
-chunk of probe images is one safetensors file (``values`` ``[n, ...]``, float32 unless the entry
-stores another dtype, and ``valid`` ``[n]`` uint8) written to a temporary name and renamed into
-place, so a killed run (or a killed rank of a distributed run) leaves only finished chunks and the
-next run resumes from them. ``meta.json`` records what the key was made of.
-
-Kinds: ``acts`` (pooled activations), ``spatial`` (bounded spatial maps, float16), ``masks``
-(probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings),
-``texts`` (text embeddings) and ``observed`` (what reporters' pass observers kept of a complete
-pass, ``dissectkit.engine.reporting``).
-"""
+"""Content-addressed, crash-safe storage of activations and embeddings: an entry per key, one
+safetensors file per chunk of probe images written atomically (docs/architecture.md, "Cache entries")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The processes of a run: one by default, or the ranks ``torchrun`` starts (``torch.distributed``).
-
-``torchrun --nproc-per-node N -m dissectkit run RECIPE`` sets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` and the rendezvous address; each rank then computes the probe
-chunks it owns, the ranks meet at a barrier, label their share of the layers and gather the labels
-to every rank; rank 0 writes the outputs. The collectives carry only small Python objects, so the
-process group always uses gloo (on GPUs too; the models run on ``cuda:<LOCAL_RANK>``).
-"""
+"""The processes of a run: one by default, or the ranks ``torchrun`` starts (gloo process group;
+docs/scaling.md, "Several processes")."""
 
 from __future__ import annotations
 

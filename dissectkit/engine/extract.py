@@ -1,11 +1,5 @@
-"""The cached pass: one read of each probe image fills every missing cache chunk of the run.
-
-Per chunk of ``runtime.chunk_images`` images, each raw image is read once (in a DataLoader worker)
-and preprocessed for every model that still needs that chunk; one forward pass per target gives
-the pooled activations and, when a mask method is asked for, the bounded spatial maps of the same
-layers (:mod:`dissectkit.engine.spatial`) and the masks aligned with the target's input. In a
-distributed run each rank computes the chunks it owns (``chunk % world == rank``).
-"""
+"""The cached pass: one read of each probe image fills every missing cache chunk of the run
+(docs/architecture.md, "One pass"; a distributed rank computes the chunks it owns)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Spatial evidence for mask methods, cached by the single pass and streamed back per layer.
-
-- Maps: each layer output as ``[B, K, h, w]`` (tokens on their square grid, ``[B, K]`` as 1x1),
-  area-averaged down so that the longer side is at most :data:`SPATIAL_MAX_SIDE` (aspect ratio
-  kept, never upsampled), stored as float16 (values clamped to float16's finite range). So a
-  layer costs at most ``K * 28 * 28 * 2`` bytes per image in the cache.
-- Masks: the probe's per-concept masks put through the target's ``preprocess_mask`` (when it has
-  one) once per image, bit-packed; a chunk row holds its concepts and shapes in the metadata.
-"""
+"""Spatial evidence for mask methods: bounded float16 maps and bit-packed aligned masks, cached by the
+single pass and streamed back per layer (docs/scaling.md, "Spatial evidence for mask methods")."""
 
 from __future__ import annotations
 

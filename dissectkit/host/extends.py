@@ -1,10 +1,5 @@
-"""Recipe files: YAML with key positions, ``extends:`` (paths and ``preset:<name>``) and its merge rule.
-
-Bases merge in order, the extending file last (docs/architecture.md, "extends"): mappings key by
-key, ``null`` removes a key; a component merges only into the base's of the same name (params never
-pass between components); a component list is the extending recipe's, each item merged into the
-base's item of the same name (and label), the base's others dropped; without one, the base's.
-"""
+"""Recipe files: YAML with key positions, ``extends:`` (paths and ``preset:<name>``) and its merge rule
+(docs/architecture.md, "extends")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The plugin manager: built-ins, entry-point discovery (group ``dissectkit``), isolation of
-broken plugins, blocking by ``DISSECTKIT_DISABLE_PLUGINS`` and detection of misspelled hooks.
-
-Name policy: the built-in modules register first, then the entry points sorted by distribution
-and name, one plugin at a time. A plugin registering a name that is taken is the one reported,
-and its registration is atomic: when any of its hooks fails, none of its components stay and its
-event hooks are not called. Every problem of a plugin is recorded, not only the first.
-"""
+"""The plugin manager: built-ins, entry-point discovery (group ``dissectkit``), isolation of broken
+plugins, ``DISSECTKIT_DISABLE_PLUGINS`` and misspelled hooks (docs/plugins.md, "Rules the host enforces")."""
 
 from __future__ import annotations
 

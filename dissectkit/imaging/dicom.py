@@ -1,19 +1,5 @@
-"""DICOM reading (pydicom + pylibjpeg decoders) under the raw-image contract of :mod:`dissectkit.imaging.raw`.
-
-``read_dicom`` decodes one frame, applies the palette colour LUT (PALETTE COLOR), the modality LUT
-(rescale slope / intercept or LUT), the VOI LUT or window when present (``apply_voi=False`` skips it,
-as Mammo-CLIP's own conversion does) and MONOCHROME1 inversion, then puts the result onto the
-contract's display range using the data's real bit depth (``docs/data.md``, "DICOM"):
-
-- the display range is the range the last step can output: the VOI output range (the window's
-  ``y_min..y_max`` as pydicom computes it, ``0..2**bits - 1`` of a VOI LUT), else the stored range
-  (``0..2**BitsStored - 1``, or the signed range) through the modality LUT; float pixel data: its
-  own min and max. MONOCHROME1 is inverted within that range (``lo + hi - x``);
-- integer data whose range spans exactly ``2**b`` values with ``8 <= b <= 16`` is shifted left by
-  ``16 - b`` bits into ``uint16`` (``b == 8``: ``uint8`` as is) - exact, so per-image min-max
-  preprocessing (Mammo-CLIP) sees the stored values times a power of two; anything else is scaled
-  linearly and rounded (``uint8`` for ranges of at most 8 bits, else ``uint16``).
-"""
+"""DICOM reading (pydicom + pylibjpeg decoders) onto the raw-image contract of
+:mod:`dissectkit.imaging.raw`: LUTs, MONOCHROME1 and the real bit depth as docs/data.md, "DICOM", states."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Mammo-CLIP's published DICOM -> PNG conversion, written from its description (docs/data.md).
-
-In order: the stored pixels (no VOI LUT or window) lose a 5-pixel border on every side;
-MONOCHROME1 becomes ``max - x``; min-max to [0, 1], times 255, truncated to ``uint8``; the breast is
-found by the ``ExtractBreast`` rule (:func:`extract_breast`) and the *unthresholded* ``uint8``
-image is cut to its rows and columns; OpenCV ``INTER_AREA`` resizes it to 912 x 1520 (W x H).
-
-OpenCV (``opencv-python-headless``) and the image are only touched inside the functions.
-"""
+OpenCV (``opencv-python-headless``) and the image are only touched inside the functions."""
 
 from __future__ import annotations
 

@@ -1,20 +1,5 @@
-"""The raw-image contract: what probes hand to models, and the one conversion every model starts from.
-
-A raw probe image is a PIL image or a numpy array ``HxW`` / ``HxWxC`` (C = 1, 3 or 4). Its display
-range is fixed by its type (see ``docs/data.md``):
-
-- ``uint8``: 0 = black, 255 = white; ``uint16``: 0 = black, 65535 = white (file readers put data of
-  another real bit depth - a 12-bit DICOM - onto this range, see :mod:`dissectkit.imaging.dicom`);
-- ``bool``: False / True; float: taken as is when inside [0, 1], else min-max scaled per image;
-- other integer arrays with values in 0..65535 are read as ``uint16``;
-- PIL palette / RGBA / LA / CMYK / 1-bit images are converted to RGB or L (alpha dropped); PIL
-  ``I;16`` and ``I`` images with values in 0..65535 are ``uint16``; ``F`` images float.
-
-:func:`to_unit_float` gives the float32 [0, 1] image of that rule; :func:`to_pil` its 8-bit PIL form.
-Every built-in target and dissector starts from one of them (or :func:`minmax_unit` where its
-published preprocessing scales each image by its own min and max). :func:`read_image` reads a file
-(DICOM, PNG, JPEG, TIFF, ...) into this contract, refusing bad files with a :class:`DataError`.
-"""
+"""The raw-image contract: what probes hand to models (the display range of each image type,
+docs/data.md, "Raw images"), the one conversion every model starts from, and image files read into it."""
 
 from __future__ import annotations
 

@@ -1,21 +1,6 @@
-"""Streaming statistics over a layer's activations, read as a sequence of row blocks.
-
-Labelling never holds a layer's ``[N, K]`` activation matrix: methods and similarities read row
-blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
-
-- :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
-  neuron's min / max on its first full pass (:class:`Moments`), so a dead neuron is known without
-  a pass of its own. :attr:`Moments.constant` is the one dead-neuron rule (min == max over the
-  rows); the run's top images, label quality and ``netdissect`` use it too;
-- :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
-  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index),
-  optionally with a payload per kept pair: the one running top of the labelling, the run's top
-  images and the report's card maps.
-
-Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
-
-Memory: ``O(K * k + K + block)``.
-"""
+"""Streaming statistics over a layer's activations read as row blocks, never the whole ``[N, K]``
+matrix: the validated :class:`ActivationStream` with its per-neuron :class:`Moments` (the one dead-neuron
+rule) and the one running top-k, :class:`RunningTopK` (docs/methods.md, "Evidence: what a method reads")."""
 
 from __future__ import annotations
 

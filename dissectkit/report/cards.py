@@ -1,17 +1,5 @@
-"""The HTML report's cards kept from the single pass: a pass observer (``dissectkit.results.observe``)
-and what it keeps.
-
-The ``html`` reporter's ``pass_observer`` is a :class:`CardCollector` for its :class:`CardRequest`.
-At each hooked layer it updates a running top-n per shown neuron over the valid images of the batch
-(the order of the run's top images: activation descending, ties by the lower probe index, on the
-float32 values the cache stores) and keeps the neuron's small map on each image that enters, cut
-out of the layer output on the device. After each batch it keeps the thumbnails (made in the data
-workers while that pays, :data:`THUMBNAILS_PER_SLOT`) of the images in some top list, so memory
-stays within :data:`CARD_SLOT_BUDGET` pairs and as many images. The result, :class:`CardEvidence`,
-is looked up by (neuron, image); a pair it lacks (chunks found in the cache, other ranks' chunks,
-layers past the budget) is recomputed by the report from the image. A complete one is kept in the
-cache (an ``.npz`` of plain arrays), so a later run over the same activations reads no image.
-"""
+"""The HTML report's cards kept from the single pass: the ``html`` reporter's pass observer
+(:class:`CardCollector`) and what it keeps (:class:`CardEvidence`; docs/reports.md, "HTML report")."""
 
 from __future__ import annotations
 

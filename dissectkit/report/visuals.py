@@ -1,14 +1,5 @@
-"""The images of the neuron cards: top images, thumbnails and heatmaps, one pass per target.
-
-Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
-images only, see ``dissectkit.results.evidence``). For a live run, the thumbnails and maps the run's
-single pass kept for the cards (the reporter's pass observer, :mod:`dissectkit.report.cards`) are
-used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
-a layer past the budget) is read again once per target, in batches: its thumbnail written once,
-and one forward pass per batch captures the spatial maps of every shown layer that lacks them
-(stopping after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``,
-get no heatmap). The cost grows with the cards and images shown, not with the probe size. An
-image that cannot be read any more becomes a placeholder; the rest of the report is unaffected."""
+"""The images of the neuron cards: top images, thumbnails and heatmaps, from what the pass kept, else
+read again once per target (docs/reports.md, "HTML report"); an unreadable image becomes a placeholder."""
 
 from __future__ import annotations
 

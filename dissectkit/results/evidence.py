@@ -1,17 +1,5 @@
-"""What a finished run keeps for reporters: top images per neuron (data) and a cache-backed reader.
-
-At the end of labelling the engine calls :func:`build_run_evidence` once. It computes, per
-(target, layer), each neuron's ``TOP_IMAGES`` most activating *valid* probe images by a streaming
-running top-k over the cached activation chunks (memory ``O(K * TOP_IMAGES + chunk)``, never the
-whole ``[N, K]`` matrix); these indices are stored in ``RunResult.top_images`` and in
-``labels.json``. The returned :class:`RunEvidence` holds plain references (cache entries, probe,
-target instances, device, skipped images) - no closures over engine state - and reads what a live
-reporter may additionally need: spatial maps of chosen images, longer top lists, whole matrices.
-
-Order of a top list: activation descending, ties by the lower probe index (deterministic).
-Skipped images (unreadable when the cache was filled) never appear. A neuron whose activation
-is constant over the valid images has an empty list: no image is "top-activating".
-"""
+"""What a finished run keeps for reporters: each neuron's top valid images (data, streamed from the
+cache) and :class:`RunEvidence`, a cache-backed reader (docs/reports.md, "Top images and the run's evidence")."""
 
 from __future__ import annotations
 

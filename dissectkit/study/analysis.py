@@ -1,21 +1,5 @@
-"""The Mammo-CLIP Dissect analysis of a finished run, as plain tables (docs/study.md).
-
-Per (dissector, method) and target, layers in the order the recipe listed them:
-
-- layer threshold: the mean top-1 score over the layer's labelled neurons
-  (``dissectkit.labelling.measures.threshold_of_scores``);
-- global threshold of layer position ``i``: the largest layer threshold at position ``i`` over the
-  study's targets (for two setups, "the larger of the two", as published; ``global_threshold``);
-- a neuron meets a threshold when its top-1 score is ``>=`` it (the published test);
-- interpretable neuron: meets the global threshold; its category is its top-1 concept's;
-- categories: interpretable neurons per target x layer x category, and their share of the layer's
-  interpretable neurons, at two levels (``category`` = workbook sheet / broad category,
-  ``subcategory`` = column header);
-- category shift: the share of a category among all interpretable neurons of a target, M minus G
-  and C minus M (each fine-tuned target);
-- underrepresented: concepts never the top-1 label of an interpretable neuron in any layer of any
-  target.
-"""
+"""The Mammo-CLIP Dissect analysis of a finished run, as plain tables: thresholds, categories, category
+shift and underrepresented concepts (docs/study.md, "The analysis")."""
 
 from __future__ import annotations
 

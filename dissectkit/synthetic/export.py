@@ -1,17 +1,5 @@
-"""The replica world: the synthetic mammograms written in each publisher's file layout.
-
-``export_world(layout, n, out)`` draws generator items ``0..n-1`` and writes them as the real
-dataset would hold them (``docs/synthetic.md``, "The replica world"): the publisher's CSVs with
-their real column names, DICOMs (12-bit MONOCHROME2 / MONOCHROME1 with window tags; some RLE
-Lossless or JPEG 2000 Lossless) or 8-bit PNGs, CBIS-DDSM ROI masks and finding boxes. Next to the
-data it writes ``synth_truth.csv`` (probe id, file, generator index and every synthetic label) and
-``probe.yaml`` (the probe spec that reads the export), so the ground truth stays intact.
-
-Pixels: a DICOM stores ``v = img8 * 2**(bits - 8) + d`` with a seeded dither ``d`` in
-``[0, 2**(bits - 8))`` (MONOCHROME1 stores ``2**bits - 1 - v``), and its window (Window Center /
-Width, LINEAR) spans the stored range with a small margin, so the standard display pipeline
-(window, then MONOCHROME1 inversion) gives the 8-bit image back up to a linear map and the dither.
-"""
+"""The replica world: the synthetic mammograms written in each publisher's file layout, with
+``synth_truth.csv`` and ``probe.yaml`` next to the data (docs/synthetic.md, "The replica world")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""``dissectkit synth train``: train synth-clip and the three EfficientNet targets, seeded, on CPU.
-
-Training data come from the generator with seed ``10000 + seed``; held-out evaluation images from
-seed ``20000 + seed``, so neither overlaps the default probe (seed 0). Everything is written as
-float16 safetensors plus one json config (``synth_world.json``) with the training settings, the
-time it took and the held-out figures.
-"""
+"""``dissectkit synth train``: train synth-clip and the three EfficientNet targets, seeded, on CPU, into
+float16 safetensors and ``synth_world.json`` (docs/synthetic.md, "Training")."""
 
 from __future__ import annotations
 

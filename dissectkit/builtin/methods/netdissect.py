@@ -1,15 +1,5 @@
-"""Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks.
-
-Everything is compared on a bounded grid whose longer side is ``resolution`` (112 by default, the
-resolution of the Broden masks the published method compares at): each image's masks are sampled
-to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Streams over
-``evidence.spatial_maps()``: a cheap survey (pixel count, finiteness, dead neurons), exact
-per-neuron thresholds by a running top-(m+1) merge that also keeps the pixels above them (images
-whose map peaks below a neuron's running level are not upsampled for it), then the masks alone for
-the intersections. When the merge does not fit ``max_memory_mb``: thresholds from a histogram of
-order-preserving float keys (refined exactly where a bin is crowded), then intersections as a
-matmul per piece of images.
-"""
+"""Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks,
+on a bounded comparison grid, streamed (docs/methods.md, "Network Dissection")."""
 
 from __future__ import annotations
 
