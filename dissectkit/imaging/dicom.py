@@ -250,14 +250,8 @@ def to_display(arr: np.ndarray, lo: float, hi: float, invert: bool = False) -> n
 
 
 def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pixels: int | None = None) -> np.ndarray:
-    """One DICOM frame under the raw-image contract: ``HxW`` (monochrome) or ``HxWx3`` (colour),
-    ``uint8`` / ``uint16`` on the display range of its real bit depth (module doc).
-
-    ``frame``: which frame of a multi-frame file (default the first; a single-frame file gives its
-    only frame whatever ``frame`` says); ``apply_voi``: apply the VOI
-    LUT / window when present (default) or skip it; ``max_pixels``: refuse larger images (default
-    :data:`dissectkit.imaging.checks.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
-    """
+    """One DICOM frame under the raw-image contract: ``HxW`` or ``HxWx3``, ``uint8`` / ``uint16`` on the
+    display range of its real bit depth (docs/data.md, "DICOM"); every failure is a :class:`DataError`."""
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     from dissectkit.imaging.checks import note_source

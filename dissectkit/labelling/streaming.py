@@ -106,17 +106,8 @@ class TopK(NamedTuple):
 
 class RunningTopK:
     """Each neuron's ``k`` largest values over a stream of row blocks, with their row indices and,
-    optionally, a payload per kept (neuron, row) pair.
-
-    The order is that of :func:`top_indices`: value descending (float32), ties by the lower row;
-    -0.0 equals 0.0 and NaN counts as -inf. The running set is kept as int64 keys ``(value, ~row)``,
-    so one ``topk`` on keys applies that rule exactly. Once ``k`` rows are in, a row of a later block
-    can only enter where its value is strictly above the neuron's ``k``-th value (it has a higher
-    row index than everything held), so a block costs one comparison. Without a payload the
-    candidates are merged by one ``topk`` per about ``k`` of them; with one, each block's candidates
-    are merged at once and the payload is asked for the pairs that enter. Memory: about ``2 K k``
-    keys (and payloads) plus one block's candidates.
-    """
+    optionally, a payload per kept (neuron, row) pair, in the order of :func:`top_indices`. The running
+    set is kept as int64 keys ``(value, ~row)``, so one ``topk`` on keys applies that rule exactly."""
 
     def __init__(self, k: int) -> None:
         if k < 1:

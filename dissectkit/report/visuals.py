@@ -73,13 +73,8 @@ class Visuals:
 
     # -- the pass --------------------------------------------------------------------------------
     def _pass(self, target: str, layers: list[str]) -> None:
-        """Thumbnails and maps of the union of the layers' shown images, each image read at most once.
-
-        What the run's pass kept (:func:`~dissectkit.report.cards.kept_cards`) is used first; only the images it lacks a
-        thumbnail or a map of are read again. Those are read, preprocessed and thumbnailed by
-        ``opts.threads`` threads (default: the CPUs available to the process, at most 4), one
-        batch ahead of the forward pass (at most two batches of images in memory).
-        """
+        """Thumbnails and maps of the union of the layers' shown images, each image read at most once: what
+        the pass kept first, the rest read by ``opts.threads`` threads one batch ahead of the forward pass."""
         from concurrent.futures import ThreadPoolExecutor
 
         import torch

@@ -75,14 +75,8 @@ class _Captured(Exception):
 
 @dataclass
 class RunEvidence:
-    """Cache-backed evidence of a finished run, for live reporters (explicit fields, no closures).
-
-    ``acts[(target, layer)]`` and ``embeds[dissector]`` are the cache entries of the run;
-    ``targets`` maps a target label to its built target (``module``, ``preprocess``); ``skipped``
-    maps probe indices skipped during the pass to their reason; ``top`` is the persisted top table
-    with the activation values of the same entries in ``top_values``; ``observations`` holds what
-    the reporters' pass observers kept, by reporter label (``dissectkit.results.observe``).
-    """
+    """Cache-backed evidence of a finished run, for live reporters: explicit fields, no closures
+    (docs/reports.md, "Top images and the run's evidence")."""
 
     acts: dict[tuple[str, str], ChunkedEntry]
     embeds: dict[str, ChunkedEntry]

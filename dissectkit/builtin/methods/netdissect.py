@@ -84,11 +84,8 @@ class NetDissect(Method):
                 yield maps[rows], [batch.masks[b] for b in rows], size
 
     def _pieces(self, evidence: Evidence, k0: int, k1: int, device: str, col: dict[str, int] | None, per_value: int):
-        """Yield ``(F [kc, n], L [c, n] | None, idx)``: the maps of neurons k0..k1 upsampled
-        (bilinear, ``align_corners=False``) to the comparison grid of a few annotated images, their
-        ``n`` grid pixels side by side; with ``col`` also the masks of the ``c`` concepts present
-        there (0/1 float, reduced to the grid) and those concepts' columns ``idx``. Pieces hold about
-        ``max_memory_mb / per_value`` values (and fewer than 2**24 pixels: counts stay exact)."""
+        """Yield ``(F [kc, n], L [c, n] | None, idx)``: neurons k0..k1's maps upsampled to the grid of a
+        few annotated images, with ``col`` also their grid masks of the concepts present (columns ``idx``)."""
         import torch
 
         kc = k1 - k0
@@ -107,9 +104,7 @@ class NetDissect(Method):
                 yield Fk, L, idx
 
     def _grid_masks(self, masks: list[dict[str, Any]], col: dict[str, int], size, grid, device: str):
-        """``(L [c, n], idx)``: the images' masks of the concepts in ``col`` present among them, on the
-        grid (each grid cell takes the mask pixel under its centre), 0/1 float; a concept absent from
-        an image's masks is empty there."""
+        """``(L [c, n], idx)``: the images' grid masks of the concepts in ``col`` present among them."""
         import numpy as np
         import torch
 
@@ -127,9 +122,7 @@ class NetDissect(Method):
         return torch.from_numpy(L.reshape(len(names), -1)).to(device), [col[c] for c in names]
 
     def _survey(self, evidence: Evidence):
-        """``(K, pixels, dead [K])``: the layer's neurons, the grid pixels of all annotated images and
-        the dead neurons: maps constant over every annotated image (``Moments.constant``; bilinear
-        upsampling keeps a map constant or not). Checks the maps are finite."""
+        """``(K, pixels, dead [K])`` over the annotated images, checking that the maps are finite."""
         import torch
 
         total, moments = 0, None
@@ -153,9 +146,7 @@ class NetDissect(Method):
         return min(max(1, round(self.params.quantile * total)) + 1, total)
 
     def _plan(self, K: int, total: int) -> tuple[bool, int]:
-        """``(exact merge?, neurons per group)``: the running top-(m+1) merge unless it needs more
-        than 4x the histogram's groups of neurons (each group is one more pair of streams; a
-        histogram stream costs several merge streams), else the histogram."""
+        """``(exact merge?, neurons per group)``: the merge unless the histogram needs 4x fewer groups."""
         fit_top = self._budget // (self._rank(total) * _TOP_BYTES)
         fit_hist = max(1, self._budget // 2 // (_BINS * 8))
         if fit_top >= 1 and -(-K // fit_top) <= 4 * -(-K // fit_hist):
@@ -322,10 +313,7 @@ class NetDissect(Method):
 
 
 class _TopPixels:
-    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
-    Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
-    value never decreases), so a piece costs one comparison; the survivors are buffered and merged
-    when a neuron has gathered ``rank`` of them (each merge is one ``topk`` of the kept set)."""
+    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge."""
 
     def __init__(self, kc: int, rank: int, device: str, piece: int = 1 << 22) -> None:
         import torch
@@ -351,9 +339,8 @@ class _TopPixels:
         self._offer(rows, Fk[rows, cols], cols + offset)
 
     def add_maps(self, m, grid: tuple[int, int], offset: int) -> None:
-        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid``, pixels ``offset + i * gh * gw + p``
-        for image i. An upsampled value is a convex combination of its map's values, so an image
-        whose map peaks at or below a neuron's least kept value is not upsampled for that neuron."""
+        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid`` (pixels from ``offset``); an image whose
+        map peaks at or below a neuron's least kept value is not upsampled for it."""
         kc, b = m.shape[:2]
         P = grid[0] * grid[1]
         if self.least is None:  # filling: every value enters
@@ -417,9 +404,7 @@ class _TopPixels:
 
 
 def _upsample(m, grid: tuple[int, int]):
-    """Maps ``[..., h, w]`` resized bilinearly (``align_corners=False``) to ``grid`` (as is when equal),
-    each plane on its own: torch rounds differently with other channel counts, and the result must
-    not depend on how images and neurons are batched."""
+    """Maps ``[..., h, w]`` resized bilinearly to ``grid``, each plane on its own (batching-independent)."""
     import torch.nn.functional as F
 
     if tuple(m.shape[-2:]) == tuple(grid):
