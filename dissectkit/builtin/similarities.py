@@ -14,7 +14,7 @@ from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
-from dissectkit.labelling.streaming import ActivationStream, check_finite, stream_top, top_indices
+from dissectkit.labelling.streaming import ActivationStream, check_finite, of_layer, stream_top, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -131,10 +131,10 @@ class LazyP:
             part = self.I[s : s + _ROWS]
             if not bool(torch.isfinite(part).all()):
                 bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
-                raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
+                raise EvidenceError(f"Image embeddings{of_layer(layer)} contain NaN or inf (images {bad[:5]}).")
         if not bool(torch.isfinite(self.T).all()):
             bad = (~torch.isfinite(self.T)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Text embeddings{_of(layer)} contain NaN or inf (concepts {bad[:5]}).")
+            raise EvidenceError(f"Text embeddings{of_layer(layer)} contain NaN or inf (concepts {bad[:5]}).")
 
 
 class _DenseP:
@@ -175,17 +175,13 @@ class _DenseP:
 
         if not bool(torch.isfinite(self.P).all()):
             bad = (~torch.isfinite(self.P)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Similarity matrix P{_of(layer)} contains NaN or inf (images {bad[:5]}).")
+            raise EvidenceError(f"Similarity matrix P{of_layer(layer)} contains NaN or inf (images {bad[:5]}).")
 
 
 def _f32():
     import torch
 
     return torch.float32
-
-
-def _of(layer: str | None) -> str:
-    return f" of layer {layer!r}" if layer else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +207,7 @@ class _Similarity(Similarity):
             stream = ActivationStream.from_tensor(A, self.layer, self.device)
         if stream.n_images != src.shape[0]:
             raise EvidenceError(
-                f"Activations{_of(self.layer)} cover {stream.n_images} images but P covers {src.shape[0]}: "
+                f"Activations{of_layer(self.layer)} cover {stream.n_images} images but P covers {src.shape[0]}: "
                 "both must come from the same probe images in the same order."
             )
         src.check_finite(self.layer)
@@ -340,7 +336,7 @@ class _PMI(_Similarity):
         lower = [d for _, d in terms]
         upper = [1.0 + d for _, d in terms]
         g32 = _groups(lower, upper, -30.0, 30.0, 16)
-        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and _device_type(self.device) != "mps"
+        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and torch.device(self.device).type != "mps"
         dtype = torch.float64 if use64 else torch.float32
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
 
@@ -367,12 +363,6 @@ class _PMI(_Similarity):
             prior = torch.logsumexp(Lc, dim=0) - math.log(K)
             L[:, c0 : c0 + step] = Lc - prm.lam * prior
         return L.float()
-
-
-def _device_type(device: Any) -> str:
-    import torch
-
-    return torch.device(device).type
 
 
 def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):

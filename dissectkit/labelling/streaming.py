@@ -21,6 +21,7 @@ __all__ = [
     "TopK",
     "check_finite",
     "key_value",
+    "of_layer",
     "order_key",
     "stream_top",
     "tensor_blocks",
@@ -30,7 +31,8 @@ __all__ = [
 BLOCK_ELEMS = 1 << 22  # values per row block when a materialised tensor is streamed (16 MB float32)
 
 
-def _of(layer: str | None) -> str:
+def of_layer(layer: str | None) -> str:
+    """`` of layer 'name'`` for messages (nothing without a layer)."""
     return f" of layer {layer!r}" if layer else ""
 
 
@@ -44,7 +46,7 @@ def check_finite(A: torch.Tensor, layer: str | None = None, what: str = "Activat
     bad = (~finite).any(0).nonzero().flatten().tolist()
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise EvidenceError(
-        f"{what}{_of(layer)} contain NaN or inf for neuron {bad[0]}"
+        f"{what}{of_layer(layer)} contain NaN or inf for neuron {bad[0]}"
         + (f" (neurons {bad[:5]}{more})" if len(bad) > 1 else "")
         + ". Check the target's weights and the probe images (e.g. 16-bit data not scaled to [0, 1])."
     )
@@ -301,7 +303,7 @@ class ActivationStream:
 
         A = torch.as_tensor(A)
         if A.ndim != 2:
-            raise EvidenceError(f"Activations{_of(layer)} must be [images, neurons], got shape {tuple(A.shape)}.")
+            raise EvidenceError(f"Activations{of_layer(layer)} must be [images, neurons], got shape {tuple(A.shape)}.")
         stream = cls(lambda: tensor_blocks(A, rows), A.shape[0], layer, device)
         stream._K = A.shape[1]
         return stream
@@ -313,7 +315,7 @@ class ActivationStream:
             for _ in self.blocks():
                 break
         if self._K is None:
-            raise EvidenceError(f"The activation stream{_of(self.layer)} yielded no blocks.")
+            raise EvidenceError(f"The activation stream{of_layer(self.layer)} yielded no blocks.")
         return self._K
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
@@ -326,13 +328,13 @@ class ActivationStream:
             b = torch.as_tensor(raw)
             if b.ndim != 2:
                 raise EvidenceError(
-                    f"Activation blocks{_of(self.layer)} must be [images, neurons], got shape {tuple(b.shape)}."
+                    f"Activation blocks{of_layer(self.layer)} must be [images, neurons], got shape {tuple(b.shape)}."
                 )
             if self._K is None:
                 self._K = b.shape[1]
             elif b.shape[1] != self._K:
                 raise EvidenceError(
-                    f"Activation blocks{_of(self.layer)} disagree on the number of neurons: "
+                    f"Activation blocks{of_layer(self.layer)} disagree on the number of neurons: "
                     f"{b.shape[1]} after {self._K}."
                 )
             if start + b.shape[0] > self.n_images:
@@ -350,7 +352,7 @@ class ActivationStream:
 
     def _count_error(self, got: str) -> EvidenceError:
         return EvidenceError(
-            f"Activations{_of(self.layer)} cover {got} images but the image embeddings cover "
+            f"Activations{of_layer(self.layer)} cover {got} images but the image embeddings cover "
             f"{self.n_images}: both must come from the same probe images in the same order."
         )
 
@@ -361,7 +363,7 @@ class ActivationStream:
             for _ in self.blocks():
                 pass
         if self._moments is None:
-            raise EvidenceError(f"No probe images to label{_of(self.layer)}.")
+            raise EvidenceError(f"No probe images to label{of_layer(self.layer)}.")
         return self._moments
 
     @property

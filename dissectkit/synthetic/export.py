@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 
 from dissectkit.base.errors import DataError, did_you_mean
+from dissectkit.builtin.probes.mammo import VINDR_FINDINGS
+from dissectkit.builtin.probes.nih import NIH_FINDINGS
+from dissectkit.imaging.files import read_csv, unique_ids
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.generator import Sample, SynthMammoGenerator, finding_masks
 from dissectkit.synthetic.probe import synth_id
@@ -264,11 +267,6 @@ def _vindr_mammo(w: _Writer, n: int) -> dict[str, Any]:
     return {"name": "vindr-mammo", "params": {"root": str(w.out), "layout": "dicom", "box_masks": True}}
 
 
-VINDR_PNG_FINDINGS = ("Mass", "Suspicious Calcification", "Focal Asymmetry", "Architectural Distortion", "Asymmetry",
-                      "Suspicious Lymph Node", "Skin Thickening", "Global Asymmetry", "Nipple Retraction",
-                      "Skin Retraction")
-
-
 def _vindr_png(w: _Writer, n: int) -> dict[str, Any]:
     rows = []
     for i in range(n):
@@ -279,13 +277,13 @@ def _vindr_png(w: _Writer, n: int) -> dict[str, Any]:
                 f"DENSITY {lab['composition']}", "test" if _split(i) else "training", i % 4]
         boxes = _finding_boxes(smp, VINDR_CATEGORY)
         for cat, box in boxes or [(None, None)]:  # a row per finding; one all-zero row without findings
-            flags = [int(c == cat) for c in VINDR_PNG_FINDINGS]
+            flags = [int(c == cat) for c in VINDR_FINDINGS]
             rows.append([*base, *flags, *(box if box else ("", "", "", ""))])
         path = w.out / study / f"{image}.png"
         w.png(path, smp.image)
         w.record(smp, i, f"{study}/{image}", path)
     header = ["patient_id", "image_id", "laterality", "view", "breast_birads", "density", "split", "fold",
-              *(c.replace(" ", "_") for c in VINDR_PNG_FINDINGS), "xmin", "ymin", "xmax", "ymax"]
+              *(c.replace(" ", "_") for c in VINDR_FINDINGS), "xmin", "ymin", "xmax", "ymax"]
     _write_csv(w.out / "vindr_detection_v1_folds.csv", header, rows)
     return {"name": "vindr-mammo", "params": {"root": str(w.out), "layout": "png"}}
 
@@ -334,8 +332,6 @@ def _cbis_abnormalities(smp: Sample) -> list[tuple[str, str, str, np.ndarray, bo
 
 
 def _cbis_ddsm(w: _Writer, n: int) -> dict[str, Any]:
-    from dissectkit.imaging.files import unique_ids
-
     rows: dict[tuple[str, str], list[list[Any]]] = {}
     order: dict[str, list[tuple[str, Sample, int, Path]]] = {"train": [], "test": []}
     for i in range(n):
@@ -396,8 +392,6 @@ def _cbis_ddsm(w: _Writer, n: int) -> dict[str, Any]:
 
 
 def _nih_cxr14(w: _Writer, n: int) -> dict[str, Any]:
-    from dissectkit.builtin.probes.nih import NIH_FINDINGS
-
     entries, boxes, train_val, test = [], [], [], []
     for i in range(n):
         smp = w.gen.sample(i)
@@ -463,8 +457,6 @@ def _write_truth(w: _Writer) -> None:
 
 def read_truth(out: str | Path) -> list[dict[str, str]]:
     """The ``synth_truth.csv`` of an export: one dict per probe image, in the probe's order."""
-    from dissectkit.imaging.files import read_csv
-
     return read_csv(Path(out) / TRUTH_CSV, ["id", "file", "index"]).records()
 
 
