@@ -142,12 +142,8 @@ class ChunkedEntry:
         """All chunks concatenated: (values ``[N, K]``, valid ``[N]``)."""
         import torch
 
-        values, valid = [], []
-        for c in range(self.n_chunks):
-            v, ok = self.read_chunk(c)
-            values.append(v)
-            valid.append(ok)
-        return torch.cat(values), torch.cat(valid)
+        chunks = [self.read_chunk(c) for c in range(self.n_chunks)]
+        return torch.cat([v for v, _ in chunks]), torch.cat([ok for _, ok in chunks])
 
 
 class Cache:

@@ -9,6 +9,7 @@ that component's own ``Params`` model. ``extends:`` merges base recipes and pres
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -158,22 +159,15 @@ class Recipe(_Strict):
 
     def position(self, *path: Any) -> str:
         """``file:line:col`` of a key, or the file name when unknown."""
-        for n in range(len(path), 0, -1):
-            pos = self._positions.get(tuple(path[:n]))
-            if pos:
-                return f"{pos[0]}:{pos[1]}:{pos[2]}"
-        return str(self._source or "<recipe>")
+        return _nearest(self._positions, path, self._source)
 
     def resolved_dict(self) -> dict[str, Any]:
         """The recipe as plain data, plural forms, defaults filled (written next to results)."""
-        data = self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method", "study"})
-        return data
+        return self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method", "study"})
 
 
 def _unique_labels(refs: list[ComponentRef], plural: str) -> None:
-    seen: dict[str, int] = {}
-    for ref in refs:
-        seen[ref.display] = seen.get(ref.display, 0) + 1
+    seen = Counter(ref.display for ref in refs)
     if any(v > 1 for v in seen.values()):
         counts: dict[str, int] = {}
         for ref in refs:
@@ -349,16 +343,12 @@ def _model_of(annotation: Any) -> Any:
 def component_refs(recipe: Recipe) -> list[tuple[str, Key, ComponentRef]]:
     """(kind, recipe path, ref) of every component the recipe names."""
     refs: list[tuple[str, Key, ComponentRef]] = []
-    for i, r in enumerate(recipe.dissectors):
-        refs.append(("dissector", ("dissectors", i), r))
-    for i, r in enumerate(recipe.targets):
-        refs.append(("target", ("targets", i), r))
+    refs += [("dissector", ("dissectors", i), r) for i, r in enumerate(recipe.dissectors)]
+    refs += [("target", ("targets", i), r) for i, r in enumerate(recipe.targets)]
     refs.append(("probe", ("probe",), recipe.probe))
     refs.append(("concepts", ("concepts",), recipe.concepts))
-    for i, r in enumerate(recipe.methods):
-        refs.append(("method", ("methods", i), r))
-    for i, r in enumerate(recipe.output.reporters):
-        refs.append(("reporter", ("output", "reporters", i), r))
+    refs += [("method", ("methods", i), r) for i, r in enumerate(recipe.methods)]
+    refs += [("reporter", ("output", "reporters", i), r) for i, r in enumerate(recipe.output.reporters)]
     return refs
 
 

@@ -42,11 +42,7 @@ class SpatialBatch:
 
 def concept_list(concepts: Any) -> list[Concept]:
     """Normalise a list of strings, a list of ``Concept`` or a ConceptSet into ``list[Concept]``."""
-    items = getattr(concepts, "concepts", concepts)
-    out = []
-    for c in items:
-        out.append(c if isinstance(c, Concept) else Concept(str(c)))
-    return out
+    return [c if isinstance(c, Concept) else Concept(str(c)) for c in getattr(concepts, "concepts", concepts)]
 
 
 @dataclass

@@ -195,13 +195,9 @@ def _default_threads() -> int:
 
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat ``(unit, rank, image)`` arrays of every shown (neuron, image) pair."""
-    ks, js, idx = [], [], []
-    for k, row in enumerate(indices):
-        for j, i in enumerate(row[:n]):
-            ks.append(k)
-            js.append(j)
-            idx.append(i)
-    return np.asarray(ks, np.int64), np.asarray(js, np.int64), np.asarray(idx, np.int64)
+    pairs = [(k, j, i) for k, row in enumerate(indices) for j, i in enumerate(row[:n])]
+    ks, js, idx = (np.asarray([p[c] for p in pairs], np.int64) for c in range(3))
+    return ks, js, idx
 
 
 def _encode(heat: np.ndarray, lut: np.ndarray, alpha: float) -> list[list[str | None]]:

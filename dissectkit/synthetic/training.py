@@ -17,8 +17,6 @@ from dissectkit.synthetic import vocab
 
 TRAIN_SEED_OFFSET = 10_000
 EVAL_SEED_OFFSET = 20_000
-
-
 MASK_GRID = (7, 4)  # the stride-16 grid of MODEL_INPUT; per-location finding targets of the auxiliary heads
 
 
