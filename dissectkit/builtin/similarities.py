@@ -239,10 +239,6 @@ def _safe_div_cols(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def _safe_div_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    return _safe_div_cols(x.T, norm).T
-
-
 class Cos(_Similarity):
     name = "cos"
 
@@ -254,7 +250,7 @@ class Cos(_Similarity):
             part_sq = (Ab * Ab).sum(0).double()
             acc = part if acc is None else acc.add_(part)
             sq = part_sq if sq is None else sq.add_(part_sq)
-        M = _safe_div_rows(acc, sq.sqrt()).float()
+        M = _safe_div_cols(acc.T, sq.sqrt()).T.float()
         return _safe_div_cols(src.left_finish(M), src.col_norm())
 
 

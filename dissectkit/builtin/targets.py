@@ -534,10 +534,6 @@ def _module_layers(params: ModuleParams, ctx: BuildContext) -> list[LayerInfo]:
                                f"module {params.factory}")
 
 
-def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[LayerInfo]:
-    return architecture_layers(build_densenet121_cxr, lambda m: CXR_INPUT, "densenet121-cxr")
-
-
 @hookimpl
 def dissectkit_register_targets(register: Register) -> None:
     register("timm", _make_timm, params=TimmParams,
@@ -551,4 +547,5 @@ def dissectkit_register_targets(register: Register) -> None:
                  layers=_module_layers)
     register("densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
                  description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None,
-                 layers=_densenet_cxr_layers)
+                 layers=lambda params, ctx: architecture_layers(build_densenet121_cxr, lambda m: CXR_INPUT,
+                                                                "densenet121-cxr"))

@@ -63,11 +63,6 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip().isdigit() else default
 
 
-def local_world_size() -> int:
-    """Processes of this run on this machine (``LOCAL_WORLD_SIZE`` under torchrun, else 1)."""
-    return max(1, _env_int("LOCAL_WORLD_SIZE", 1))
-
-
 def world_from_env() -> World:
     """The world torchrun describes in the environment, joining its process group (gloo) when
     there is more than one process; a plain ``World()`` otherwise."""
@@ -83,6 +78,6 @@ def world_from_env() -> World:
         rank=dist.get_rank(),
         size=dist.get_world_size(),
         local_rank=_env_int("LOCAL_RANK", 0),
-        local_size=local_world_size(),
+        local_size=max(1, _env_int("LOCAL_WORLD_SIZE", 1)),
         owns_group=owns,
     )

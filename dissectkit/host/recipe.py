@@ -215,11 +215,8 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Recipe:
-    """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1).
-
-    An override edits the file's own data before its bases are merged in (so ``--method x`` gets
-    a preset's params for ``x``); one running through a list the file does not have (``targets.0.layers``
-    with targets from a base) is set on the merged recipe."""
+    """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1). An override
+    edits the file's own data before its bases are merged in, unless it runs through a list only a base has."""
     parsed = [parse_override(text) for text in overrides]
     later: list[tuple[list[str], Any]] = []
 

@@ -32,17 +32,13 @@ def first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
-def _keep(_name: str, out: Any) -> Any:
-    return out
-
-
 class Capture:
     """Forward hooks on ``modules`` (name -> module); ``outputs[name]`` holds ``fn(name, output)``
     of the latest forward pass (``fn`` returning ``None`` stores nothing). Remove the hooks with
     :meth:`remove` or by using the capture as a context manager."""
 
     def __init__(self, modules: Mapping[str, nn.Module], fn: OutputFn | None = None) -> None:
-        self.fn = fn or _keep
+        self.fn = fn or (lambda _name, out: out)
         self.outputs: dict[str, Any] = {}
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
 

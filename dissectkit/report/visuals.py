@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.context import available_cpus
 from dissectkit.report.assets import (
     ImageAssets,
     colormap_lut,
@@ -85,7 +86,8 @@ class Visuals:
         layers = [layer for layer in layers if kinds.get(layer) != "linear"]  # no spatial extent: no heatmap
         slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
         heat: dict[str, np.ndarray] = {}
-        with ThreadPoolExecutor(max_workers=self.opts.threads or _default_threads(), thread_name_prefix="dk-images") as pool:
+        threads = self.opts.threads or max(1, min(4, available_cpus()))
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dk-images") as pool:
             unmapped = self._kept(pool, target, images, layers, slots, heat)
             needs = {i: tuple(layer for layer in layers if i in unmapped[layer]) for i in images}
             batches = _batches([i for i in images if needs[i] or i not in self.assets.thumbs], needs)
@@ -161,7 +163,7 @@ class Visuals:
             elif index in self.assets.thumbs:
                 img["src"], img["w"], img["h"] = self.assets.thumbs[index]
                 img["heat"] = top.heat[unit][j] if top.heat is not None else None
-                img["masks"] = self.assets.mask_concepts(index)
+                img["masks"] = sorted(self.assets.masks.get(index, {}))
                 img["outlines"] = [{"concept": c, "src": src} for c in concepts
                                    if (src := self.assets.outline(index, c)) is not None]
             out.append(img)
@@ -185,12 +187,6 @@ def _heat(heat: dict[str, np.ndarray], layer: str, units: int, n: int, side: tup
     if layer not in heat:
         heat[layer] = np.full((units, n, *side), np.nan, np.float32)
     return heat[layer]
-
-
-def _default_threads() -> int:
-    from dissectkit.base.context import available_cpus
-
-    return max(1, min(4, available_cpus()))
 
 
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

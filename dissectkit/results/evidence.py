@@ -124,11 +124,8 @@ class RunEvidence:
         return self._target(target).preprocess(image)
 
     def spatial_maps(self, target: str, layers: Sequence[str], inputs: Any, max_side: int | None = None) -> dict[str, Any]:
-        """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s, one forward pass for all layers.
-
-        Maps with a side above ``max_side`` are average-pooled down to at most ``max_side`` (on the
-        device, :func:`pool_maps`). The forward pass stops as soon as every layer is captured.
-        """
+        """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s (sides above ``max_side`` pooled down),
+        one forward pass for all layers, stopped once every layer is captured."""
         import torch
 
         from dissectkit.nn.capture import Capture, first_tensor

@@ -3,7 +3,7 @@ shift and underrepresented concepts (docs/study.md, "The analysis")."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,9 +131,7 @@ def _categories(g: Group, concepts: list[Any]) -> None:
         for t in g.targets:
             for i, layer in enumerate(t.layers):
                 hits = [r for r in by_layer.get((t.target, layer), []) if r["meets_global"]]
-                counts: dict[str, int] = defaultdict(int)
-                for r in hits:
-                    counts[category_of(index.get(r["label"]), level)] += 1
+                counts = Counter(category_of(index.get(r["label"]), level) for r in hits)
                 for cat in cats:
                     g.categories.append({
                         "dissector": g.dissector, "method": g.method, "target": t.target, "role": t.role,
@@ -157,9 +155,7 @@ def target_shares(g: Group, concepts: list[Any], target: str, level: str) -> dic
     """Share of each category among all interpretable neurons of a target (all layers)."""
     index = {c.text: c for c in concepts}
     hits = [r for r in g.neurons if r["target"] == target and r["meets_global"]]
-    counts: dict[str, int] = defaultdict(int)
-    for r in hits:
-        counts[category_of(index.get(r["label"]), level)] += 1
+    counts = Counter(category_of(index.get(r["label"]), level) for r in hits)
     return {cat: counts[cat] / len(hits) if hits else 0.0 for cat in all_categories(concepts, level)}
 
 

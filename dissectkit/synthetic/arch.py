@@ -10,6 +10,7 @@ from typing import Any
 
 from dissectkit.base.errors import WeightsError
 from dissectkit.base.types import LayerInfo
+from dissectkit.nn.layers import info_from_shape
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG_FILE = "synth_world.json"
@@ -56,16 +57,12 @@ def n_outputs(classes: list[str] | None) -> int:
 
 @lru_cache(maxsize=1)
 def _backbone_layers() -> tuple[LayerInfo, ...]:
-    from dissectkit.nn.layers import info_from_shape
-
     rows = json.loads(LAYER_TABLE.read_text())["layers"]
     return tuple(info_from_shape(name, tuple(shape)) for name, shape in rows)
 
 
 def effnet_layers(n_out: int) -> list[LayerInfo]:
     """The layers a synth-effnet target with ``n_out`` outputs hooks, from the packaged table."""
-    from dissectkit.nn.layers import info_from_shape
-
     return [*_backbone_layers(), info_from_shape(CLASSIFIER, (int(n_out),))]
 
 

@@ -173,24 +173,17 @@ class SynthMammoGenerator:
         self._nipple(rng, img, attrs, retracted=present["nipple retraction"], findings=findings)
         if present["skin thickening"]:
             findings.append(self._skin_thickening(rng, img, attrs, rn))
-        if present["focal asymmetry"]:
-            findings.append(self._focal_asymmetry(rng, img, attrs))
-        if present["mass"]:
-            findings.append(self._mass(rng, img, attrs))
-        if present["architectural distortion"]:
-            findings.append(self._distortion(rng, img, attrs))
-        if present["intramammary lymph node"]:
-            findings.append(self._lymph_node(rng, img, attrs))
-        if present["vascular calcifications"]:
-            findings.append(self._vascular(rng, img, attrs))
-        if present["linear branching calcifications"]:
-            findings.append(self._linear_branching(rng, img, attrs))
-        if present["fine pleomorphic calcifications"]:
-            findings.append(self._fine_pleomorphic(rng, img, attrs))
-        if present["coarse popcorn calcifications"]:
-            findings.append(self._popcorn(rng, img, attrs))
-        if present["surgical clip"]:
-            findings.append(self._clip(rng, img, attrs))
+        findings += [draw(rng, img, attrs) for key, draw in (
+            ("focal asymmetry", self._focal_asymmetry),
+            ("mass", self._mass),
+            ("architectural distortion", self._distortion),
+            ("intramammary lymph node", self._lymph_node),
+            ("vascular calcifications", self._vascular),
+            ("linear branching calcifications", self._linear_branching),
+            ("fine pleomorphic calcifications", self._fine_pleomorphic),
+            ("coarse popcorn calcifications", self._popcorn),
+            ("surgical clip", self._clip),
+        ) if present[key]]
 
         # acquisition: gain, gamma, noise
         img = np.clip(img, 0.0, 1.0) ** np.float32(rng.uniform(0.85, 1.15))

@@ -218,10 +218,6 @@ def null_texts(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def image_concepts(labels: dict[str, Any]) -> frozenset[str]:
-    return frozenset([f for f in vocab.FINDINGS if labels[f]] + [labels["density"]])
-
-
 def _prior_logits(y) -> Any:
     """Log-odds of each column's positive rate: the starting bias of a multi-label head."""
     import torch
@@ -282,7 +278,7 @@ def train_clip(cfg: TrainConfig, data: MammoSet, log: Callable[[str], None]):
     tok = build_tokenizer(CLIP_CONFIG)
     concept_ids, concept_offsets = (torch.from_numpy(a) for a in tok.batch(list(vocab.CONCEPT_CLASSES)))
     x, samples = data.x, data.samples
-    have = [image_concepts(s.labels) for s in samples]
+    have = [frozenset([f for f in vocab.FINDINGS if s.labels[f]] + [s.labels["density"]]) for s in samples]
     rng = np.random.default_rng([cfg.seed, 1])
     null_rng = np.random.default_rng([cfg.seed, 3])
     total = max(len(x) // cfg.clip_batch, 1) * cfg.clip_epochs

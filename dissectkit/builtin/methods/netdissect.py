@@ -13,6 +13,7 @@ from dissectkit.base.errors import DataError, EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
+from dissectkit.host.manager import get_host
 from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import Moments, key_value, order_key
 
@@ -29,12 +30,6 @@ class NetDissectParams(Params):
         112, ge=1, description="longer side of the comparison grid (masks reduced to it); null: the masks' own size"
     )
     max_memory_mb: float = Field(512.0, gt=0)
-
-
-def _mask_probe_hint() -> str:
-    from dissectkit.host.manager import get_host
-
-    return ", ".join(get_host().registry.masked_probes()) or "(none installed)"
 
 
 class NetDissect(Method):
@@ -278,7 +273,8 @@ class NetDissect(Method):
             raise EvidenceError(
                 f"netdissect cannot label layer {evidence.layer!r}: the probe has no masks. Network "
                 f"Dissection needs per-pixel concept masks; use a mask-capable probe such as "
-                f"{_mask_probe_hint()}, or choose the 'clip-dissect' or 'mammi' method."
+                f"{', '.join(get_host().registry.masked_probes()) or '(none installed)'}, or choose the "
+                "'clip-dissect' or 'mammi' method."
             )
         device = device_of(self, evidence)
         names = evidence.concept_texts
