@@ -284,13 +284,9 @@ class Register:
         return self.registry.add(self.kind, name, factory, **fields)
 
 
-class LegacyRegistry:
+class LegacyRegistry(Register):
     """What a registration hook written for ``registry.add(kind, name, ...)`` receives (deprecated):
     ``add`` accepts only the hook's own kind."""
-
-    def __init__(self, registry: Registry, kind: str) -> None:
-        self.registry = registry
-        self.kind = kind
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], **fields: Any) -> ComponentSpec | None:
         if kind != self.kind and kind in KINDS:
