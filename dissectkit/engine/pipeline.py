@@ -1,7 +1,4 @@
-"""``run``: resolve -> extract + embed (one cached pass) -> label -> outputs -> reporters.
-
-Each stage is one function below; ``run`` only sequences them and records their timings.
-"""
+"""``run``: resolve -> extract + embed (one cached pass) -> label -> outputs -> reporters, timed."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Recipes: YAML files that name one component of each kind, validated in two passes.
-
-Pass 1 validates the envelope (this module's pydantic models: unknown keys are errors with file,
-line and column). Pass 2 (:func:`validate_components`) validates each component's ``params`` with
-that component's own ``Params`` model. ``extends:`` merges base recipes and presets
-(:mod:`dissectkit.host.extends`); ``--set a.b=c`` overrides are applied last.
-"""
+"""Recipes: YAML files that name one component of each kind, validated in two passes: the envelope
+(pass 1, this module's models) and each component's ``params`` (pass 2, :func:`validate_components`)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The component registry: kind + name -> a typed :class:`ComponentSpec` (factory, ``Params`` model and
-the registration fields the host reads).
-
-Plugins register through the ``register`` their registration hook receives, bound to that hook's
-kind (:class:`Register`); the registry itself is the host's."""
+"""The component registry: kind + name -> a typed :class:`ComponentSpec`; plugins register through the
+``register`` bound to their hook's kind (:class:`Register`)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""One forward-hook helper: capture (a transform of) the outputs of named submodules.
-
-Used by the engine's pass (pooled and spatial activations), the report's spatial maps, layer
-discovery (output shapes), the conformance kit's ``check_target`` and synthetic training (a
-hooked feature map for an auxiliary head)::
-
-    with Capture.named(model, ["blocks.1"], fn=lambda name, out: out.mean((2, 3))) as cap:
-        model(x)
-    pooled = cap.outputs["blocks.1"]
-"""
+"""One forward-hook helper: capture (a transform of) the outputs of named submodules, for the engine's
+pass, the report, layer discovery, the testing kit and synthetic training (docs/plugins.md, "Models")."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Probe-image assets for the HTML report: thumbnails, activation heatmaps and mask outlines.
-
-Thumbnails and outlines are files written once per probe image (or image + concept), however
-many neurons show them. Heatmaps are tiny PNGs at the activation map's own resolution, inlined
-as data URIs and stretched over the thumbnail by the browser (bilinear).
-"""
+"""Probe-image assets for the HTML report: thumbnails and mask outlines written once per image (and
+concept), heatmaps as tiny inline PNGs (docs/reports.md, "HTML report")."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""The synthetic mammogram generator: deterministic from (seed, index), vectorised numpy.
-
-Every image is drawn in float32 in [0, 1] in a frame whose chest wall is on the left (right
-breast) and flipped for the left breast. Findings are painted in local patches, each with its
-own boolean mask, so a 320 x 192 image costs a few milliseconds on one core.
-"""
+"""The synthetic mammogram generator: deterministic from (seed, index), vectorised numpy; findings
+are painted in local patches, each with its own boolean mask."""
 
 from __future__ import annotations
 

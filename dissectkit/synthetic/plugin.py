@@ -1,8 +1,5 @@
-"""The synthetic mammography world: probe ``synth-mammo``, dissector ``synth-clip``, targets
-``synth-effnet-{concepts,malignancy,general}`` and concept set ``synth-mammo-concepts``.
-
-Heavy libraries (torch, timm) load inside the factories; see ``dissectkit/synthetic``.
-"""
+"""The synthetic mammography world's components (``synth-mammo``, ``synth-clip``, ``synth-effnet-*``,
+``synth-mammo-concepts``); torch and timm load inside the factories."""
 
 from __future__ import annotations
 
