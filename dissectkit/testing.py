@@ -178,7 +178,6 @@ def check_dissector(
     return {"batch_vs_single_images": dev_img, "batch_vs_single_texts": dev_txt, "determinism": det}
 
 
-# --------------------------------------------------------------------------- probes
 def _check_image(image: Any, where: str) -> tuple[int, int]:
     """An accepted raw image form; returns its ``(H, W)``."""
     from PIL import Image
@@ -232,7 +231,6 @@ def check_probe(probe: Any, max_items: int = 16, has_masks: bool = False) -> dic
     return {"n": n, "checked": len(indices), "with_masks": with_masks, "has_masks": has_masks}
 
 
-# --------------------------------------------------------------------------- targets
 def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, Any]:
     """Check the target contract: eval mode, layers that exist and whose pooled width is their
     neuron count, a stable fingerprint, and the optional ``ground_truth`` / ``preprocess_mask``."""
@@ -276,7 +274,6 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     return {"layers": len(infos), "input": tuple(x.shape[1:])}
 
 
-# --------------------------------------------------------------------------- concept sets
 def check_concepts(concept_set: Any) -> dict[str, Any]:
     """Concepts: a non-empty list of ``Concept`` with unique non-empty texts, the same on each read."""
     concept_set = _adapted("concepts", concept_set)
@@ -291,7 +288,6 @@ def check_concepts(concept_set: Any) -> dict[str, Any]:
     return {"n": len(texts), "categories": len({c.category for c in concepts})}
 
 
-# --------------------------------------------------------------------------- similarities
 def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neurons: int = 8, seed: int = 0) -> dict[str, Any]:
     """Shape ``[K, C]``, finite, deterministic, equivariant to the order of neurons and concepts,
     ``from_embeddings`` equal to scoring ``P = I @ T.T``, and a planted match found: neuron k's
@@ -322,7 +318,6 @@ def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neur
     return {"planted_top1": planted, "order_deviation": dev, "from_embeddings_deviation": dev_lazy}
 
 
-# --------------------------------------------------------------------------- methods
 def planted_evidence(n_images: int = 240, n_neurons: int = 6, seed: int = 0, masks: bool = False, layer: str = "layer"):
     """Evidence where neuron k fires on the images showing concept k (its embedding near concept
     k's text embedding, and, with ``masks``, a mask where the neuron's map is high)."""
@@ -403,7 +398,6 @@ def check_method(method: Any, evidence: Any = None, min_planted: float | None = 
     return {"neurons": K, "planted_top1": planted, "needs_masks": needs}
 
 
-# --------------------------------------------------------------------------- reporters
 def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
     """A small finished run (two label sets, one layer with known truth) as a reporter receives it."""
     import torch

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES"]
 
 
-# ---------------------------------------------------------------------------------------------
-# parameters
 class _Budget(Params):
     max_memory_mb: float = Field(512.0, gt=0, description="bound on the temporaries held at once")
     chunk_size: int | None = Field(None, ge=1, description="neurons per chunk (None: automatic)")
@@ -61,8 +59,6 @@ class RankReorderParams(_Budget):
     seed: int = 0
 
 
-# ---------------------------------------------------------------------------------------------
-# sources of P
 _ROWS = 1 << 14  # image rows per block for the statistics of a lazy P
 
 
@@ -184,8 +180,6 @@ def _f32():
     return torch.float32
 
 
-# ---------------------------------------------------------------------------------------------
-# the functions
 class _Similarity(Similarity):
     name = "similarity"
 

@@ -184,7 +184,6 @@ def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=No
     return weights.file_fingerprint(path, ctx)
 
 
-# -- timm ------------------------------------------------------------------------------------------
 def _timm_request(params: TimmParams) -> tuple[str, bool, dict[str, Any]]:
     """(timm model name with its tag, pretrained, create_model kwargs), checked against timm's list."""
     import timm
@@ -285,7 +284,6 @@ def _timm_missing_weights(params: TimmParams, ctx: BuildContext) -> list[str]:
     return [f"pretrained weights for timm model {name!r} are not local yet; `dissectkit run` downloads them."]
 
 
-# -- torchvision -------------------------------------------------------------------------------------
 def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]]:
     """(the weights enum member or None, get_model kwargs), checked against torchvision's lists."""
     from torchvision.models import get_model_weights, list_models
@@ -360,7 +358,6 @@ def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarg
     return TorchTarget(model, transform, (3, size, size), identity, ctx)
 
 
-# -- any module --------------------------------------------------------------------------------------
 def import_factory(spec: str):
     """``package.module:callable`` -> the callable, with errors that say what is wrong."""
     if ":" not in spec:
@@ -416,7 +413,6 @@ def _tensor_hash(model) -> str:
     return h.hexdigest()
 
 
-# -- DenseNet-121 for NIH ChestX-ray14 -------------------------------------------------------------
 CXR_MEAN, CXR_STD = 0.5056, 0.252
 CXR_INPUT = (3, 224, 224)
 
@@ -481,7 +477,6 @@ def _make_densenet_cxr(params: DenseNetCxrParams, ctx: BuildContext) -> DenseNet
     return DenseNetCxrTarget(model, transform, CXR_INPUT, identity, ctx)
 
 
-# -- layers without weights (``dissectkit validate`` / ``layers``) ----------------------------------------
 def architecture_layers(build, input_shape, what: str) -> list[LayerInfo]:
     """The layers of an architecture, never reading weights: ``build()`` runs on the meta device (no
     memory, no initialisation) and one zero image goes through it; an op without a meta kernel makes it

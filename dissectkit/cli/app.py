@@ -67,7 +67,6 @@ def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None =
     return dk.load_recipe(recipe, overrides)
 
 
-# --------------------------------------------------------------------------- run / validate
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -159,7 +158,6 @@ def layers(
         console.print(table)
 
 
-# --------------------------------------------------------------------------- plugins / list / schema
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Show the loaded plugins, their components, and the ones that failed."""
@@ -236,7 +234,6 @@ def schema(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write t
         sys.stdout.write(text + "\n")
 
 
-# --------------------------------------------------------------------------- fetch
 @app.command()
 def fetch(
     url: Annotated[str, typer.Argument(help="The file's URL (as in a recipe's {url, sha256} weights).", show_default=False)],
@@ -258,7 +255,6 @@ def fetch(
     console.print(f"Verified and cached: [bold]{path}[/]")
 
 
-# --------------------------------------------------------------------------- cache
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")]
 
 
@@ -300,7 +296,6 @@ def cache_clear(
     console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
 
 
-# --------------------------------------------------------------------------- extensions + entry
 def _register_extensions() -> None:
     from dissectkit.cli.commands import COMMAND_MODULES
 

@@ -160,7 +160,6 @@ class Cache:
             atomic_write_bytes(meta_path, json.dumps({**meta, "n_items": n_items, "chunk_size": chunk_size, "dtype": dtype}, indent=1, default=str).encode())
         return ChunkedEntry(root, n_items, chunk_size, dtype)
 
-    # -- text embeddings -------------------------------------------------------------------
     def text_path(self, dissector_fp: str, texts: Iterable[str]) -> Path:
         return self.root / "texts" / content_key(dissector_fp, list(texts)) / "embeddings.safetensors"
 
@@ -177,7 +176,6 @@ class Cache:
         blob = save({"values": values.to(torch.float32).contiguous().cpu()})
         atomic_write_bytes(self.text_path(dissector_fp, texts), blob)
 
-    # -- maintenance -----------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         """Every entry with its kind, key, size in bytes, chunk count and recorded metadata."""
         rows = []

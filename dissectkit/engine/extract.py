@@ -15,7 +15,6 @@ from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
 
 
-# --------------------------------------------------------------------------- cache keys
 def activation_key(slot: TargetSlot, layer: str, probe_fp: str, chunk: int) -> str:
     return content_key("acts", slot.instance.fingerprint(), layer, slot.pool, slot.token_pool, probe_fp, chunk)
 
@@ -32,7 +31,6 @@ def embedding_key(dissector: Any, probe_fp: str, chunk: int) -> str:
     return content_key("embeds", dissector.fingerprint(), probe_fp, chunk)
 
 
-# --------------------------------------------------------------------------- the result
 @dataclass
 class Extraction:
     """The cache entries of a run (every chunk present once :func:`extract_and_embed` returns).
@@ -115,7 +113,6 @@ def plan_chunk(res: Resolved, ex: Extraction, c: int) -> ChunkPlan:
     return ChunkPlan(layers, masks, [d for d, e in ex.embeds.items() if not e.has_chunk(c)])
 
 
-# --------------------------------------------------------------------------- the data side
 class _PassDataset:
     """Reads each raw probe image once and preprocesses it for every model its chunk needs (and
     gives it to the pass observers' item ``functions``)."""
@@ -194,7 +191,6 @@ def _capture_fn(slot: TargetSlot, spatial: bool, watch: Watch) -> Callable[[str,
     return keep
 
 
-# --------------------------------------------------------------------------- the pass
 def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: World | None = None,
                       watch: Watch | None = None) -> Extraction:
     """One pass over the probe filling every missing chunk this process owns (all of them in a

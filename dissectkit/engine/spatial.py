@@ -56,7 +56,6 @@ def spatial_shape(info: LayerInfo) -> tuple[int, int, int]:
     return (info.n_neurons, 1, 1)
 
 
-# --------------------------------------------------------------------------- masks
 def align_masks(masks: dict[str, Any] | None, align: Any) -> dict[str, np.ndarray] | None:
     """A probe item's masks as boolean arrays lined up with the target's input."""
     import numpy as np
@@ -111,7 +110,6 @@ def unpack_masks(entry: ChunkedEntry, c: int) -> list[dict[str, np.ndarray] | No
     return rows
 
 
-# --------------------------------------------------------------------------- reading
 @dataclass
 class SpatialSource:
     """``Evidence.spatial_maps`` of one layer: each call streams ``SpatialBatch`` over the images

@@ -26,7 +26,6 @@ LISTS: dict[Key, tuple[tuple[str | None, str], ...]] = {
 COMPONENTS = {("probe",), ("concepts",)}
 
 
-# --------------------------------------------------------------------------- YAML with positions
 def read_yaml(path: Path) -> tuple[Any, Positions]:
     """Plain data of a YAML file (safe constructors only) and the position of each key."""
     try:
@@ -65,7 +64,6 @@ def _construct(node: yaml.Node, path: Key, file: str, positions: Positions, load
     return loader.construct_object(node, deep=True)
 
 
-# --------------------------------------------------------------------------- extends
 def preset_path(name: str) -> Path:
     """The packaged recipe fragment ``preset:<name>``."""
     path = PRESETS / f"{name}.yaml"

@@ -134,7 +134,6 @@ class Host:
         if entry_points:
             self._load_entry_points()
 
-    # -- loading ---------------------------------------------------------------------------
     def _load_builtins(self) -> None:
         version = _version(BUILTIN_DISTRIBUTION)
         for name, modname in BUILTIN_PLUGINS.items():
@@ -209,7 +208,6 @@ class Host:
             args["registry"] = LegacyRegistry(self.registry, kind)
         return args
 
-    # -- in-process plugins (tests) ----------------------------------------------------------
     def add_plugin(self, plugin: Any, name: str | None = None, distribution: str = "in-process") -> PluginRecord:
         """Register a plugin object or module without installing it (``dissectkit.testing``)."""
         for record in self.records:  # installed too: its entry point registered it already
@@ -230,7 +228,6 @@ class Host:
             self.pm.unregister(plugin)
         self.records.remove(record)
 
-    # -- reporting ---------------------------------------------------------------------------
     @property
     def failed(self) -> list[PluginRecord]:
         return [r for r in self.records if r.errors]

@@ -26,7 +26,6 @@ from dissectkit.host.extends import Key, Position, Positions, load_merged, merge
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
 
 
-# --------------------------------------------------------------------------- schema
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -174,7 +173,6 @@ def _unique_labels(refs: list[ComponentRef], plural: str) -> None:
             raise ValueError(f"labels in '{plural}' must be unique, got {labels}")
 
 
-# --------------------------------------------------------------------------- overrides
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
     if "=" not in text:
@@ -331,7 +329,6 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-# --------------------------------------------------------------------------- pass 2
 def component_refs(recipe: Recipe) -> list[tuple[str, Key, ComponentRef]]:
     """(kind, recipe path, ref) of every component the recipe names."""
     refs: list[tuple[str, Key, ComponentRef]] = []

@@ -19,7 +19,6 @@ SUPPORTED = "a PIL image or a numpy array HxW / HxWxC (C = 1, 3 or 4) of uint8, 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-# --------------------------------------------------------------------------- arrays
 def _pil_array(image: Any) -> np.ndarray:
     """A PIL image as an array under the contract (16-bit kept, palette / alpha / CMYK converted)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -134,7 +133,6 @@ def gray_or_rgb(arr: np.ndarray, channels: int = 3) -> np.ndarray:
     return arr if arr.ndim == 2 else arr.mean(axis=2).astype(arr.dtype)
 
 
-# --------------------------------------------------------------------------- files
 def is_dicom(path: Path) -> bool:
     """A ``.dcm`` / ``.dicom`` suffix, or the ``DICM`` marker at byte 128 (files without suffix)."""
     if path.suffix.lower() in DICOM_SUFFIXES:

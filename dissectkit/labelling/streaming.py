@@ -59,8 +59,6 @@ def tensor_blocks(A: torch.Tensor, rows: int | None = None) -> Iterator[torch.Te
         yield A[s : s + step]
 
 
-# ---------------------------------------------------------------------------------------------
-# deterministic top-k
 def order_key(x: torch.Tensor) -> torch.Tensor:
     """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
     import torch
@@ -246,8 +244,6 @@ def top_indices(A: torch.Tensor, k: int) -> torch.Tensor:
     return top.result().indices
 
 
-# ---------------------------------------------------------------------------------------------
-# moments and the validated stream
 @dataclass
 class Moments:
     """Per-neuron ``min`` and ``max`` (exact, float32) over ``count`` rows."""

@@ -46,7 +46,6 @@ class Visuals:
         self.assets = ImageAssets(folder, folder.name, opts.thumb_size) if self.live and opts.top_images > 0 else None
         self.layers: dict[tuple[str, str], LayerCards] = {}
 
-    # -- planning ------------------------------------------------------------------------------
     def prepare(self, wanted: dict[tuple[str, str], list[int]]) -> None:
         """Compute every card image: ``wanted[(target, layer)]`` = units shown with a card."""
         if self.opts.top_images <= 0:
@@ -72,7 +71,6 @@ class Visuals:
         stored = self.run.top_images.get(target, {}).get(layer)
         return None if stored is None else LayerCards([list(r[:n]) for r in stored], None)
 
-    # -- the pass --------------------------------------------------------------------------------
     def _pass(self, target: str, layers: list[str]) -> None:
         """Thumbnails and maps of the union of the layers' shown images, each image read at most once: what
         the pass kept first, the rest read by ``opts.threads`` threads one batch ahead of the forward pass."""
@@ -144,7 +142,6 @@ class Visuals:
             return index, None
         return index, x
 
-    # -- cards -----------------------------------------------------------------------------------
     def images(self, target: str, layer: str, unit: int, concepts: list[str]) -> list[dict[str, Any]]:
         """The card images of one neuron: id, value, thumbnail (or placeholder), heatmap, outlines."""
         top = self.layers.get((target, layer))

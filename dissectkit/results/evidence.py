@@ -89,7 +89,6 @@ class RunEvidence:
     top_values: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     observations: dict[str, Any] = field(default_factory=dict)
 
-    # -- images ------------------------------------------------------------------------------
     def is_valid(self, index: int) -> bool:
         """Whether probe image ``index`` was read during the pass (skipped images never are)."""
         return index not in self.skipped
@@ -108,7 +107,6 @@ class RunEvidence:
             raise DataError(f"Probe image {index} was skipped during the run: {self.skipped[index]}")
         return self.probe[index]
 
-    # -- activations -------------------------------------------------------------------------
     def activations(self, target: str, layer: str):
         """The whole ``[N, K]`` matrix of one layer (skipped images are zero rows): ``O(N K)`` memory."""
         return self._entry(target, layer).read_all()[0]
@@ -145,7 +143,6 @@ class RunEvidence:
             module(inputs.to(device))
         return store
 
-    # -- helpers ---------------------------------------------------------------------------
     def _entry(self, target: str, layer: str) -> ChunkedEntry:
         try:
             return self.acts[(target, layer)]

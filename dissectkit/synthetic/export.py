@@ -104,7 +104,6 @@ class _Writer:
         self.n_images += 1
 
 
-# ----------------------------------------------------------------------------------------- pixels
 def stored_pixels(img8: np.ndarray, bits: int, monochrome1: bool, rng: np.random.Generator) -> np.ndarray:
     """``img8`` at ``bits`` (9..16) bits: scaled, dithered within one 8-bit step, inverted for MONOCHROME1."""
     step = 1 << (bits - 8)
@@ -178,7 +177,6 @@ def _mg_tags(smp: Sample, patient: str) -> dict[str, Any]:
             "BodyPartExamined": "BREAST"}
 
 
-# ----------------------------------------------------------------------------------------- helpers
 def _present(smp: Sample) -> list[str]:
     return [c for c in vocab.FINDINGS if smp.labels.get(c)]
 
@@ -229,7 +227,6 @@ def _split(index: int) -> bool:
     return index % 5 == 4
 
 
-# ----------------------------------------------------------------------------------------- layouts
 def _vindr_ids(w: _Writer, index: int) -> tuple[str, str, str]:
     study = w.hex_id("study", index // 4)  # four images per study, like a screening exam
     return study, w.hex_id("series", index // 4, index % 4 // 2), w.hex_id("image", index)

@@ -37,7 +37,6 @@ class Sample:
     findings: list[Finding] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------------------- helpers
 @lru_cache(maxsize=8)
 def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -85,7 +84,6 @@ def _segment_distance(px: np.ndarray, py: np.ndarray, seg: np.ndarray) -> np.nda
     return d.min(axis=0)
 
 
-# ----------------------------------------------------------------------------------------- generator
 class SynthMammoGenerator:
     """Draws synthetic mammograms. ``sample(index)`` depends only on (seed, index)."""
 
@@ -113,7 +111,6 @@ class SynthMammoGenerator:
         self.label_noise = float(label_noise)
         self.scale = self.w / 192.0  # sizes are given for the default width
 
-    # -- public -------------------------------------------------------------------------------
     def rng(self, index: int, stream: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(index), stream, 6620])
 
@@ -202,7 +199,6 @@ class SynthMammoGenerator:
         report = make_report(smp, self.rng(index, stream=1))
         return ProbeItem(image=smp.image, id=f"synth-{self.seed}-{index:06d}", labels=smp.labels, masks=smp.masks, report=report)
 
-    # -- labels -------------------------------------------------------------------------------
     def _labels(self, rng: np.random.Generator, findings: list[Finding], comp: int, attrs: dict) -> dict[str, Any]:
         have = {c for f in findings for c in f.concepts}
         labels: dict[str, Any] = {c: int(c in have) for c in vocab.FINDINGS}
@@ -216,7 +212,6 @@ class SynthMammoGenerator:
         labels["view"] = attrs["view"]
         return labels
 
-    # -- placement ----------------------------------------------------------------------------
     def _point(self, rng: np.random.Generator, attrs: dict, rmax: float = 0.72, rmin: float = 0.0, xmin: float = 0.12):
         """A point inside the breast (normalised radius in [rmin, rmax]), outside the pectoral."""
         a, b, cy = attrs["a"], attrs["b"], attrs["cy"]
@@ -244,7 +239,6 @@ class SynthMammoGenerator:
         depth = "posterior" if x < a / 3 else ("middle" if x < 2 * a / 3 else "anterior")
         return f"{vert} {horiz} quadrant of the {side} breast, {depth} third"
 
-    # -- findings -----------------------------------------------------------------------------
     def _implant(self, rng, img, attrs) -> Finding:
         h, w = img.shape
         yy, xx = pixel_grid(h, w)
@@ -546,7 +540,6 @@ def finding_masks(f: Finding) -> dict[str, np.ndarray]:
     return {c: f.mask for c in f.concepts}
 
 
-# ----------------------------------------------------------------------------------------- reports
 def _word(rng: np.random.Generator, concept: str, p_canonical: float = 0.7) -> str:
     syns = vocab.SYNONYMS.get(concept, (concept,))
     if len(syns) == 1 or rng.random() < p_canonical:

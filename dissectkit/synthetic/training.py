@@ -50,7 +50,6 @@ class TrainConfig:
                    malignancy_epochs=1, malignancy_train=32, general_train=16, general_epochs=1, batch=16, workers=1)
 
 
-# ----------------------------------------------------------------------------------------- data
 @dataclass
 class MammoSet:
     """Generated images prepared for the models, with everything training needs about them."""
@@ -165,7 +164,6 @@ def _expand(xb):
     return xb.float().expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
-# ----------------------------------------------------------------------------------------- metrics
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC by the rank-sum formula (ties get average ranks); NaN when one class is absent."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
@@ -185,7 +183,6 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-# ----------------------------------------------------------------------------------------- training
 def _cosine_lr(opt, base: float, step: int, total: int, warmup: int = 20) -> None:
     lr = base * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
     for g in opt.param_groups:
@@ -382,7 +379,6 @@ def zero_shot_auc(model, x, labels: list[dict[str, Any]], batch: int = 256) -> d
     return {c: auc(sims[:, j], y[:, j]) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
 
 
-# ----------------------------------------------------------------------------------------- entry point
 def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every first-party model and write ``out_dir/*.safetensors`` and ``synth_world.json``."""
     import torch

@@ -49,7 +49,6 @@ class NetDissect(Method):
         """The comparison grid of an image whose masks are ``H x W``."""
         return bounded_size(H, W, self.params.resolution) if self.params.resolution else (H, W)
 
-    # -- streaming helpers ---------------------------------------------------------------------
     def _annotated(self, evidence: Evidence) -> Iterator[tuple[Any, list[dict[str, Any]], tuple[int, int]]]:
         """Yield ``(maps [b, K, h, w], masks, (H, W))`` for the annotated images of each streamed
         batch, grouped by mask size (validated)."""
@@ -135,7 +134,6 @@ class NetDissect(Method):
             )
         return moments.min.shape[0], total, moments.constant
 
-    # -- thresholds ----------------------------------------------------------------------------
     def _rank(self, total: int) -> int:
         """``T_k`` is the rank-th largest grid value: about ``m = round(q * pixels)`` lie above it."""
         return min(max(1, round(self.params.quantile * total)) + 1, total)
@@ -207,7 +205,6 @@ class NetDissect(Method):
         key = (((bins - _BINS // 2) << 16) | low).to(torch.int32)
         return key_value(key).double()
 
-    # -- the method -----------------------------------------------------------------------------
     def iou(self, evidence: Evidence, k0: int, k1: int, T, names: list[str], device: str):
         """The ``[kc, C]`` IoU of neurons k0..k1 thresholded at ``T`` with each concept's masks."""
         import torch
