@@ -368,14 +368,12 @@ def _interrupted(args: list[str]) -> int:
 
 def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """click's exception classes and typer's bundled copies of them (typer >= 0.20 vendors click)."""
-    clicks: list[type[BaseException]] = [click.exceptions.ClickException]
+    aborts = (click.exceptions.Abort, typer.Abort)
     try:
         from typer._click.exceptions import ClickException as Bundled
     except ImportError:  # an older typer that raises click's own
-        Bundled = None  # noqa: N806
-    if Bundled is not None:
-        clicks.append(Bundled)
-    return tuple(clicks), (click.exceptions.Abort, typer.Abort)
+        return (click.exceptions.ClickException,), aborts
+    return (click.exceptions.ClickException, Bundled), aborts
 
 
 CLICK_EXCEPTIONS, ABORTS = _click_classes()

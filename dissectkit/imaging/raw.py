@@ -37,11 +37,9 @@ def _pil_array(image: Any) -> np.ndarray:
 
 def as_array(image: Any) -> np.ndarray:
     """The image as a numpy array ``HxW`` or ``HxWx3`` (dtype uint8, uint16 or float32)."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        Image = None  # type: ignore[assignment]
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         arr = _pil_array(image)
     elif isinstance(image, np.ndarray):
         arr = image
