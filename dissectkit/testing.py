@@ -289,10 +289,8 @@ def check_concepts(concept_set: Any) -> dict[str, Any]:
 
 
 def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neurons: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Shape ``[K, C]``, finite, deterministic, equivariant to the order of neurons and concepts,
-    ``from_embeddings`` equal to scoring ``P = I @ T.T``, and a planted match found: neuron k's
-    activations equal concept k's column of ``P`` (plus noise), so it must score best. The
-    activations reach the similarity as an ``ActivationStream`` in uneven row blocks, as in a run."""
+    """Shape ``[K, C]``, finite, deterministic, order-equivariant, a planted match ranked first and
+    ``from_embeddings`` equal to ``sim(I @ T.T, A)``, on an ``ActivationStream`` of uneven blocks."""
     import torch
 
     sim = _adapted("similarity", sim)

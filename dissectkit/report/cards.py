@@ -21,11 +21,8 @@ CARD_SLOT_BUDGET = 16_384
 """(neuron, image) pairs the pass keeps at most (maps at 32 x 32 in float16: 32 MB; thumbnails
 of at most as many images): layers past the budget are left to the report."""
 THUMBNAILS_PER_SLOT = 4
-"""The pass makes every probe image's thumbnail (in the data workers) while the probe has at most
-this many images per card slot (shown neuron x top image); beyond, the report reads the shown
-images for their thumbnails. Measured on the quickstart: a thumbnail costs about 7 % of reading and
-preprocessing an image, and about half of a run's card slots show distinct images, so thumbnails
-for every image pay up to about 7 images per slot; 4 keeps a margin."""
+"""The pass thumbnails every probe image while the probe has at most this many images per card slot
+(shown neuron x top image); beyond, the report reads the shown images (docs/reports.md, "HTML report")."""
 
 
 @dataclass(frozen=True)

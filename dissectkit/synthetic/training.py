@@ -205,9 +205,7 @@ _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 
 def null_texts(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` texts of 1-3 random letter strings: they describe no image. Trained as non-matching
-    texts, they teach the hashed text tower that words it never learnt are not evidence (every
-    bucket is visited), so unknown concept words stay unlikely for every image."""
+    """``n`` texts of 1-3 random letter strings that describe no image (docs/synthetic.md, "Training")."""
     out = []
     for _ in range(n):
         words = ["".join(rng.choice(_LETTERS, int(rng.integers(3, 10)))) for _ in range(int(rng.integers(1, 4)))]
@@ -224,9 +222,8 @@ def _prior_logits(y) -> Any:
 
 
 class MaskHead:
-    """Training-only auxiliary head: a 1x1 convolution on a hooked stride-16 feature map predicting,
-    per location, which findings' masks touch it. Dense supervision that the image-level labels lack;
-    it is discarded after training (the saved models keep their own keys)."""
+    """Training-only auxiliary head: a 1x1 convolution on a hooked stride-16 feature map predicting, per
+    location, which findings' masks touch it (discarded after training)."""
 
     def __init__(self, module, channels: int) -> None:
         import torch
