@@ -74,6 +74,7 @@ from dissectkit.base.weights import resolve as resolve_weights
 from dissectkit.host.hookspecs import PROJECT, hookimpl, hookspec
 from dissectkit.host.recipe import Recipe
 from dissectkit.host.registry import KINDS, ComponentSpec, Register, Registry
+from dissectkit.imaging.checks import warn_if_flat
 from dissectkit.imaging.files import (
     IMAGE_SUFFIXES,
     FileProbe,
@@ -94,7 +95,6 @@ from dissectkit.imaging.raw import (
     to_pil,
     to_uint8,
     to_unit_float,
-    warn_if_flat,
 )
 from dissectkit.labelling.evidence import (
     NO_CONCEPT_REASONS,

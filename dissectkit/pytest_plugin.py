@@ -1,14 +1,5 @@
-"""pytest plugin of dissectkit (entry point ``pytest11``): the ``dissectkit_plugin`` fixture.
-
-It registers a plugin module (or object) with the process-wide host without installing it, and
-removes it after the test (``dissectkit.testing.registered`` for each call)::
-
-    def test_my_words(dissectkit_plugin):
-        dissectkit_plugin("dissectkit_mywords.plugin")
-        words = dk.create("concepts", "my-words")
-
-A plugin that fails to register (a taken name, a broken hook) fails the test with every problem.
-"""
+"""pytest plugin of dissectkit (entry point ``pytest11``): the ``dissectkit_plugin`` fixture, which
+registers a plugin in-process for one test (docs/plugins.md, "Testing a plugin")."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""Conformance checks for components of every kind, for a plugin's own tests::
-
-    from dissectkit.testing import check_dissector, check_probe, check_method
-    check_dissector(dk.create("dissector", "my-clip", ...))
-
-``check_dissector``, ``check_target``, ``check_probe``, ``check_concepts``, ``check_similarity``,
-``check_method`` and ``check_reporter`` each raise ``AssertionError`` naming the property that does
-not hold, and return a few measured numbers. ``registered(plugin)`` registers a plugin module
-in-process for a ``with`` block; the pytest fixture ``dissectkit_plugin`` (module
-``dissectkit.pytest_plugin``) does it for a test.
-"""
+"""Conformance checks for components of every kind, for a plugin's own tests (docs/plugins.md, "Testing
+a plugin"): each ``check_*`` raises ``AssertionError`` naming the property that does not hold."""
 
 from __future__ import annotations
 
@@ -16,11 +7,14 @@ import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import DataError
+from dissectkit.base.contract import adapt
+from dissectkit.base.errors import ComponentError, DataError, PluginError
+from dissectkit.base.types import Concept, LayerInfo, ProbeItem
 
 DEFAULT_TEXTS = ("mass", "a spiculated mass in the upper outer quadrant", "calcification", "normal breast tissue")
 
@@ -31,7 +25,6 @@ def registered(plugin: Any, name: str | None = None, distribution: str = "in-pro
     it, for the ``with`` block; yields its ``PluginRecord``. A failed registration raises
     ``PluginError`` with every problem; only what this call added is removed afterwards (a plugin
     installed and already registered stays)."""
-    from dissectkit.base.errors import PluginError
     from dissectkit.host.manager import get_host
 
     host = get_host()
@@ -87,8 +80,6 @@ def invalid_images() -> list[Any]:
 def write_wordpiece_tokenizer(root, words: str):
     """A tiny BERT WordPiece tokenizer directory (special tokens + ``words``) for offline tests of
     BERT-based dissectors; returns ``(root, vocab_size)``."""
-    from pathlib import Path
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words.split()]
@@ -100,9 +91,6 @@ def write_wordpiece_tokenizer(root, words: str):
 def _adapted(kind: str, component: Any) -> Any:
     """The component as the engine sees it (its kind's base class, defaults filled in); a missing
     required member fails the check, naming it."""
-    from dissectkit.base.contract import adapt
-    from dissectkit.base.errors import ComponentError
-
     try:
         return adapt(kind, component)
     except ComponentError as exc:
@@ -116,7 +104,7 @@ def stream_of(A: Any, rows: int = 37) -> Any:
     return ActivationStream.from_tensor(A, rows=rows)
 
 
-def _close(a, b, atol: float) -> float:
+def _max_diff(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
@@ -177,12 +165,12 @@ def check_dissector(
         assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), f"{what} rows are not unit norm: {norms.tolist()}"
     again_img = dissector.encode_images(batch)
     again_txt = dissector.encode_texts(list(texts))
-    det = max(_close(emb, again_img, atol), _close(txt, again_txt, atol))
+    det = max(_max_diff(emb, again_img), _max_diff(txt, again_txt))
     assert det <= atol, f"encoding is not deterministic in eval mode (max difference {det:.2e})"
 
     single_img = torch.cat([dissector.encode_images(batch[i : i + 1]) for i in range(len(batch))])
     single_txt = torch.cat([dissector.encode_texts([t]) for t in texts])
-    dev_img, dev_txt = _close(emb, single_img, atol), _close(txt, single_txt, atol)
+    dev_img, dev_txt = _max_diff(emb, single_img), _max_diff(txt, single_txt)
     assert dev_img <= atol, f"encode_images: a batch differs from its items encoded one by one ({dev_img:.2e} > {atol})"
     assert dev_txt <= atol, f"encode_texts: a batch differs from its items encoded one by one ({dev_txt:.2e} > {atol})"
     empty = dissector.encode_texts([])
@@ -190,7 +178,6 @@ def check_dissector(
     return {"batch_vs_single_images": dev_img, "batch_vs_single_texts": dev_txt, "determinism": det}
 
 
-# --------------------------------------------------------------------------- probes
 def _check_image(image: Any, where: str) -> tuple[int, int]:
     """An accepted raw image form; returns its ``(H, W)``."""
     from PIL import Image
@@ -208,8 +195,6 @@ def _check_image(image: Any, where: str) -> tuple[int, int]:
 def check_probe(probe: Any, max_items: int = 16, has_masks: bool = False) -> dict[str, Any]:
     """Check the probe contract on up to ``max_items`` items spread over the probe; ``has_masks``:
     what its registration declares for these params (items may carry masks only then)."""
-    from dissectkit.base.types import ProbeItem
-
     probe = _adapted("probe", probe)
     n = len(probe)
     assert isinstance(n, int) and n > 0, f"len(probe) must be a positive int, got {n!r}"
@@ -246,7 +231,6 @@ def check_probe(probe: Any, max_items: int = 16, has_masks: bool = False) -> dic
     return {"n": n, "checked": len(indices), "with_masks": with_masks, "has_masks": has_masks}
 
 
-# --------------------------------------------------------------------------- targets
 def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, Any]:
     """Check the target contract: eval mode, layers that exist and whose pooled width is their
     neuron count, a stable fingerprint, and the optional ``ground_truth`` / ``preprocess_mask``."""
@@ -290,11 +274,8 @@ def check_target(target: Any, images: Sequence[Any] | None = None) -> dict[str, 
     return {"layers": len(infos), "input": tuple(x.shape[1:])}
 
 
-# --------------------------------------------------------------------------- concept sets
 def check_concepts(concept_set: Any) -> dict[str, Any]:
     """Concepts: a non-empty list of ``Concept`` with unique non-empty texts, the same on each read."""
-    from dissectkit.base.types import Concept
-
     concept_set = _adapted("concepts", concept_set)
     concepts = list(concept_set.concepts)
     assert concepts, "the concept set is empty"
@@ -307,12 +288,9 @@ def check_concepts(concept_set: Any) -> dict[str, Any]:
     return {"n": len(texts), "categories": len({c.category for c in concepts})}
 
 
-# --------------------------------------------------------------------------- similarities
 def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neurons: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Shape ``[K, C]``, finite, deterministic, equivariant to the order of neurons and concepts,
-    ``from_embeddings`` equal to scoring ``P = I @ T.T``, and a planted match found: neuron k's
-    activations equal concept k's column of ``P`` (plus noise), so it must score best. The
-    activations reach the similarity as an ``ActivationStream`` in uneven row blocks, as in a run."""
+    """Shape ``[K, C]``, finite, deterministic, order-equivariant, a planted match ranked first and
+    ``from_embeddings`` equal to ``sim(I @ T.T, A)``, on an ``ActivationStream`` of uneven blocks."""
     import torch
 
     sim = _adapted("similarity", sim)
@@ -338,13 +316,11 @@ def check_similarity(sim: Any, n_images: int = 256, n_concepts: int = 12, n_neur
     return {"planted_top1": planted, "order_deviation": dev, "from_embeddings_deviation": dev_lazy}
 
 
-# --------------------------------------------------------------------------- methods
 def planted_evidence(n_images: int = 240, n_neurons: int = 6, seed: int = 0, masks: bool = False, layer: str = "layer"):
     """Evidence where neuron k fires on the images showing concept k (its embedding near concept
     k's text embedding, and, with ``masks``, a mask where the neuron's map is high)."""
     import torch
 
-    from dissectkit.base.types import Concept
     from dissectkit.labelling.evidence import Evidence, SpatialBatch
 
     g = torch.Generator().manual_seed(seed)
@@ -420,14 +396,10 @@ def check_method(method: Any, evidence: Any = None, min_planted: float | None = 
     return {"neurons": K, "planted_top1": planted, "needs_masks": needs}
 
 
-# --------------------------------------------------------------------------- reporters
 def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
     """A small finished run (two label sets, one layer with known truth) as a reporter receives it."""
-    from pathlib import Path
-
     import torch
 
-    from dissectkit.base.types import Concept, LayerInfo
     from dissectkit.labelling.evidence import LayerLabels
     from dissectkit.results.run_result import LabelSet, RunResult
 
@@ -451,8 +423,6 @@ def sample_run_result(out_dir: Any, n_images: int = 12, n_neurons: int = 4):
 
 
 def _snapshot(root: Any) -> dict[str, bytes]:
-    from pathlib import Path
-
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -460,8 +430,6 @@ def _snapshot(root: Any) -> dict[str, bytes]:
 def check_reporter(reporter: Any, tmp_dir: Any, run_result: Any = None) -> dict[str, Any]:
     """``write(run_result, out_dir)`` writes non-empty files inside ``out_dir`` only, leaves the
     result unchanged, and writes the same bytes when run twice (deterministic)."""
-    from pathlib import Path
-
     reporter = _adapted("reporter", reporter)
     tmp_dir = Path(tmp_dir)
     out = tmp_dir / "run"

@@ -11,10 +11,6 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "0") not in ("", "0", "false", "False")
 
 
-def _env_offline() -> bool:
-    return _env_flag("HF_HUB_OFFLINE") or _env_flag("DISSECTKIT_OFFLINE")
-
-
 def default_cache_dir() -> Path:
     """Where activations and embeddings are cached (``DISSECTKIT_CACHE`` overrides)."""
     env = os.environ.get("DISSECTKIT_CACHE")
@@ -45,7 +41,8 @@ class BuildContext:
     """Runtime facts a factory may need. ``dk.create`` builds a default one from the environment."""
 
     device: str = "cpu"
-    offline: bool = field(default_factory=_env_offline)
+    offline: bool = field(
+        default_factory=lambda: _env_flag("HF_HUB_OFFLINE") or _env_flag("DISSECTKIT_OFFLINE"))
     seed: int = 0
     strict_data: bool = False
     cache_dir: Path = field(default_factory=default_cache_dir)

@@ -43,6 +43,4 @@ class EvidenceError(DissectkitError):
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean ...?' suffix with the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
-    if not close:
-        return ""
-    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""

@@ -1,9 +1,5 @@
-"""Weights references (``{path}`` | ``{hf, file, revision}`` | ``{url, sha256}``) and their resolution.
-
-Hub files go through huggingface_hub and its cache; URLs are downloaded once into dissectkit's cache
-and verified by sha256. In offline mode nothing is downloaded: a missing file is an error naming it
-and the command that fetches it.
-"""
+"""Weights references (``{path}`` | ``{hf, file, revision}`` | ``{url, sha256}``) and their resolution:
+the hub cache, sha256-checked downloads, nothing downloaded offline (an error names the fetch command)."""
 
 from __future__ import annotations
 

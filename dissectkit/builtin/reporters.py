@@ -92,14 +92,6 @@ def _table(fmt: str):
     return factory
 
 
-def _html(params: HtmlParams, ctx: Any) -> HtmlReporter:
-    return HtmlReporter(params)
-
-
-def _study(params: StudyParams, ctx: Any) -> StudyReporter:
-    return StudyReporter(params)
-
-
 @hookimpl
 def dissectkit_register_reporters(register: Register) -> None:
     register("csv", _table("csv"), params=TableParams,
@@ -108,7 +100,7 @@ def dissectkit_register_reporters(register: Register) -> None:
                  description="neurons.json: the same rows as a JSON list")
     register("parquet", _table("parquet"), params=TableParams,
                  description="neurons.parquet: one tidy table (pyarrow) for pandas/polars")
-    register("html", _html, params=HtmlParams,
+    register("html", lambda params, ctx: HtmlReporter(params), params=HtmlParams,
                  description="report.html: offline report with neuron cards, heatmaps and plots")
-    register("study", _study, params=StudyParams,
+    register("study", lambda params, ctx: StudyReporter(params), params=StudyParams,
                  description="study/: the Mammo-CLIP Dissect study (thresholds, categories, shifts, underrepresented concepts)")

@@ -1,12 +1,6 @@
-"""CLIP-Dissect's similarity functions: ``cos``, ``cos3``, ``wpmi``, ``soft_wpmi``, ``rank_reorder``.
-
-Each registered similarity is a callable ``(P[N, C], A[N, K]) -> Tensor[K, C]`` (higher = better).
-``P`` may also be a :class:`LazyP` (image embeddings ``I[N, D]`` and text embeddings ``T[C, D]``
-with ``P = I T^T`` formed a block of rows at a time); ``sim.from_embeddings(I, T, A)`` is the
-shortcut. ``A`` may also be an :class:`~dissectkit.labelling.streaming.ActivationStream`: every function
-reads the activations in one or two streamed passes of row blocks and never holds ``[N, K]``.
-Formulas and defaults: ``docs/methods.md``.
-"""
+"""CLIP-Dissect's similarity functions: ``cos``, ``cos3``, ``wpmi``, ``soft_wpmi``, ``rank_reorder``;
+``(P[N, C], A) -> Tensor[K, C]``, ``P`` dense or a :class:`LazyP`, ``A`` read in streamed passes.
+Formulas and defaults: ``docs/methods.md``."""
 
 from __future__ import annotations
 
@@ -20,7 +14,7 @@ from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
-from dissectkit.labelling.streaming import ActivationStream, check_finite, stream_top, top_indices
+from dissectkit.labelling.streaming import ActivationStream, check_finite, of_layer, stream_top, top_indices
 
 if TYPE_CHECKING:
     import torch
@@ -28,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES"]
 
 
-# ---------------------------------------------------------------------------------------------
-# parameters
 class _Budget(Params):
     max_memory_mb: float = Field(512.0, gt=0, description="bound on the temporaries held at once")
     chunk_size: int | None = Field(None, ge=1, description="neurons per chunk (None: automatic)")
@@ -67,8 +59,6 @@ class RankReorderParams(_Budget):
     seed: int = 0
 
 
-# ---------------------------------------------------------------------------------------------
-# sources of P
 _ROWS = 1 << 14  # image rows per block for the statistics of a lazy P
 
 
@@ -137,10 +127,10 @@ class LazyP:
             part = self.I[s : s + _ROWS]
             if not bool(torch.isfinite(part).all()):
                 bad = (s + (~torch.isfinite(part)).any(1).nonzero().flatten()).tolist()
-                raise EvidenceError(f"Image embeddings{_of(layer)} contain NaN or inf (images {bad[:5]}).")
+                raise EvidenceError(f"Image embeddings{of_layer(layer)} contain NaN or inf (images {bad[:5]}).")
         if not bool(torch.isfinite(self.T).all()):
             bad = (~torch.isfinite(self.T)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Text embeddings{_of(layer)} contain NaN or inf (concepts {bad[:5]}).")
+            raise EvidenceError(f"Text embeddings{of_layer(layer)} contain NaN or inf (concepts {bad[:5]}).")
 
 
 class _DenseP:
@@ -170,9 +160,6 @@ class _DenseP:
     def col_norm(self) -> torch.Tensor:
         return self.P.norm(dim=0)
 
-    def left_matmul(self, M: torch.Tensor) -> torch.Tensor:
-        return M.T @ self.P
-
     def left_part(self, M: torch.Tensor, start: int) -> torch.Tensor:
         return M.T @ self.P[start : start + M.shape[0]]
 
@@ -184,7 +171,7 @@ class _DenseP:
 
         if not bool(torch.isfinite(self.P).all()):
             bad = (~torch.isfinite(self.P)).any(1).nonzero().flatten().tolist()
-            raise EvidenceError(f"Similarity matrix P{_of(layer)} contains NaN or inf (images {bad[:5]}).")
+            raise EvidenceError(f"Similarity matrix P{of_layer(layer)} contains NaN or inf (images {bad[:5]}).")
 
 
 def _f32():
@@ -193,12 +180,6 @@ def _f32():
     return torch.float32
 
 
-def _of(layer: str | None) -> str:
-    return f" of layer {layer!r}" if layer else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# the functions
 class _Similarity(Similarity):
     name = "similarity"
 
@@ -220,7 +201,7 @@ class _Similarity(Similarity):
             stream = ActivationStream.from_tensor(A, self.layer, self.device)
         if stream.n_images != src.shape[0]:
             raise EvidenceError(
-                f"Activations{_of(self.layer)} cover {stream.n_images} images but P covers {src.shape[0]}: "
+                f"Activations{of_layer(self.layer)} cover {stream.n_images} images but P covers {src.shape[0]}: "
                 "both must come from the same probe images in the same order."
             )
         src.check_finite(self.layer)
@@ -252,10 +233,6 @@ def _safe_div_cols(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def _safe_div_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    return _safe_div_cols(x.T, norm).T
-
-
 class Cos(_Similarity):
     name = "cos"
 
@@ -267,7 +244,7 @@ class Cos(_Similarity):
             part_sq = (Ab * Ab).sum(0).double()
             acc = part if acc is None else acc.add_(part)
             sq = part_sq if sq is None else sq.add_(part_sq)
-        M = _safe_div_rows(acc, sq.sqrt()).float()
+        M = _safe_div_cols(acc.T, sq.sqrt()).T.float()
         return _safe_div_cols(src.left_finish(M), src.col_norm())
 
 
@@ -349,7 +326,7 @@ class _PMI(_Similarity):
         lower = [d for _, d in terms]
         upper = [1.0 + d for _, d in terms]
         g32 = _groups(lower, upper, -30.0, 30.0, 16)
-        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and _device_type(self.device) != "mps"
+        use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and torch.device(self.device).type != "mps"
         dtype = torch.float64 if use64 else torch.float32
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
 
@@ -376,12 +353,6 @@ class _PMI(_Similarity):
             prior = torch.logsumexp(Lc, dim=0) - math.log(K)
             L[:, c0 : c0 + step] = Lc - prm.lam * prior
         return L.float()
-
-
-def _device_type(device: Any) -> str:
-    import torch
-
-    return torch.device(device).type
 
 
 def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):

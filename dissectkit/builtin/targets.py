@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import os
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -14,22 +15,21 @@ from pydantic import BeforeValidator
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Target
-from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError
+from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import WeightsRef
+from dissectkit.builtin.probes.nih import NIH_FINDINGS, finding_text
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
+from dissectkit.imaging.raw import to_pil
+from dissectkit.nn.dissector_base import hf_offline
 
 # A weights ref, or a plain path string as a shorthand for ``{path: ...}``.
 Ref = Annotated[WeightsRef, BeforeValidator(lambda v: {"path": str(v)} if isinstance(v, str | os.PathLike) else v)]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NIH_FINDINGS = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-)  # fmt: skip
 
 
 class TimmParams(Params):
@@ -81,15 +81,6 @@ class DenseNetCxrParams(Params):
     trust_checkpoint: bool = False
 
 
-def to_rgb8(image: Any, channels: int = 3, model: str | None = None):
-    """A raw probe image as an 8-bit PIL image (``RGB``, or ``L`` for one channel) by the raw-image
-    contract's display range (:func:`dissectkit.imaging.raw.to_pil`): uint8 kept, uint16 / 65535, floats
-    in [0, 1] as they are. ``model`` names the receiving model for the almost-constant warning."""
-    from dissectkit.imaging.raw import to_pil
-
-    return to_pil(image, "RGB" if channels == 3 else "L", model=model)
-
-
 def _resize_crop_normalise(size: int, resize: int, mean, std):
     from torchvision import transforms as T
 
@@ -119,7 +110,7 @@ class TorchTarget(Target):
 
     def preprocess(self, image: Any):
         """Raw probe image -> ``[C, H, W]`` float tensor (the model's eval transform)."""
-        return self.transform(to_rgb8(image, self.channels, self.label))
+        return self.transform(to_pil(image, "RGB" if self.channels == 3 else "L", model=self.label))
 
     def preprocess_mask(self, mask: Any):
         """A boolean ``HxW`` probe mask put through the same resize / centre crop as ``preprocess``
@@ -139,7 +130,8 @@ class TorchTarget(Target):
 
             from dissectkit.nn.layers import infer_layer_infos
 
-            example = torch.zeros((1, *self.input_shape), device=_device_of(self.module))
+            tensors = itertools.chain(self.module.parameters(), self.module.buffers())
+            example = torch.zeros((1, *self.input_shape), device=next((t.device for t in tensors), "cpu"))
             self._layers = infer_layer_infos(self.module, example)
         return self._layers
 
@@ -169,17 +161,6 @@ def _geometric_steps(transform) -> list:
     return steps
 
 
-def _params_or_buffers(module):
-    yield from module.parameters()
-    yield from module.buffers()
-
-
-def _device_of(module):
-    for t in _params_or_buffers(module):
-        return t.device
-    return "cpu"
-
-
 @contextmanager
 def seeded(ctx: BuildContext):
     """Random initialisation under ``ctx.seed`` without touching the caller's RNG state."""
@@ -188,22 +169,6 @@ def seeded(ctx: BuildContext):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         yield
-
-
-@contextmanager
-def hub_offline(offline: bool):
-    """Make huggingface_hub refuse network access while building, when the context is offline."""
-    if not offline:
-        yield
-        return
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
 
 
 def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=None) -> str:
@@ -219,7 +184,6 @@ def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=No
     return weights.file_fingerprint(path, ctx)
 
 
-# -- timm ------------------------------------------------------------------------------------------
 def _timm_request(params: TimmParams) -> tuple[str, bool, dict[str, Any]]:
     """(timm model name with its tag, pretrained, create_model kwargs), checked against timm's list."""
     import timm
@@ -237,8 +201,6 @@ def _timm_request(params: TimmParams) -> tuple[str, bool, dict[str, Any]]:
         kwargs["num_classes"] = params.num_classes
     base = name.split(".", 1)[0]
     if not timm.is_model(base):
-        from dissectkit.base.errors import did_you_mean
-
         raise ComponentError(f"timm has no model {base!r}.{did_you_mean(base, timm.list_models())}")
     return name, pretrained, kwargs
 
@@ -260,7 +222,7 @@ def _make_timm(params: TimmParams, ctx: BuildContext) -> TorchTarget:
 
     name, pretrained, kwargs = _timm_request(params)
     try:
-        with seeded(ctx), hub_offline(ctx.offline):
+        with seeded(ctx), hf_offline(ctx.offline):
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub / network failures come in many classes
         if not pretrained:
@@ -322,14 +284,11 @@ def _timm_missing_weights(params: TimmParams, ctx: BuildContext) -> list[str]:
     return [f"pretrained weights for timm model {name!r} are not local yet; `dissectkit run` downloads them."]
 
 
-# -- torchvision -------------------------------------------------------------------------------------
 def _torchvision_request(params: TorchvisionParams) -> tuple[Any, dict[str, Any]]:
     """(the weights enum member or None, get_model kwargs), checked against torchvision's lists."""
     from torchvision.models import get_model_weights, list_models
 
     if params.model not in list_models():
-        from dissectkit.base.errors import did_you_mean
-
         raise ComponentError(f"torchvision has no model {params.model!r}.{did_you_mean(params.model, list_models())}")
     if params.weights and params.weights_file:
         raise ComponentError("torchvision target: give either `weights` (an enum name) or `weights_file`, not both.")
@@ -399,7 +358,6 @@ def _make_torchvision(params: TorchvisionParams, ctx: BuildContext) -> TorchTarg
     return TorchTarget(model, transform, (3, size, size), identity, ctx)
 
 
-# -- any module --------------------------------------------------------------------------------------
 def import_factory(spec: str):
     """``package.module:callable`` -> the callable, with errors that say what is wrong."""
     if ":" not in spec:
@@ -413,8 +371,6 @@ def import_factory(spec: str):
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(mod) if not n.startswith("_")]
-            from dissectkit.base.errors import did_you_mean
-
             raise ComponentError(f"Module {mod_name!r} has no attribute {attr!r}.{did_you_mean(part, names)}")
         obj = getattr(obj, part)
     if not callable(obj):
@@ -457,7 +413,6 @@ def _tensor_hash(model) -> str:
     return h.hexdigest()
 
 
-# -- DenseNet-121 for NIH ChestX-ray14 -------------------------------------------------------------
 CXR_MEAN, CXR_STD = 0.5056, 0.252
 CXR_INPUT = (3, 224, 224)
 
@@ -468,8 +423,6 @@ class DenseNetCxrTarget(TorchTarget):
 
     def ground_truth(self, layer: str) -> list[str | None] | None:
         if layer == "classifier":
-            from dissectkit.builtin.probes.nih import finding_text
-
             return [finding_text(f) for f in NIH_FINDINGS]
         return None
 
@@ -524,7 +477,6 @@ def _make_densenet_cxr(params: DenseNetCxrParams, ctx: BuildContext) -> DenseNet
     return DenseNetCxrTarget(model, transform, CXR_INPUT, identity, ctx)
 
 
-# -- layers without weights (``dissectkit validate`` / ``layers``) ----------------------------------------
 def architecture_layers(build, input_shape, what: str) -> list[LayerInfo]:
     """The layers of an architecture, never reading weights: ``build()`` runs on the meta device (no
     memory, no initialisation) and one zero image goes through it; an op without a meta kernel makes it
@@ -577,10 +529,6 @@ def _module_layers(params: ModuleParams, ctx: BuildContext) -> list[LayerInfo]:
                                f"module {params.factory}")
 
 
-def _densenet_cxr_layers(params: DenseNetCxrParams, ctx: BuildContext) -> list[LayerInfo]:
-    return architecture_layers(build_densenet121_cxr, lambda m: CXR_INPUT, "densenet121-cxr")
-
-
 @hookimpl
 def dissectkit_register_targets(register: Register) -> None:
     register("timm", _make_timm, params=TimmParams,
@@ -594,4 +542,5 @@ def dissectkit_register_targets(register: Register) -> None:
                  layers=_module_layers)
     register("densenet121-cxr", _make_densenet_cxr, params=DenseNetCxrParams,
                  description="DenseNet-121 with 14 NIH ChestX-ray14 outputs (MAMMI's target).", licence=None,
-                 layers=_densenet_cxr_layers)
+                 layers=lambda params, ctx: architecture_layers(build_densenet121_cxr, lambda m: CXR_INPUT,
+                                                                "densenet121-cxr"))

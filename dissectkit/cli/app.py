@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from dissectkit.base.errors import DissectkitError
+from dissectkit.base.errors import DissectkitError, did_you_mean
 
 app = typer.Typer(
     name="dissectkit",
@@ -48,12 +49,12 @@ def _host():
     host = get_host(strict=_STATE["strict"])
     for rec in host.failed:
         err_console.print(
-            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {_escape(rec.error or '')}",
+            f"[yellow]warning:[/] plugin '{rec.name}' ({rec.distribution}) failed to load: {escape(rec.error or '')}",
             highlight=False,
         )
     hint = host.disable_hint()
     if hint:
-        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(hint)}", highlight=False)
     return host
 
 
@@ -66,7 +67,6 @@ def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None =
     return dk.load_recipe(recipe, overrides)
 
 
-# --------------------------------------------------------------------------- run / validate
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -93,7 +93,6 @@ def run(
 def print_summary(result: Any, rows: int) -> None:
     """A rich table per (label set, layer); layers whose true concepts are known show every neuron
     with its truth, followed by the accuracy against it."""
-
     for ls in result.label_sets:
         target = (result.targets or {}).get(ls.target)
         for layer, ll in ls.layers.items():
@@ -159,7 +158,6 @@ def layers(
         console.print(table)
 
 
-# --------------------------------------------------------------------------- plugins / list / schema
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Show the loaded plugins, their components, and the ones that failed."""
@@ -182,14 +180,14 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         if r.disabled:
             status = "[yellow]disabled[/] (DISSECTKIT_DISABLE_PLUGINS)"
         elif r.ok:
-            status = "[green]ok[/]" + "".join(f"\n[yellow]- {_escape(w)}[/]" for w in r.warnings)
+            status = "[green]ok[/]" + "".join(f"\n[yellow]- {escape(w)}[/]" for w in r.warnings)
         else:
-            status = "[red]failed[/]\n" + "\n".join(f"- {_escape(e)}" for e in r.errors)
+            status = "[red]failed[/]\n" + "\n".join(f"- {escape(e)}" for e in r.errors)
         table.add_row(r.name, r.distribution, r.version, status, ", ".join(r.components))
     console.print(table)
     hint = host.disable_hint()
     if hint:
-        err_console.print(f"[yellow]warning:[/] {_escape(hint)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(hint)}", highlight=False)
 
 
 @app.command("list")
@@ -236,7 +234,6 @@ def schema(out: Annotated[Path | None, typer.Option("--out", "-o", help="Write t
         sys.stdout.write(text + "\n")
 
 
-# --------------------------------------------------------------------------- fetch
 @app.command()
 def fetch(
     url: Annotated[str, typer.Argument(help="The file's URL (as in a recipe's {url, sha256} weights).", show_default=False)],
@@ -258,7 +255,6 @@ def fetch(
     console.print(f"Verified and cached: [bold]{path}[/]")
 
 
-# --------------------------------------------------------------------------- cache
 CacheDirOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache directory (default: DISSECTKIT_CACHE or ~/.cache/dissectkit).")]
 
 
@@ -292,7 +288,6 @@ def cache_clear(
     kind: Annotated[str | None, typer.Option(help="Only this kind: acts, spatial, masks, embeds or texts.")] = None,
 ) -> None:
     """Delete cache entries."""
-    from dissectkit.base.errors import did_you_mean
     from dissectkit.engine.cache import KINDS
 
     if kind is not None and kind not in KINDS:
@@ -301,7 +296,6 @@ def cache_clear(
     console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
 
 
-# --------------------------------------------------------------------------- extensions + entry
 def _register_extensions() -> None:
     from dissectkit.cli.commands import COMMAND_MODULES
 
@@ -331,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(args)
         return int(result) if isinstance(result, int) else 0
     except DissectkitError as exc:
-        err_console.print("[bold red]error:[/] " + _escape(str(exc)), highlight=False)
+        err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
         return exc.exit_code
     except CLICK_EXCEPTIONS as exc:  # typer's bundled click raises its own classes
         exc.show()
@@ -345,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         discard_unfinished()
         where = f" ({exc.filename})" if exc.filename else ""
         err_console.print(
-            f"[bold red]error:[/] {_escape(exc.strerror or str(exc))}{_escape(where)}. Finished chunks are cached; "
+            f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}. Finished chunks are cached; "
             "free some space or fix the permissions, then run the same command again.", highlight=False,
         )
         return 2
@@ -357,7 +351,7 @@ def _internal(exc: BaseException) -> int:
     if os.environ.get("DISSECTKIT_DEBUG"):
         raise exc
     err_console.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
         "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
     )
     return 1
@@ -368,31 +362,23 @@ def _interrupted(args: list[str]) -> int:
 
     from dissectkit.engine.rundir import interrupted_message
 
-    err_console.print(_escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
+    err_console.print(escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
     return INTERRUPTED
 
 
 def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """click's exception classes and typer's bundled copies of them (typer >= 0.20 vendors click)."""
-    clicks: list[type[BaseException]] = [click.exceptions.ClickException]
+    aborts = (click.exceptions.Abort, typer.Abort)
     try:
         from typer._click.exceptions import ClickException as Bundled
     except ImportError:  # an older typer that raises click's own
-        Bundled = None  # noqa: N806
-    if Bundled is not None:
-        clicks.append(Bundled)
-    return tuple(clicks), (click.exceptions.Abort, typer.Abort)
+        return (click.exceptions.ClickException,), aborts
+    return (click.exceptions.ClickException, Bundled), aborts
 
 
 CLICK_EXCEPTIONS, ABORTS = _click_classes()
 INTERRUPTED = 130
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def entry() -> None:

@@ -1,17 +1,5 @@
-"""The run engine, one job per module:
-
-- :mod:`~dissectkit.engine.resolve`: build and check every component before any image is read;
-- :mod:`~dissectkit.engine.extract`: the single cached pass (pooled activations, spatial maps and
-  aligned masks for mask methods, image embeddings) and its typed result ``Extraction``;
-- :mod:`~dissectkit.engine.spatial`: the bounded spatial evidence and how methods stream it;
-- :mod:`~dissectkit.engine.label`: every method on every (dissector, target, layer);
-- :mod:`~dissectkit.engine.outputs`: the ``RunResult`` and the files of the run directory;
-- :mod:`~dissectkit.engine.distributed`: the ranks of a ``torchrun`` run;
-- :mod:`~dissectkit.engine.runtime`: seeds, intra-op threads, progress;
-- :mod:`~dissectkit.engine.pipeline`: ``run``, sequencing the stages.
-
-(The package is ``engine``, not ``run``: a subpackage ``dissectkit.run`` would shadow ``dk.run``.)
-"""
+"""The run engine, one job per module (docs/architecture.md, "Modules of the host"). The package is
+``engine``, not ``run``: a subpackage ``dissectkit.run`` would shadow ``dk.run``."""
 
 from dissectkit.engine.extract import Extraction, activation_key, embedding_key, extract_and_embed
 from dissectkit.engine.label import TextEncoder, label_all

@@ -1,16 +1,5 @@
-"""Content-addressed, crash-safe storage of activations and embeddings.
-
-An *entry* is a directory named by the hash of everything that changes its numbers. Inside, each
-chunk of probe images is one safetensors file (``values`` ``[n, ...]``, float32 unless the entry
-stores another dtype, and ``valid`` ``[n]`` uint8) written to a temporary name and renamed into
-place, so a killed run (or a killed rank of a distributed run) leaves only finished chunks and the
-next run resumes from them. ``meta.json`` records what the key was made of.
-
-Kinds: ``acts`` (pooled activations), ``spatial`` (bounded spatial maps, float16), ``masks``
-(probe masks aligned with a target's input, bit-packed), ``embeds`` (image embeddings),
-``texts`` (text embeddings) and ``observed`` (what reporters' pass observers kept of a complete
-pass, ``dissectkit.engine.reporting``).
-"""
+"""Content-addressed, crash-safe storage of activations and embeddings: an entry per key, one
+safetensors file per chunk of probe images written atomically (docs/architecture.md, "Cache entries")."""
 
 from __future__ import annotations
 
@@ -153,12 +142,8 @@ class ChunkedEntry:
         """All chunks concatenated: (values ``[N, K]``, valid ``[N]``)."""
         import torch
 
-        values, valid = [], []
-        for c in range(self.n_chunks):
-            v, ok = self.read_chunk(c)
-            values.append(v)
-            valid.append(ok)
-        return torch.cat(values), torch.cat(valid)
+        chunks = [self.read_chunk(c) for c in range(self.n_chunks)]
+        return torch.cat([v for v, _ in chunks]), torch.cat([ok for _, ok in chunks])
 
 
 class Cache:
@@ -175,7 +160,6 @@ class Cache:
             atomic_write_bytes(meta_path, json.dumps({**meta, "n_items": n_items, "chunk_size": chunk_size, "dtype": dtype}, indent=1, default=str).encode())
         return ChunkedEntry(root, n_items, chunk_size, dtype)
 
-    # -- text embeddings -------------------------------------------------------------------
     def text_path(self, dissector_fp: str, texts: Iterable[str]) -> Path:
         return self.root / "texts" / content_key(dissector_fp, list(texts)) / "embeddings.safetensors"
 
@@ -192,7 +176,6 @@ class Cache:
         blob = save({"values": values.to(torch.float32).contiguous().cpu()})
         atomic_write_bytes(self.text_path(dissector_fp, texts), blob)
 
-    # -- maintenance -----------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         """Every entry with its kind, key, size in bytes, chunk count and recorded metadata."""
         rows = []

@@ -1,11 +1,5 @@
-"""The processes of a run: one by default, or the ranks ``torchrun`` starts (``torch.distributed``).
-
-``torchrun --nproc-per-node N -m dissectkit run RECIPE`` sets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` and the rendezvous address; each rank then computes the probe
-chunks it owns, the ranks meet at a barrier, label their share of the layers and gather the labels
-to every rank; rank 0 writes the outputs. The collectives carry only small Python objects, so the
-process group always uses gloo (on GPUs too; the models run on ``cuda:<LOCAL_RANK>``).
-"""
+"""The processes of a run: one by default, or the ranks ``torchrun`` starts (gloo process group;
+docs/scaling.md, "Several processes")."""
 
 from __future__ import annotations
 
@@ -69,11 +63,6 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip().isdigit() else default
 
 
-def local_world_size() -> int:
-    """Processes of this run on this machine (``LOCAL_WORLD_SIZE`` under torchrun, else 1)."""
-    return max(1, _env_int("LOCAL_WORLD_SIZE", 1))
-
-
 def world_from_env() -> World:
     """The world torchrun describes in the environment, joining its process group (gloo) when
     there is more than one process; a plain ``World()`` otherwise."""
@@ -89,6 +78,6 @@ def world_from_env() -> World:
         rank=dist.get_rank(),
         size=dist.get_world_size(),
         local_rank=_env_int("LOCAL_RANK", 0),
-        local_size=local_world_size(),
+        local_size=max(1, _env_int("LOCAL_WORLD_SIZE", 1)),
         owns_group=owns,
     )

@@ -1,11 +1,5 @@
-"""The cached pass: one read of each probe image fills every missing cache chunk of the run.
-
-Per chunk of ``runtime.chunk_images`` images, each raw image is read once (in a DataLoader worker)
-and preprocessed for every model that still needs that chunk; one forward pass per target gives
-the pooled activations and, when a mask method is asked for, the bounded spatial maps of the same
-layers (:mod:`dissectkit.engine.spatial`) and the masks aligned with the target's input. In a
-distributed run each rank computes the chunks it owns (``chunk % world == rank``).
-"""
+"""The cached pass: one read of each probe image fills every missing cache chunk of the run
+(docs/architecture.md, "One pass"; a distributed rank computes the chunks it owns)."""
 
 from __future__ import annotations
 
@@ -21,7 +15,6 @@ from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SPATIAL_MAX_SIDE, align_masks, bounded_maps, pack_masks, spatial_shape
 
 
-# --------------------------------------------------------------------------- cache keys
 def activation_key(slot: TargetSlot, layer: str, probe_fp: str, chunk: int) -> str:
     return content_key("acts", slot.instance.fingerprint(), layer, slot.pool, slot.token_pool, probe_fp, chunk)
 
@@ -38,7 +31,6 @@ def embedding_key(dissector: Any, probe_fp: str, chunk: int) -> str:
     return content_key("embeds", dissector.fingerprint(), probe_fp, chunk)
 
 
-# --------------------------------------------------------------------------- the result
 @dataclass
 class Extraction:
     """The cache entries of a run (every chunk present once :func:`extract_and_embed` returns).
@@ -121,7 +113,6 @@ def plan_chunk(res: Resolved, ex: Extraction, c: int) -> ChunkPlan:
     return ChunkPlan(layers, masks, [d for d, e in ex.embeds.items() if not e.has_chunk(c)])
 
 
-# --------------------------------------------------------------------------- the data side
 class _PassDataset:
     """Reads each raw probe image once and preprocesses it for every model its chunk needs (and
     gives it to the pass observers' item ``functions``)."""
@@ -200,7 +191,6 @@ def _capture_fn(slot: TargetSlot, spatial: bool, watch: Watch) -> Callable[[str,
     return keep
 
 
-# --------------------------------------------------------------------------- the pass
 def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: World | None = None,
                       watch: Watch | None = None) -> Extraction:
     """One pass over the probe filling every missing chunk this process owns (all of them in a

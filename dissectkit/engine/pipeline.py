@@ -1,7 +1,4 @@
-"""``run``: resolve -> extract + embed (one cached pass) -> label -> outputs -> reporters.
-
-Each stage is one function below; ``run`` only sequences them and records their timings.
-"""
+"""``run``: resolve -> extract + embed (one cached pass) -> label -> outputs -> reporters, timed."""
 
 from __future__ import annotations
 
@@ -34,17 +31,13 @@ class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
-    def stage(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self) -> None:
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *_exc: Any) -> None:
-                timer.timings[name] = time.perf_counter() - self.t0
-
-        return _Stage()
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - t0
 
 
 def run(recipe: Recipe, progress: bool = False, console: Any = None, out_dir: str | Path | None = None) -> RunResult:

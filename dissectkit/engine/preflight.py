@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dissectkit.base.errors import DissectkitError, WeightsError
-from dissectkit.base.weights import HubRef, PathRef, UrlRef
+from dissectkit.base.weights import HubRef, PathRef, UrlRef, go_offline, hub_endpoint, hub_reachable, resolve
 
 MIN_FREE_MB_ENV = "DISSECTKIT_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 200
@@ -87,8 +87,6 @@ def check_network(ctx: Any) -> str | None:
     """With downloads allowed but the hub unreachable, switch ``ctx`` to offline; returns a note."""
     if ctx.offline:
         return None
-    from dissectkit.base.weights import go_offline, hub_endpoint, hub_reachable
-
     if hub_reachable():
         return None
     go_offline(ctx)
@@ -113,8 +111,6 @@ def missing_weights(params: Any, ctx: Any) -> list[str]:
     resolved now (offline: not in the local cache), each naming the file and the command that
     fetches it. Components may load weights lazily, so ``resolve`` asks this of every built
     component and stops before any work, naming every missing file at once."""
-    from dissectkit.base.weights import resolve
-
     out = []
     for where, ref in weights_refs(params):
         try:

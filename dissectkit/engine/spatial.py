@@ -1,12 +1,5 @@
-"""Spatial evidence for mask methods, cached by the single pass and streamed back per layer.
-
-- Maps: each layer output as ``[B, K, h, w]`` (tokens on their square grid, ``[B, K]`` as 1x1),
-  area-averaged down so that the longer side is at most :data:`SPATIAL_MAX_SIDE` (aspect ratio
-  kept, never upsampled), stored as float16 (values clamped to float16's finite range). So a
-  layer costs at most ``K * 28 * 28 * 2`` bytes per image in the cache.
-- Masks: the probe's per-concept masks put through the target's ``preprocess_mask`` (when it has
-  one) once per image, bit-packed; a chunk row holds its concepts and shapes in the metadata.
-"""
+"""Spatial evidence for mask methods: bounded float16 maps and bit-packed aligned masks, cached by the
+single pass and streamed back per layer (docs/scaling.md, "Spatial evidence for mask methods")."""
 
 from __future__ import annotations
 
@@ -63,7 +56,6 @@ def spatial_shape(info: LayerInfo) -> tuple[int, int, int]:
     return (info.n_neurons, 1, 1)
 
 
-# --------------------------------------------------------------------------- masks
 def align_masks(masks: dict[str, Any] | None, align: Any) -> dict[str, np.ndarray] | None:
     """A probe item's masks as boolean arrays lined up with the target's input."""
     import numpy as np
@@ -118,7 +110,6 @@ def unpack_masks(entry: ChunkedEntry, c: int) -> list[dict[str, np.ndarray] | No
     return rows
 
 
-# --------------------------------------------------------------------------- reading
 @dataclass
 class SpatialSource:
     """``Evidence.spatial_maps`` of one layer: each call streams ``SpatialBatch`` over the images

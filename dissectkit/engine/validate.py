@@ -6,7 +6,7 @@ from typing import Any
 
 from dissectkit.base.errors import DataError, WeightsError
 from dissectkit.base.types import LayerInfo
-from dissectkit.base.weights import PathRef
+from dissectkit.base.weights import PathRef, describe, fetch_command, resolve
 from dissectkit.engine.preflight import weights_refs
 from dissectkit.engine.resolve import build_context, check_masks_available
 from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
@@ -41,8 +41,6 @@ def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
     (pretrained tags and the like). Nothing is downloaded or read: a path must exist, a hub or URL
     file must be in its local cache."""
     from dataclasses import replace
-
-    from dissectkit.base.weights import describe, fetch_command, resolve
 
     local_only = replace(ctx, offline=True)
     lines = []

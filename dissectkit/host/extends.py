@@ -1,10 +1,5 @@
-"""Recipe files: YAML with key positions, ``extends:`` (paths and ``preset:<name>``) and its merge rule.
-
-Bases merge in order, the extending file last (docs/architecture.md, "extends"): mappings key by
-key, ``null`` removes a key; a component merges only into the base's of the same name (params never
-pass between components); a component list is the extending recipe's, each item merged into the
-base's item of the same name (and label), the base's others dropped; without one, the base's.
-"""
+"""Recipe files: YAML with key positions, ``extends:`` (paths and ``preset:<name>``) and its merge rule
+(docs/architecture.md, "extends")."""
 
 from __future__ import annotations
 
@@ -31,7 +26,6 @@ LISTS: dict[Key, tuple[tuple[str | None, str], ...]] = {
 COMPONENTS = {("probe",), ("concepts",)}
 
 
-# --------------------------------------------------------------------------- YAML with positions
 def read_yaml(path: Path) -> tuple[Any, Positions]:
     """Plain data of a YAML file (safe constructors only) and the position of each key."""
     try:
@@ -70,7 +64,6 @@ def _construct(node: yaml.Node, path: Key, file: str, positions: Positions, load
     return loader.construct_object(node, deep=True)
 
 
-# --------------------------------------------------------------------------- extends
 def preset_path(name: str) -> Path:
     """The packaged recipe fragment ``preset:<name>``."""
     path = PRESETS / f"{name}.yaml"

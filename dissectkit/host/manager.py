@@ -1,11 +1,5 @@
-"""The plugin manager: built-ins, entry-point discovery (group ``dissectkit``), isolation of
-broken plugins, blocking by ``DISSECTKIT_DISABLE_PLUGINS`` and detection of misspelled hooks.
-
-Name policy: the built-in modules register first, then the entry points sorted by distribution
-and name, one plugin at a time. A plugin registering a name that is taken is the one reported,
-and its registration is atomic: when any of its hooks fails, none of its components stay and its
-event hooks are not called. Every problem of a plugin is recorded, not only the first.
-"""
+"""The plugin manager: built-ins, entry-point discovery (group ``dissectkit``), isolation of broken
+plugins, ``DISSECTKIT_DISABLE_PLUGINS`` and misspelled hooks (docs/plugins.md, "Rules the host enforces")."""
 
 from __future__ import annotations
 
@@ -140,7 +134,6 @@ class Host:
         if entry_points:
             self._load_entry_points()
 
-    # -- loading ---------------------------------------------------------------------------
     def _load_builtins(self) -> None:
         version = _version(BUILTIN_DISTRIBUTION)
         for name, modname in BUILTIN_PLUGINS.items():
@@ -215,7 +208,6 @@ class Host:
             args["registry"] = LegacyRegistry(self.registry, kind)
         return args
 
-    # -- in-process plugins (tests) ----------------------------------------------------------
     def add_plugin(self, plugin: Any, name: str | None = None, distribution: str = "in-process") -> PluginRecord:
         """Register a plugin object or module without installing it (``dissectkit.testing``)."""
         for record in self.records:  # installed too: its entry point registered it already
@@ -236,7 +228,6 @@ class Host:
             self.pm.unregister(plugin)
         self.records.remove(record)
 
-    # -- reporting ---------------------------------------------------------------------------
     @property
     def failed(self) -> list[PluginRecord]:
         return [r for r in self.records if r.errors]

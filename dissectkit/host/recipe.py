@@ -1,17 +1,13 @@
-"""Recipes: YAML files that name one component of each kind, validated in two passes.
-
-Pass 1 validates the envelope (this module's pydantic models: unknown keys are errors with file,
-line and column). Pass 2 (:func:`validate_components`) validates each component's ``params`` with
-that component's own ``Params`` model. ``extends:`` merges base recipes and presets
-(:mod:`dissectkit.host.extends`); ``--set a.b=c`` overrides are applied last.
-"""
+"""Recipes: YAML files that name one component of each kind, validated in two passes: the envelope
+(pass 1, this module's models) and each component's ``params`` (pass 2, :func:`validate_components`)."""
 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -24,13 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from dissectkit.base.errors import RecipeError, did_you_mean
+from dissectkit.base.errors import ComponentError, RecipeError, did_you_mean
 from dissectkit.host.extends import Key, Position, Positions, load_merged, merge, preset_path
 
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
 
 
-# --------------------------------------------------------------------------- schema
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -158,22 +153,15 @@ class Recipe(_Strict):
 
     def position(self, *path: Any) -> str:
         """``file:line:col`` of a key, or the file name when unknown."""
-        for n in range(len(path), 0, -1):
-            pos = self._positions.get(tuple(path[:n]))
-            if pos:
-                return f"{pos[0]}:{pos[1]}:{pos[2]}"
-        return str(self._source or "<recipe>")
+        return _nearest(self._positions, path, self._source)
 
     def resolved_dict(self) -> dict[str, Any]:
         """The recipe as plain data, plural forms, defaults filled (written next to results)."""
-        data = self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method", "study"})
-        return data
+        return self.model_dump(mode="json", exclude={"extends", "dissector", "target", "method", "study"})
 
 
 def _unique_labels(refs: list[ComponentRef], plural: str) -> None:
-    seen: dict[str, int] = {}
-    for ref in refs:
-        seen[ref.display] = seen.get(ref.display, 0) + 1
+    seen = Counter(ref.display for ref in refs)
     if any(v > 1 for v in seen.values()):
         counts: dict[str, int] = {}
         for ref in refs:
@@ -185,7 +173,6 @@ def _unique_labels(refs: list[ComponentRef], plural: str) -> None:
             raise ValueError(f"labels in '{plural}' must be unique, got {labels}")
 
 
-# --------------------------------------------------------------------------- overrides
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
     if "=" not in text:
@@ -221,11 +208,8 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Recipe:
-    """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1).
-
-    An override edits the file's own data before its bases are merged in (so ``--method x`` gets
-    a preset's params for ``x``); one running through a list the file does not have (``targets.0.layers``
-    with targets from a base) is set on the merged recipe."""
+    """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1). An override
+    edits the file's own data before its bases are merged in, unless it runs through a list only a base has."""
     parsed = [parse_override(text) for text in overrides]
     later: list[tuple[list[str], Any]] = []
 
@@ -336,31 +320,24 @@ def _allowed_keys(loc: Key) -> list[str]:
 
 
 def _model_of(annotation: Any) -> Any:
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
+    for arg in get_args(annotation):
         m = _model_of(arg)
         if m is not None:
             return m
     return None
 
 
-# --------------------------------------------------------------------------- pass 2
 def component_refs(recipe: Recipe) -> list[tuple[str, Key, ComponentRef]]:
     """(kind, recipe path, ref) of every component the recipe names."""
     refs: list[tuple[str, Key, ComponentRef]] = []
-    for i, r in enumerate(recipe.dissectors):
-        refs.append(("dissector", ("dissectors", i), r))
-    for i, r in enumerate(recipe.targets):
-        refs.append(("target", ("targets", i), r))
+    refs += [("dissector", ("dissectors", i), r) for i, r in enumerate(recipe.dissectors)]
+    refs += [("target", ("targets", i), r) for i, r in enumerate(recipe.targets)]
     refs.append(("probe", ("probe",), recipe.probe))
     refs.append(("concepts", ("concepts",), recipe.concepts))
-    for i, r in enumerate(recipe.methods):
-        refs.append(("method", ("methods", i), r))
-    for i, r in enumerate(recipe.output.reporters):
-        refs.append(("reporter", ("output", "reporters", i), r))
+    refs += [("method", ("methods", i), r) for i, r in enumerate(recipe.methods)]
+    refs += [("reporter", ("output", "reporters", i), r) for i, r in enumerate(recipe.output.reporters)]
     return refs
 
 
@@ -373,8 +350,6 @@ def recipe_path(recipe: Recipe, path: Key) -> Key:
 
 def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     """Pass 2: every component exists and its params validate. Returns ``id(ref) -> Params``."""
-    from dissectkit.base.errors import ComponentError
-
     problems: list[str] = []
     validated: dict[int, Any] = {}
     for kind, path, ref in component_refs(recipe):

@@ -1,8 +1,5 @@
-"""The component registry: kind + name -> a typed :class:`ComponentSpec` (factory, ``Params`` model and
-the registration fields the host reads).
-
-Plugins register through the ``register`` their registration hook receives, bound to that hook's
-kind (:class:`Register`); the registry itself is the host's."""
+"""The component registry: kind + name -> a typed :class:`ComponentSpec`; plugins register through the
+``register`` bound to their hook's kind (:class:`Register`)."""
 
 from __future__ import annotations
 
@@ -284,13 +281,9 @@ class Register:
         return self.registry.add(self.kind, name, factory, **fields)
 
 
-class LegacyRegistry:
+class LegacyRegistry(Register):
     """What a registration hook written for ``registry.add(kind, name, ...)`` receives (deprecated):
     ``add`` accepts only the hook's own kind."""
-
-    def __init__(self, registry: Registry, kind: str) -> None:
-        self.registry = registry
-        self.kind = kind
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], **fields: Any) -> ComponentSpec | None:
         if kind != self.kind and kind in KINDS:

@@ -34,7 +34,6 @@ def check_size(path: Path, width: int, height: int, max_pixels: int | None) -> N
         )
 
 
-# --------------------------------------------------------------------------- the almost-constant warning
 class _RunState:
     """Per-run state of the warning: whether it was given (shared with forked DataLoader workers
     through a multiprocessing value made at run start) and the file last read in this process."""

@@ -1,19 +1,5 @@
-"""DICOM reading (pydicom + pylibjpeg decoders) under the raw-image contract of :mod:`dissectkit.imaging.raw`.
-
-``read_dicom`` decodes one frame, applies the palette colour LUT (PALETTE COLOR), the modality LUT
-(rescale slope / intercept or LUT), the VOI LUT or window when present (``apply_voi=False`` skips it,
-as Mammo-CLIP's own conversion does) and MONOCHROME1 inversion, then puts the result onto the
-contract's display range using the data's real bit depth (``docs/data.md``, "DICOM"):
-
-- the display range is the range the last step can output: the VOI output range (the window's
-  ``y_min..y_max`` as pydicom computes it, ``0..2**bits - 1`` of a VOI LUT), else the stored range
-  (``0..2**BitsStored - 1``, or the signed range) through the modality LUT; float pixel data: its
-  own min and max. MONOCHROME1 is inverted within that range (``lo + hi - x``);
-- integer data whose range spans exactly ``2**b`` values with ``8 <= b <= 16`` is shifted left by
-  ``16 - b`` bits into ``uint16`` (``b == 8``: ``uint8`` as is) - exact, so per-image min-max
-  preprocessing (Mammo-CLIP) sees the stored values times a power of two; anything else is scaled
-  linearly and rounded (``uint8`` for ranges of at most 8 bits, else ``uint16``).
-"""
+"""DICOM reading (pydicom + pylibjpeg decoders) onto the raw-image contract of
+:mod:`dissectkit.imaging.raw`: LUTs, MONOCHROME1 and the real bit depth as docs/data.md, "DICOM", states."""
 
 from __future__ import annotations
 
@@ -42,7 +28,6 @@ DECODER_PACKAGES = {
 # pydicom decoding plugin -> the PyPI package that provides it
 PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pyjpegls": "pyjpegls", "pillow": "pillow", "pylibjpeg": None}
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-
 
 
 def _syntax(ds: Any) -> tuple[str, str]:
@@ -265,14 +250,8 @@ def to_display(arr: np.ndarray, lo: float, hi: float, invert: bool = False) -> n
 
 
 def read_dicom(path: str | Path, frame: int = 0, apply_voi: bool = True, max_pixels: int | None = None) -> np.ndarray:
-    """One DICOM frame under the raw-image contract: ``HxW`` (monochrome) or ``HxWx3`` (colour),
-    ``uint8`` / ``uint16`` on the display range of its real bit depth (module doc).
-
-    ``frame``: which frame of a multi-frame file (default the first; a single-frame file gives its
-    only frame whatever ``frame`` says); ``apply_voi``: apply the VOI
-    LUT / window when present (default) or skip it; ``max_pixels``: refuse larger images (default
-    :data:`dissectkit.imaging.raw.MAX_PIXELS`). Every failure is a :class:`DataError` naming the file.
-    """
+    """One DICOM frame under the raw-image contract: ``HxW`` or ``HxWx3``, ``uint8`` / ``uint16`` on the
+    display range of its real bit depth (docs/data.md, "DICOM"); every failure is a :class:`DataError`."""
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
     from dissectkit.imaging.checks import note_source
@@ -345,15 +324,3 @@ def _integral_rescale(ds: Any) -> bool:
         return float(ds.RescaleSlope).is_integer() and float(ds.RescaleIntercept).is_integer()
     except (AttributeError, TypeError, ValueError):
         return False
-
-
-def to_uint16(arr: np.ndarray) -> np.ndarray:
-    """Round to ``uint16``: shift a negative minimum to 0, min-max scale when wider than 16 bits."""
-    arr = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0:
-        arr = arr - lo
-        hi -= lo
-    if hi > 65535:
-        arr = arr * (65535.0 / hi)
-    return np.clip(np.rint(arr), 0, 65535).astype(np.uint16)

@@ -17,12 +17,12 @@ import numpy as np
 
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Probe
-from dissectkit.base.errors import DataError
+from dissectkit.base.errors import DataError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.types import MasksWhen, ProbeItem
+from dissectkit.imaging.raw import as_array, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
 class FileProbeParams(Params):
@@ -48,14 +48,6 @@ class Record:
     labels: dict[str, Any] = field(default_factory=dict)
     masks: dict[str, list[Any]] = field(default_factory=dict)  # concept -> [mask file | box (x0,y0,x1,y1)]
     report: str | None = None
-
-
-def read_image(path: Path, frame: int = 0, apply_voi: bool = True) -> Any:
-    """A raw image under the raw-image contract (:func:`dissectkit.imaging.raw.read_image`): DICOM with its
-    LUTs, 16-bit PNG/TIFF as uint16, 8-bit as PIL; bad files, decompression bombs -> ``DataError``."""
-    from dissectkit.imaging.raw import read_image as read_raw
-
-    return read_raw(path, frame=frame, apply_voi=apply_voi)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -92,8 +84,6 @@ def check_columns(columns: Sequence[str], required: Sequence[str], file: Path) -
     """DataError naming the missing column(s) and listing the columns found."""
     missing = [c for c in required if c not in columns]
     if missing:
-        from dissectkit.base.errors import did_you_mean
-
         hints = "".join(did_you_mean(m, columns) for m in missing)
         raise DataError(
             f"{file} lacks the column(s) {', '.join(repr(m) for m in missing)}.{hints} "
@@ -279,7 +269,6 @@ class FileProbe(Probe):
         shape = _shape(image)
         if self.params.breast_crop:
             from dissectkit.imaging.mammo_png import breast_box, minmax_uint8
-            from dissectkit.imaging.raw import as_array
 
             arr = as_array(image)
             box = breast_box(minmax_uint8(arr.mean(axis=2) if arr.ndim == 3 else arr))

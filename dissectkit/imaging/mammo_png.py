@@ -1,12 +1,5 @@
 """Mammo-CLIP's published DICOM -> PNG conversion, written from its description (docs/data.md).
-
-In order: the stored pixels (no VOI LUT or window) lose a 5-pixel border on every side;
-MONOCHROME1 becomes ``max - x``; min-max to [0, 1], times 255, truncated to ``uint8``; the breast is
-found by the ``ExtractBreast`` rule (:func:`extract_breast`) and the *unthresholded* ``uint8``
-image is cut to its rows and columns; OpenCV ``INTER_AREA`` resizes it to 912 x 1520 (W x H).
-
-OpenCV (``opencv-python-headless``) and the image are only touched inside the functions.
-"""
+OpenCV (``opencv-python-headless``) and the image are only touched inside the functions."""
 
 from __future__ import annotations
 
@@ -48,12 +41,8 @@ def _band(length: int) -> slice:
 
 
 def extract_breast(image8: np.ndarray, threshold: int = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """The ``ExtractBreast`` rule on a ``uint8`` ``HxW`` image: (row indices, column indices) to keep.
-
-    On a copy with values ``<= threshold`` set to 0: (a) over the middle band of rows, a column is
-    non-constant when its values there are not all equal (standard deviation not 0); keep the
-    columns of the longest run(s) of consecutive non-constant columns; (b) on those columns, over
-    their middle band of columns, the same for rows."""
+    """The ``ExtractBreast`` rule on a ``uint8`` ``HxW`` image: (row indices, column indices) to keep
+    (docs/data.md, "Mammo-CLIP's PNG conversion")."""
     work = np.where(image8 <= threshold, 0, image8)
     rows_band = work[_band(work.shape[0]), :]
     cols = longest_runs(rows_band.max(axis=0) != rows_band.min(axis=0))

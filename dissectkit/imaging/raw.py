@@ -1,20 +1,5 @@
-"""The raw-image contract: what probes hand to models, and the one conversion every model starts from.
-
-A raw probe image is a PIL image or a numpy array ``HxW`` / ``HxWxC`` (C = 1, 3 or 4). Its display
-range is fixed by its type (see ``docs/data.md``):
-
-- ``uint8``: 0 = black, 255 = white; ``uint16``: 0 = black, 65535 = white (file readers put data of
-  another real bit depth - a 12-bit DICOM - onto this range, see :mod:`dissectkit.imaging.dicom`);
-- ``bool``: False / True; float: taken as is when inside [0, 1], else min-max scaled per image;
-- other integer arrays with values in 0..65535 are read as ``uint16``;
-- PIL palette / RGBA / LA / CMYK / 1-bit images are converted to RGB or L (alpha dropped); PIL
-  ``I;16`` and ``I`` images with values in 0..65535 are ``uint16``; ``F`` images float.
-
-:func:`to_unit_float` gives the float32 [0, 1] image of that rule; :func:`to_pil` its 8-bit PIL form.
-Every built-in target and dissector starts from one of them (or :func:`minmax_unit` where its
-published preprocessing scales each image by its own min and max). :func:`read_image` reads a file
-(DICOM, PNG, JPEG, TIFF, ...) into this contract, refusing bad files with a :class:`DataError`.
-"""
+"""The raw-image contract: what probes hand to models (the display range of each image type,
+docs/data.md, "Raw images"), the one conversion every model starts from, and image files read into it."""
 
 from __future__ import annotations
 
@@ -24,13 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dissectkit.base.errors import DataError
-from dissectkit.imaging.checks import ALMOST_CONSTANT as ALMOST_CONSTANT
-from dissectkit.imaging.checks import MAX_PIXELS as MAX_PIXELS
-from dissectkit.imaging.checks import MIN_SIDE as MIN_SIDE
-from dissectkit.imaging.checks import check_size as check_size
-from dissectkit.imaging.checks import note_source as note_source
+from dissectkit.imaging.checks import MIN_SIDE, check_size, note_source, warn_if_flat
 from dissectkit.imaging.checks import reset_warnings as reset_warnings
-from dissectkit.imaging.checks import warn_if_flat as warn_if_flat
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -39,8 +19,6 @@ SUPPORTED = "a PIL image or a numpy array HxW / HxWxC (C = 1, 3 or 4) of uint8, 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-
-# --------------------------------------------------------------------------- arrays
 def _pil_array(image: Any) -> np.ndarray:
     """A PIL image as an array under the contract (16-bit kept, palette / alpha / CMYK converted)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -59,11 +37,9 @@ def _pil_array(image: Any) -> np.ndarray:
 
 def as_array(image: Any) -> np.ndarray:
     """The image as a numpy array ``HxW`` or ``HxWx3`` (dtype uint8, uint16 or float32)."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        Image = None  # type: ignore[assignment]
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         arr = _pil_array(image)
     elif isinstance(image, np.ndarray):
         arr = image
@@ -155,7 +131,6 @@ def gray_or_rgb(arr: np.ndarray, channels: int = 3) -> np.ndarray:
     return arr if arr.ndim == 2 else arr.mean(axis=2).astype(arr.dtype)
 
 
-# --------------------------------------------------------------------------- files
 def is_dicom(path: Path) -> bool:
     """A ``.dcm`` / ``.dicom`` suffix, or the ``DICM`` marker at byte 128 (files without suffix)."""
     if path.suffix.lower() in DICOM_SUFFIXES:

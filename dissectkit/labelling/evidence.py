@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dissectkit.base.errors import EvidenceError
 from dissectkit.base.types import Concept
 
 if TYPE_CHECKING:
@@ -41,11 +42,7 @@ class SpatialBatch:
 
 def concept_list(concepts: Any) -> list[Concept]:
     """Normalise a list of strings, a list of ``Concept`` or a ConceptSet into ``list[Concept]``."""
-    items = getattr(concepts, "concepts", concepts)
-    out = []
-    for c in items:
-        out.append(c if isinstance(c, Concept) else Concept(str(c)))
-    return out
+    return [c if isinstance(c, Concept) else Concept(str(c)) for c in getattr(concepts, "concepts", concepts)]
 
 
 @dataclass
@@ -81,8 +78,6 @@ class Evidence:
 
     def __post_init__(self) -> None:
         if self.activations is None and self.activation_chunks is None:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(
                 f"Evidence for layer {self.layer!r} has no activations: pass `activations` ([N, K] tensor) "
                 "or `activation_chunks` (a callable returning an iterator of [n_i, K] blocks)."
@@ -100,8 +95,6 @@ class Evidence:
 
         A = torch.as_tensor(self.activations)
         if A.ndim != 2:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(
                 f"Layer {self.layer!r}: activations must be [images, neurons], got shape {tuple(A.shape)}."
             )
@@ -124,8 +117,6 @@ class Evidence:
                     self._n_neurons = int(block.shape[1])
                     break
         if self._n_neurons is None:
-            from dissectkit.base.errors import EvidenceError
-
             raise EvidenceError(f"Layer {self.layer!r}: the activation chunks are empty.")
         return self._n_neurons
 

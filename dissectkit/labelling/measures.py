@@ -58,12 +58,8 @@ def final_layer_accuracy(
     truth: Sequence[str | None],
     text_encoder: Callable[[list[str]], Any] | None = None,
 ) -> dict[str, float | int | None]:
-    """CLIP-Dissect's final-layer protocol over neurons whose true concept is known (not ``None``).
-
-    ``top1``: fraction whose first label equals the truth; ``top5``: truth among the first five;
-    ``cos``: mean cosine of the first label's and the truth's embeddings by ``text_encoder``
-    (``list[str] -> [n, D]``); a neuron without a label counts 0. ``n``: neurons evaluated.
-    """
+    """CLIP-Dissect's final-layer protocol (``top1``, ``top5``, ``cos``, ``n``) over neurons whose true
+    concept is known (docs/methods.md, "Measures")."""
     _check_len(labels, truth, "ground-truth entries")
     known = [(k, t) for k, t in enumerate(truth) if t is not None]
     out: dict[str, float | int | None] = {"n": len(known), "top1": None, "top5": None, "cos": None}

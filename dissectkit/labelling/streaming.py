@@ -1,21 +1,6 @@
-"""Streaming statistics over a layer's activations, read as a sequence of row blocks.
-
-Labelling never holds a layer's ``[N, K]`` activation matrix: methods and similarities read row
-blocks (``[n_i, K]`` float32, e.g. the cache's chunks) and keep per-neuron state only:
-
-- :class:`ActivationStream` validates the blocks (shape, finiteness, total rows) and records each
-  neuron's min / max on its first full pass (:class:`Moments`), so a dead neuron is known without
-  a pass of its own. :attr:`Moments.constant` is the one dead-neuron rule (min == max over the
-  rows); the run's top images, label quality and ``netdissect`` use it too;
-- :class:`RunningTopK` keeps each neuron's ``k`` largest values and their row indices by a running
-  merge, in exactly the order of :func:`top_indices` (descending, ties by the lower row index),
-  optionally with a payload per kept pair: the one running top of the labelling, the run's top
-  images and the report's card maps.
-
-Similarities that need sums (``cos``, ``cos3``) accumulate them in their own passes.
-
-Memory: ``O(K * k + K + block)``.
-"""
+"""Streaming statistics over a layer's activations read as row blocks, never the whole ``[N, K]``
+matrix: the validated :class:`ActivationStream` with its per-neuron :class:`Moments` (the one dead-neuron
+rule) and the one running top-k, :class:`RunningTopK` (docs/methods.md, "Evidence: what a method reads")."""
 
 from __future__ import annotations
 
@@ -36,6 +21,7 @@ __all__ = [
     "TopK",
     "check_finite",
     "key_value",
+    "of_layer",
     "order_key",
     "stream_top",
     "tensor_blocks",
@@ -45,7 +31,8 @@ __all__ = [
 BLOCK_ELEMS = 1 << 22  # values per row block when a materialised tensor is streamed (16 MB float32)
 
 
-def _of(layer: str | None) -> str:
+def of_layer(layer: str | None) -> str:
+    """`` of layer 'name'`` for messages (nothing without a layer)."""
     return f" of layer {layer!r}" if layer else ""
 
 
@@ -59,7 +46,7 @@ def check_finite(A: torch.Tensor, layer: str | None = None, what: str = "Activat
     bad = (~finite).any(0).nonzero().flatten().tolist()
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise EvidenceError(
-        f"{what}{_of(layer)} contain NaN or inf for neuron {bad[0]}"
+        f"{what}{of_layer(layer)} contain NaN or inf for neuron {bad[0]}"
         + (f" (neurons {bad[:5]}{more})" if len(bad) > 1 else "")
         + ". Check the target's weights and the probe images (e.g. 16-bit data not scaled to [0, 1])."
     )
@@ -72,8 +59,6 @@ def tensor_blocks(A: torch.Tensor, rows: int | None = None) -> Iterator[torch.Te
         yield A[s : s + step]
 
 
-# ---------------------------------------------------------------------------------------------
-# deterministic top-k
 def order_key(x: torch.Tensor) -> torch.Tensor:
     """Monotone map float32 -> int32 (``a < b`` iff ``key(a) < key(b)``; -0.0 sorts before 0.0)."""
     import torch
@@ -121,17 +106,8 @@ class TopK(NamedTuple):
 
 class RunningTopK:
     """Each neuron's ``k`` largest values over a stream of row blocks, with their row indices and,
-    optionally, a payload per kept (neuron, row) pair.
-
-    The order is that of :func:`top_indices`: value descending (float32), ties by the lower row;
-    -0.0 equals 0.0 and NaN counts as -inf. The running set is kept as int64 keys ``(value, ~row)``,
-    so one ``topk`` on keys applies that rule exactly. Once ``k`` rows are in, a row of a later block
-    can only enter where its value is strictly above the neuron's ``k``-th value (it has a higher
-    row index than everything held), so a block costs one comparison. Without a payload the
-    candidates are merged by one ``topk`` per about ``k`` of them; with one, each block's candidates
-    are merged at once and the payload is asked for the pairs that enter. Memory: about ``2 K k``
-    keys (and payloads) plus one block's candidates.
-    """
+    optionally, a payload per kept (neuron, row) pair, in the order of :func:`top_indices`. The running
+    set is kept as int64 keys ``(value, ~row)``, so one ``topk`` on keys applies that rule exactly."""
 
     def __init__(self, k: int) -> None:
         if k < 1:
@@ -268,8 +244,6 @@ def top_indices(A: torch.Tensor, k: int) -> torch.Tensor:
     return top.result().indices
 
 
-# ---------------------------------------------------------------------------------------------
-# moments and the validated stream
 @dataclass
 class Moments:
     """Per-neuron ``min`` and ``max`` (exact, float32) over ``count`` rows."""
@@ -325,7 +299,7 @@ class ActivationStream:
 
         A = torch.as_tensor(A)
         if A.ndim != 2:
-            raise EvidenceError(f"Activations{_of(layer)} must be [images, neurons], got shape {tuple(A.shape)}.")
+            raise EvidenceError(f"Activations{of_layer(layer)} must be [images, neurons], got shape {tuple(A.shape)}.")
         stream = cls(lambda: tensor_blocks(A, rows), A.shape[0], layer, device)
         stream._K = A.shape[1]
         return stream
@@ -337,7 +311,7 @@ class ActivationStream:
             for _ in self.blocks():
                 break
         if self._K is None:
-            raise EvidenceError(f"The activation stream{_of(self.layer)} yielded no blocks.")
+            raise EvidenceError(f"The activation stream{of_layer(self.layer)} yielded no blocks.")
         return self._K
 
     def blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
@@ -350,13 +324,13 @@ class ActivationStream:
             b = torch.as_tensor(raw)
             if b.ndim != 2:
                 raise EvidenceError(
-                    f"Activation blocks{_of(self.layer)} must be [images, neurons], got shape {tuple(b.shape)}."
+                    f"Activation blocks{of_layer(self.layer)} must be [images, neurons], got shape {tuple(b.shape)}."
                 )
             if self._K is None:
                 self._K = b.shape[1]
             elif b.shape[1] != self._K:
                 raise EvidenceError(
-                    f"Activation blocks{_of(self.layer)} disagree on the number of neurons: "
+                    f"Activation blocks{of_layer(self.layer)} disagree on the number of neurons: "
                     f"{b.shape[1]} after {self._K}."
                 )
             if start + b.shape[0] > self.n_images:
@@ -374,7 +348,7 @@ class ActivationStream:
 
     def _count_error(self, got: str) -> EvidenceError:
         return EvidenceError(
-            f"Activations{_of(self.layer)} cover {got} images but the image embeddings cover "
+            f"Activations{of_layer(self.layer)} cover {got} images but the image embeddings cover "
             f"{self.n_images}: both must come from the same probe images in the same order."
         )
 
@@ -385,7 +359,7 @@ class ActivationStream:
             for _ in self.blocks():
                 pass
         if self._moments is None:
-            raise EvidenceError(f"No probe images to label{_of(self.layer)}.")
+            raise EvidenceError(f"No probe images to label{of_layer(self.layer)}.")
         return self._moments
 
     @property

@@ -1,13 +1,5 @@
-"""One forward-hook helper: capture (a transform of) the outputs of named submodules.
-
-Used by the engine's pass (pooled and spatial activations), the report's spatial maps, layer
-discovery (output shapes), the conformance kit's ``check_target`` and synthetic training (a
-hooked feature map for an auxiliary head)::
-
-    with Capture.named(model, ["blocks.1"], fn=lambda name, out: out.mean((2, 3))) as cap:
-        model(x)
-    pooled = cap.outputs["blocks.1"]
-"""
+"""One forward-hook helper: capture (a transform of) the outputs of named submodules, for the engine's
+pass, the report, layer discovery, the testing kit and synthetic training (docs/plugins.md, "Models")."""
 
 from __future__ import annotations
 
@@ -32,17 +24,13 @@ def first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
-def _keep(_name: str, out: Any) -> Any:
-    return out
-
-
 class Capture:
     """Forward hooks on ``modules`` (name -> module); ``outputs[name]`` holds ``fn(name, output)``
     of the latest forward pass (``fn`` returning ``None`` stores nothing). Remove the hooks with
     :meth:`remove` or by using the capture as a context manager."""
 
     def __init__(self, modules: Mapping[str, nn.Module], fn: OutputFn | None = None) -> None:
-        self.fn = fn or _keep
+        self.fn = fn or (lambda _name, out: out)
         self.outputs: dict[str, Any] = {}
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
 

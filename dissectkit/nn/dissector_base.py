@@ -156,10 +156,9 @@ class TorchDissectorBase(Dissector):
         texts = list(texts)
         if not texts:
             return torch.zeros(0, self.embed_dim)
-        out = []
         with torch.inference_mode(), self._autocast():
-            for rows in batched_rows(len(texts), self.text_batch_size):
-                out.append(l2_normalize(self._text_features(texts[rows])))
+            batches = batched_rows(len(texts), self.text_batch_size)
+            out = [l2_normalize(self._text_features(texts[rows])) for rows in batches]
         return torch.cat(out)
 
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

@@ -1,9 +1,5 @@
-"""Probe-image assets for the HTML report: thumbnails, activation heatmaps and mask outlines.
-
-Thumbnails and outlines are files written once per probe image (or image + concept), however
-many neurons show them. Heatmaps are tiny PNGs at the activation map's own resolution, inlined
-as data URIs and stretched over the thumbnail by the browser (bilinear).
-"""
+"""Probe-image assets for the HTML report: thumbnails and mask outlines written once per image (and
+concept), heatmaps as tiny inline PNGs (docs/reports.md, "HTML report")."""
 
 from __future__ import annotations
 
@@ -70,11 +66,8 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
-    """A PNG file of an ``HxW`` (grey), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA) uint8 array.
-
-    Written directly (zlib, filter 0): for the many tiny heatmaps this is several times faster
-    than going through PIL per image.
-    """
+    """A PNG file of an ``HxW``, ``HxWx3`` or ``HxWx4`` uint8 array, written directly (zlib, filter 0):
+    several times faster than PIL for the many tiny heatmaps."""
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     h, w = arr.shape[:2]
     colour = {2: 0, 3: 2}[arr.ndim] if arr.ndim == 2 or arr.shape[2] == 3 else 6
@@ -131,11 +124,8 @@ def outline(mask: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int
 
 
 class ImageAssets:
-    """Thumbnails (one JPEG per probe image) and mask outlines (one PNG per image and concept).
-
-    Masks are kept at thumbnail size only. An image that cannot be read at report time is
-    recorded in ``errors`` and shown as a placeholder.
-    """
+    """Thumbnails (one JPEG per probe image) and mask outlines (one PNG per image and concept); an image
+    that cannot be read at report time is recorded in ``errors`` (a placeholder)."""
 
     def __init__(self, folder: Path, rel: str, thumb_size: int = 112) -> None:
         self.folder = folder
@@ -162,9 +152,6 @@ class ImageAssets:
 
     def fail(self, index: int, reason: str) -> None:
         self.errors[index] = reason
-
-    def mask_concepts(self, index: int) -> list[str]:
-        return sorted(self.masks.get(index, {}))
 
     def outline(self, index: int, concept: str) -> str | None:
         """Relative path of the outline of ``concept``'s mask on image ``index`` (written once)."""

@@ -1,20 +1,10 @@
-"""The HTML report's cards kept from the single pass: a pass observer (``dissectkit.results.observe``)
-and what it keeps.
-
-The ``html`` reporter's ``pass_observer`` is a :class:`CardCollector` for its :class:`CardRequest`.
-At each hooked layer it updates a running top-n per shown neuron over the valid images of the batch
-(the order of the run's top images: activation descending, ties by the lower probe index, on the
-float32 values the cache stores) and keeps the neuron's small map on each image that enters, cut
-out of the layer output on the device. After each batch it keeps the thumbnails (made in the data
-workers while that pays, :data:`THUMBNAILS_PER_SLOT`) of the images in some top list, so memory
-stays within :data:`CARD_SLOT_BUDGET` pairs and as many images. The result, :class:`CardEvidence`,
-is looked up by (neuron, image); a pair it lacks (chunks found in the cache, other ranks' chunks,
-layers past the budget) is recomputed by the report from the image. A complete one is kept in the
-cache (an ``.npz`` of plain arrays), so a later run over the same activations reads no image.
-"""
+"""The HTML report's cards kept from the single pass: the ``html`` reporter's pass observer
+(:class:`CardCollector`) and what it keeps (:class:`CardEvidence`; docs/reports.md, "HTML report")."""
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,11 +21,8 @@ CARD_SLOT_BUDGET = 16_384
 """(neuron, image) pairs the pass keeps at most (maps at 32 x 32 in float16: 32 MB; thumbnails
 of at most as many images): layers past the budget are left to the report."""
 THUMBNAILS_PER_SLOT = 4
-"""The pass makes every probe image's thumbnail (in the data workers) while the probe has at most
-this many images per card slot (shown neuron x top image); beyond, the report reads the shown
-images for their thumbnails. Measured on the quickstart: a thumbnail costs about 7 % of reading and
-preprocessing an image, and about half of a run's card slots show distinct images, so thumbnails
-for every image pay up to about 7 images per slot; 4 keeps a margin."""
+"""The pass thumbnails every probe image while the probe has at most this many images per card slot
+(shown neuron x top image); beyond, the report reads the shown images (docs/reports.md, "HTML report")."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +72,6 @@ class CardEvidence:
     def to_bytes(self) -> bytes:
         """An ``.npz`` file of plain arrays (no pickles): the layers' images and maps, each
         thumbnail's pixels and masks, and a JSON index."""
-        import io
-        import json
-
         arrays: dict[str, np.ndarray] = {}
         index: dict[str, Any] = {"request": vars(self.request), "layers": [], "thumbnails": []}
         for i, ((target, layer), kept) in enumerate(self.layers.items()):
@@ -108,8 +92,6 @@ class CardEvidence:
     @classmethod
     def from_file(cls, path: str | Path) -> CardEvidence:
         """Read what :meth:`to_bytes` wrote."""
-        import json
-
         with np.load(path, allow_pickle=False) as data:
             index = json.loads(str(data["index"]))
             layers = {

@@ -1,12 +1,5 @@
-"""The run report's summary plots, drawn in a separate Python process while the pages are written.
-
-matplotlib draws in pure Python: in a thread it holds the interpreter lock that writing the pages
-needs, so the two would take turns. A child process (``sys.executable``) loads ``plots.py`` by file
-path, so it imports only numpy and matplotlib, and draws from a JSON file of the labels
-(:func:`summary_data`); JSON keeps every float exactly, so the files are those the parent would
-draw. When the child cannot start or fails, the parent draws the same plots itself (a real error
-then surfaces with its traceback).
-"""
+"""The run report's summary plots, drawn from a JSON file of the labels by a child Python process
+that loads ``plots.py`` by path while the pages are written, else here (docs/reports.md, "HTML report")."""
 
 from __future__ import annotations
 

@@ -72,9 +72,7 @@ def short(name: str, limit: int = 24) -> str:
 def thresholds_plot(series: dict[str, dict[str, float | None]], folder: Path, stem: str,
                     title: str = "Layer similarity threshold (mean top-1 score)") -> dict[str, str]:
     """One line per series over layers: ``series[name][layer] = mean top-1 score``."""
-    layers: list[str] = []
-    for values in series.values():
-        layers += [layer for layer in values if layer not in layers]
+    layers = list(dict.fromkeys(layer for values in series.values() for layer in values))
     fig = _figure((max(5.0, 0.45 * len(layers) + 3), 3.4))
     ax = fig.subplots()
     x = np.arange(len(layers))
@@ -151,9 +149,7 @@ def score_distribution_plot(per_layer: dict[str, list[float]], folder: Path, ste
 
 def grouped_bars_plot(groups: dict[str, dict[str, float]], folder: Path, stem: str, title: str, ylabel: str) -> dict[str, str]:
     """Grouped bars: ``groups[series][x] = value`` (e.g. agreement per layer, counts per category)."""
-    xs: list[str] = []
-    for values in groups.values():
-        xs += [x for x in values if x not in xs]
+    xs = list(dict.fromkeys(x for values in groups.values() for x in values))
     fig = _figure((max(5.0, 0.5 * len(xs) * max(1, len(groups)) / 2 + 3), 3.4))
     ax = fig.subplots()
     width = 0.8 / max(1, len(groups))

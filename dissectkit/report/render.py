@@ -28,13 +28,9 @@ def environment() -> Any:
 
 def fmt(value: Any, digits: int = 4) -> str:
     """Numbers for display: ``None`` / NaN -> '—', floats with ``digits`` significant digits."""
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):
         return "—"
-    if isinstance(value, float):
-        if value != value:
-            return "—"
-        return f"{value:.{digits}g}"
-    return str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def render(template: str, path: Path, **context: Any) -> Path:

@@ -1,14 +1,5 @@
-"""The images of the neuron cards: top images, thumbnails and heatmaps, one pass per target.
-
-Which images a card shows comes from the run's top-image table (``RunResult.top_images``, valid
-images only, see ``dissectkit.results.evidence``). For a live run, the thumbnails and maps the run's
-single pass kept for the cards (the reporter's pass observer, :mod:`dissectkit.report.cards`) are
-used as they are. Any shown image they lack (a cached or resumed run, another rank's chunk,
-a layer past the budget) is read again once per target, in batches: its thumbnail written once,
-and one forward pass per batch captures the spatial maps of every shown layer that lacks them
-(stopping after the deepest one; layers without spatial extent, ``LayerInfo.kind == "linear"``,
-get no heatmap). The cost grows with the cards and images shown, not with the probe size. An
-image that cannot be read any more becomes a placeholder; the rest of the report is unaffected."""
+"""The images of the neuron cards: top images, thumbnails and heatmaps, from what the pass kept, else
+read again once per target (docs/reports.md, "HTML report"); an unreadable image becomes a placeholder."""
 
 from __future__ import annotations
 
@@ -18,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.context import available_cpus
 from dissectkit.report.assets import (
     ImageAssets,
     colormap_lut,
@@ -54,7 +46,6 @@ class Visuals:
         self.assets = ImageAssets(folder, folder.name, opts.thumb_size) if self.live and opts.top_images > 0 else None
         self.layers: dict[tuple[str, str], LayerCards] = {}
 
-    # -- planning ------------------------------------------------------------------------------
     def prepare(self, wanted: dict[tuple[str, str], list[int]]) -> None:
         """Compute every card image: ``wanted[(target, layer)]`` = units shown with a card."""
         if self.opts.top_images <= 0:
@@ -80,15 +71,9 @@ class Visuals:
         stored = self.run.top_images.get(target, {}).get(layer)
         return None if stored is None else LayerCards([list(r[:n]) for r in stored], None)
 
-    # -- the pass --------------------------------------------------------------------------------
     def _pass(self, target: str, layers: list[str]) -> None:
-        """Thumbnails and maps of the union of the layers' shown images, each image read at most once.
-
-        What the run's pass kept (:func:`~dissectkit.report.cards.kept_cards`) is used first; only the images it lacks a
-        thumbnail or a map of are read again. Those are read, preprocessed and thumbnailed by
-        ``opts.threads`` threads (default: the CPUs available to the process, at most 4), one
-        batch ahead of the forward pass (at most two batches of images in memory).
-        """
+        """Thumbnails and maps of the union of the layers' shown images, each image read at most once: what
+        the pass kept first, the rest read by ``opts.threads`` threads one batch ahead of the forward pass."""
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
@@ -99,7 +84,8 @@ class Visuals:
         layers = [layer for layer in layers if kinds.get(layer) != "linear"]  # no spatial extent: no heatmap
         slots = {layer: _slots(self.layers[(target, layer)].indices, n) for layer in layers}
         heat: dict[str, np.ndarray] = {}
-        with ThreadPoolExecutor(max_workers=self.opts.threads or _default_threads(), thread_name_prefix="dk-images") as pool:
+        threads = self.opts.threads or max(1, min(4, available_cpus()))
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dk-images") as pool:
             unmapped = self._kept(pool, target, images, layers, slots, heat)
             needs = {i: tuple(layer for layer in layers if i in unmapped[layer]) for i in images}
             batches = _batches([i for i in images if needs[i] or i not in self.assets.thumbs], needs)
@@ -156,7 +142,6 @@ class Visuals:
             return index, None
         return index, x
 
-    # -- cards -----------------------------------------------------------------------------------
     def images(self, target: str, layer: str, unit: int, concepts: list[str]) -> list[dict[str, Any]]:
         """The card images of one neuron: id, value, thumbnail (or placeholder), heatmap, outlines."""
         top = self.layers.get((target, layer))
@@ -175,7 +160,7 @@ class Visuals:
             elif index in self.assets.thumbs:
                 img["src"], img["w"], img["h"] = self.assets.thumbs[index]
                 img["heat"] = top.heat[unit][j] if top.heat is not None else None
-                img["masks"] = self.assets.mask_concepts(index)
+                img["masks"] = sorted(self.assets.masks.get(index, {}))
                 img["outlines"] = [{"concept": c, "src": src} for c in concepts
                                    if (src := self.assets.outline(index, c)) is not None]
             out.append(img)
@@ -201,21 +186,11 @@ def _heat(heat: dict[str, np.ndarray], layer: str, units: int, n: int, side: tup
     return heat[layer]
 
 
-def _default_threads() -> int:
-    from dissectkit.base.context import available_cpus
-
-    return max(1, min(4, available_cpus()))
-
-
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat ``(unit, rank, image)`` arrays of every shown (neuron, image) pair."""
-    ks, js, idx = [], [], []
-    for k, row in enumerate(indices):
-        for j, i in enumerate(row[:n]):
-            ks.append(k)
-            js.append(j)
-            idx.append(i)
-    return np.asarray(ks, np.int64), np.asarray(js, np.int64), np.asarray(idx, np.int64)
+    pairs = [(k, j, i) for k, row in enumerate(indices) for j, i in enumerate(row[:n])]
+    ks, js, idx = (np.asarray([p[c] for p in pairs], np.int64) for c in range(3))
+    return ks, js, idx
 
 
 def _encode(heat: np.ndarray, lut: np.ndarray, alpha: float) -> list[list[str | None]]:

@@ -1,17 +1,5 @@
-"""What a finished run keeps for reporters: top images per neuron (data) and a cache-backed reader.
-
-At the end of labelling the engine calls :func:`build_run_evidence` once. It computes, per
-(target, layer), each neuron's ``TOP_IMAGES`` most activating *valid* probe images by a streaming
-running top-k over the cached activation chunks (memory ``O(K * TOP_IMAGES + chunk)``, never the
-whole ``[N, K]`` matrix); these indices are stored in ``RunResult.top_images`` and in
-``labels.json``. The returned :class:`RunEvidence` holds plain references (cache entries, probe,
-target instances, device, skipped images) - no closures over engine state - and reads what a live
-reporter may additionally need: spatial maps of chosen images, longer top lists, whole matrices.
-
-Order of a top list: activation descending, ties by the lower probe index (deterministic).
-Skipped images (unreadable when the cache was filled) never appear. A neuron whose activation
-is constant over the valid images has an empty list: no image is "top-activating".
-"""
+"""What a finished run keeps for reporters: each neuron's top valid images (data, streamed from the
+cache) and :class:`RunEvidence`, a cache-backed reader (docs/reports.md, "Top images and the run's evidence")."""
 
 from __future__ import annotations
 
@@ -87,14 +75,8 @@ class _Captured(Exception):
 
 @dataclass
 class RunEvidence:
-    """Cache-backed evidence of a finished run, for live reporters (explicit fields, no closures).
-
-    ``acts[(target, layer)]`` and ``embeds[dissector]`` are the cache entries of the run;
-    ``targets`` maps a target label to its built target (``module``, ``preprocess``); ``skipped``
-    maps probe indices skipped during the pass to their reason; ``top`` is the persisted top table
-    with the activation values of the same entries in ``top_values``; ``observations`` holds what
-    the reporters' pass observers kept, by reporter label (``dissectkit.results.observe``).
-    """
+    """Cache-backed evidence of a finished run, for live reporters: explicit fields, no closures
+    (docs/reports.md, "Top images and the run's evidence")."""
 
     acts: dict[tuple[str, str], ChunkedEntry]
     embeds: dict[str, ChunkedEntry]
@@ -107,7 +89,6 @@ class RunEvidence:
     top_values: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     observations: dict[str, Any] = field(default_factory=dict)
 
-    # -- images ------------------------------------------------------------------------------
     def is_valid(self, index: int) -> bool:
         """Whether probe image ``index`` was read during the pass (skipped images never are)."""
         return index not in self.skipped
@@ -126,7 +107,6 @@ class RunEvidence:
             raise DataError(f"Probe image {index} was skipped during the run: {self.skipped[index]}")
         return self.probe[index]
 
-    # -- activations -------------------------------------------------------------------------
     def activations(self, target: str, layer: str):
         """The whole ``[N, K]`` matrix of one layer (skipped images are zero rows): ``O(N K)`` memory."""
         return self._entry(target, layer).read_all()[0]
@@ -142,11 +122,8 @@ class RunEvidence:
         return self._target(target).preprocess(image)
 
     def spatial_maps(self, target: str, layers: Sequence[str], inputs: Any, max_side: int | None = None) -> dict[str, Any]:
-        """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s, one forward pass for all layers.
-
-        Maps with a side above ``max_side`` are average-pooled down to at most ``max_side`` (on the
-        device, :func:`pool_maps`). The forward pass stops as soon as every layer is captured.
-        """
+        """``{layer: Tensor[b, K, h, w]}`` of a batch of ``model_input``s (sides above ``max_side`` pooled down),
+        one forward pass for all layers, stopped once every layer is captured."""
         import torch
 
         from dissectkit.nn.capture import Capture, first_tensor
@@ -166,7 +143,6 @@ class RunEvidence:
             module(inputs.to(device))
         return store
 
-    # -- helpers ---------------------------------------------------------------------------
     def _entry(self, target: str, layer: str) -> ChunkedEntry:
         try:
             return self.acts[(target, layer)]

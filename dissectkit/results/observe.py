@@ -1,12 +1,5 @@
-"""Pass observers: what a reporter may watch of the run's single cached pass (docs/reports.md).
-
-A reporter offers one with its optional member ``pass_observer(plan)``, asked on the main process
-only. The engine calls :meth:`~PassObserver.item_function` once, then per chunk computed
-``chunk_started``, per batch ``batch_started``, ``layer_output`` at each hooked layer and
-``batch_finished``; after the pass ``result`` and ``complete``. A complete observation is kept in
-the cache, keyed by the activation entries and the observer's ``key``, and read back with ``load``
-by a run whose chunks are all cached. Reporters find them in ``evidence.observations`` by label.
-"""
+"""Pass observers: what a reporter may watch of the run's single cached pass (docs/reports.md, "What
+a reporter may ask of the engine")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The Mammo-CLIP Dissect study of a run (docs/study.md), written by the ``study`` reporter.
-
-:func:`write_study` writes ``<run>/study/``: ``thresholds.csv``, ``categories.csv``,
-``category_shift.csv``, ``underrepresented.csv``, ``neurons.csv``, three figures (PNG + SVG) and
-``study.html``. It reads only the run's result (labels, concepts, the resolved recipe), so
-:func:`run_study` writes it for a finished run reloaded from disk too.
-"""
+"""The Mammo-CLIP Dissect study of a run (docs/study.md), written by the ``study`` reporter into
+``<run>/study/``; :func:`run_study` writes it for a finished run reloaded from disk too."""
 
 from __future__ import annotations
 

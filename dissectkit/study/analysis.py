@@ -1,25 +1,9 @@
-"""The Mammo-CLIP Dissect analysis of a finished run, as plain tables (docs/study.md).
-
-Per (dissector, method) and target, layers in the order the recipe listed them:
-
-- layer threshold: the mean top-1 score over the layer's labelled neurons
-  (``dissectkit.labelling.measures.threshold_of_scores``);
-- global threshold of layer position ``i``: the largest layer threshold at position ``i`` over the
-  study's targets (for two setups, "the larger of the two", as published; ``global_threshold``);
-- a neuron meets a threshold when its top-1 score is ``>=`` it (the published test);
-- interpretable neuron: meets the global threshold; its category is its top-1 concept's;
-- categories: interpretable neurons per target x layer x category, and their share of the layer's
-  interpretable neurons, at two levels (``category`` = workbook sheet / broad category,
-  ``subcategory`` = column header);
-- category shift: the share of a category among all interpretable neurons of a target, M minus G
-  and C minus M (each fine-tuned target);
-- underrepresented: concepts never the top-1 label of an interpretable neuron in any layer of any
-  target.
-"""
+"""The Mammo-CLIP Dissect analysis of a finished run, as plain tables: thresholds, categories, category
+shift and underrepresented concepts (docs/study.md, "The analysis")."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,9 +131,7 @@ def _categories(g: Group, concepts: list[Any]) -> None:
         for t in g.targets:
             for i, layer in enumerate(t.layers):
                 hits = [r for r in by_layer.get((t.target, layer), []) if r["meets_global"]]
-                counts: dict[str, int] = defaultdict(int)
-                for r in hits:
-                    counts[category_of(index.get(r["label"]), level)] += 1
+                counts = Counter(category_of(index.get(r["label"]), level) for r in hits)
                 for cat in cats:
                     g.categories.append({
                         "dissector": g.dissector, "method": g.method, "target": t.target, "role": t.role,
@@ -173,9 +155,7 @@ def target_shares(g: Group, concepts: list[Any], target: str, level: str) -> dic
     """Share of each category among all interpretable neurons of a target (all layers)."""
     index = {c.text: c for c in concepts}
     hits = [r for r in g.neurons if r["target"] == target and r["meets_global"]]
-    counts: dict[str, int] = defaultdict(int)
-    for r in hits:
-        counts[category_of(index.get(r["label"]), level)] += 1
+    counts = Counter(category_of(index.get(r["label"]), level) for r in hits)
     return {cat: counts[cat] / len(hits) if hits else 0.0 for cat in all_categories(concepts, level)}
 
 

@@ -8,7 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dissectkit.base.errors import WeightsError
 from dissectkit.base.types import LayerInfo
+from dissectkit.nn.layers import info_from_shape
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CONFIG_FILE = "synth_world.json"
@@ -23,8 +25,6 @@ CLASSIFIER = "classifier"
 def read_config(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     path = Path(weights_dir) / CONFIG_FILE
     if not path.exists():
-        from dissectkit.base.errors import WeightsError
-
         raise WeightsError(
             f"Synthetic-world config {path} is missing. Recreate the weights with `dissectkit synth train --out {weights_dir}`."
         )
@@ -57,16 +57,12 @@ def n_outputs(classes: list[str] | None) -> int:
 
 @lru_cache(maxsize=1)
 def _backbone_layers() -> tuple[LayerInfo, ...]:
-    from dissectkit.nn.layers import info_from_shape
-
     rows = json.loads(LAYER_TABLE.read_text())["layers"]
     return tuple(info_from_shape(name, tuple(shape)) for name, shape in rows)
 
 
 def effnet_layers(n_out: int) -> list[LayerInfo]:
     """The layers a synth-effnet target with ``n_out`` outputs hooks, from the packaged table."""
-    from dissectkit.nn.layers import info_from_shape
-
     return [*_backbone_layers(), info_from_shape(CLASSIFIER, (int(n_out),))]
 
 
@@ -77,8 +73,6 @@ def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
     if Path(path).suffix != ".safetensors":
         return False
     from safetensors import SafetensorError, safe_open
-
-    from dissectkit.base.errors import WeightsError
 
     try:
         with safe_open(str(path), framework="numpy") as f:
@@ -93,4 +87,3 @@ def check_effnet_file(path: Path, n_out: int, what: str) -> bool:
             f"{shapes or 'none'} vs model {expected} (is it the file of another synth-effnet target?)"
         )
     return True
-

@@ -1,20 +1,6 @@
 """``dissectkit bench synthetic``: every method (and similarity) x every offline dissector on the
-synthetic targets, scored against the known truth. Every figure comes from running ``dk.run``.
-
-Tables written to ``<out>/bench_synthetic.json`` and ``.md``:
-
-- output layer of ``synth-effnet-concepts``: top-1 / top-5 accuracy, cosine of predicted and true
-  label texts in an independent text space (:func:`lexical_embed`, character n-gram vectors, not
-  the dissector's), MAMMI hit rate / precision / recall / F1 (truth set = the finding's name and
-  its synonyms);
-- agreement of each mask-free method with ``netdissect`` on the inner layers;
-- zero-shot AUC of every finding for every dissector;
-- general / domain / fine-tuned comparison (Mammo-CLIP Dissect): per-layer similarity thresholds
-  and counts of neurons above the global threshold per category, for the default method;
-- label quality vs the truth: on the output layer, the ground-truth-free quality scores
-  (:mod:`dissectkit.labelling.quality`) of labels that are right (the finding's name or a synonym) and
-  wrong, and the AUC of each score separating right from wrong labels.
-"""
+synthetic targets, scored against the known truth (docs/synthetic.md, "Benchmark"); every figure comes
+from running ``dk.run``."""
 
 from __future__ import annotations
 
@@ -26,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.context import BuildContext
+from dissectkit.base.errors import DissectkitError
 from dissectkit.synthetic import vocab
 
 TARGETS = ("synth-effnet-concepts", "synth-effnet-malignancy", "synth-effnet-general")
@@ -60,8 +48,6 @@ def lexical_embed(texts: list[str], dim: int = 2048):
 def offline_dissectors(log: Callable[[str], None]) -> list[str]:
     """Dissectors that build without downloads and without extra parameters."""
     import dissectkit as dk
-    from dissectkit.base.context import BuildContext
-    from dissectkit.base.errors import DissectkitError
 
     names = []
     for spec in dk.list_components("dissector"):

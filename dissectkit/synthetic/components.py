@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from dissectkit.base import weights as wmod
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Dissector, Target
+from dissectkit.base.errors import ComponentError
 from dissectkit.base.types import LayerInfo
 from dissectkit.nn.layers import infer_layer_infos
 from dissectkit.synthetic import arch, models
@@ -18,9 +20,7 @@ PREPROCESS_ID = f"gray-minmax-area{models.MODEL_INPUT[0]}x{models.MODEL_INPUT[1]
 
 
 def _weights_fingerprint(prefix: str, path: Any, ctx: BuildContext, *parts: str) -> str:
-    from dissectkit.base.weights import file_fingerprint
-
-    h = file_fingerprint(path, ctx)
+    h = wmod.file_fingerprint(path, ctx)
     return f"{prefix}:" + hashlib.sha256("|".join((h, *parts)).encode()).hexdigest()[:16]
 
 
@@ -30,8 +30,6 @@ class SynthClip(Dissector):
     def __init__(self, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
         ref = weights if weights is not None else arch.packaged_ref("synth-clip")
-        from dissectkit.base import weights as wmod
-
         path = wmod.resolve(ref, ctx, what="synth-clip weights")
         cfg = arch.weights_config(path)["clip"]
         self.model = models.build_clip(cfg).eval()
@@ -76,8 +74,6 @@ class SynthEffnetTarget(Target):
 
     def __init__(self, name: str, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
-        from dissectkit.base import weights as wmod
-
         ref = weights if weights is not None else arch.packaged_ref(name)
         self._what = f"{name} weights"
         self.path = wmod.resolve(ref, ctx, what=self._what)
@@ -101,8 +97,6 @@ class SynthEffnetTarget(Target):
             built = infer_layer_infos(module, torch.zeros(1, 3, *models.MODEL_INPUT))
             if built != arch.effnet_layers(n_out):
                 import timm
-
-                from dissectkit.base.errors import ComponentError
 
                 raise ComponentError(
                     f"timm {timm.__version__} builds {arch.TARGET_ARCH} with other layers than the packaged table "

@@ -49,13 +49,10 @@ def synth_concepts(groups: list[str] | tuple[str, ...] = ("findings", "synonyms"
     if "distractors" in groups:
         out += [Concept(w, "distractor", "everyday") for w in DISTRACTORS]
         out += [c for c in _birads() if c.category == "distractor"]
-    seen: set[str] = set()
-    unique = []
+    unique: dict[str, Concept] = {}
     for c in out:
-        if c.text.lower() not in seen:
-            seen.add(c.text.lower())
-            unique.append(c)
-    return ConceptList(unique, "builtin:synth-mammo-concepts")
+        unique.setdefault(c.text.lower(), c)
+    return ConceptList(list(unique.values()), "builtin:synth-mammo-concepts")
 
 
 def _birads() -> list[Concept]:

@@ -1,17 +1,5 @@
-"""The replica world: the synthetic mammograms written in each publisher's file layout.
-
-``export_world(layout, n, out)`` draws generator items ``0..n-1`` and writes them as the real
-dataset would hold them (``docs/synthetic.md``, "The replica world"): the publisher's CSVs with
-their real column names, DICOMs (12-bit MONOCHROME2 / MONOCHROME1 with window tags; some RLE
-Lossless or JPEG 2000 Lossless) or 8-bit PNGs, CBIS-DDSM ROI masks and finding boxes. Next to the
-data it writes ``synth_truth.csv`` (probe id, file, generator index and every synthetic label) and
-``probe.yaml`` (the probe spec that reads the export), so the ground truth stays intact.
-
-Pixels: a DICOM stores ``v = img8 * 2**(bits - 8) + d`` with a seeded dither ``d`` in
-``[0, 2**(bits - 8))`` (MONOCHROME1 stores ``2**bits - 1 - v``), and its window (Window Center /
-Width, LINEAR) spans the stored range with a small margin, so the standard display pipeline
-(window, then MONOCHROME1 inversion) gives the 8-bit image back up to a linear map and the dither.
-"""
+"""The replica world: the synthetic mammograms written in each publisher's file layout, with
+``synth_truth.csv`` and ``probe.yaml`` next to the data (docs/synthetic.md, "The replica world")."""
 
 from __future__ import annotations
 
@@ -25,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from dissectkit.base.errors import DataError
+from dissectkit.base.errors import DataError, did_you_mean
+from dissectkit.builtin.probes.mammo import VINDR_FINDINGS
+from dissectkit.builtin.probes.nih import NIH_FINDINGS
+from dissectkit.imaging.files import read_csv, unique_ids
 from dissectkit.synthetic import vocab
 from dissectkit.synthetic.generator import Sample, SynthMammoGenerator, finding_masks
 from dissectkit.synthetic.probe import synth_id
@@ -113,7 +104,6 @@ class _Writer:
         self.n_images += 1
 
 
-# ----------------------------------------------------------------------------------------- pixels
 def stored_pixels(img8: np.ndarray, bits: int, monochrome1: bool, rng: np.random.Generator) -> np.ndarray:
     """``img8`` at ``bits`` (9..16) bits: scaled, dithered within one 8-bit step, inverted for MONOCHROME1."""
     step = 1 << (bits - 8)
@@ -187,7 +177,6 @@ def _mg_tags(smp: Sample, patient: str) -> dict[str, Any]:
             "BodyPartExamined": "BREAST"}
 
 
-# ----------------------------------------------------------------------------------------- helpers
 def _present(smp: Sample) -> list[str]:
     return [c for c in vocab.FINDINGS if smp.labels.get(c)]
 
@@ -238,7 +227,6 @@ def _split(index: int) -> bool:
     return index % 5 == 4
 
 
-# ----------------------------------------------------------------------------------------- layouts
 def _vindr_ids(w: _Writer, index: int) -> tuple[str, str, str]:
     study = w.hex_id("study", index // 4)  # four images per study, like a screening exam
     return study, w.hex_id("series", index // 4, index % 4 // 2), w.hex_id("image", index)
@@ -276,11 +264,6 @@ def _vindr_mammo(w: _Writer, n: int) -> dict[str, Any]:
     return {"name": "vindr-mammo", "params": {"root": str(w.out), "layout": "dicom", "box_masks": True}}
 
 
-VINDR_PNG_FINDINGS = ("Mass", "Suspicious Calcification", "Focal Asymmetry", "Architectural Distortion", "Asymmetry",
-                      "Suspicious Lymph Node", "Skin Thickening", "Global Asymmetry", "Nipple Retraction",
-                      "Skin Retraction")
-
-
 def _vindr_png(w: _Writer, n: int) -> dict[str, Any]:
     rows = []
     for i in range(n):
@@ -291,13 +274,13 @@ def _vindr_png(w: _Writer, n: int) -> dict[str, Any]:
                 f"DENSITY {lab['composition']}", "test" if _split(i) else "training", i % 4]
         boxes = _finding_boxes(smp, VINDR_CATEGORY)
         for cat, box in boxes or [(None, None)]:  # a row per finding; one all-zero row without findings
-            flags = [int(c == cat) for c in VINDR_PNG_FINDINGS]
+            flags = [int(c == cat) for c in VINDR_FINDINGS]
             rows.append([*base, *flags, *(box if box else ("", "", "", ""))])
         path = w.out / study / f"{image}.png"
         w.png(path, smp.image)
         w.record(smp, i, f"{study}/{image}", path)
     header = ["patient_id", "image_id", "laterality", "view", "breast_birads", "density", "split", "fold",
-              *(c.replace(" ", "_") for c in VINDR_PNG_FINDINGS), "xmin", "ymin", "xmax", "ymax"]
+              *(c.replace(" ", "_") for c in VINDR_FINDINGS), "xmin", "ymin", "xmax", "ymax"]
     _write_csv(w.out / "vindr_detection_v1_folds.csv", header, rows)
     return {"name": "vindr-mammo", "params": {"root": str(w.out), "layout": "png"}}
 
@@ -346,8 +329,6 @@ def _cbis_abnormalities(smp: Sample) -> list[tuple[str, str, str, np.ndarray, bo
 
 
 def _cbis_ddsm(w: _Writer, n: int) -> dict[str, Any]:
-    from dissectkit.imaging.files import unique_ids
-
     rows: dict[tuple[str, str], list[list[Any]]] = {}
     order: dict[str, list[tuple[str, Sample, int, Path]]] = {"train": [], "test": []}
     for i in range(n):
@@ -408,8 +389,6 @@ def _cbis_ddsm(w: _Writer, n: int) -> dict[str, Any]:
 
 
 def _nih_cxr14(w: _Writer, n: int) -> dict[str, Any]:
-    from dissectkit.builtin.probes.nih import NIH_FINDINGS
-
     entries, boxes, train_val, test = [], [], [], []
     for i in range(n):
         smp = w.gen.sample(i)
@@ -475,8 +454,6 @@ def _write_truth(w: _Writer) -> None:
 
 def read_truth(out: str | Path) -> list[dict[str, str]]:
     """The ``synth_truth.csv`` of an export: one dict per probe image, in the probe's order."""
-    from dissectkit.imaging.files import read_csv
-
     return read_csv(Path(out) / TRUTH_CSV, ["id", "file", "index"]).records()
 
 
@@ -486,8 +463,6 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
     import yaml
 
     if layout not in WRITERS:
-        from dissectkit.base.errors import did_you_mean
-
         raise DataError(f"Unknown layout {layout!r}.{did_you_mean(layout, LAYOUTS)} Layouts: {', '.join(LAYOUTS)}.")
     if n < 1:
         raise DataError(f"--n must be at least 1 (got {n}).")
@@ -509,5 +484,3 @@ def export_world(layout: str, n: int, out: str | Path, seed: int = 0, size: tupl
         + yaml.safe_dump({"probe": probe}, sort_keys=False)
     )
     return ExportResult(layout, out, w.n_images, time.perf_counter() - t0, probe)
-
-

@@ -1,9 +1,5 @@
-"""The synthetic mammogram generator: deterministic from (seed, index), vectorised numpy.
-
-Every image is drawn in float32 in [0, 1] in a frame whose chest wall is on the left (right
-breast) and flipped for the left breast. Findings are painted in local patches, each with its
-own boolean mask, so a 320 x 192 image costs a few milliseconds on one core.
-"""
+"""The synthetic mammogram generator: deterministic from (seed, index), vectorised numpy; findings
+are painted in local patches, each with its own boolean mask."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from dissectkit.base.errors import did_you_mean
 from dissectkit.base.types import ProbeItem
 from dissectkit.synthetic import vocab
 
@@ -40,7 +37,6 @@ class Sample:
     findings: list[Finding] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------------------- helpers
 @lru_cache(maxsize=8)
 def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -88,7 +84,6 @@ def _segment_distance(px: np.ndarray, py: np.ndarray, seg: np.ndarray) -> np.nda
     return d.min(axis=0)
 
 
-# ----------------------------------------------------------------------------------------- generator
 class SynthMammoGenerator:
     """Draws synthetic mammograms. ``sample(index)`` depends only on (seed, index)."""
 
@@ -106,8 +101,6 @@ class SynthMammoGenerator:
         freq = dict(vocab.DEFAULT_FREQUENCIES)
         for key, value in (frequencies or {}).items():
             if key not in freq:
-                from dissectkit.base.errors import did_you_mean
-
                 raise ValueError(
                     f"unknown finding {key!r} in frequencies.{did_you_mean(key, freq)} Known: {', '.join(freq)}."
                 )
@@ -118,7 +111,6 @@ class SynthMammoGenerator:
         self.label_noise = float(label_noise)
         self.scale = self.w / 192.0  # sizes are given for the default width
 
-    # -- public -------------------------------------------------------------------------------
     def rng(self, index: int, stream: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(index), stream, 6620])
 
@@ -174,24 +166,17 @@ class SynthMammoGenerator:
         self._nipple(rng, img, attrs, retracted=present["nipple retraction"], findings=findings)
         if present["skin thickening"]:
             findings.append(self._skin_thickening(rng, img, attrs, rn))
-        if present["focal asymmetry"]:
-            findings.append(self._focal_asymmetry(rng, img, attrs))
-        if present["mass"]:
-            findings.append(self._mass(rng, img, attrs))
-        if present["architectural distortion"]:
-            findings.append(self._distortion(rng, img, attrs))
-        if present["intramammary lymph node"]:
-            findings.append(self._lymph_node(rng, img, attrs))
-        if present["vascular calcifications"]:
-            findings.append(self._vascular(rng, img, attrs))
-        if present["linear branching calcifications"]:
-            findings.append(self._linear_branching(rng, img, attrs))
-        if present["fine pleomorphic calcifications"]:
-            findings.append(self._fine_pleomorphic(rng, img, attrs))
-        if present["coarse popcorn calcifications"]:
-            findings.append(self._popcorn(rng, img, attrs))
-        if present["surgical clip"]:
-            findings.append(self._clip(rng, img, attrs))
+        findings += [draw(rng, img, attrs) for key, draw in (
+            ("focal asymmetry", self._focal_asymmetry),
+            ("mass", self._mass),
+            ("architectural distortion", self._distortion),
+            ("intramammary lymph node", self._lymph_node),
+            ("vascular calcifications", self._vascular),
+            ("linear branching calcifications", self._linear_branching),
+            ("fine pleomorphic calcifications", self._fine_pleomorphic),
+            ("coarse popcorn calcifications", self._popcorn),
+            ("surgical clip", self._clip),
+        ) if present[key]]
 
         # acquisition: gain, gamma, noise
         img = np.clip(img, 0.0, 1.0) ** np.float32(rng.uniform(0.85, 1.15))
@@ -214,7 +199,6 @@ class SynthMammoGenerator:
         report = make_report(smp, self.rng(index, stream=1))
         return ProbeItem(image=smp.image, id=f"synth-{self.seed}-{index:06d}", labels=smp.labels, masks=smp.masks, report=report)
 
-    # -- labels -------------------------------------------------------------------------------
     def _labels(self, rng: np.random.Generator, findings: list[Finding], comp: int, attrs: dict) -> dict[str, Any]:
         have = {c for f in findings for c in f.concepts}
         labels: dict[str, Any] = {c: int(c in have) for c in vocab.FINDINGS}
@@ -228,7 +212,6 @@ class SynthMammoGenerator:
         labels["view"] = attrs["view"]
         return labels
 
-    # -- placement ----------------------------------------------------------------------------
     def _point(self, rng: np.random.Generator, attrs: dict, rmax: float = 0.72, rmin: float = 0.0, xmin: float = 0.12):
         """A point inside the breast (normalised radius in [rmin, rmax]), outside the pectoral."""
         a, b, cy = attrs["a"], attrs["b"], attrs["cy"]
@@ -256,7 +239,6 @@ class SynthMammoGenerator:
         depth = "posterior" if x < a / 3 else ("middle" if x < 2 * a / 3 else "anterior")
         return f"{vert} {horiz} quadrant of the {side} breast, {depth} third"
 
-    # -- findings -----------------------------------------------------------------------------
     def _implant(self, rng, img, attrs) -> Finding:
         h, w = img.shape
         yy, xx = pixel_grid(h, w)
@@ -558,7 +540,6 @@ def finding_masks(f: Finding) -> dict[str, np.ndarray]:
     return {c: f.mask for c in f.concepts}
 
 
-# ----------------------------------------------------------------------------------------- reports
 def _word(rng: np.random.Generator, concept: str, p_canonical: float = 0.7) -> str:
     syns = vocab.SYNONYMS.get(concept, (concept,))
     if len(syns) == 1 or rng.random() < p_canonical:

@@ -30,7 +30,6 @@ PIXEL_MEAN = 0.25  # one scalar for all channels, after per-image min-max scalin
 PIXEL_STD = 0.25
 
 
-# ----------------------------------------------------------------------------------------- preprocessing
 def prepare_batch(images: np.ndarray | torch.Tensor, size: tuple[int, int] = MODEL_INPUT) -> torch.Tensor:
     """``[B, H, W]`` images already min-max scaled to [0, 1] -> normalised ``[B, 3, h, w]`` float32."""
     x = torch.as_tensor(np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images)
@@ -49,7 +48,6 @@ def preprocess_image(image: Any, size: tuple[int, int] = MODEL_INPUT) -> torch.T
     return prepare_batch(minmax_unit(arr)[None], size)[0]
 
 
-# ----------------------------------------------------------------------------------------- synth-clip
 class ImageEncoder(nn.Module):
     """A small CNN: a 4 x 4 patch stem, strided conv stages, then mean- and max-pooled features -> D."""
 
@@ -148,7 +146,6 @@ def write_layer_table() -> None:
     LAYER_TABLE.write_text(f'{{"arch": "{TARGET_ARCH}", "input": {list(MODEL_INPUT)}, "layers": [\n{rows}\n]}}\n')
 
 
-# ----------------------------------------------------------------------------------------- loading
 def load_weights_into(module: nn.Module, path: Path, what: str) -> Path:
     """Read a resolved weights file once (safetensors or weights-only torch), cast, load strictly."""
     from dissectkit.base import weights

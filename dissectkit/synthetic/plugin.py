@@ -1,15 +1,16 @@
-"""The synthetic mammography world: probe ``synth-mammo``, dissector ``synth-clip``, targets
-``synth-effnet-{concepts,malignancy,general}`` and concept set ``synth-mammo-concepts``.
-
-Heavy libraries (torch, timm) load inside the factories; see ``dissectkit/synthetic``.
-"""
+"""The synthetic mammography world's components (``synth-mammo``, ``synth-clip``, ``synth-effnet-*``,
+``synth-mammo-concepts``); torch and timm load inside the factories."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
+from dissectkit.base import weights
+from dissectkit.base.errors import WeightsError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.weights import WeightsRef
 from dissectkit.host.hookspecs import hookimpl
@@ -34,7 +35,6 @@ class SynthMammoParams(Params):
     @field_validator("frequencies")
     @classmethod
     def _known(cls, v: dict[str, float]) -> dict[str, float]:
-        from dissectkit.base.errors import did_you_mean
         from dissectkit.synthetic.vocab import DEFAULT_FREQUENCIES
 
         for key, p in v.items():
@@ -61,8 +61,6 @@ class SynthConceptParams(Params):
     @field_validator("groups")
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
-        from dissectkit.base.errors import did_you_mean
-
         allowed = ("findings", "synonyms", "birads", "distractors")
         for g in v:
             if g not in allowed:
@@ -140,11 +138,6 @@ def _target_layers(name: str):
 def _config_of(ref: Any, ctx: Any) -> dict[str, Any]:
     """The synthetic-world config that goes with a weights ref, found without downloading or reading
     the weights: next to the local file (or where a missing local file should be), else the packaged one."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    from dissectkit.base import weights
-    from dissectkit.base.errors import WeightsError
     from dissectkit.synthetic import arch
 
     if ref is None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from dissectkit.base.contract import Probe
 from dissectkit.base.types import ProbeItem
+from dissectkit.imaging.files import unique_ids
 from dissectkit.synthetic.generator import SynthMammoGenerator
 
 GENERATOR_VERSION = 1  # bump when the drawing code changes what (seed, index) produces
@@ -48,8 +49,6 @@ class SynthMammoProbe(Probe):
 
     def make_ids(self) -> list[str]:
         """Every item's id, computed now (repeated indices get ``~2``, ``~3``, ... like file probes)."""
-        from dissectkit.imaging.files import unique_ids
-
         seed = self.generator.seed
         ids = [synth_id(seed, self._index(i)) for i in range(self.n)]
         return ids if self.indices is None else unique_ids(ids)

@@ -1,8 +1,5 @@
-"""A non-mammography synthetic task (the "general-data" regime): textured scenes of simple shapes.
-
-Each image shows 1 to 3 shapes of ``SHAPE_CLASSES`` on a textured background; the label is the
-multi-hot vector of the shapes present. Deterministic from (seed, index).
-"""
+"""A non-mammography synthetic task (the "general-data" regime): 1 to 3 shapes of ``SHAPE_CLASSES``
+on a textured background, multi-hot labels, deterministic from (seed, index)."""
 
 from __future__ import annotations
 

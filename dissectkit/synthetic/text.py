@@ -1,9 +1,5 @@
-"""A hashing tokenizer: any string maps to feature ids, so unknown words never fail.
-
-Features of a text: each lower-cased word, each word bigram and the character n-grams (3 to 5)
-of every word with boundary markers, hashed (CRC-32, stable across runs and platforms) into a
-fixed number of buckets. An empty text gets one reserved ``<empty>`` feature.
-"""
+"""A hashing tokenizer: words, word bigrams and character n-grams hashed (CRC-32, stable) into a fixed
+number of buckets, so unknown words never fail (docs/synthetic.md, "Models")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""``dissectkit synth train``: train synth-clip and the three EfficientNet targets, seeded, on CPU.
-
-Training data come from the generator with seed ``10000 + seed``; held-out evaluation images from
-seed ``20000 + seed``, so neither overlaps the default probe (seed 0). Everything is written as
-float16 safetensors plus one json config (``synth_world.json``) with the training settings, the
-time it took and the held-out figures.
-"""
+"""``dissectkit synth train``: train synth-clip and the three EfficientNet targets, seeded, on CPU, into
+float16 safetensors and ``synth_world.json`` (docs/synthetic.md, "Training")."""
 
 from __future__ import annotations
 
@@ -22,8 +17,6 @@ from dissectkit.synthetic import vocab
 
 TRAIN_SEED_OFFSET = 10_000
 EVAL_SEED_OFFSET = 20_000
-
-
 MASK_GRID = (7, 4)  # the stride-16 grid of MODEL_INPUT; per-location finding targets of the auxiliary heads
 
 
@@ -57,7 +50,6 @@ class TrainConfig:
                    malignancy_epochs=1, malignancy_train=32, general_train=16, general_epochs=1, batch=16, workers=1)
 
 
-# ----------------------------------------------------------------------------------------- data
 @dataclass
 class MammoSet:
     """Generated images prepared for the models, with everything training needs about them."""
@@ -172,7 +164,6 @@ def _expand(xb):
     return xb.float().expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
-# ----------------------------------------------------------------------------------------- metrics
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC by the rank-sum formula (ties get average ranks); NaN when one class is absent."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
@@ -192,7 +183,6 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-# ----------------------------------------------------------------------------------------- training
 def _cosine_lr(opt, base: float, step: int, total: int, warmup: int = 20) -> None:
     lr = base * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
     for g in opt.param_groups:
@@ -215,18 +205,12 @@ _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
 
 
 def null_texts(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` texts of 1-3 random letter strings: they describe no image. Trained as non-matching
-    texts, they teach the hashed text tower that words it never learnt are not evidence (every
-    bucket is visited), so unknown concept words stay unlikely for every image."""
+    """``n`` texts of 1-3 random letter strings that describe no image (docs/synthetic.md, "Training")."""
     out = []
     for _ in range(n):
         words = ["".join(rng.choice(_LETTERS, int(rng.integers(3, 10)))) for _ in range(int(rng.integers(1, 4)))]
         out.append(" ".join(words))
     return out
-
-
-def image_concepts(labels: dict[str, Any]) -> frozenset[str]:
-    return frozenset([f for f in vocab.FINDINGS if labels[f]] + [labels["density"]])
 
 
 def _prior_logits(y) -> Any:
@@ -238,9 +222,8 @@ def _prior_logits(y) -> Any:
 
 
 class MaskHead:
-    """Training-only auxiliary head: a 1x1 convolution on a hooked stride-16 feature map predicting,
-    per location, which findings' masks touch it. Dense supervision that the image-level labels lack;
-    it is discarded after training (the saved models keep their own keys)."""
+    """Training-only auxiliary head: a 1x1 convolution on a hooked stride-16 feature map predicting, per
+    location, which findings' masks touch it (discarded after training)."""
 
     def __init__(self, module, channels: int) -> None:
         import torch
@@ -289,7 +272,7 @@ def train_clip(cfg: TrainConfig, data: MammoSet, log: Callable[[str], None]):
     tok = build_tokenizer(CLIP_CONFIG)
     concept_ids, concept_offsets = (torch.from_numpy(a) for a in tok.batch(list(vocab.CONCEPT_CLASSES)))
     x, samples = data.x, data.samples
-    have = [image_concepts(s.labels) for s in samples]
+    have = [frozenset([f for f in vocab.FINDINGS if s.labels[f]] + [s.labels["density"]]) for s in samples]
     rng = np.random.default_rng([cfg.seed, 1])
     null_rng = np.random.default_rng([cfg.seed, 3])
     total = max(len(x) // cfg.clip_batch, 1) * cfg.clip_epochs
@@ -393,7 +376,6 @@ def zero_shot_auc(model, x, labels: list[dict[str, Any]], batch: int = 256) -> d
     return {c: auc(sims[:, j], y[:, j]) for j, c in enumerate(vocab.CONCEPT_CLASSES)}
 
 
-# ----------------------------------------------------------------------------------------- entry point
 def train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every first-party model and write ``out_dir/*.safetensors`` and ``synth_world.json``."""
     import torch

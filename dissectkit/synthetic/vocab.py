@@ -129,12 +129,6 @@ NORMAL_SENTENCES = (
     "Otherwise unremarkable study.",
 )
 VIEW_SENTENCES = ("{side} {view} view.", "{View} projection of the {side} breast.")
-PLURAL = {
-    "fine pleomorphic calcifications",
-    "coarse popcorn calcifications",
-    "linear branching calcifications",
-    "vascular calcifications",
-}
 
 
 def article(phrase: str) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from dissectkit.base.contract import ConceptSet
+from dissectkit.base.errors import DataError, did_you_mean
 from dissectkit.base.params import Params
 from dissectkit.base.types import Concept
+from dissectkit.builtin.concepts.loaders import bundled, read_table, read_text, read_workbook
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
 
@@ -55,29 +57,8 @@ class ConceptList(ConceptSet):
         return len(self._concepts)
 
 
-def _text(params: PathParams, ctx) -> ConceptList:
-    from dissectkit.builtin.concepts.loaders import read_text
-
-    return ConceptList(read_text(params.path), params.path)
-
-
-def _table(params: TableParams, ctx) -> ConceptList:
-    from dissectkit.builtin.concepts.loaders import read_table
-
-    return ConceptList(read_table(params.path, params.column), params.path)
-
-
-def _workbook(params: WorkbookParams, ctx) -> ConceptList:
-    from dissectkit.builtin.concepts.loaders import read_workbook
-
-    return ConceptList(read_workbook(params.path, params.duplicates, params.whitespace), params.path)
-
-
 def _bundled(name: str):
     def make(params: BundledParams, ctx) -> ConceptList:
-        from dissectkit.base.errors import DataError, did_you_mean
-        from dissectkit.builtin.concepts.loaders import bundled
-
         concepts = bundled(name)
         cats = list(dict.fromkeys(c.category for c in concepts))
         if params.categories is not None:
@@ -97,11 +78,12 @@ def _bundled(name: str):
 
 @hookimpl
 def dissectkit_register_concept_sets(register: Register) -> None:
-    register("text", _text, params=PathParams,
+    register("text", lambda params, ctx: ConceptList(read_text(params.path), params.path), params=PathParams,
                  description="A text file, one concept per line.", licence=None)
-    register("table", _table, params=TableParams,
-                 description="CSV/YAML with concept, category, subcategory.", licence=None)
-    register("mcd-workbook", _workbook, params=WorkbookParams,
+    register("table", lambda params, ctx: ConceptList(read_table(params.path, params.column), params.path),
+                 params=TableParams, description="CSV/YAML with concept, category, subcategory.", licence=None)
+    register("mcd-workbook", lambda p, ctx: ConceptList(read_workbook(p.path, p.duplicates, p.whitespace), p.path),
+                 params=WorkbookParams,
                  description="Excel workbook in the Mammo-CLIP Dissect layout (sheet = category).", licence=None)
     register("mammo-birads", _bundled("mammo_birads"), params=BundledParams,
                  description="BI-RADS mammography vocabulary, categorised, plus everyday distractor words.",
@@ -109,4 +91,3 @@ def dissectkit_register_concept_sets(register: Register) -> None:
     register("cxr-findings", _bundled("cxr_findings"), params=BundledParams,
                  description="NIH ChestX-ray14 and CheXpert findings plus common report terms.",
                  licence="Apache-2.0 (dissectkit)")
-

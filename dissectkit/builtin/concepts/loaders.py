@@ -108,15 +108,8 @@ def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
 
 
 def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep") -> list[Concept]:
-    """Mammo-CLIP Dissect layout: one sheet per broad category, row 1 = sub-category headers, the
-    concepts below each header in its column. Sheet order, then column order, then row order.
-
-    Resolved as the published analysis does (its lookup table is filled sheet by sheet, so a later
-    entry overwrites an earlier one): a concept listed under several categories is kept once, at
-    its first position, with the category and sub-category of its *last* listing
-    (``duplicates="first"``: of its first). Concept texts, sheet titles and headers keep their
-    leading / trailing spaces as the workbook has them (``whitespace="strip"`` removes them; then
-    ``"mass"`` and ``"mass "`` are one concept); whitespace-only cells are empty."""
+    """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
+    resolved as the published analysis does (docs/study.md, "The concept workbook")."""
     p = _existing(path)
     from openpyxl import load_workbook
 

@@ -121,7 +121,3 @@ class HfClipDissector(TorchDissectorBase):
 
     def fingerprint(self) -> str:
         return self._fingerprint
-
-
-def make_hf_clip(params: HfClipParams, ctx: BuildContext) -> HfClipDissector:
-    return HfClipDissector(params, ctx)

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import model_validator
 
 from dissectkit.base.context import BuildContext
-from dissectkit.base.errors import ComponentError, WeightsError
+from dissectkit.base.errors import ComponentError, WeightsError, did_you_mean
 from dissectkit.base.params import Params
-from dissectkit.base.weights import file_fingerprint
+from dissectkit.base.weights import file_fingerprint, load_state_dict_strict
 from dissectkit.imaging.raw import to_pil
 from dissectkit.nn.dissector_base import TorchDissectorBase, digest, hf_offline, hub_fetch_hint
 
@@ -91,8 +91,6 @@ def check_available(name: str, pretrained: str | None, ctx: BuildContext) -> Pat
         return weights
     clean = name.replace("/", "-")
     if open_clip.get_model_config(clean) is None:
-        from dissectkit.base.errors import did_you_mean
-
         raise ComponentError(
             f"open-clip has no model {name!r}.{did_you_mean(clean, open_clip.list_models())} "
             "`python -c 'import open_clip; print(open_clip.list_models())'` lists them."
@@ -135,8 +133,6 @@ def explain_mismatch(name: str, weights_path: Path | None) -> None:
         return
     import open_clip
     from open_clip.factory import load_state_dict
-
-    from dissectkit.base.weights import load_state_dict_strict
 
     try:
         sd = load_state_dict(str(weights_path))
@@ -189,7 +185,3 @@ class OpenClipDissector(TorchDissectorBase):
 
     def fingerprint(self) -> str:
         return self._fingerprint
-
-
-def make_open_clip(params: OpenClipParams, ctx: BuildContext) -> OpenClipDissector:
-    return OpenClipDissector(params, ctx)

@@ -59,7 +59,3 @@ class ClipDissect(Method):
         return LayerLabels(
             layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
-
-
-def make_clip_dissect(params: ClipDissectParams, ctx: Any) -> ClipDissect:
-    return ClipDissect(params, ctx)

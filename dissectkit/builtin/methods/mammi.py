@@ -28,11 +28,8 @@ def mammi_threshold(lo, hi, percentile: float):
 
 
 def mammi_scores(A, V, T, t0, percentile: float):
-    """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``.
-
-    ``A`` is an ``[N, K]`` tensor or an :class:`~dissectkit.labelling.streaming.ActivationStream`; two streamed
-    passes: the range of each neuron (its moments), then ``R^T V`` block by block.
-    """
+    """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``, in two
+    streamed passes over ``A`` (a tensor or an ``ActivationStream``)."""
 
     stream = A if isinstance(A, ActivationStream) else ActivationStream.from_tensor(A, device=V.device)
     m = stream.moments
@@ -85,7 +82,3 @@ class Mammi(Method):
         return LayerLabels(
             layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
         )
-
-
-def make_mammi(params: MammiParams, ctx: Any) -> Mammi:
-    return Mammi(params, ctx)

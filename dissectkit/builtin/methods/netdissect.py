@@ -1,15 +1,5 @@
-"""Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks.
-
-Everything is compared on a bounded grid whose longer side is ``resolution`` (112 by default, the
-resolution of the Broden masks the published method compares at): each image's masks are sampled
-to it (the pixel under each cell's centre) and the maps upsampled bilinearly to it. Streams over
-``evidence.spatial_maps()``: a cheap survey (pixel count, finiteness, dead neurons), exact
-per-neuron thresholds by a running top-(m+1) merge that also keeps the pixels above them (images
-whose map peaks below a neuron's running level are not upsampled for it), then the masks alone for
-the intersections. When the merge does not fit ``max_memory_mb``: thresholds from a histogram of
-order-preserving float keys (refined exactly where a bin is crowded), then intersections as a
-matmul per piece of images.
-"""
+"""Network Dissection: IoU of each neuron's thresholded, upsampled activation maps with concept masks,
+on a bounded comparison grid, streamed (docs/methods.md, "Network Dissection")."""
 
 from __future__ import annotations
 
@@ -23,6 +13,7 @@ from dissectkit.base.errors import DataError, EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, device_of
 from dissectkit.engine.spatial import bounded_size
+from dissectkit.host.manager import get_host
 from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import Moments, key_value, order_key
 
@@ -39,12 +30,6 @@ class NetDissectParams(Params):
         112, ge=1, description="longer side of the comparison grid (masks reduced to it); null: the masks' own size"
     )
     max_memory_mb: float = Field(512.0, gt=0)
-
-
-def _mask_probe_hint() -> str:
-    from dissectkit.host.manager import get_host
-
-    return ", ".join(get_host().registry.masked_probes()) or "(none installed)"
 
 
 class NetDissect(Method):
@@ -64,7 +49,6 @@ class NetDissect(Method):
         """The comparison grid of an image whose masks are ``H x W``."""
         return bounded_size(H, W, self.params.resolution) if self.params.resolution else (H, W)
 
-    # -- streaming helpers ---------------------------------------------------------------------
     def _annotated(self, evidence: Evidence) -> Iterator[tuple[Any, list[dict[str, Any]], tuple[int, int]]]:
         """Yield ``(maps [b, K, h, w], masks, (H, W))`` for the annotated images of each streamed
         batch, grouped by mask size (validated)."""
@@ -94,11 +78,8 @@ class NetDissect(Method):
                 yield maps[rows], [batch.masks[b] for b in rows], size
 
     def _pieces(self, evidence: Evidence, k0: int, k1: int, device: str, col: dict[str, int] | None, per_value: int):
-        """Yield ``(F [kc, n], L [c, n] | None, idx)``: the maps of neurons k0..k1 upsampled
-        (bilinear, ``align_corners=False``) to the comparison grid of a few annotated images, their
-        ``n`` grid pixels side by side; with ``col`` also the masks of the ``c`` concepts present
-        there (0/1 float, reduced to the grid) and those concepts' columns ``idx``. Pieces hold about
-        ``max_memory_mb / per_value`` values (and fewer than 2**24 pixels: counts stay exact)."""
+        """Yield ``(F [kc, n], L [c, n] | None, idx)``: neurons k0..k1's maps upsampled to the grid of a
+        few annotated images, with ``col`` also their grid masks of the concepts present (columns ``idx``)."""
         import torch
 
         kc = k1 - k0
@@ -117,9 +98,7 @@ class NetDissect(Method):
                 yield Fk, L, idx
 
     def _grid_masks(self, masks: list[dict[str, Any]], col: dict[str, int], size, grid, device: str):
-        """``(L [c, n], idx)``: the images' masks of the concepts in ``col`` present among them, on the
-        grid (each grid cell takes the mask pixel under its centre), 0/1 float; a concept absent from
-        an image's masks is empty there."""
+        """``(L [c, n], idx)``: the images' grid masks of the concepts in ``col`` present among them."""
         import numpy as np
         import torch
 
@@ -137,9 +116,7 @@ class NetDissect(Method):
         return torch.from_numpy(L.reshape(len(names), -1)).to(device), [col[c] for c in names]
 
     def _survey(self, evidence: Evidence):
-        """``(K, pixels, dead [K])``: the layer's neurons, the grid pixels of all annotated images and
-        the dead neurons: maps constant over every annotated image (``Moments.constant``; bilinear
-        upsampling keeps a map constant or not). Checks the maps are finite."""
+        """``(K, pixels, dead [K])`` over the annotated images, checking that the maps are finite."""
         import torch
 
         total, moments = 0, None
@@ -157,15 +134,12 @@ class NetDissect(Method):
             )
         return moments.min.shape[0], total, moments.constant
 
-    # -- thresholds ----------------------------------------------------------------------------
     def _rank(self, total: int) -> int:
         """``T_k`` is the rank-th largest grid value: about ``m = round(q * pixels)`` lie above it."""
         return min(max(1, round(self.params.quantile * total)) + 1, total)
 
     def _plan(self, K: int, total: int) -> tuple[bool, int]:
-        """``(exact merge?, neurons per group)``: the running top-(m+1) merge unless it needs more
-        than 4x the histogram's groups of neurons (each group is one more pair of streams; a
-        histogram stream costs several merge streams), else the histogram."""
+        """``(exact merge?, neurons per group)``: the merge unless the histogram needs 4x fewer groups."""
         fit_top = self._budget // (self._rank(total) * _TOP_BYTES)
         fit_hist = max(1, self._budget // 2 // (_BINS * 8))
         if fit_top >= 1 and -(-K // fit_top) <= 4 * -(-K // fit_hist):
@@ -231,7 +205,6 @@ class NetDissect(Method):
         key = (((bins - _BINS // 2) << 16) | low).to(torch.int32)
         return key_value(key).double()
 
-    # -- the method -----------------------------------------------------------------------------
     def iou(self, evidence: Evidence, k0: int, k1: int, T, names: list[str], device: str):
         """The ``[kc, C]`` IoU of neurons k0..k1 thresholded at ``T`` with each concept's masks."""
         import torch
@@ -297,7 +270,8 @@ class NetDissect(Method):
             raise EvidenceError(
                 f"netdissect cannot label layer {evidence.layer!r}: the probe has no masks. Network "
                 f"Dissection needs per-pixel concept masks; use a mask-capable probe such as "
-                f"{_mask_probe_hint()}, or choose the 'clip-dissect' or 'mammi' method."
+                f"{', '.join(get_host().registry.masked_probes()) or '(none installed)'}, or choose the "
+                "'clip-dissect' or 'mammi' method."
             )
         device = device_of(self, evidence)
         names = evidence.concept_texts
@@ -331,15 +305,8 @@ class NetDissect(Method):
         )
 
 
-def make_netdissect(params: NetDissectParams, ctx: Any) -> NetDissect:
-    return NetDissect(params, ctx)
-
-
 class _TopPixels:
-    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge.
-    Once a neuron holds ``rank`` values, only values above the least of them can enter (that least
-    value never decreases), so a piece costs one comparison; the survivors are buffered and merged
-    when a neuron has gathered ``rank`` of them (each merge is one ``topk`` of the kept set)."""
+    """Each of ``kc`` neurons' ``rank`` largest values and their pixel indices, by a running merge."""
 
     def __init__(self, kc: int, rank: int, device: str, piece: int = 1 << 22) -> None:
         import torch
@@ -365,9 +332,8 @@ class _TopPixels:
         self._offer(rows, Fk[rows, cols], cols + offset)
 
     def add_maps(self, m, grid: tuple[int, int], offset: int) -> None:
-        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid``, pixels ``offset + i * gh * gw + p``
-        for image i. An upsampled value is a convex combination of its map's values, so an image
-        whose map peaks at or below a neuron's least kept value is not upsampled for that neuron."""
+        """Offer the maps ``m [kc, b, h, w]`` upsampled to ``grid`` (pixels from ``offset``); an image whose
+        map peaks at or below a neuron's least kept value is not upsampled for it."""
         kc, b = m.shape[:2]
         P = grid[0] * grid[1]
         if self.least is None:  # filling: every value enters
@@ -431,9 +397,7 @@ class _TopPixels:
 
 
 def _upsample(m, grid: tuple[int, int]):
-    """Maps ``[..., h, w]`` resized bilinearly (``align_corners=False``) to ``grid`` (as is when equal),
-    each plane on its own: torch rounds differently with other channel counts, and the result must
-    not depend on how images and neurons are batched."""
+    """Maps ``[..., h, w]`` resized bilinearly to ``grid``, each plane on its own (batching-independent)."""
     import torch.nn.functional as F
 
     if tuple(m.shape[-2:]) == tuple(grid):

@@ -15,20 +15,20 @@ from dissectkit.host.registry import Register
 
 @hookimpl
 def dissectkit_register_probes(register: Register) -> None:
-    add = register
-    add("image-folder", ImageFolderProbe, params=ImageFolderParams,
-        description="Images in a folder; class sub-folders become the label 'class'.", licence=None)
-    add("csv", CsvProbe, params=CsvParams,
-        description="A CSV manifest: a path column, label columns and optional mask columns.", licence=None)
-    add("vindr-mammo", VindrMammoProbe, params=VindrParams,
-        description="VinDr-Mammo (PhysioNet DICOM layout or Mammo-CLIP PNG layout).",
-        licence="PhysioNet Restricted Health Data License 1.5.0 (user download)")
-    add("rsna-mammo", RsnaMammoProbe, params=RsnaParams,
-        description="RSNA Screening Mammography (train.csv + train_images/<patient>/<image>.dcm).",
-        licence="Kaggle competition rules (user download)")
-    add("cbis-ddsm", CbisDdsmProbe, params=CbisParams,
-        description="CBIS-DDSM full mammograms; ROI masks per BI-RADS concept.",
-        licence="CC BY 3.0 (TCIA, user download)")
-    add("nih-cxr14", NihCxr14Probe, params=NihParams,
-        description="NIH ChestX-ray14; bounding boxes as per-finding box masks.",
-        licence="NIH Clinical Center terms (user download)")
+    for name, probe, params, description, licence in (
+        ("image-folder", ImageFolderProbe, ImageFolderParams,
+         "Images in a folder; class sub-folders become the label 'class'.", None),
+        ("csv", CsvProbe, CsvParams,
+         "A CSV manifest: a path column, label columns and optional mask columns.", None),
+        ("vindr-mammo", VindrMammoProbe, VindrParams,
+         "VinDr-Mammo (PhysioNet DICOM layout or Mammo-CLIP PNG layout).",
+         "PhysioNet Restricted Health Data License 1.5.0 (user download)"),
+        ("rsna-mammo", RsnaMammoProbe, RsnaParams,
+         "RSNA Screening Mammography (train.csv + train_images/<patient>/<image>.dcm).",
+         "Kaggle competition rules (user download)"),
+        ("cbis-ddsm", CbisDdsmProbe, CbisParams, "CBIS-DDSM full mammograms; ROI masks per BI-RADS concept.",
+         "CC BY 3.0 (TCIA, user download)"),
+        ("nih-cxr14", NihCxr14Probe, NihParams, "NIH ChestX-ray14; bounding boxes as per-finding box masks.",
+         "NIH Clinical Center terms (user download)"),
+    ):
+        register(name, probe, params=params, description=description, licence=licence)

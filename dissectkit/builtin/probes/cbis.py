@@ -1,10 +1,5 @@
-"""CBIS-DDSM: full mammograms with ROI masks exposed per BI-RADS concept.
-
-Every abnormality's ROI mask is added to the mask of each concept that abnormality carries:
-its type (``mass`` / ``calcification``), its mass shape and margins or its calcification type and
-distribution. CBIS values are lower-cased, ``_`` becomes a space and combined values
-(``SPICULATED-ILL_DEFINED``) count for each part; ``CBIS_TERMS`` lists the few renamings.
-"""
+"""CBIS-DDSM: full mammograms with ROI masks exposed per BI-RADS concept (docs/data.md, "Probes":
+the concept keys, ``CBIS_TERMS`` the few renamings, and the NBIA download tree)."""
 
 from __future__ import annotations
 
@@ -101,9 +96,7 @@ class CbisDdsmProbe(FileProbe):
         super().__init__(list(by_image.values()), params, ctx, root)
 
     def _locate(self, root: Path, rel: str, role: str) -> Path:
-        """The CSV path under root; failing that, the file in the NBIA download tree
-        ``<root>[/CBIS-DDSM]/<subject folder>/<study>/<series>/1-*.dcm`` (ROI mask vs cropped image
-        told apart by the series folder name, else by the larger file)."""
+        """The CSV path under root, else the file in the NBIA download tree (docs/data.md, "Probes")."""
         rel = rel.replace("\\", "/")
         for base in (root, root / "CBIS-DDSM"):
             if (base / rel).is_file():

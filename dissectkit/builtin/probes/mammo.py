@@ -157,9 +157,7 @@ class VindrMammoProbe(FileProbe):
                     labels["density"] = _density_letter(row["density"])
                 if "breast_birads" in row:
                     labels["birads"] = _birads_number(row["breast_birads"])
-                for key, col in (("laterality", "laterality"), ("view", "view")):
-                    if col in row:
-                        labels[key] = row[col]
+                labels.update({key: row[key] for key in ("laterality", "view") if key in row})
                 rid = f"{row['patient_id']}/{image_id.rsplit('.', 1)[0]}"  # = study_id/image_id, as in the DICOM layout
                 rec = by_image[(row["patient_id"], image_id)] = Record(images / row["patient_id"] / image_id, rid, labels)
             for col in finding_cols:

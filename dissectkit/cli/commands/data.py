@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -47,20 +48,13 @@ def convert_tree(src: Path, dst: Path, workers: int = 4, overwrite: bool = False
     failures: list[tuple[str, str]] = []
     from rich.progress import Progress
 
-    with Progress(disable=not progress) as bar:
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    with Progress(disable=not progress) as bar, pool or nullcontext():
         task = bar.add_task("DICOM -> PNG", total=len(jobs))
-        if workers <= 1:
-            results = map(_convert_one, jobs)
-            for name, err in results:
-                if err:
-                    failures.append((name, err))
-                bar.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for name, err in pool.map(_convert_one, jobs, chunksize=4):
-                    if err:
-                        failures.append((name, err))
-                    bar.advance(task)
+        for name, err in pool.map(_convert_one, jobs, chunksize=4) if pool else map(_convert_one, jobs):
+            if err:
+                failures.append((name, err))
+            bar.advance(task)
     return failures
 
 

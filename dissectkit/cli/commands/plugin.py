@@ -1,9 +1,5 @@
-"""``dissectkit plugin new NAME [--kinds ...] [--dir DIR]``: write a ready plugin distribution.
-
-It holds a ``pyproject.toml`` with the ``dissectkit`` entry point, one working component per
-requested kind (each in its own module), tests using ``dissectkit.testing`` and a README;
-``pip install -e DIR && pytest DIR`` passes as written.
-"""
+"""``dissectkit plugin new NAME [--kinds ...] [--dir DIR]``: write a ready plugin distribution, one
+working component per kind with its tests (docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -14,18 +10,9 @@ from typing import Annotated
 import typer
 
 from dissectkit.base.errors import DissectkitError, did_you_mean
+from dissectkit.host.registry import HOOK_OF_KIND, KINDS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "plugin"
-KIND_ORDER = ("dissector", "target", "probe", "concepts", "similarity", "method", "reporter")
-HOOKS = {
-    "dissector": "dissectkit_register_dissectors",
-    "target": "dissectkit_register_targets",
-    "probe": "dissectkit_register_probes",
-    "concepts": "dissectkit_register_concept_sets",
-    "similarity": "dissectkit_register_similarities",
-    "method": "dissectkit_register_methods",
-    "reporter": "dissectkit_register_reporters",
-}
 CHECKS = {
     "dissector": ("check_dissector", 'check_dissector(dk.create("dissector", "__NAME__-dissector"))'),
     "target": ("check_target", 'check_target(dk.create("target", "__NAME__-target"))'),
@@ -63,9 +50,9 @@ def parse_kinds(values: list[str] | None) -> list[str]:
     """``--kinds a,b --kinds c`` -> the kinds in canonical order (all of them when none given)."""
     kinds = [k.strip() for v in values or [] for k in v.split(",") if k.strip()]
     for k in kinds:
-        if k not in KIND_ORDER:
-            raise DissectkitError(f"Unknown kind {k!r} in --kinds.{did_you_mean(k, KIND_ORDER)} Kinds: {', '.join(KIND_ORDER)}.")
-    return [k for k in KIND_ORDER if k in kinds] if kinds else list(KIND_ORDER)
+        if k not in KINDS:
+            raise DissectkitError(f"Unknown kind {k!r} in --kinds.{did_you_mean(k, KINDS)} Kinds: {', '.join(KINDS)}.")
+    return [k for k in KINDS if k in kinds] if kinds else list(KINDS)
 
 
 def write_plugin(name: str, kinds: list[str], root: Path) -> list[Path]:
@@ -121,7 +108,7 @@ def _plugin_module(kinds: list[str]) -> str:
         lines += [
             "", "",
             "@hookimpl",
-            f"def {HOOKS[kind]}(register: Register) -> None:",
+            f"def {HOOK_OF_KIND[kind]}(register: Register) -> None:",
             f"    from .{kind} import add_to",
             "",
             "    add_to(register)",
