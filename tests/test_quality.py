@@ -103,7 +103,7 @@ def test_quality_columns_in_rows_and_labels_json(tmp_path):
 
     (tmp_path / "labels.json").write_text(json.dumps(run.labels_payload()))
     again = RunResult.load(tmp_path)
-    assert again.label_sets[0].quality == ls.quality
+    assert again.label_sets[0].columns == ls.columns
     from dissectkit.report.tables import neuron_rows, write_csv
 
     text = write_csv(neuron_rows(again), tmp_path / "neurons.csv").read_text().splitlines()

@@ -18,8 +18,9 @@ from dissectkit.engine.distributed import World
 from dissectkit.engine.extract import Extraction
 from dissectkit.engine.resolve import Resolved, TargetSlot
 from dissectkit.engine.spatial import SpatialSource
+from dissectkit.labelling.column_groups import compute_columns
+from dissectkit.labelling.columns import LabelContext
 from dissectkit.labelling.evidence import Evidence, LayerLabels
-from dissectkit.labelling.quality import ActivationColumns, label_quality
 from dissectkit.results.run_result import LabelSet
 
 TEXT_BATCH = 256
@@ -59,7 +60,7 @@ class LayerResult:
     layer: str
     labels: dict[tuple[str, str], LayerLabels] = field(default_factory=dict)
     measures: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    quality: dict[tuple[str, str], dict[str, list[Any]]] = field(default_factory=dict)
+    columns: dict[tuple[str, str], dict[str, list[Any]]] = field(default_factory=dict)
 
 
 def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, encoders: dict[str, TextEncoder],
@@ -67,7 +68,6 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
     """Label one layer with every (dissector, method) pair."""
     entry = ex.acts[(slot.label, layer)]
     valid_a = entry.read_valid()
-    n_neurons = next(i.n_neurons for i in slot.layers if i.name == layer)
     truth = slot.instance.ground_truth(layer)
     out = LayerResult(slot.label, layer)
 
@@ -92,11 +92,9 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
     def record(d_label: str, m_label: str, labels: LayerLabels) -> None:
         labels.layer = layer
         out.labels[(d_label, m_label)] = labels
-        valid = valid_a & embeddings[d_label][1]
-        columns = ActivationColumns(lambda: entry.iter_rows(valid), int(valid.sum()), n_neurons)
-        out.quality[(d_label, m_label)] = label_quality(
-            columns, embeddings[d_label][0][valid], encoders[d_label], res.concepts, labels, res.ctx.device
-        )
+        seen = evidence(d_label, valid_a & embeddings[d_label][1])  # each dissector's own rows and embeddings
+        ctx = LabelContext(layer, labels, seen, res.concepts, res.methods[m_label], truth, res.ctx.device)
+        out.columns[(d_label, m_label)] = compute_columns(ctx)
         if truth is not None:
             out.measures[(d_label, m_label)] = _final_layer_measures(labels, truth)
 
@@ -144,7 +142,7 @@ def label_all(res: Resolved, ex: Extraction, cache: Cache, progress: Any = None,
                 labels = r.labels[(d_label, m_label)]
                 label_set = sets[(d_label, slot.label, m_label)]
                 label_set.layers[layer] = labels
-                label_set.quality[layer] = r.quality[(d_label, m_label)]
+                label_set.columns[layer] = r.columns[(d_label, m_label)]
                 if world.is_main:
                     hook.dissectkit_layer_labelled(layer_labels=labels, dissector=d_label, target=slot.label, method=m_label)
                 if (d_label, m_label) in r.measures:

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dissectkit.labelling.columns import Column, LabelContext
 from dissectkit.labelling.streaming import Moments
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from dissectkit.labelling.evidence import LayerLabels
 
-__all__ = ["ActivationColumns", "QUALITY_COLUMNS", "Z_MIN", "average_ranks", "label_quality", "layer_quality"]
+__all__ = ["QUALITY", "ActivationColumns", "QUALITY_COLUMNS", "Z_MIN", "average_ranks", "label_quality", "layer_quality"]
 
 QUALITY_COLUMNS = ("sim_corr", "top_auc", "sim_z", "interpretable")
 Z_MIN = 2.0
@@ -188,3 +189,23 @@ def label_quality(
     where = {t: i for i, t in enumerate(texts)}
     label_index = [where.get(label) if label is not None else None for label in labels.top1()]
     return layer_quality(activations, image_embeddings, encode_texts(texts), label_index, device=device)
+
+
+class QualityColumns:
+    """Label quality as a column group (:mod:`dissectkit.labelling.columns`)."""
+
+    name = "quality"
+    columns = (
+        Column("sim_corr", "Spearman correlation over the probe of the activation and the label's image-text similarity", better="higher"),
+        Column("top_auc", "AUC of the label's similarity separating the neuron's top-activating images from the rest", better="higher"),
+        Column("sim_z", "sim_corr as a z-score among the neuron's correlations with every concept", better="higher"),
+        Column("interpretable", f"sim_z >= {Z_MIN:g} and sim_corr > 0", kind="bool", better="higher"),
+    )
+
+    def compute(self, ctx: LabelContext) -> dict[str, list[Any]]:
+        ev = ctx.evidence
+        columns = ActivationColumns(ctx.activation_blocks, ev.n_images, ctx.n_neurons)
+        return label_quality(columns, ev.image_embeddings, ev.encode_texts, ctx.concepts, ctx.labels, ctx.device)
+
+
+QUALITY = QualityColumns()

@@ -140,7 +140,8 @@ def compare_runs(runs: list[Any]) -> list[PairComparison]:
     return [compare_pair(a, b, concepts) for a, b in pairs(runs)]
 
 
-QUALITY = ("sim_corr", "top_auc", "sim_z")
+RANK_BY = ("sim_corr", "sim_z")
+"""The columns label sets are ranked by, in order (the first is required to rank)."""
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -148,24 +149,36 @@ def _mean(values: list[Any]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _mean_name(column: Any) -> str:
+    """A bool column's mean is the share of neurons for which it holds."""
+    return f"{column.name}_share" if column.kind == "bool" else column.name
+
+
+def ranked_columns() -> list[Any]:
+    """The per-neuron columns with a direction (``better``): their means are compared."""
+    from dissectkit.labelling.column_groups import all_columns
+
+    return [c for c in all_columns() if c.better is not None]
+
+
 def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
-    """Every label set ranked per (target, layer) by the mean label quality of its neurons
-    (:mod:`dissectkit.labelling.quality`): mean simulation correlation first, then mean z-score; label sets
-    without quality scores (runs made before they existed) rank last. One row per label set and layer."""
+    """Every label set ranked per (target, layer) by the means of its neurons' columns
+    (:mod:`dissectkit.labelling.columns`): mean simulation correlation first, then mean z-score;
+    label sets without them (runs made before they existed) rank last. One row per label set and
+    layer, with the mean of every column that has a direction (a bool's share of neurons)."""
     by_layer: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for side in sides(runs):
         for layer, ll in side.ls.layers.items():
-            q = side.ls.quality.get(layer, {})
-            interp = [v for v in q.get("interpretable", []) if v is not None]
+            values = side.ls.columns.get(layer, {})
+            scored = [v for v in values.get(RANK_BY[0], []) if v is not None]
             by_layer.setdefault((side.ls.target, layer), []).append({
                 "target": side.ls.target, "layer": layer, "label_set": side.name, "dissector": side.ls.dissector,
-                "method": side.ls.method, "n_neurons": len(ll.neurons), "n_scored": len(interp),
-                **{c: _mean(q.get(c, [])) for c in QUALITY},
-                "interpretable_share": sum(interp) / len(interp) if interp else None,
+                "method": side.ls.method, "n_neurons": len(ll.neurons), "n_scored": len(scored),
+                **{_mean_name(c): _mean(values.get(c.name, [])) for c in ranked_columns()},
             })
     rows = []
     for entries in by_layer.values():
-        entries.sort(key=lambda r: (r["sim_corr"] is None, -(r["sim_corr"] or 0.0), -(r["sim_z"] or 0.0), r["label_set"]))
+        entries.sort(key=lambda r: (r[RANK_BY[0]] is None, *(-(r[c] or 0.0) for c in RANK_BY), r["label_set"]))
         for rank, r in enumerate(entries, 1):
             rows.append({"rank": rank, **r})
     return rows
@@ -174,8 +187,8 @@ def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
 def write_quality_ranking(rows: list[dict[str, Any]], out: Path) -> Path:
     """``comparison_quality.csv``: :func:`quality_ranking`'s rows."""
     path = out / "comparison_quality.csv"
-    cols = ["target", "layer", "rank", "label_set", "dissector", "method", "n_neurons", "n_scored", *QUALITY,
-            "interpretable_share"]
+    cols = ["target", "layer", "rank", "label_set", "dissector", "method", "n_neurons", "n_scored",
+            *(_mean_name(c) for c in ranked_columns())]
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(cols)

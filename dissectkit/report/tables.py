@@ -7,14 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
+LABEL_COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
     "no_concept",  # why a neuron has no label: a dissectkit.labelling.evidence.NO_CONCEPT_REASONS code ("dead", ...)
     "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
     "top_images",  # probe ids of the top-activating valid images (dissectkit.results.evidence)
-    "sim_corr", "top_auc", "sim_z", "interpretable",  # label quality (dissectkit.labelling.quality)
 )
+"""The columns of every table before the per-neuron columns (label quality, ...: ``neuron_columns``)."""
 SEP = "|"
+ARROW_TYPES = {"float": "float64", "bool": "bool_", "int": "int64", "str": "string"}
+
+
+def neuron_columns() -> list[Any]:
+    """The per-neuron columns after ``LABEL_COLUMNS`` (:mod:`dissectkit.labelling.columns`), in order."""
+    from dissectkit.labelling.column_groups import all_columns
+
+    return all_columns()
+
+
+def columns() -> list[str]:
+    """Every column of the tables, in order."""
+    return [*LABEL_COLUMNS, *(c.name for c in neuron_columns())]
 
 
 def neuron_rows(run_result: Any, top: int = 5, top_images: int = 5) -> list[dict[str, Any]]:
@@ -26,7 +39,7 @@ def neuron_rows(run_result: Any, top: int = 5, top_images: int = 5) -> list[dict
     out = []
     for row in run_result.rows(top=top):
         ids = run_result.top_image_ids(row["target"], row["layer"], row["unit"])[:top_images]
-        out.append({k: (ids if k == "top_images" else row[k]) for k in COLUMNS})
+        out.append({k: (ids if k == "top_images" else row[k]) for k in columns()})
     return out
 
 
@@ -38,9 +51,14 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out["score"] = "" if row["score"] is None else f"{row['score']:.6g}"
     for key in ("label", "category", "subcategory"):
         out[key] = "" if row[key] is None else row[key]
-    for key in ("sim_corr", "top_auc", "sim_z"):
-        out[key] = "" if row[key] is None else f"{row[key]:.6g}"
-    out["interpretable"] = "" if row["interpretable"] is None else int(row["interpretable"])
+    for column in neuron_columns():
+        value = row[column.name]
+        if value is None:
+            out[column.name] = ""
+        elif column.kind == "float":
+            out[column.name] = f"{value:.6g}"
+        elif column.kind == "bool":
+            out[column.name] = int(value)
     return out
 
 
@@ -48,7 +66,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     """CSV, one neuron a line; ``top_concepts`` / ``top_scores`` / ``top_images`` joined with ``|``; no concept = empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=columns(), lineterminator="\n")
         writer.writeheader()
         writer.writerows(_flat(r) for r in rows)
     return path
@@ -73,10 +91,9 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
         ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
         ("top_images", pa.list_(pa.string())),
-        ("sim_corr", pa.float64()), ("top_auc", pa.float64()), ("sim_z", pa.float64()), ("interpretable", pa.bool_()),
+        *((c.name, getattr(pa, ARROW_TYPES[c.kind])()) for c in neuron_columns()),
     ])
-    columns = {name: [r[name] for r in rows] for name in COLUMNS}
-    table = pa.Table.from_pydict(columns, schema=schema)
+    table = pa.Table.from_pydict({name: [r[name] for r in rows] for name in columns()}, schema=schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path

@@ -31,8 +31,9 @@ class LabelSet:
     target: str
     method: str
     layers: dict[str, LayerLabels] = field(default_factory=dict)
-    quality: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
-    """``quality[layer][column]``: per-neuron label quality (:mod:`dissectkit.labelling.quality`)."""
+    columns: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    """``columns[layer][name]``: one value per neuron of each per-neuron column
+    (:mod:`dissectkit.labelling.columns`; label quality and the other groups)."""
 
     @property
     def key(self) -> str:
@@ -44,7 +45,7 @@ class LabelSet:
             "target": self.target,
             "method": self.method,
             "layers": {name: ll.to_dict() for name, ll in self.layers.items()},
-            "quality": self.quality,
+            "columns": self.columns,
         }
 
     @classmethod
@@ -52,7 +53,7 @@ class LabelSet:
         return cls(
             data["dissector"], data["target"], data["method"],
             {name: LayerLabels.from_dict(ll) for name, ll in data["layers"].items()},
-            dict(data.get("quality") or {}),
+            dict(data.get("columns") or data.get("quality") or {}),  # "quality": runs written before 0.2
         )
 
 
@@ -118,12 +119,14 @@ class RunResult:
     def rows(self, top: int = 5) -> Iterator[dict[str, Any]]:
         """One tidy row per (label set, layer, neuron): label, score, category, top concepts and the
         label quality columns (``None`` when not computed)."""
-        from dissectkit.labelling.quality import QUALITY_COLUMNS
+        from dissectkit.labelling.column_groups import all_columns
+
+        names = [c.name for c in all_columns()]
 
         index = self.concept_index()
         for ls in self.label_sets:
             for layer, ll in ls.layers.items():
-                quality = ls.quality.get(layer, {})
+                columns = ls.columns.get(layer, {})
                 for unit, ranked in enumerate(ll.neurons):
                     label, score = (ranked[0][0], ranked[0][1]) if ranked else (None, None)
                     concept = index.get(label) if label else None
@@ -141,7 +144,7 @@ class RunResult:
                         "n_concepts": len(ranked),
                         "top_concepts": [c for c, _ in ranked[:top]],
                         "top_scores": [float(s) for _, s in ranked[:top]],
-                        **{c: quality[c][unit] if c in quality else None for c in QUALITY_COLUMNS},
+                        **{c: columns[c][unit] if c in columns else None for c in names},
                     }
 
     # -- persistence ---------------------------------------------------------------------------

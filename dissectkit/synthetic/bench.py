@@ -166,7 +166,7 @@ def quality_rows(results: list[tuple[str, Any]]) -> list[dict[str, Any]]:
             continue
         sets = truth_sets({c.text for c in result.concepts})
         for ls in sorted(result.label_sets, key=lambda s: (s.dissector, s.method)):
-            quality = ls.quality.get(OUTPUT_LAYER)
+            quality = ls.columns.get(OUTPUT_LAYER)
             if ls.target != "synth-effnet-concepts" or OUTPUT_LAYER not in ls.layers or not quality:
                 continue
             for k, label in enumerate(ls.layers[OUTPUT_LAYER].top1()):
