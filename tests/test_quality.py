@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import dissectkit as dk
 from dissectkit.base.types import Concept
 from dissectkit.labelling.evidence import LayerLabels
 from dissectkit.labelling.quality import Z_MIN, average_ranks, label_quality, layer_quality
@@ -109,3 +110,25 @@ def test_quality_columns_in_rows_and_labels_json(tmp_path):
     text = write_csv(neuron_rows(again), tmp_path / "neurons.csv").read_text().splitlines()
     assert text[0].endswith("sim_corr,top_auc,sim_z,interpretable")
     assert text[1].endswith("0.25,0.75,2.5,1") and text[2].endswith(",,,")
+
+
+def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
+    from dissectkit.base.errors import RecipeError
+    from dissectkit.host.recipe import recipe_from_dict
+    from dissectkit.labelling.column_groups import settings
+
+    assert settings({"quality": False}) == {"quality": None}
+    with pytest.raises(RecipeError, match="unknown column group 'qualty'. Did you mean 'quality'"):
+        settings({"qualty": False})
+    with pytest.raises(RecipeError, match="output.columns.quality"):
+        settings({"quality": {"top_fraction": 0.1}})
+    recipe = recipe_from_dict({
+        "dissector": "synth-clip", "target": {"name": "synth-effnet-concepts", "layers": ["classifier"]},
+        "probe": {"name": "synth-mammo", "params": {"n": 24}}, "concepts": {"name": "synth-mammo-concepts", "params": {"groups": ["findings"]}},
+        "method": {"name": "clip-dissect", "params": {"similarity": "cos"}},
+        "output": {"dir": str(tmp_path / "run"), "reporters": ["csv"], "columns": {"quality": False}},
+        "runtime": {"device": "cpu"},
+    })
+    result = dk.run(recipe)
+    assert result.label_sets[0].columns["classifier"] == {}
+    assert all(row["sim_z"] is None for row in result.rows())

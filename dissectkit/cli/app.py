@@ -244,8 +244,8 @@ def fetch(
     from pydantic import ValidationError
 
     from dissectkit.base.context import BuildContext, default_cache_dir
+    from dissectkit.base.params import format_validation_error
     from dissectkit.base.weights import UrlRef, resolve
-    from dissectkit.host.registry import format_validation_error
 
     try:
         ref = UrlRef(url=url, sha256=sha256)

@@ -94,7 +94,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
         out.labels[(d_label, m_label)] = labels
         seen = evidence(d_label, valid_a & embeddings[d_label][1])  # each dissector's own rows and embeddings
         ctx = LabelContext(layer, labels, seen, res.concepts, res.methods[m_label], truth, res.ctx.device)
-        out.columns[(d_label, m_label)] = compute_columns(ctx)
+        out.columns[(d_label, m_label)] = compute_columns(ctx, res.columns)
         if truth is not None:
             out.measures[(d_label, m_label)] = _final_layer_measures(labels, truth)
 

@@ -14,6 +14,7 @@ from dissectkit.base.errors import DataError, DissectkitError, EvidenceError, Re
 from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
 from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
+from dissectkit.labelling.column_groups import settings as column_settings
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
 
@@ -45,6 +46,8 @@ class Resolved:
     probe_has_masks: bool = False
     """The probe's registration declares masks for these params."""
     licences: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, Any] = field(default_factory=dict)
+    """Each per-neuron column group's params (``None``: turned off), from ``output.columns``."""
     """``"<kind> <label>"`` -> the licence its registration declares (components that declare one)."""
 
     @property
@@ -136,6 +139,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         reporters={r.display: built[id(r)] for r in recipe.output.reporters if id(r) in built},
         probe_has_masks=has_masks,
         licences=licences,
+        columns=column_settings(recipe.output.columns),
     )
 
 

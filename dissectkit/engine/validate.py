@@ -11,6 +11,7 @@ from dissectkit.engine.preflight import weights_refs
 from dissectkit.engine.resolve import build_context, check_masks_available
 from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
 from dissectkit.host.registry import KINDS
+from dissectkit.labelling.column_groups import settings as column_settings
 
 
 def validation_context(recipe: Recipe) -> Any:
@@ -64,6 +65,7 @@ def validate_recipe(recipe: Recipe) -> list[str]:
 
     registry = get_host().registry
     validated = validate_components(recipe, registry)
+    column_settings(recipe.output.columns)
     ctx = validation_context(recipe)
     warnings: list[str] = []
     for kind, path, ref in component_refs(recipe):

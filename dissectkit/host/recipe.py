@@ -74,6 +74,11 @@ class StudyConfig(_Strict):
 class OutputConfig(_Strict):
     dir: str | None = Field(default=None, description="default: runs/<recipe name>")
     reporters: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="csv"), ComponentRef(name="json")])
+    columns: dict[str, bool | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-neuron column groups (label quality, ...): `false` turns one off, a mapping sets its "
+        "params (docs/methods.md); every group is on with its defaults otherwise",
+    )
 
     @model_validator(mode="after")
     def _each_reporter_once(self) -> OutputConfig:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from dissectkit.base.contract import BASES, adapt
 from dissectkit.base.errors import ComponentError, DissectkitError, PluginError, did_you_mean
-from dissectkit.base.params import NoParams
+from dissectkit.base.params import NoParams, format_validation_error
 from dissectkit.base.types import MasksWhen
 
 if TYPE_CHECKING:
@@ -107,19 +107,6 @@ KIND_FIELDS = {"has_masks": ("probe",), "layers": ("target",), "missing_weights"
 """Registration fields that apply to some kinds only."""
 RETIRED_FIELDS = {"embed_dim": "the dissector's own `embed_dim` member is the one declaration"}
 """Fields that used to be accepted (ignored with a DeprecationWarning for one release)."""
-
-
-def format_validation_error(exc: ValidationError, what: str) -> str:
-    lines = [f"Invalid {what}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown parameter"
-        elif err["type"] == "missing":
-            msg = "required parameter is missing"
-        lines.append(f"  - {loc}: {msg} (got {err.get('input')!r})" if err["type"] != "missing" else f"  - {loc}: {msg}")
-    return "\n".join(lines)
 
 
 class Registry:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pydantic import BaseModel
+
 if TYPE_CHECKING:
     import torch
 
@@ -55,11 +57,14 @@ class LabelContext:
 
 
 class ColumnGroup(Protocol):
-    """Columns computed together (one pass over the evidence)."""
+    """Columns computed together (one pass over the evidence). A recipe turns a group off or sets its
+    params under ``output.columns.<name>`` (``false``, or a mapping validated by ``params``)."""
 
     name: str
     columns: tuple[Column, ...]
+    params: type[BaseModel]
+    """The group's settings (a ``dissectkit.plugin.Params`` model; ``NoParams`` when it has none)."""
 
-    def compute(self, ctx: LabelContext) -> dict[str, list[Any]]:
+    def compute(self, ctx: LabelContext, params: Any) -> dict[str, list[Any]]:
         """``{column name: one value per neuron}`` (``None`` where undefined; a column left out is all ``None``)."""
         ...

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dissectkit.base.params import NoParams
 from dissectkit.labelling.columns import Column, LabelContext
 from dissectkit.labelling.streaming import Moments
 
@@ -202,7 +203,9 @@ class QualityColumns:
         Column("interpretable", f"sim_z >= {Z_MIN:g} and sim_corr > 0", kind="bool", better="higher"),
     )
 
-    def compute(self, ctx: LabelContext) -> dict[str, list[Any]]:
+    params = NoParams
+
+    def compute(self, ctx: LabelContext, params: Any) -> dict[str, list[Any]]:
         ev = ctx.evidence
         columns = ActivationColumns(ctx.activation_blocks, ev.n_images, ctx.n_neurons)
         return label_quality(columns, ev.image_embeddings, ev.encode_texts, ctx.concepts, ctx.labels, ctx.device)
