@@ -5,7 +5,7 @@ Formulas and defaults: ``docs/methods.md``."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -19,12 +19,20 @@ from dissectkit.labelling.streaming import ActivationStream, check_finite, of_la
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES"]
+__all__ = ["LazyP", "top_indices", "check_finite", "SIMILARITIES", "score_tolerance", "has_precision"]
+
+
+Precision = Literal["default", "published"]
+UNIT_ROUNDOFF = 2.0**-24  # float32's unit roundoff u: a rounded value is within u (relative) of the exact one
+TOLERANCE_FACTOR = 4.0  # the score tolerances below are this many u times the scale of the rounded quantities
 
 
 class _Budget(Params):
     max_memory_mb: float = Field(512.0, gt=0, description="bound on the temporaries held at once")
     chunk_size: int | None = Field(None, ge=1, description="neurons per chunk (None: automatic)")
+    precision: Precision = Field(
+        "default", description="default: dissectkit's streamed arithmetic; published: the published code's "
+        "float32 arithmetic in its operation order (docs/methods.md, 'precision: published')")
 
 
 class CosParams(_Budget):
@@ -206,6 +214,8 @@ class _Similarity(Similarity):
             )
         src.check_finite(self.layer)
         with torch.no_grad():
+            if self.params.precision == "published":
+                return self._published(_published_P(src), stream.materialise())
             return self._compute(src, stream)
 
     def from_embeddings(self, images: torch.Tensor, texts: torch.Tensor, A: Any) -> torch.Tensor:
@@ -223,8 +233,48 @@ class _Similarity(Similarity):
     def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _published(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score_tolerance(self, S: torch.Tensor, n_images: int) -> float:
+        """How far two correct float32 evaluations of one score may lie apart (docs/methods.md,
+        "Margins"): a margin between two concepts at or below it is a coin toss. Default: a few
+        roundings of the largest score, over ``sqrt(N)`` accumulated terms."""
+        return TOLERANCE_FACTOR * UNIT_ROUNDOFF * math.sqrt(max(n_images, 1)) * _max_abs(S)
+
     def __repr__(self) -> str:
         return f"{self.name}({self.params!r})"
+
+
+def _max_abs(S: torch.Tensor) -> float:
+    import torch
+
+    finite = S[torch.isfinite(S)]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
+def _published_P(src: Any) -> torch.Tensor:
+    """``P`` as the published code forms it: image and text embeddings each divided by their row norm
+    in float32, then one float32 matmul (a dense ``P`` is taken as given). Held whole, as published."""
+    if isinstance(src, LazyP):
+        images = src.I / src.I.norm(dim=-1, keepdim=True)
+        texts = src.T / src.T.norm(dim=-1, keepdim=True)
+        return images @ texts.T
+    return src.P
+
+
+PUBLISHED_BATCH = 10_000  # neurons / concepts per matmul block in the published cos and cos3
+
+
+def _published_blocks(A: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """``A.T @ P`` in the published code's blocks of 10,000 neurons x 10,000 concepts."""
+    import torch
+
+    rows = []
+    for t in range(0, A.shape[1], PUBLISHED_BATCH):
+        At = A[:, t : t + PUBLISHED_BATCH].T
+        rows.append(torch.cat([At @ P[:, c : c + PUBLISHED_BATCH] for c in range(0, P.shape[1], PUBLISHED_BATCH)], dim=1))
+    return torch.cat(rows, dim=0)
 
 
 def _safe_div_cols(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -246,6 +296,14 @@ class Cos(_Similarity):
             sq = part_sq if sq is None else sq.add_(part_sq)
         M = _safe_div_cols(acc.T, sq.sqrt()).T.float()
         return _safe_div_cols(src.left_finish(M), src.col_norm())
+
+    def _published(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        # each column divided by its L2 norm (a zero column gives NaN, as published), then A^T P
+        P = P / torch.norm(P, p=2, dim=0, keepdim=True)
+        A = A / torch.norm(A, p=2, dim=0, keepdim=True)
+        return _published_blocks(A, P)
 
 
 class Cos3(_Similarity):
@@ -277,6 +335,15 @@ class Cos3(_Similarity):
         S /= sqA.sqrt().clamp_min(1e-3).float().unsqueeze(1)
         return S / sqP.sqrt().clamp_min(1e-3).float()
 
+    def _published(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        P = (P - torch.mean(P, dim=0, keepdim=True)) ** 3
+        A = (A - torch.mean(A, dim=0, keepdim=True)) ** 3
+        P = P / torch.clip(torch.norm(P, p=2, dim=0, keepdim=True), 1e-3)
+        A = A / torch.clip(torch.norm(A, p=2, dim=0, keepdim=True), 1e-3)
+        return _published_blocks(A, P)
+
 
 def _groups(lower: list[float], upper: list[float], lo: float, hi: float, max_size: int) -> list[list[int]]:
     """Split term indices into consecutive groups whose products stay within ``[lo, hi]``."""
@@ -303,17 +370,50 @@ class _PMI(_Similarity):
     def _coefficients(self, k: int) -> tuple[list[float], list[float]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
-        import torch
+    def _terms(self, X: torch.Tensor, k: int) -> torch.Tensor:  # pragma: no cover - abstract
+        """The published code's per-image terms ``[k, C]`` of one neuron's softmax rows ``X`` (float32)."""
+        raise NotImplementedError
 
-        prm = self.params
-        N, C = src.shape
-        k = prm.top_k
+    def score_tolerance(self, S: torch.Tensor, n_images: int) -> float:
+        """``4 u (1 + lam) B``: ``B = sum_j max_Q |log(alpha_j Q + beta_j)|`` bounds ``|L|`` (and the
+        prior), and the scores are differences of float32 numbers of that size."""
+        alpha, beta = self._coefficients(self.params.top_k)
+        tiny = 2.0**-149
+        bound = sum(max(abs(math.log(max(b, tiny))), abs(math.log(max(a + b, tiny)))) for a, b in zip(alpha, beta, strict=True))
+        return TOLERANCE_FACTOR * UNIT_ROUNDOFF * (1.0 + abs(self.params.lam)) * bound
+
+    def _check_k(self, N: int) -> int:
+        k = self.params.top_k
         if k > N:
             raise EvidenceError(
                 f"{self.name} with top_k={k} needs at least {k} probe images, but layer "
                 f"{self.layer or '?'} has activations for only {N}. Use a larger probe set or lower top_k."
             )
+        return k
+
+    def _published(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """The published loop: softmax over concepts, each neuron's top-k rows (ties: lower image
+        index), the sum over them of the log terms, one neuron at a time, all in float32; then the
+        prior ``logsumexp_k L - log K`` and ``L - lam * prior``."""
+        import torch
+
+        prm = self.params
+        k = self._check_k(P.shape[0])
+        Q = torch.softmax(prm.a * P, dim=1)
+        inds = top_indices(A, k)  # [K, k]
+        K = A.shape[1]
+        L = torch.empty((K, P.shape[1]), dtype=torch.float32, device=P.device)
+        for n in range(K):
+            L[n] = torch.sum(self._terms(Q.index_select(0, inds[n]), k), dim=0)
+        prior = torch.logsumexp(L, dim=0, keepdim=True) - torch.log(K * torch.ones([1], device=P.device))
+        return L - prm.lam * prior
+
+    def _compute(self, src: Any, A: ActivationStream) -> torch.Tensor:
+        import torch
+
+        prm = self.params
+        N, C = src.shape
+        k = self._check_k(N)
         alpha, beta = self._coefficients(k)
         const = 0.0
         terms: list[tuple[int, float]] = []  # (rank j, shift d_j): term = alpha_j * (Q + d_j)
@@ -420,6 +520,11 @@ class Wpmi(_PMI):
     def _coefficients(self, k: int) -> tuple[list[float], list[float]]:
         return [1.0] * k, [self.params.eps] * k
 
+    def _terms(self, X: torch.Tensor, k: int) -> torch.Tensor:
+        import torch
+
+        return torch.log(X + self.params.eps)
+
 
 class SoftWpmi(_PMI):
     name = "soft_wpmi"
@@ -428,6 +533,14 @@ class SoftWpmi(_PMI):
         prm = self.params
         p = [prm.p_start - (j / k) * (prm.p_start - prm.p_end) for j in range(k)]
         return p, [1.0 - pj + prm.eps for pj in p]
+
+    def _terms(self, X: torch.Tensor, k: int) -> torch.Tensor:
+        import torch
+
+        prm = self.params
+        # the memberships as the published code forms them: float32 from an integer arange
+        p = (prm.p_start - (torch.arange(start=0, end=k) / k * (prm.p_start - prm.p_end))).unsqueeze(1).to(X.device)
+        return torch.log(1 + p * (X - 1) + prm.eps)
 
 
 class RankReorder(_Similarity):
@@ -438,13 +551,7 @@ class RankReorder(_Similarity):
 
         prm = self.params
         N, C = src.shape
-        n = math.floor(N * prm.top_fraction)
-        if n < 1:
-            need = math.ceil(1 / prm.top_fraction)
-            raise EvidenceError(
-                f"rank_reorder with top_fraction={prm.top_fraction} needs at least {need} probe images, "
-                f"but layer {self.layer or '?'} has {N}."
-            )
+        n = self._n_top(N)
         top, a = stream_top(A, n, self.device)  # [K, n], descending
         K = top.shape[0]
         dev = top.device
@@ -480,6 +587,60 @@ class RankReorder(_Similarity):
         S = S / torch.where(flat, torch.ones_like(base), base).unsqueeze(1)
         S[flat] = 0.0
         return -S
+
+    def _n_top(self, N: int) -> int:
+        n = math.floor(N * self.params.top_fraction)
+        if n < 1:
+            need = math.ceil(1 / self.params.top_fraction)
+            raise EvidenceError(
+                f"rank_reorder with top_fraction={self.params.top_fraction} needs at least {need} probe images, "
+                f"but layer {self.layer or '?'} has {N}."
+            )
+        return n
+
+    def score_tolerance(self, S: torch.Tensor, n_images: int) -> float:
+        """Means over the ``n`` top images of cubed differences: ``4 u sqrt(n) max |S|``."""
+        return TOLERANCE_FACTOR * UNIT_ROUNDOFF * math.sqrt(self._n_top(n_images)) * _max_abs(S)
+
+    def _published(self, P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+        """The published per-neuron loop in float32 (ranks by a double argsort, the error's mean over the
+        top images divided by the permutation baseline and by the mean similarity to ``scale_p``). The
+        published baseline draws unseeded permutations; these are seeded (``seed``), and, as in the
+        default arithmetic, a neuron whose top activations are all equal scores 0 and the mean similarity
+        is clamped at 1e-12 (the published code gives NaN there)."""
+        import torch
+
+        prm = self.params
+        n = self._n_top(P.shape[0])
+        inds = top_indices(A, n)  # [K, n], descending, ties by the lower image index
+        gen = torch.Generator(device="cpu").manual_seed(prm.seed)
+        perms = [torch.randperm(n, generator=gen).to(P.device) for _ in range(prm.n_permutations)]
+        K, C = A.shape[1], P.shape[1]
+        S = torch.empty((K, C), dtype=torch.float32, device=P.device)
+        for k in range(K):
+            clip = P.index_select(0, inds[k])  # [n, C]
+            avg = torch.mean(clip, dim=0, keepdim=True)
+            ranks = torch.argsort(torch.argsort(clip, dim=0, stable=True), dim=0, stable=True)
+            target = A[inds[k], k].unsqueeze(1)  # [n, 1], descending
+            ascending = torch.flip(target, dims=[0])
+            base = torch.mean(torch.abs(ascending - torch.cat([ascending[perm] for perm in perms], dim=1)) ** prm.p)
+            if float(base) <= 0:
+                S[k] = 0.0
+                continue
+            reorg = ascending.expand(-1, C).gather(dim=0, index=ranks)
+            err = torch.mean(torch.abs(target - reorg) ** prm.p, dim=0, keepdim=True) / base
+            S[k] = (err / avg.clamp_min(1e-12) ** prm.scale_p)[0]
+        return -S
+
+
+def score_tolerance(similarity: Any, S: torch.Tensor, n_images: int) -> float | None:
+    """The rounding tolerance of a similarity's scores (``None`` for a third-party similarity)."""
+    return similarity.score_tolerance(S, n_images) if isinstance(similarity, _Similarity) else None
+
+
+def has_precision(similarity_params: type[Params]) -> bool:
+    """Whether a similarity's params take ``precision`` (the built-in ones do)."""
+    return "precision" in getattr(similarity_params, "model_fields", {})
 
 
 SIMILARITIES = {

@@ -141,7 +141,14 @@ class LayerLabels:
 
     ``reasons`` says why a neuron has no concept: neuron index -> a code of
     :data:`NO_CONCEPT_REASONS` (``"dead"``: constant activation over the valid probe images;
-    ``"no_match"``: nothing passes the method's rule). Neurons with a concept have no entry.
+    ``"no_match"``: nothing passes the method's rule). Neurons with a concept have no entry, except a
+    constant neuron that a method labels anyway (``precision: published``: the published code labels
+    it), which keeps ``"dead"`` so it is still known to be constant.
+
+    ``tolerance`` (optional) is the rounding tolerance of the method's scores: two correct float
+    evaluations of one score may differ by up to this much, so a top-1 / top-2 margin at or below
+    it is a coin toss (the ``margins`` column group). ``runner_up`` (optional) holds, for neurons
+    whose ranked list has fewer than two concepts, the second-best score over every concept.
     """
 
     layer: str
@@ -149,6 +156,8 @@ class LayerLabels:
     params: dict[str, Any] = field(default_factory=dict)
     neurons: list[list[tuple[str, float]]] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)
+    tolerance: float | None = None
+    runner_up: dict[int, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -184,15 +193,21 @@ class LayerLabels:
             "params": self.params,
             "neurons": [[[c, float(s)] for c, s in ranked] for ranked in self.neurons],
             "reasons": {str(k): self.reasons[k] for k in sorted(self.reasons)},
+            **({"tolerance": float(self.tolerance)} if self.tolerance is not None else {}),
+            **({"runner_up": {str(k): float(self.runner_up[k]) for k in sorted(self.runner_up)}} if self.runner_up else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerLabels:
-        """Inverse of :meth:`to_dict`; files written before ``reasons`` existed load with none."""
+        """Inverse of :meth:`to_dict`; files written before ``reasons`` (``tolerance``, ``runner_up``)
+        existed load with none."""
+        tolerance = data.get("tolerance")
         return cls(
             layer=data["layer"],
             method=data["method"],
             params=dict(data.get("params", {})),
             neurons=[[(str(c), float(s)) for c, s in ranked] for ranked in data["neurons"]],
             reasons={int(k): str(v) for k, v in (data.get("reasons") or {}).items()},
+            tolerance=None if tolerance is None else float(tolerance),
+            runner_up={int(k): float(v) for k, v in (data.get("runner_up") or {}).items()},
         )

@@ -82,25 +82,35 @@ def apply_template(template: str | None, texts: list[str]) -> list[str]:
     return [template.format(t) for t in texts]
 
 
-def top_m_lists(S: torch.Tensor, names: list[str], m: int) -> list[list[tuple[str, float]]]:
-    """Each row's ``m`` best ``(concept, score)`` pairs, descending (ties: lower concept index)."""
+def top_m_lists(S: torch.Tensor, names: list[str], m: int,
+                runner_up: dict[int, float] | None = None) -> list[list[tuple[str, float]]]:
+    """Each row's ``m`` best ``(concept, score)`` pairs, descending (ties: lower concept index).
+    With ``m == 1`` and a ``runner_up`` dict, each row's second-best score goes into it (the
+    ``margins`` column group reads it)."""
     import torch
 
     S = S.detach().float().cpu()
     m = min(m, S.shape[1])
-    order = torch.sort(S, dim=1, descending=True, stable=True).indices[:, :m]
+    keep = min(max(m, 2), S.shape[1]) if runner_up is not None else m
+    order = torch.sort(S, dim=1, descending=True, stable=True).indices[:, :keep]
     vals = S.gather(1, order)
+    if runner_up is not None and keep > m:
+        runner_up.update({k: float(v) for k, v in enumerate(vals[:, m].tolist())})
     return [
-        [(names[j], float(v)) for j, v in zip(row, vrow, strict=True)]
+        [(names[j], float(v)) for j, v in zip(row[:m], vrow[:m], strict=True)]
         for row, vrow in zip(order.tolist(), vals.tolist(), strict=True)
     ]
 
 
-def blank_dead(neurons: list[list[tuple[str, float]]], dead: torch.Tensor) -> dict[int, str]:
-    """Empty the lists of dead neurons (``dead``: boolean ``[K]``) and return the ``reasons``."""
+def blank_dead(neurons: list[list[tuple[str, float]]], dead: torch.Tensor,
+               keep: torch.Tensor | None = None) -> dict[int, str]:
+    """Empty the lists of dead neurons (``dead``: boolean ``[K]``) and return the ``reasons``; a dead
+    neuron where ``keep`` is true keeps its list (``precision: published``: the published code labels
+    constant neurons) and its reason ``dead``."""
     reasons = {}
     for k in dead.nonzero().flatten().tolist():
-        neurons[k] = []
+        if keep is None or not bool(keep[k]):
+            neurons[k] = []
         reasons[k] = "dead"
     return reasons
 

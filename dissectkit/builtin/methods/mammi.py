@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -10,6 +11,7 @@ from dissectkit.base.contract import Method
 from dissectkit.base.errors import EvidenceError
 from dissectkit.base.params import Params
 from dissectkit.builtin.methods._common import blank_dead, checked_inputs, device_of, encode, unit_rows
+from dissectkit.builtin.similarities import TOLERANCE_FACTOR, UNIT_ROUNDOFF
 from dissectkit.labelling.evidence import Evidence, LayerLabels
 from dissectkit.labelling.streaming import ActivationStream
 
@@ -18,22 +20,33 @@ class MammiParams(Params):
     percentile: float = Field(93.0, ge=0, le=100)
     beta: float = Field(0.95, ge=0, le=1)
     template: str = "A chest x-ray image of a {}"
+    precision: Literal["default", "published"] = Field(
+        "default", description="the threshold's arithmetic: default float32; published: float64 as the "
+        "published code computes it under numpy 1.26, then compared in float32 (docs/methods.md)")
 
 
-def mammi_threshold(lo, hi, percentile: float):
-    """``tau = hi - (hi - lo) * (1 - p/100)`` computed in the dtype of ``lo``/``hi`` (float32 for
-    dissectkit's activations), as the published code does: an activation exactly on ``tau`` is
-    *not* representative (the comparison ``a > tau`` is strict and made in that dtype)."""
+def mammi_threshold(lo, hi, percentile: float, precision: str = "default"):
+    """``tau = hi - (hi - lo) * (1 - p/100)``; the comparison ``a > tau`` is strict and made in float32
+    (an activation exactly on ``tau`` is *not* representative).
+
+    ``default``: computed in the dtype of ``lo``/``hi`` (float32 for dissectkit's activations).
+    ``published``: as the published code computes it under numpy 1.26 - ``hi - lo`` in float32 (two
+    float32 scalars), then ``hi - interval * (1 - p/100)`` in float64 (a float32 scalar times a Python
+    float is float64 there), rounded to float32 for the comparison with the float32 activations
+    (numpy 1.x compares an array with a scalar of the same kind in the array's dtype)."""
+    if precision == "published":
+        interval = hi - lo
+        return (hi.double() - interval.double() * (1.0 - percentile / 100.0)).to(hi.dtype)
     return hi - (hi - lo) * (1.0 - percentile / 100.0)
 
 
-def mammi_scores(A, V, T, t0, percentile: float):
+def mammi_scores(A, V, T, t0, percentile: float, precision: str = "default"):
     """``S[K, C] = sum_{i in R_k} (cos(v_i, t_c) - cos(v_i, t_0))`` and the set sizes ``|R_k|``, in two
     streamed passes over ``A`` (a tensor or an ``ActivationStream``)."""
 
     stream = A if isinstance(A, ActivationStream) else ActivationStream.from_tensor(A, device=V.device)
     m = stream.moments
-    tau = mammi_threshold(m.min, m.max, percentile)  # float32, like the activations
+    tau = mammi_threshold(m.min, m.max, percentile, precision)  # float32, like the activations
     Vn = unit_rows(V)
     acc = None
     sizes = None
@@ -64,10 +77,13 @@ class Mammi(Method):
         names = evidence.concept_texts
         tpl = self.params.template
         emb = encode(evidence, [tpl.format(c) for c in names] + [tpl.format("").strip()], device)
-        S, _ = mammi_scores(A, V, emb[:-1], emb[-1], self.params.percentile)
+        S, _ = mammi_scores(A, V, emb[:-1], emb[-1], self.params.percentile, self.params.precision)
+        tolerance = TOLERANCE_FACTOR * UNIT_ROUNDOFF * math.sqrt(A.n_images + emb.shape[1]) * float(S.abs().max())
         S = S.double().cpu()
+        second = S.topk(2, dim=1).values[:, 1] if S.shape[1] > 1 else None
         neurons: list[list[tuple[str, float]]] = []
         reasons: dict[int, str] = {}
+        runner_up: dict[int, float] = {}
         for k, row in enumerate(S):
             best = float(row.max())
             if best <= 0:
@@ -78,7 +94,12 @@ class Mammi(Method):
             vals = row[keep]
             order = keep[vals.argsort(descending=True, stable=True)]
             neurons.append([(names[j], float(row[j])) for j in order.tolist()])
-        reasons.update(blank_dead(neurons, A.dead))
+            if len(order) == 1 and second is not None:
+                runner_up[k] = float(second[k])
+        reasons.update(blank_dead(neurons, A.dead.cpu()))
+        for k in reasons:
+            runner_up.pop(k, None)
         return LayerLabels(
-            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons
+            layer=evidence.layer, method=self.name, params=self.params.model_dump(), neurons=neurons, reasons=reasons,
+            tolerance=tolerance, runner_up=runner_up,
         )
