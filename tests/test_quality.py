@@ -108,8 +108,10 @@ def test_quality_columns_in_rows_and_labels_json(tmp_path):
     from dissectkit.report.tables import neuron_rows, write_csv
 
     text = write_csv(neuron_rows(again), tmp_path / "neurons.csv").read_text().splitlines()
-    assert text[0].endswith("sim_corr,top_auc,sim_z,interpretable")
-    assert text[1].endswith("0.25,0.75,2.5,1") and text[2].endswith(",,,")
+    assert "sim_corr,top_auc,sim_z,interpretable" in text[0]
+    head = text[0].split(",")
+    at = head.index("sim_corr")
+    assert text[1].split(",")[at : at + 4] == ["0.25", "0.75", "2.5", "1"] and text[2].split(",")[at : at + 4] == [""] * 4
 
 
 def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
@@ -117,7 +119,7 @@ def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
     from dissectkit.host.recipe import recipe_from_dict
     from dissectkit.labelling.column_groups import settings
 
-    assert settings({"quality": False}) == {"quality": None}
+    assert settings({"quality": False})["quality"] is None
     with pytest.raises(RecipeError, match="unknown column group 'qualty'. Did you mean 'quality'"):
         settings({"qualty": False})
     with pytest.raises(RecipeError, match="output.columns.quality"):
@@ -130,5 +132,5 @@ def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
         "runtime": {"device": "cpu"},
     })
     result = dk.run(recipe)
-    assert result.label_sets[0].columns["classifier"] == {}
+    assert "sim_z" not in result.label_sets[0].columns["classifier"]
     assert all(row["sim_z"] is None for row in result.rows())

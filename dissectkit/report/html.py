@@ -18,6 +18,8 @@ from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"
 REPORT = "report.html"
+EVALUATION = "evaluation.csv"
+EVALUATION_MARKS = ("<!-- dissectkit:evaluation -->", "<!-- /dissectkit:evaluation -->")
 
 
 class HtmlOptions(Params):
@@ -62,6 +64,7 @@ def no_concept_reason(ll: Any, unit: int) -> str | None:
 
 def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
     index = run.concept_index()
+    margin = _margin_columns(ls, layer, len(ll.neurons))
     out = []
     for unit, ranked in enumerate(ll.neurons):
         label, score = (ranked[0][0], float(ranked[0][1])) if ranked else (None, None)
@@ -79,8 +82,15 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: Htm
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
             "reason": no_concept_reason(ll, unit),
             "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
+            "margin": margin["margin"][unit], "near_tie": margin["near_tie"][unit],
         })
     return out
+
+
+def _margin_columns(ls: Any, layer: str, n: int) -> dict[str, list[Any]]:
+    """The ``margins`` column group's values of a layer (``None`` each when it was not computed)."""
+    columns = ls.columns.get(layer, {})
+    return {name: list(columns.get(name) or [None] * n) for name in ("margin", "near_tie")}
 
 
 def _summary(ll: Any, neurons: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,6 +200,7 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
         "n_images": len(run.probe_ids), "n_concepts": len(run.concepts),
         "recipe_summary": _recipe_summary(run.recipe),
         "pages": {title: href for title, href in run.pages.items() if href != REPORT},
+        "evaluation_html": evaluation_html(out_dir),
     }
     if split:
         for view in views:
@@ -206,3 +217,40 @@ def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:
         elif isinstance(spec, list):
             out.append((kind, ", ".join(str(s.get("name", s)) if isinstance(s, dict) else str(s) for s in spec)))
     return out
+
+
+def evaluation_html(out_dir: Path) -> str:
+    """The report's evaluation section from ``<run>/evaluation.csv`` (``dissectkit evaluate`` writes it),
+    between its markers; only the markers when there is none."""
+    import csv
+
+    from dissectkit.report.render import environment, fmt
+
+    path = Path(out_dir) / EVALUATION
+    inner = ""
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        columns = [c for c in (rows[0] if rows else {}) if any(r[c] != "" for r in rows)]
+        shown = [{c: (fmt(float(r[c])) if r[c] and c not in ("dissector", "target", "method", "layer") else r[c])
+                  for c in columns} for r in rows]
+        inner = environment().get_template("evaluation.html.j2").render(rows=shown, columns=columns, source=EVALUATION)
+    return EVALUATION_MARKS[0] + inner + EVALUATION_MARKS[1]
+
+
+def update_evaluation_section(out_dir: Path) -> Path | None:
+    """Put the evaluation section into a finished run's ``report.html`` (between its markers, which
+    every report written since has); the report is otherwise unchanged. ``None`` without a report."""
+    report = Path(out_dir) / REPORT
+    if not report.is_file():
+        return None
+    text = report.read_text(encoding="utf-8")
+    start, end = EVALUATION_MARKS
+    section = evaluation_html(out_dir)
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:  # a report written before the section existed: before the end of the body
+        at = text.rfind("</body>")
+        text = text[:at] + section + text[at:] if at >= 0 else text + section
+    report.write_text(text, encoding="utf-8")
+    return report
