@@ -114,12 +114,14 @@ def test_mcd_preset_is_a_recipe_that_others_extend(tmp_path):
         "output": {"reporters": ["csv", "html", {"name": "study", "params": {"general_categories": ["General"]}}]}}))
     r = dk.load_recipe(path)
     params = [m.params for m in r.methods]
-    assert params[0] == {"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}}
-    assert params[1] == {"top_m": 10, "similarity": "wpmi", "similarity_params": {"top_k": 100}}  # not 28
-    assert params[2] == {"top_m": 3, "similarity": "cos", "similarity_params": {}}  # null removed the inherited top_k
+    pub = {"precision": "published"}
+    assert params[0] == {"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}, **pub}
+    assert params[1] == {"top_m": 10, "similarity": "wpmi", "similarity_params": {"top_k": 100}, **pub}  # not 28
+    assert params[2] == {"top_m": 3, "similarity": "cos", "similarity_params": {}, **pub}  # null removed the inherited top_k
     assert params[3]["similarity_params"] == {"top_k": 50} and params[4] == {}  # the recipe's values win; mammi: none
     assert [(rep.name, rep.params) for rep in r.output.reporters] == [  # the recipe's list: no json, parquet
-        ("csv", {"top": 10}), ("html", {"top_concepts": 10}), ("study", {"general_categories": ["General"]})]
+        ("csv", {"top": 10}), ("html", {"top_concepts": 10}),
+        ("study", {"general_categories": ["General"], "constant_neurons": "include"})]
     validate_components(r, get_host().registry)  # the filled params are valid
     # cos takes no top_k: keeping the inherited one is an error that names it
     cos = {**STUDY_BASE, "extends": "preset:mcd", "method": {"name": "clip-dissect", "params": {"similarity": "cos"}}}
@@ -147,9 +149,11 @@ def test_the_study_section_is_deprecated_sugar_for_the_preset_and_the_reporter()
             "study": {"preset": "mcd", "top_categories": 4}}
     with pytest.warns(DeprecationWarning, match="extends: preset:mcd"):
         r = recipe_from_dict(data)
-    assert [m.params for m in r.methods] == [{"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}}, {}]
+    assert [m.params for m in r.methods] == [
+        {"top_m": 10, "similarity": "soft_wpmi", "similarity_params": {"top_k": 100}, "precision": "published"}, {}]
     assert [(rep.name, rep.params) for rep in r.output.reporters] == [
-        ("csv", {"top": 10}), ("html", {"top_concepts": 10}), ("study", {"top_categories": 4})]
+        ("csv", {"top": 10}), ("html", {"top_concepts": 10}),
+        ("study", {"top_categories": 4, "general_categories": ["Environmental_and_Natural"], "constant_neurons": "include"})]
     assert r.study is None and "study" not in r.resolved_dict()
     with pytest.warns(DeprecationWarning):
         r = recipe_from_dict({**STUDY_BASE, "method": "clip-dissect", "study": {}})  # no preset: preset:study

@@ -128,6 +128,8 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
     methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
     for label, method in methods.items():
         check_masks_available(label, method, recipe.probe.name, has_masks if probe is not None else None)
+    if concepts:
+        check_reporter_concepts(recipe, {id(r): built[id(r)] for r in recipe.output.reporters if id(r) in built}, concepts)
     return Resolved(
         recipe=recipe,
         ctx=ctx,
@@ -153,6 +155,23 @@ def probe_ids(probe: Any, name: str = "probe") -> list[str]:
         twice = sorted(v for v, n in Counter(values).items() if n > 1)
         raise DataError(f"Probe '{name}' gives the same id to several images ({', '.join(twice[:3])}); ids must be unique.")
     return values
+
+
+def check_reporter_concepts(recipe: Recipe, reporters: dict[int, Any], concepts: list[Concept]) -> None:
+    """Every reporter's ``check_concepts`` on the run's concept set; a ``RecipeError`` naming each
+    reporter (and where the recipe lists it) whose params do not fit it."""
+    problems = []
+    for i, ref in enumerate(recipe.output.reporters):
+        reporter = reporters.get(id(ref))
+        if reporter is None:
+            continue
+        try:
+            reporter.check_concepts(concepts)
+        except DissectkitError as exc:
+            problems.append(f"  - reporter '{ref.display}' ({recipe.position('output', 'reporters', i)}): {exc}")
+    if problems:
+        raise RecipeError(f"The reporters do not fit the concept set '{recipe.concepts.name}'; nothing was computed:\n"
+                          + "\n".join(problems))
 
 
 def check_masks_available(method_label: str, method: Any, probe_label: str, has_masks: bool | None) -> None:

@@ -8,10 +8,11 @@ from dissectkit.base.errors import DataError, WeightsError
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import PathRef, describe, fetch_command, resolve
 from dissectkit.engine.preflight import weights_refs
-from dissectkit.engine.resolve import build_context, check_masks_available
+from dissectkit.engine.resolve import build_context, check_masks_available, check_reporter_concepts
 from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
 from dissectkit.host.registry import KINDS
 from dissectkit.labelling.column_groups import settings as column_settings
+from dissectkit.labelling.evidence import concept_list
 
 
 def validation_context(recipe: Recipe) -> Any:
@@ -92,6 +93,9 @@ def validate_recipe(recipe: Recipe) -> list[str]:
             continue
         if kind == "method":
             check_masks_available(ref.display, obj, recipe.probe.name, has_masks)
+        if kind == "concepts":
+            reporters = {id(r): registry.get("reporter", r.name).build(validated[id(r)], ctx) for r in recipe.output.reporters}
+            check_reporter_concepts(recipe, reporters, concept_list(obj))
     return warnings
 
 

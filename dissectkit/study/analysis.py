@@ -47,16 +47,23 @@ def roles(recipe: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def analyse(result: Any, top_concepts: int = 10) -> list[Group]:
-    """Every study table of a run, per (dissector, method)."""
+def analyse(result: Any, top_concepts: int = 10, constant_neurons: str = "exclude") -> list[Group]:
+    """Every study table of a run, per (dissector, method). ``constant_neurons``: ``exclude`` leaves
+    neurons whose activation is constant (``LayerLabels.dead``) out of the layer mean and never counts
+    them as interpretable; ``include`` treats a labelled one as any other neuron, as the published
+    analysis does (its labels exist with ``precision: published``)."""
     role_of = roles(result.recipe)
     concepts = result.concepts
     rows = list(result.rows(top=top_concepts))
     groups: dict[tuple[str, str], Group] = {}
+    dead: set[tuple[str, str, str, str, int]] = set()
     for ls in result.label_sets:
         g = groups.setdefault((ls.dissector, ls.method), Group(ls.dissector, ls.method))
         g.targets.append(TargetLayers(ls.target, role_of.get(ls.target, ls.target), list(ls.layers)))
+        dead |= {(ls.dissector, ls.target, ls.method, layer, k) for layer, ll in ls.layers.items() for k in ll.dead}
     for row in rows:
+        row["constant"] = (row["dissector"], row["target"], row["method"], row["layer"], row["unit"]) in dead
+        row["counted"] = row["label"] is not None and (constant_neurons == "include" or not row["constant"])
         groups[(row["dissector"], row["method"])].neurons.append(row)
     for g in groups.values():
         _thresholds(g)
@@ -71,7 +78,7 @@ def _thresholds(g: Group) -> None:
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for r in g.neurons:
         counts[(r["target"], r["layer"])] += 1
-        if r["label"] is not None:
+        if r["counted"]:
             scores[(r["target"], r["layer"])].append(float(r["score"]))
     local = {key: threshold_of_scores(v) for key, v in scores.items()}
     position: dict[tuple[str, str], int] = {}
@@ -89,8 +96,8 @@ def _thresholds(g: Group) -> None:
         r["layer_index"] = i
         r["layer_threshold"] = local.get(key)
         r["global_threshold"] = global_at.get(i)
-        r["meets_local"] = meets_threshold(r["score"], r["layer_threshold"])
-        r["meets_global"] = meets_threshold(r["score"], r["global_threshold"])
+        r["meets_local"] = r["counted"] and meets_threshold(r["score"], r["layer_threshold"])
+        r["meets_global"] = r["counted"] and meets_threshold(r["score"], r["global_threshold"])
     by_layer = _by_layer(g)
     for t in g.targets:
         for i, layer in enumerate(t.layers):
@@ -123,6 +130,16 @@ def all_categories(concepts: list[Any], level: str) -> list[str]:
     return [c for c in cats if c != NONE] + ([NONE] if NONE in cats else [])
 
 
+def ranked_categories(hits: list[dict[str, Any]], index: dict[str, Any], level: str) -> list[tuple[str, int]]:
+    """The categories of a layer's interpretable neurons with their counts, most first; ties in the
+    order the published figure gives them: the order in which they first appear among the neurons
+    sorted by top-1 score, descending (ties: lower unit) - the published table is sorted that way
+    before its categories are counted."""
+    ordered = sorted(hits, key=lambda r: (-float(r["score"]), r["unit"]))
+    counts = Counter(category_of(index.get(r["label"]), level) for r in ordered)  # insertion = first appearance
+    return sorted(counts.items(), key=lambda cv: -cv[1])  # stable: ties keep first appearance
+
+
 def _categories(g: Group, concepts: list[Any]) -> None:
     index = {c.text: c for c in concepts}
     by_layer = _by_layer(g)
@@ -131,12 +148,15 @@ def _categories(g: Group, concepts: list[Any]) -> None:
         for t in g.targets:
             for i, layer in enumerate(t.layers):
                 hits = [r for r in by_layer.get((t.target, layer), []) if r["meets_global"]]
-                counts = Counter(category_of(index.get(r["label"]), level) for r in hits)
+                ranked = ranked_categories(hits, index, level)
+                counts = dict(ranked)
+                rank = {c: j + 1 for j, (c, _) in enumerate(ranked)}
                 for cat in cats:
+                    n = counts.get(cat, 0)
                     g.categories.append({
                         "dissector": g.dissector, "method": g.method, "target": t.target, "role": t.role,
                         "layer_index": i, "layer": layer, "level": level, "category": cat,
-                        "interpretable": counts[cat], "share": counts[cat] / len(hits) if hits else 0.0,
+                        "interpretable": n, "share": n / len(hits) if hits else 0.0, "rank": rank.get(cat),
                     })
 
 

@@ -88,16 +88,19 @@ def mammography_figure(groups: list[Group], folder: Path, general: list[str]) ->
     return save(fig, folder, "mammography_share")
 
 
-def top_categories_figure(groups: list[Group], folder: Path, top: int) -> dict[str, str]:
-    """One panel per target: per layer, its ``top`` sub-categories by interpretable neurons
-    (stacked; the rest as "other")."""
+def top_categories_figure(groups: list[Group], folder: Path, top: int, level: str = "category",
+                          name: str = "top_categories") -> dict[str, str]:
+    """One panel per target: per layer, its ``top`` categories at ``level`` by interpretable neurons
+    (stacked; the rest as "other"). ``category`` (the workbook's sheets) is the published figure
+    (Fig. 4C), ``subcategory`` (the column headers) the finer one. Ties are ordered as published
+    (``categories.csv``'s ``rank``: first appearance by descending top-1 score)."""
     plt = pyplot()
     panels: list[tuple[str, dict[int, dict[str, int]]]] = []
     for g in groups:
         for t in g.targets:
             per: dict[int, dict[str, int]] = {}
-            for r in g.categories:
-                if r["target"] == t.target and r["level"] == "subcategory" and r["interpretable"]:
+            for r in sorted(g.categories, key=lambda r: r["rank"] or 0):
+                if r["target"] == t.target and r["level"] == level and r["interpretable"]:
                     per.setdefault(r["layer_index"], {})[r["category"]] = r["interpretable"]
             panels.append((_series_name(g, f"{t.role}: {t.target}" if t.role != t.target else t.target, len(groups) > 1), per))
     xs = _positions(groups)
@@ -124,19 +127,22 @@ def top_categories_figure(groups: list[Group], folder: Path, top: int) -> dict[s
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[-1, 0].set_xticks(np.arange(len(xs)), xs, rotation=60, ha="right", fontsize=7)
-    fig.suptitle(f"Top {top} categories per layer (interpretable neurons)", fontsize=10)
+    what = "categories (workbook sheets)" if level == "category" else "sub-categories"
+    fig.suptitle(f"Top {top} {what} per layer (interpretable neurons)", fontsize=10)
     fig.tight_layout()
-    return save(fig, folder, "top_categories")
+    return save(fig, folder, name)
 
 
 def _top(counts: dict[str, int], n: int) -> set[str]:
-    ranked = sorted(((c, v) for c, v in counts.items() if c != NONE), key=lambda cv: (-cv[1], cv[0]))
-    return {c for c, _ in ranked[:n]}
+    """The ``n`` first categories of ``counts``, given in the published order (count, then first
+    appearance); uncategorised labels are not a category."""
+    return {c for c in [c for c in counts if c != NONE][:n]}
 
 
 def write_figures(groups: list[Group], folder: Path, general: list[str], top: int) -> dict[str, dict[str, Any]]:
     return {
         "thresholds": thresholds_figure(groups, folder),
         "mammography_share": mammography_figure(groups, folder, general),
-        "top_categories": top_categories_figure(groups, folder, top),
+        "top_categories": top_categories_figure(groups, folder, top, "category", "top_categories"),
+        "top_subcategories": top_categories_figure(groups, folder, top, "subcategory", "top_subcategories"),
     }

@@ -12,12 +12,12 @@ from dissectkit.study.analysis import Group
 THRESHOLDS = ("dissector", "method", "target", "role", "layer_index", "layer", "n_neurons", "n_labelled",
               "threshold", "global_threshold", "n_meets_local", "n_meets_global")
 CATEGORIES = ("dissector", "method", "target", "role", "layer_index", "layer", "level", "category",
-              "interpretable", "share")
+              "interpretable", "share", "rank")
 SHIFTS = ("dissector", "method", "level", "category", "shift", "from_target", "to_target", "share_from",
           "share_to", "difference")
 UNDER = ("dissector", "method", "concept", "category", "subcategory")
 NEURONS = ("dissector", "method", "target", "role", "layer_index", "layer", "unit", "label", "score",
-           "category", "subcategory", "layer_threshold", "global_threshold", "meets_local", "meets_global",
+           "category", "subcategory", "layer_threshold", "global_threshold", "meets_local", "meets_global", "constant",
            "sim_corr", "top_auc", "sim_z", "interpretable", "top_concepts", "top_scores")
 SEP = "|"
 

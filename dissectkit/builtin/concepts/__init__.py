@@ -19,12 +19,16 @@ class PathParams(Params):
 
 class WorkbookParams(Params):
     """``duplicates``: a concept listed under several categories takes the ``last`` (as published)
-    or ``first`` one; ``whitespace``: ``keep`` leading / trailing spaces as the workbook has them
-    (as published) or ``strip`` them."""
+    or ``first`` one; ``whitespace``: ``keep`` leading / trailing spaces as the workbook has them,
+    ``strip`` them, or ``published`` (kept, but variants of one concept that differ only in them are
+    one concept, as in the published concept list); ``order``: ``workbook`` or ``sorted``;
+    ``concept_list``: the published concept-list file (the set is exactly its concepts)."""
 
     path: str
     duplicates: Literal["last", "first"] = "last"
-    whitespace: Literal["keep", "strip"] = "keep"
+    whitespace: Literal["keep", "strip", "published"] = "keep"
+    order: Literal["workbook", "sorted"] = "workbook"
+    concept_list: str | None = None
 
 
 class TableParams(Params):
@@ -82,7 +86,8 @@ def dissectkit_register_concept_sets(register: Register) -> None:
                  description="A text file, one concept per line.", licence=None)
     register("table", lambda params, ctx: ConceptList(read_table(params.path, params.column), params.path),
                  params=TableParams, description="CSV/YAML with concept, category, subcategory.", licence=None)
-    register("mcd-workbook", lambda p, ctx: ConceptList(read_workbook(p.path, p.duplicates, p.whitespace), p.path),
+    register("mcd-workbook", lambda p, ctx: ConceptList(
+                 read_workbook(p.path, p.duplicates, p.whitespace, p.order, p.concept_list), p.path),
                  params=WorkbookParams,
                  description="Excel workbook in the Mammo-CLIP Dissect layout (sheet = category).", licence=None)
     register("mammo-birads", _bundled("mammo_birads"), params=BundledParams,

@@ -107,9 +107,19 @@ def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
     raise DataError(f"{p}: expected a list of concepts or a mapping category -> [concepts], got {type(data).__name__}.")
 
 
-def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep") -> list[Concept]:
+def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep", order: str = "workbook",
+                  concept_list: str | Path | None = None) -> list[Concept]:
     """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
-    resolved as the published analysis does (docs/study.md, "The concept workbook")."""
+    resolved as the published analysis does (docs/study.md, "The concept workbook").
+
+    ``whitespace``: ``keep`` (texts, sheet titles and headers as the workbook has them), ``strip``, or
+    ``published``: as ``keep``, but the variants of one concept that differ only in leading / trailing
+    spaces are one concept - the variant without them when it is listed, else the first listed - with
+    the category the published lookup gives that text (its own last listing). ``order``: ``workbook``
+    (first listing) or ``sorted`` (Python's string order, as the published sorted list).
+    ``concept_list``: the user's copy of the published concept list (one concept per line, read as
+    published: split on newlines, empty lines dropped, spaces kept): the set is exactly its concepts,
+    each with the lookup's category."""
     p = _existing(path)
     from openpyxl import load_workbook
 
@@ -121,33 +131,79 @@ def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = 
     def cell(value: Any) -> str | None:
         if value is None or not str(value).strip():
             return None
-        return str(value) if whitespace == "keep" else str(value).strip()
+        return str(value).strip() if whitespace == "strip" else str(value)
 
-    entries: dict[str, Concept] = {}  # insertion order = first position
+    lookup: dict[str, tuple[str, str | None]] = {}  # the published lookup: text -> (sheet, header)
+    first: dict[str, None] = {}  # insertion order = first position
     listings: dict[str, int] = {}
     for ws in wb.worksheets:
         rows = list(ws.iter_rows(values_only=True))
         if not rows:
             continue
-        sheet = ws.title if whitespace == "keep" else ws.title.strip()
+        sheet = ws.title.strip() if whitespace == "strip" else ws.title
         headers = [cell(h) for h in rows[0]]
-        for j, header in enumerate(headers):
+        for j, header in enumerate(headers):  # column by column, as the published lookup is filled
             for row in rows[1:]:
                 text = cell(row[j]) if j < len(row) else None
                 if not text:
                     continue
                 listings[text] = listings.get(text, 0) + 1
-                if text not in entries or duplicates == "last":
-                    entries[text] = Concept(text, sheet, header)
+                first.setdefault(text, None)
+                if text not in lookup or duplicates == "last":
+                    lookup[text] = (sheet, header)
     wb.close()
     several = [t for t, n in listings.items() if n > 1]
     if several:
         warnings.warn(
             f"{p}: {len(several)} concept(s) are listed more than once (e.g. {several[0]!r}); each is kept once "
             f"with the category of its {duplicates} listing.", stacklevel=2)
-    if not entries:
+    texts = list(first)
+    if whitespace == "published":
+        texts = _merge_whitespace_variants(texts, p)
+    if concept_list is not None:
+        texts = _published_list(concept_list, lookup, p)
+    if not texts:
         raise DataError(f"Concept source {p} holds no concepts.")
-    return list(entries.values())
+    if order == "sorted":
+        texts = sorted(texts)
+    return [Concept(t, *lookup.get(t, (None, None))) for t in texts]
+
+
+def _merge_whitespace_variants(texts: list[str], source: Path) -> list[str]:
+    """One text per concept up to leading / trailing spaces: the variant without them when listed,
+    else the first listed (at the first position of any variant)."""
+    variants: dict[str, list[str]] = {}
+    for t in texts:
+        variants.setdefault(t.strip(), []).append(t)
+    kept, dropped = [], []
+    for bare, group in variants.items():
+        chosen = bare if bare in group else group[0]
+        kept.append(chosen)
+        dropped += [t for t in group if t != chosen]
+    if dropped:
+        warnings.warn(
+            f"{source}: {len(dropped)} concept(s) differ from another only in leading / trailing spaces and are "
+            f"merged into it (as the published concept list has them): {', '.join(map(repr, dropped[:5]))}.", stacklevel=3)
+    return kept
+
+
+def _published_list(path: str | Path, lookup: dict[str, tuple[str, str | None]], workbook: Path) -> list[str]:
+    """The concepts of a published concept-list file, read as the published code reads it."""
+    p = _existing(path)
+    try:
+        raw = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"Concept list {p} is not UTF-8 text: {exc}") from None
+    texts = list(dict.fromkeys(line.removesuffix("\r") for line in raw.split("\n") if line.removesuffix("\r") != ""))
+    missing = [t for t in texts if t not in lookup]
+    unlisted = [t for t in lookup if t not in set(texts)]
+    if missing:
+        warnings.warn(f"{p}: {len(missing)} concept(s) of the list are not in {workbook.name} and have no category: "
+                      f"{', '.join(map(repr, missing[:5]))}.", stacklevel=3)
+    if unlisted:
+        warnings.warn(f"{workbook}: {len(unlisted)} text(s) of the workbook are not in the list {p.name} and are left "
+                      f"out: {', '.join(map(repr, unlisted[:5]))}.", stacklevel=3)
+    return texts
 
 
 def bundled(name: str) -> list[Concept]:
