@@ -32,3 +32,11 @@ def dissectkit_register_targets(register: Register) -> None:
         description="A fine-tuned Mammo-CLIP classifier (EfficientNet + linear head; n_class from the head)",
         licence=LICENCE,
     )
+    from .imagenet import ImageNetParams, make_imagenet_encoder
+
+    register(
+        "mammo-clip-imagenet", make_imagenet_encoder, params=ImageNetParams,
+        description="G of Mammo-CLIP Dissect: the Mammo-CLIP image-encoder architecture with ImageNet B5 weights "
+                    "(timm's tf_efficientnet_b5.aa_in1k converted key for key), Mammo-CLIP's preprocessing",
+        licence="ImageNet EfficientNet weights: Apache-2.0 (timm / TensorFlow)",
+    )

@@ -155,14 +155,20 @@ def preprocess_mammogram(image: Any, size: tuple[int, int], conversion: str = "n
     return x
 
 
-def block_layer_infos(variant: str, size: tuple[int, int], prefix: str = IMG):
-    """``LayerInfo`` of every ``_blocks.<i>`` computed on the meta device: no weights, no memory."""
+def block_layer_infos(variant: str, size: tuple[int, int], prefix: str = IMG, padding: str = "static"):
+    """``LayerInfo`` of every ``_blocks.<i>`` computed on the meta device: no weights, no memory
+    (``padding="dynamic"``: TF "same" padding computed per input, the G target's option)."""
     import torch
 
     from dissectkit.plugin import info_from_shape
 
     with torch.device("meta"):
-        net = build_efficientnet(variant)
+        if padding == "dynamic":
+            from .imagenet import build_encoder
+
+            net = build_encoder(variant, padding)
+        else:
+            net = build_efficientnet(variant)
         x = torch.empty(1, 3, *size)
     shapes: dict[int, tuple[int, ...]] = {}
 

@@ -295,8 +295,11 @@ def published_png(stored: np.ndarray, monochrome1: bool) -> np.ndarray:
             elif not f and start is not None:
                 runs.append((start, i))
                 start = None
-        best = max(b - a for a, b in runs)
-        return [i for a, b in runs if b - a == best for i in range(a, b)]
+        # the published count: a run reaching the first or the last index counts one shorter per edge
+        n = len(flags)
+        counted = [(a, b, b - a - (a == 0) - (b == n)) for a, b in runs]
+        best = max(c for _, _, c in counted)
+        return [i for a, b, c in counted if c == best for i in range(a, b)]
 
     h, w = t.shape
     cols = longest(t[h // 2 - int(0.4 * h): h // 2 + int(0.4 * h), :].std(axis=0) != 0)
