@@ -88,8 +88,10 @@ def bench_recipes(n: int, seed: int, out_dir: Path, device: str, batch_size: int
         "targets": [{"name": t, "layers": [*INNER_LAYERS, OUTPUT_LAYER]} for t in TARGETS],
         "output": {"dir": str(out_dir / "run_maskfree"), "reporters": ["json"]},
     }]
+    # every concept ranked on the protocol's output layer: the truth's rank is then exact
+    ranked = [{**m, "params": {**m["params"], "top_m": 10_000}} if m["name"] == "clip-dissect" else m for m in free]
     recipes.append({
-        **common, "name": "bench_synthetic_protocol", "methods": free,
+        **common, "name": "bench_synthetic_protocol", "methods": ranked,
         "concepts": {"name": "synth-mammo-concepts", "params": {"groups": list(PROTOCOL_GROUPS)}},
         "targets": [{"name": "synth-effnet-concepts", "layers": [OUTPUT_LAYER]}],
         "output": {"dir": str(out_dir / "run_protocol"), "reporters": ["json"]},
@@ -123,25 +125,39 @@ def truth_sets(concept_texts: set[str]) -> list[set[str]]:
     return [{s for s in vocab.SYNONYMS[c] if s in concept_texts} | {c} for c in vocab.CONCEPT_CLASSES]
 
 
-def output_layer_rows(result: Any, concept_set: str) -> list[dict[str, Any]]:
-    """Output layer of ``synth-effnet-concepts`` against the truth, one row per dissector x method:
-    exact top-1 / top-5, ``top1_named`` (the label is the name or one of its synonyms), the
-    independent-space cosine and MAMMI's list measures."""
+PUBLISHED = ("clip_cos", "mpnet_cos", "rank_mean", "rank_median", "rank_n", "medclip_pair_cos", "clip_pair_cos",
+             "mpnet_pair_cos")
+CLIP_DISSECT_LIST = 5  # the concepts of a clip-dissect list that MAMMI's measures read (its default top_m)
+
+
+def output_layer_rows(result: Any, concept_set: str, encoders: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Output layer of ``synth-effnet-concepts`` against the truth, one row per dissector x method, with
+    the published metrics (:func:`dissectkit.labelling.evaluation.evaluate_layer`: exact top-1 / top-5,
+    the truth's rank, MAMMI's hit rate / precision / recall / F1 with ddof-0 standard errors and, given
+    ``encoders``, the CLIP / MPNet / MedCLIP cosines), plus ``top1_named`` (the label is the name or one
+    of its synonyms) and ``cos_independent`` (the cosine in dissectkit's lexical space). The truth is the
+    name (CLIP-Dissect) and the name with its synonyms (MAMMI); a clip-dissect list is read to its
+    first five concepts for MAMMI's measures."""
     from dissectkit.labelling import measures
+    from dissectkit.labelling.evaluation import evaluate_layer
 
     sets = truth_sets({c.text for c in result.concepts})
+    truth = {k: [c, *sorted(sets[k] - {c})] for k, c in enumerate(vocab.CONCEPT_CLASSES)}
     rows = []
     for ls in sorted(result.label_sets, key=lambda s: (s.dissector, s.method)):
         if ls.target != "synth-effnet-concepts" or OUTPUT_LAYER not in ls.layers:
             continue
         ll = ls.layers[OUTPUT_LAYER]
         acc = measures.final_layer_accuracy(ll, list(vocab.CONCEPT_CLASSES), text_encoder=lexical_embed)
-        lm = measures.list_measures(ll, sets)
+        top = CLIP_DISSECT_LIST if ls.method.startswith("clip-dissect") else None
+        ev = evaluate_layer(ll, truth, encoders, list_top=top)
         named = float(np.mean([ll.label(k) in sets[k] for k in range(len(sets))]))
         rows.append({
-            "concepts": concept_set, "dissector": ls.dissector, "method": ls.method, "top1": acc["top1"],
-            "top1_named": named, "top5": acc["top5"], "cos_independent": acc["cos"],
-            **{k: v.value for k, v in lm.items()}, **{f"{k}_se": v.se for k, v in lm.items()},
+            "concepts": concept_set, "dissector": ls.dissector, "method": ls.method, "top1": ev["top1"],
+            "top1_named": named, "top5": ev["top5"], "cos_independent": acc["cos"],
+            **{k: ev.get(k) for k in ("hit_rate", "precision", "recall", "f1")},
+            **{f"{k}_se": ev.get(f"{k}_se") for k in ("hit_rate", "precision", "recall", "f1")},
+            **{k: ev.get(k) for k in PUBLISHED},
         })
     return rows
 
@@ -196,14 +212,15 @@ def quality_rows(results: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
-    """All benchmark figures from a finished run (``protocol``: the run on ``PROTOCOL_GROUPS``)."""
+def score(result: Any, n: int, protocol: Any = None, encoders: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All benchmark figures from a finished run (``protocol``: the run on ``PROTOCOL_GROUPS``;
+    ``encoders``: the text encoders of the published metrics, by name: clip, mpnet, medclip)."""
     from dissectkit.labelling import measures
 
     sets = {(ls.dissector, ls.target, ls.method): ls for ls in result.label_sets}
     agreement_rows, compare_rows = [], []
-    output_rows = output_layer_rows(protocol, "names + distractors") if protocol is not None else []
-    output_rows += output_layer_rows(result, "full set")
+    output_rows = output_layer_rows(protocol, "names + distractors", encoders) if protocol is not None else []
+    output_rows += output_layer_rows(result, "full set", encoders)
     for (d, t, m), ls in sorted(sets.items()):
         if m != "netdissect" and (d, t, "netdissect") in sets:
             ref = sets[(d, t, "netdissect")]
@@ -237,7 +254,8 @@ def score(result: Any, n: int, protocol: Any = None) -> dict[str, Any]:
 
 
 def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench_synthetic"), device: str = "auto",
-                  batch_size: int = 64, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  batch_size: int = 64, log: Callable[[str], None] = print,
+                  encoders: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run everything, score it, write ``bench_synthetic.json`` / ``.md`` and return the figures."""
     import dissectkit as dk
     from dissectkit.host.recipe import recipe_from_dict
@@ -258,7 +276,7 @@ def run_benchmark(n: int = 1000, seed: int = 0, out_dir: Path = Path("runs/bench
             result = res
         else:
             result.label_sets.extend(res.label_sets)
-    figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n, protocol)}
+    figures = {"n_images": n, "seed": seed, "dissectors": dissectors, **score(result, n, protocol, encoders)}
     (out_dir / "bench_synthetic.json").write_text(json.dumps(_clean(figures), indent=1) + "\n")
     (out_dir / "bench_synthetic.md").write_text(to_markdown(figures))
     return figures
@@ -281,9 +299,11 @@ def _f(v: Any) -> str:
 def tables(figures: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, columns, rows) of every table."""
     out = []
-    cols = ["concepts", "dissector", "method", "top1", "top1_named", "top5", "cos_independent", "hit_rate", "precision", "recall", "f1"]
-    out.append(("Output layer of synth-effnet-concepts vs the truth", cols,
-                [[_f(r[c]) for c in cols] for r in figures["output_layer"]]))
+    cols = ["concepts", "dissector", "method", "top1", "top1_named", "top5", "rank_mean", "rank_median", "clip_cos",
+            "mpnet_cos", "cos_independent", "hit_rate", "precision", "recall", "f1", "medclip_pair_cos", "clip_pair_cos",
+            "mpnet_pair_cos"]
+    out.append(("Output layer of synth-effnet-concepts vs the truth (published metrics; '-': no encoder given)", cols,
+                [[_f(r.get(c)) for c in cols] for r in figures["output_layer"]]))
     cols = ["dissector", "target", "method", "layer", "top1", "top5_jaccard", "kappa"]
     out.append(("Agreement with netdissect (inner layers)", cols,
                 [[_f(r[c]) for c in cols] for r in figures["agreement_with_netdissect"]]))

@@ -66,14 +66,20 @@ def bench_synthetic(
     out: Path = typer.Option(Path("runs/bench_synthetic"), help="Where the table and run folders go."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(64, help="Images per batch."),
+    clip: str = typer.Option(None, "--clip", help="CLIP text encoder of the published metrics (see `dissectkit evaluate --help`)."),
+    mpnet: str = typer.Option(None, "--mpnet", help="MPNet sentence encoder of the published metrics (a local folder)."),
+    medclip: str = typer.Option(None, "--medclip", help="MedCLIP text encoder of MAMMI's metrics."),
 ) -> None:
     """Every method and similarity with every offline dissector on the synthetic targets."""
     from rich.console import Console
 
+    from dissectkit.cli.commands.evaluate import text_encoder
     from dissectkit.synthetic.bench import print_tables, run_benchmark
 
     console = Console()
-    result = run_benchmark(n=n, seed=seed, out_dir=out, device=device, batch_size=batch_size, log=console.print)
+    encoders = {k: text_encoder(v) for k, v in (("clip", clip), ("mpnet", mpnet), ("medclip", medclip)) if v}
+    result = run_benchmark(n=n, seed=seed, out_dir=out, device=device, batch_size=batch_size, log=console.print,
+                           encoders=encoders)
     print_tables(result, console)
     console.print(f"Wrote {out / 'bench_synthetic.json'} and {out / 'bench_synthetic.md'}.")
 
