@@ -166,9 +166,22 @@ def decode_frame(ds: Any, path: str | Path, frame: int = 0) -> np.ndarray:
 
 def read_stored(path: str | Path, frame: int = 0, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     """(the stored pixel array of one frame, its Photometric Interpretation): no LUT applied."""
+    stored, photometric, _ = read_stored_rescale(path, frame, max_pixels)
+    return stored, photometric
+
+
+def read_stored_rescale(path: str | Path, frame: int = 0,
+                        max_pixels: int | None = None) -> tuple[np.ndarray, str, tuple[float, float] | None]:
+    """:func:`read_stored` and the Rescale Slope / Intercept (``None`` when absent, or identity, or the
+    image has a Modality LUT instead): Mammo-CLIP's conversion applies them (in float32, as its reader)."""
     path = Path(path)
     ds = open_dicom(path, max_pixels)
-    return decode_frame(ds, path, frame), str(ds.get("PhotometricInterpretation", "")).upper()
+    arr = decode_frame(ds, path, frame)
+    rescale = None
+    if "ModalityLUTSequence" not in ds and ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        rescale = None if (slope, intercept) == (1.0, 0.0) else (slope, intercept)
+    return arr, str(ds.get("PhotometricInterpretation", "")).upper(), rescale
 
 
 def _stored_range(ds: Any) -> tuple[int, int]:

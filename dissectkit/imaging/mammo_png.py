@@ -23,16 +23,21 @@ def minmax_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def longest_runs(flags: np.ndarray) -> np.ndarray:
-    """Indices of every run of consecutive True values whose length is the maximum (all of them when
-    several runs tie); all indices when no value is True (nothing to choose from)."""
+    """Indices of every run of consecutive True values whose length, as the published conversion counts
+    it, is the maximum (all of them when several runs tie); all indices when no value is True.
+
+    The published count measures a run from the nearest False on each side, and takes the first /
+    last index as that boundary when the run reaches the edge: a run touching the first or the last
+    index counts one shorter (each edge it touches), so it ties with an inner run one shorter than it."""
     flags = np.asarray(flags, dtype=bool)
     if not flags.any():
         return np.arange(len(flags))
     padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     starts, stops = edges[0::2], edges[1::2]
-    best = int((stops - starts).max())
-    return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True) if b - a == best])
+    counted = (stops - starts) - (starts == 0) - (stops == len(flags))
+    best = int(counted.max())
+    return np.concatenate([np.arange(a, b) for a, b, n in zip(starts, stops, counted, strict=True) if n == best])
 
 
 def _band(length: int) -> slice:
@@ -70,19 +75,40 @@ def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
 
 
-def convert(image: np.ndarray, monochrome1: bool = False, size: tuple[int, int] = SIZE) -> np.ndarray:
+def minmax_uint8_float32(x: np.ndarray) -> np.ndarray:
+    """The published chain on float32 pixels (what its reader returns for a rescaled image): ``x - min``,
+    ``/ max``, ``* 255`` each in float32, truncated to ``uint8``; a constant image -> zeros."""
+    x = np.asarray(x, dtype=np.float32)
+    x = x - np.float32(x.min())
+    top = np.float32(x.max())
+    if top <= 0:
+        return np.zeros(x.shape, np.uint8)
+    return ((x / top) * np.float32(255)).astype(np.uint8)
+
+
+def convert(image: np.ndarray, monochrome1: bool = False, size: tuple[int, int] = SIZE,
+            rescale: tuple[float, float] | None = None) -> np.ndarray:
     """The Mammo-CLIP PNG (``uint8`` ``size``) of one greyscale mammogram ``HxW`` (an RGB image is
     averaged to grey first). ``monochrome1``: the stored pixels are MONOCHROME1 (inverted here).
+    ``rescale``: the DICOM's (slope, intercept) when not the identity: the published reader applies
+    them in float32 (``stored * slope + intercept``) and the min-max then runs in float32 too, which
+    moves a few pixels by one level compared with the exact arithmetic.
 
     An image already inverted into a display range by a linear map (``dissectkit.imaging.dicom.read_dicom``
     with ``apply_voi=False`` shifts the stored values by whole bits) gives the same PNG as its
-    stored pixels: min-max removes the scale and the offset."""
+    stored pixels: min-max removes the scale and the offset (not the float32 rounding of a rescale)."""
     x = np.asarray(image)
     if x.ndim == 3:
         x = x.mean(axis=2)
+    if rescale is not None:
+        x = x.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
     h, w = x.shape
     if h > 2 * BORDER and w > 2 * BORDER:
         x = x[BORDER : h - BORDER, BORDER : w - BORDER]
+    if rescale is not None:
+        image8 = minmax_uint8_float32(np.float32(x.max()) - x if monochrome1 else x)
+        rows, cols = extract_breast(image8)
+        return resize_area(image8[np.ix_(rows, cols)], size)
     if monochrome1:
         x = x.max() - x.astype(np.float64 if x.dtype.kind == "f" else np.int64)
     image8 = minmax_uint8(x)
@@ -97,12 +123,12 @@ def from_dicom(path: Any, frame: int = 0, size: tuple[int, int] = SIZE, max_pixe
     from pathlib import Path
 
     from dissectkit.base.errors import DataError
-    from dissectkit.imaging.dicom import read_stored
+    from dissectkit.imaging.dicom import read_stored_rescale
 
-    stored, photometric = read_stored(Path(path), frame=frame, max_pixels=max_pixels)
+    stored, photometric, rescale = read_stored_rescale(Path(path), frame=frame, max_pixels=max_pixels)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DataError(
             f"{path} is a {photometric or 'non-greyscale'} image; Mammo-CLIP's PNG conversion is defined for "
             "greyscale (MONOCHROME1/2) mammograms. Remove it from the folder to convert."
         )
-    return convert(stored, monochrome1=photometric == "MONOCHROME1", size=size)
+    return convert(stored, monochrome1=photometric == "MONOCHROME1", size=size, rescale=rescale)
