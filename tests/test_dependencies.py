@@ -17,7 +17,7 @@ from dissectkit.base.errors import DataError
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 # module -> the extra that provides it (its use must catch ImportError and name the extra)
-OPTIONAL = {"spacy": "reports"}
+OPTIONAL = {"spacy": "reports", "sentence_transformers": "mpnet"}
 # files only pytest itself loads (the `pytest11` entry point), so pytest is there when they run
 PYTEST_ONLY = {"dissectkit/pytest_plugin.py"}
 

@@ -157,3 +157,14 @@ def test_evaluate_command_prints_every_metric(tmp_path, tiny_openclip_dir, tiny_
     from dissectkit.results.run_result import RunResult
 
     assert RunResult.load(out).label_sets[0].layers["classifier"].neurons == ll.neurons  # the run is unchanged
+
+
+def test_missing_sentence_transformers_names_the_mpnet_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import -> ImportError
+    with pytest.raises(DataError, match=r"pip install 'dissectkit\[mpnet\]'"):
+        sentence_encoder(tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="Cannot load the sentence-transformers model .* offline"):
+        sentence_encoder(tmp_path / "missing")

@@ -170,8 +170,8 @@ def check_reporter_concepts(recipe: Recipe, reporters: dict[int, Any], concepts:
         except DissectkitError as exc:
             problems.append(f"  - reporter '{ref.display}' ({recipe.position('output', 'reporters', i)}): {exc}")
     if problems:
-        raise RecipeError(f"The reporters do not fit the concept set '{recipe.concepts.name}'; nothing was computed:\n"
-                          + "\n".join(problems))
+        raise RecipeError(f"Reporter params do not fit the concept set '{recipe.concepts.name}' (checked before any "
+                          "work; nothing was computed):\n" + "\n".join(problems))
 
 
 def check_masks_available(method_label: str, method: Any, probe_label: str, has_masks: bool | None) -> None:

@@ -34,7 +34,8 @@ def check_categories(params: StudyParams, concepts: list[Any]) -> None:
     if not unknown:
         return
     default = "general_categories" not in params.model_fields_set
-    listed = ", ".join(repr(c) for c in available) or "none (the concept set has no categories; set general_categories: [])"
+    listed = ", ".join(repr(c) for c in sorted(available, key=lambda c: (c.strip().lower(), c))) or \
+        "none (the concept set has no categories; set general_categories: [])"
     hint = did_you_mean(unknown[0], available)
     if not hint:
         near = [c for c in available if c.strip().lower() == unknown[0].strip().lower()]
