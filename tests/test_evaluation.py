@@ -19,10 +19,7 @@ from dissectkit.labelling.evaluation import evaluate_layer, read_truth, sentence
 from dissectkit.labelling.evidence import LayerLabels
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-WORDS = ("a of the mass round oval irregular margin spiculated circumscribed calcifications fine pleomorphic linear "
-         "branching coarse popcorn vascular architectural distortion focal asymmetry skin thickening nipple retraction "
-         "intramammary lymph node surgical clip breast implant almost entirely fatty scattered fibroglandular density "
-         "heterogeneously extremely dense dog cat").split()
+WORDS = ["a", "of", "the", "mass", "round", "oval", "irregular", "margin", "spiculated", "circumscribed", "calcifications", "fine", "pleomorphic", "linear", "branching", "coarse", "popcorn", "vascular", "architectural", "distortion", "focal", "asymmetry", "skin", "thickening", "nipple", "retraction", "intramammary", "lymph", "node", "surgical", "clip", "breast", "implant", "almost", "entirely", "fatty", "scattered", "fibroglandular", "density", "heterogeneously", "extremely", "dense", "dog", "cat"]
 
 
 @pytest.fixture(scope="module")

@@ -276,11 +276,11 @@ def test_mammi_precision_is_a_param_and_its_preset():
 
 
 # --------------------------------------------------------------------------- precision: published
-def reference_soft_wpmi(I, T, A, top_k=100, a=10, lam=1, eps=1e-7, p_start=0.998, p_end=0.97):
+def reference_soft_wpmi(Im, T, A, top_k=100, a=10, lam=1, eps=1e-7, p_start=0.998, p_end=0.97):
     """soft-WPMI in float32, one neuron at a time, written from shared/docs/methods.md."""
-    I = I / I.norm(dim=-1, keepdim=True)
+    Im = Im / Im.norm(dim=-1, keepdim=True)
     T = T / T.norm(dim=-1, keepdim=True)
-    P = I @ T.T  # raw cosines, no logit scale
+    P = Im @ T.T  # raw cosines, no logit scale
     Q = torch.softmax(a * P, dim=1)  # along the concept axis
     p = p_start - (torch.arange(top_k, dtype=torch.float32) / top_k) * (p_start - p_end)  # rank memberships
     K = A.shape[1]
@@ -292,10 +292,10 @@ def reference_soft_wpmi(I, T, A, top_k=100, a=10, lam=1, eps=1e-7, p_start=0.998
     return L - lam * prior
 
 
-def reference_wpmi(I, T, A, top_k=28, a=2, lam=0.6, eps=1e-7):
-    I = I / I.norm(dim=-1, keepdim=True)
+def reference_wpmi(Im, T, A, top_k=28, a=2, lam=0.6, eps=1e-7):
+    Im = Im / Im.norm(dim=-1, keepdim=True)
     T = T / T.norm(dim=-1, keepdim=True)
-    Q = torch.softmax(a * (I @ T.T), dim=1)
+    Q = torch.softmax(a * (Im @ T.T), dim=1)
     K = A.shape[1]
     L = torch.zeros(K, T.shape[0])
     for k in range(K):
@@ -307,52 +307,52 @@ def reference_wpmi(I, T, A, top_k=28, a=2, lam=0.6, eps=1e-7):
 
 def _inputs(seed=0, N=160, K=12, C=40, D=16):
     g = torch.Generator().manual_seed(seed)
-    I = torch.nn.functional.normalize(torch.randn(N, D, generator=g), dim=1)
+    Im = torch.nn.functional.normalize(torch.randn(N, D, generator=g), dim=1)
     T = torch.nn.functional.normalize(torch.randn(C, D, generator=g), dim=1)
     A = torch.randn(N, K, generator=g).relu()
     A[:, 3] = 0.0  # a dead neuron
     A[:40, 5] = 1.0  # ties at the top
-    return I, T, A
+    return Im, T, A
 
 
 @pytest.mark.parametrize("name, reference", [("soft_wpmi", reference_soft_wpmi), ("wpmi", reference_wpmi)])
 def test_published_pmi_equals_the_float32_reference_loop(name, reference):
-    I, T, A = _inputs()
+    Im, T, A = _inputs()
     sim = dk.create("similarity", name, precision="published")
-    got = sim.from_embeddings(I, T, A)
-    want = reference(I, T, A)
+    got = sim.from_embeddings(Im, T, A)
+    want = reference(Im, T, A)
     assert torch.equal(got, want)  # bit for bit: the same float32 operations in the same order
-    default = dk.create("similarity", name).from_embeddings(I, T, A)
+    default = dk.create("similarity", name).from_embeddings(Im, T, A)
     diff = float((default - want).abs().max())
-    assert 0 < diff <= sim.score_tolerance(want, I.shape[0])  # the arithmetics differ within the tolerance
+    assert 0 < diff <= sim.score_tolerance(want, Im.shape[0])  # the arithmetics differ within the tolerance
 
 
 def test_published_cos_and_cos3_follow_the_published_formulas():
-    I, T, A = _inputs(1)
-    P = (I / I.norm(dim=-1, keepdim=True)) @ (T / T.norm(dim=-1, keepdim=True)).T
-    cos = dk.create("similarity", "cos", precision="published").from_embeddings(I, T, A)
+    Im, T, A = _inputs(1)
+    P = (Im / Im.norm(dim=-1, keepdim=True)) @ (T / T.norm(dim=-1, keepdim=True)).T
+    cos = dk.create("similarity", "cos", precision="published").from_embeddings(Im, T, A)
     want = (A / A.norm(dim=0, keepdim=True)).T @ (P / P.norm(dim=0, keepdim=True))
     torch.testing.assert_close(cos, want, rtol=0, atol=0, equal_nan=True)
     assert cos[3].isnan().all()  # a zero column gives NaN, as published
     Pc, Ac = (P - P.mean(0, keepdim=True)) ** 3, (A - A.mean(0, keepdim=True)) ** 3
     want3 = (Ac / Ac.norm(dim=0, keepdim=True).clip(1e-3)).T @ (Pc / Pc.norm(dim=0, keepdim=True).clip(1e-3))
-    assert torch.equal(dk.create("similarity", "cos3", precision="published").from_embeddings(I, T, A), want3)
-    rr = dk.create("similarity", "rank_reorder", precision="published").from_embeddings(I, T, A)
-    default = dk.create("similarity", "rank_reorder").from_embeddings(I, T, A)
+    assert torch.equal(dk.create("similarity", "cos3", precision="published").from_embeddings(Im, T, A), want3)
+    rr = dk.create("similarity", "rank_reorder", precision="published").from_embeddings(Im, T, A)
+    default = dk.create("similarity", "rank_reorder").from_embeddings(Im, T, A)
     assert torch.equal(rr.argmax(1), default.argmax(1)) and torch.allclose(rr, default, atol=1e-4)
 
 
 def test_clip_dissect_published_labels_constant_neurons_as_published():
     from dissectkit.labelling.evidence import Evidence
 
-    I, T, A = _inputs(2)
+    Im, T, A = _inputs(2)
     names = [f"c{i}" for i in range(T.shape[0])]
-    ev = Evidence("l", A, I, names, lambda texts: T[[names.index(t) for t in texts]])
+    ev = Evidence("l", A, Im, names, lambda texts: T[[names.index(t) for t in texts]])
     default = dk.create("method", "clip-dissect").label(ev)
     published = dk.create("method", "clip-dissect", precision="published").label(ev)
     assert default.neurons[3] == [] and default.reasons[3] == "dead"
     assert published.neurons[3] and published.reasons[3] == "dead"  # labelled, and known to be constant
-    want = reference_soft_wpmi(I, T, A)
+    want = reference_soft_wpmi(Im, T, A)
     assert [ranked[0][0] for ranked in published.neurons] == [names[j] for j in want.argmax(1).tolist()]
     assert published.params["precision"] == "published" and published.tolerance > 0
     with pytest.raises(Exception, match="precision is 'published' but similarity_params.precision is 'default'"):
@@ -373,11 +373,11 @@ def test_synthetic_study_published_precision_equals_the_reference_loop(tmp_path)
     names = [c.text for c in result.concepts]
     (dissector,) = result.dissectors.values()
     T = Cache(tmp_path / "cache").load_texts(dissector.fingerprint(), names)
-    I = result.image_embeddings("synth-clip").float()
+    Im = result.image_embeddings("synth-clip").float()
     total = agree = 0
     for ls in result.label_sets:
         for layer, ll in ls.layers.items():
-            want = reference_soft_wpmi(I, T, result.activations(ls.target, layer).float())
+            want = reference_soft_wpmi(Im, T, result.activations(ls.target, layer).float())
             ref = [names[j] for j in want.argmax(1).tolist()]
             got = [r[0][0] if r else None for r in ll.neurons]
             total += len(got)
@@ -407,10 +407,10 @@ def test_margins_and_near_ties():
 def test_mammi_lists_carry_the_runner_up_for_margins():
     from dissectkit.labelling.evidence import Evidence
 
-    I, T, A = _inputs(3, C=6)
+    Im, T, A = _inputs(3, C=6)
     names = [f"c{i}" for i in range(T.shape[0])]
-    ev = Evidence("l", A, I, names, lambda texts: torch.nn.functional.normalize(
-        torch.randn(len(texts), I.shape[1], generator=torch.Generator().manual_seed(len(texts[0]))), dim=1))
+    ev = Evidence("l", A, Im, names, lambda texts: torch.nn.functional.normalize(
+        torch.randn(len(texts), Im.shape[1], generator=torch.Generator().manual_seed(len(texts[0]))), dim=1))
     ll = dk.create("method", "mammi", beta=0.999).label(ev)
     singles = [k for k, r in enumerate(ll.neurons) if len(r) == 1]
     assert singles and all(k in ll.runner_up and ll.runner_up[k] < ll.neurons[k][0][1] for k in singles)

@@ -32,9 +32,8 @@ def random_timm(name: str, seed: int = 0):
 def test_conversion_maps_every_tensor_key_for_key():
     """Every tensor of timm's state dict gets exactly one efficientnet_pytorch name, every
     efficientnet_pytorch tensor is filled, with the same shape (B0 here, B5 below)."""
-    from efficientnet_pytorch import EfficientNet
-
     from dissectkit_mammoclip.imagenet import timm_to_efficientnet
+    from efficientnet_pytorch import EfficientNet
 
     timm_sd = random_timm("tf_efficientnet_b0").state_dict()
     converted = timm_to_efficientnet(timm_sd)
@@ -115,5 +114,5 @@ def test_target_layers_weights_and_preprocessing(tmp_path):
     with torch.no_grad():
         assert torch.allclose(b2.module(inp), net.eval()(inp), atol=1e-5)
     with pytest.raises(WeightsError, match="variant: b5.*b2"):
-        dk.create("target", "mammo-clip-imagenet", _ctx=ctx, weights=str(tmp_path / "efficientnet-b2.pth"),
-                  image_size=[64, 64]).module  # noqa: B018
+        _ = dk.create("target", "mammo-clip-imagenet", _ctx=ctx, weights=str(tmp_path / "efficientnet-b2.pth"),
+                      image_size=[64, 64]).module
