@@ -10,6 +10,7 @@ from pydantic import field_validator
 from dissectkit.plugin import (
     BuildContext,
     Params,
+    Target,
     WeightsRef,
     as_weights_ref,
     extract_state_dict,
@@ -17,22 +18,37 @@ from dissectkit.plugin import (
     resolve_weights,
 )
 
+from . import model
 
-class WeightsParams(Params):
-    """Shared by the dissector and the targets. ``conversion``: ``none`` = the probe images are
-    Mammo-CLIP PNGs already (its PNG layout); ``mammo-clip`` = make Mammo-CLIP's PNG of each raw
-    mammogram first (DICOM layouts; read the probe with ``apply_voi: false``, as the conversion does)."""
 
-    weights: WeightsRef
+class ImageParams(Params):
+    """The params every Mammo-CLIP model shares (the dissector, the targets, the ImageNet G).
+    ``conversion``: ``none`` = the probe images are Mammo-CLIP PNGs already (its PNG layout);
+    ``mammo-clip`` = make Mammo-CLIP's PNG of each raw mammogram first (DICOM layouts; read the probe
+    with ``apply_voi: false``, as the conversion does)."""
+
     trust_checkpoint: bool = False
-    image_size: tuple[int, int] = (1520, 912)
-    variant: str | None = None
+    image_size: tuple[int, int] = model.DEFAULT_IMAGE_SIZE
     conversion: Literal["none", "mammo-clip"] = "none"
 
-    @field_validator("weights", mode="before")
+    @field_validator("weights", mode="before", check_fields=False)
     @classmethod
     def _path_string(cls, value: Any) -> Any:
         return {"path": str(value)} if isinstance(value, str | Path) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 32:
+            raise ValueError("image_size is [height, width], each at least 32 pixels")
+        return value
+
+
+class WeightsParams(ImageParams):
+    """Shared by the dissector and the targets: a Mammo-CLIP checkpoint file."""
+
+    weights: WeightsRef
+    variant: str | None = None
 
     @field_validator("variant")
     @classmethod
@@ -41,12 +57,33 @@ class WeightsParams(Params):
             raise ValueError("variant must be 'b2' or 'b5' (or omitted: read from the checkpoint)")
         return value.lower() if value else None
 
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 32:
-            raise ValueError("image_size is [height, width], each at least 32 pixels")
-        return value
+
+class LazyTarget(Target):
+    """A Mammo-CLIP EfficientNet target whose ``module`` reads the weights on first access
+    (``_load`` sets ``_module``); Mammo-CLIP's preprocessing."""
+
+    params: ImageParams
+    image_size: tuple[int, int]
+    device: str
+    _module: Any
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def module(self):
+        if self._module is None:
+            self._load()
+        return self._module
+
+    def to(self, device: Any) -> Any:
+        self.device = str(device)
+        if self._module is not None:
+            self._module.to(device)
+        return self
+
+    def preprocess(self, image: Any):
+        return model.preprocess_mammogram(image, self.image_size, self.params.conversion)
 
 
 def read(params: WeightsParams, ctx: BuildContext, what: str, path: Path | None = None) -> tuple[Path, dict[str, Any], Any]:

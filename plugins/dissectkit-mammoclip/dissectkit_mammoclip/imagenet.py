@@ -13,13 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from dissectkit.plugin import (
     BuildContext,
     LayerInfo,
-    Params,
-    Target,
     WeightsError,
     WeightsRef,
     digest,
@@ -30,7 +28,7 @@ from dissectkit.plugin import (
     resolve_weights,
 )
 
-from . import model
+from . import checkpoint, model
 
 TIMM_WEIGHTS = {"b5": "timm/tf_efficientnet_b5.aa_in1k", "b2": "timm/tf_efficientnet_b2.aa_in1k"}
 
@@ -78,7 +76,7 @@ def is_timm(sd: dict[str, Any]) -> bool:
     return "conv_stem.weight" in sd
 
 
-class ImageNetParams(Params):
+class ImageNetParams(checkpoint.ImageParams):
     """``weights``: timm's ``tf_efficientnet_b5.aa_in1k`` (default) or efficientnet_pytorch's
     ``efficientnet-b5-b6417697.pth``; ``padding``: ``static`` (efficientnet_pytorch's "same" padding
     computed for the nominal input, 456 for B5, as the published G and M / C) or ``dynamic`` (computed
@@ -86,22 +84,7 @@ class ImageNetParams(Params):
 
     weights: WeightsRef | None = None  # None: timm's tf_efficientnet_<variant>.aa_in1k
     variant: Literal["b5", "b2"] = "b5"
-    trust_checkpoint: bool = False
-    image_size: tuple[int, int] = model.DEFAULT_IMAGE_SIZE
-    conversion: Literal["none", "mammo-clip"] = "none"
     padding: Literal["static", "dynamic"] = "static"
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _path_string(cls, value: Any) -> Any:
-        return {"path": str(value)} if isinstance(value, str | Path) else value
-
-    @field_validator("image_size")
-    @classmethod
-    def _size(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 32:
-            raise ValueError("image_size is [height, width], each at least 32 pixels")
-        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -135,7 +118,7 @@ def load_state_dict(path: Path, trust: bool) -> dict[str, Any]:
     return timm_to_efficientnet(sd) if is_timm(sd) else sd
 
 
-class ImageNetEncoder(Target):
+class ImageNetEncoder(checkpoint.LazyTarget):
     """G: ``module.image_encoder`` is the ImageNet EfficientNet; ``module(x)`` gives its ImageNet logits;
     the layers are ``image_encoder._blocks.<i>``."""
 
@@ -167,21 +150,6 @@ class ImageNetEncoder(Target):
         encoder = build_encoder(variant, self.params.padding, sd)
         load_state_dict_strict(encoder, sd, what=f"ImageNet EfficientNet {path}")
         self._module = ImageNetEffNet(encoder).eval().to(self.device)
-
-    @property
-    def module(self):
-        if self._module is None:
-            self._load()
-        return self._module
-
-    def to(self, device: Any) -> ImageNetEncoder:
-        self.device = str(device)
-        if self._module is not None:
-            self._module.to(device)
-        return self
-
-    def preprocess(self, image: Any):
-        return model.preprocess_mammogram(image, self.image_size, self.params.conversion)
 
     def layers(self) -> list[LayerInfo]:
         return model.block_layer_infos(self.params.variant, self.image_size, padding=self.params.padding)

@@ -12,7 +12,6 @@ from typing import Any
 from dissectkit.plugin import (
     BuildContext,
     LayerInfo,
-    Target,
     WeightsError,
     digest,
     file_fingerprint,
@@ -60,7 +59,7 @@ def _build_module(variant: str, sd: dict[str, Any], head: bool):
     return MammoEffNet()
 
 
-class MammoEffNetTarget(Target):
+class MammoEffNetTarget(checkpoint.LazyTarget):
     """A lazily loaded Mammo-CLIP EfficientNet (``module`` reads the weights on first access)."""
 
     def __init__(self, params: checkpoint.WeightsParams, ctx: BuildContext, head: bool) -> None:
@@ -96,21 +95,6 @@ class MammoEffNetTarget(Target):
         load_state_dict_strict(net, sd, what=f"{self.what} {path}", ignore=model.IGNORED)
         self._variant = variant
         self._module = net.eval().to(self.device)
-
-    @property
-    def module(self):
-        if self._module is None:
-            self._load()
-        return self._module
-
-    def to(self, device: Any) -> MammoEffNetTarget:
-        self.device = str(device)
-        if self._module is not None:
-            self._module.to(device)
-        return self
-
-    def preprocess(self, image: Any):
-        return model.preprocess_mammogram(image, self.image_size, self.params.conversion)
 
     def layers(self) -> list[LayerInfo]:
         if self._variant is None or (self.head and self._n_class is None):
