@@ -10,10 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.base.context import BuildContext, resolve_device
-from dissectkit.base.errors import DataError, DissectkitError, EvidenceError, RecipeError
+from dissectkit.base.errors import (
+    DataError,
+    DissectkitError,
+    EvidenceError,
+    PluginComponentError,
+    RecipeError,
+)
 from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
-from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
+from dissectkit.host.recipe import (
+    Recipe,
+    component_refs,
+    probe_size_problems,
+    recipe_path,
+    validate_components,
+)
 from dissectkit.labelling.column_groups import settings as column_settings
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
@@ -89,6 +101,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
     built: dict[int, Any] = {}
     licences: dict[str, str] = {}
     problems: list[str] = []
+    failure: PluginComponentError | None = None
     for kind, path, ref in component_refs(recipe):
         if kinds is not None and kind not in kinds:
             continue
@@ -100,11 +113,16 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
             problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
+            failure = failure or (exc if isinstance(exc, PluginComponentError) else None)
             continue
         # components may load weights lazily: name every missing file now, before any work
         problems += [f"  - {kind} '{ref.display}' ({where}): {msg}" for msg in missing_weights(validated[id(ref)], ctx)]
     if problems:
-        raise RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
+        error = RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
+        if failure is not None:  # a plugin's factory raised: its fault, exit 1 (docs/plugins.md)
+            error.exit_code = failure.exit_code
+            raise error from failure
+        raise error
 
     targets: dict[str, TargetSlot] = {}
     for ref in recipe.targets:
@@ -115,7 +133,14 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         targets[ref.display] = TargetSlot(ref.display, ref.name, target, layers, ref.pool, ref.token_pool)
     probe = built.get(id(recipe.probe))
     if probe is not None and len(probe) == 0:
-        raise DataError(f"Probe '{recipe.probe.name}' has no images ({recipe.position('probe')}). Check its root and split.")
+        fields = [f"`{f}`" for f in ("root", "split") if f in type(validated[id(recipe.probe)]).model_fields]
+        check = f" Check its {' and '.join(fields)}." if fields else ""
+        raise DataError(f"Probe '{recipe.probe.name}' has no images ({recipe.position('probe')}).{check}")
+    if probe is not None:
+        bounded = probe_size_problems(recipe, validated, len(probe), registry)
+        if bounded:
+            raise RecipeError("Cannot start the run; nothing was computed. The recipe asks more of the probe than it "
+                              "has:\n" + "\n".join(bounded))
     concepts: list[Concept] = []
     if id(recipe.concepts) in built:
         concepts = concept_list(built[id(recipe.concepts)])

@@ -1,4 +1,4 @@
-"""``dissectkit compare A B [C...] --out DIR``: labels of finished runs side by side."""
+"""``dissectkit compare A B [C...] [--out DIR]``: labels of finished runs side by side."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def compare_command(
     runs: list[Path] = typer.Argument(..., help="finished run directories (each holds labels.json)"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for compare.html and the CSV tables"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for compare.html and the CSV tables "
+                                    "(default: compare-<run>-<run>... beside the first run)"),
 ) -> None:
     """Compare label sets per layer: top-1 agreement, top-5 Jaccard, Cohen's kappa, global threshold,
     and rank them per layer by the quality of their labels (simulation correlation, top AUC, z).
@@ -32,7 +33,13 @@ def compare_command(
     )
     from dissectkit.results.run_result import RunResult
 
+    from dissectkit.base.errors import DissectkitError
+
     loaded = [RunResult.load(p) for p in runs]
+    out = out or default_out(runs)
+    if out.exists() and not out.is_dir():
+        raise DissectkitError(f"--out {out} exists and is not a folder. Give a new or existing folder for compare.html "
+                              "and the CSV tables.")
     result = compare_runs(loaded)
     out.mkdir(parents=True, exist_ok=True)
     tables = write_tables(result, out)
@@ -57,6 +64,12 @@ def compare_command(
             console.print(f"[yellow]skipped[/] {note}")
     _print_ranking(console, ranking)
     console.print(f"Wrote {html} and {', '.join(str(t) for t in tables.values())}")
+
+
+def default_out(runs: list[Path]) -> Path:
+    """``compare-<a>-<b>...`` beside the first run (``runs/compare-a-b`` for ``runs/a runs/b``)."""
+    names = "-".join(p.resolve().name or "run" for p in runs)
+    return runs[0].resolve().parent / f"compare-{names}"
 
 
 def _print_ranking(console, ranking: list[dict]) -> None:
