@@ -349,7 +349,7 @@ def _refusal(r: Record, roots: list[Path], outside_ok: bool) -> str | None:
     """Why a record cannot be read as listed: a file name that is not valid UTF-8 (ids, tables and
     reports could not hold it), or a file outside the probe's roots (unless allowed)."""
     if not _utf8(r.path) or not _utf8(r.id):
-        return (f"file name {_printable(r.path.name)!r} in {_printable(r.path.parent)} is not valid UTF-8; "
+        return (f"file name '{_printable(r.path.name)}' in {_printable(r.path.parent)} is not valid UTF-8; "
                 "rename it (e.g. with convmv) to read it")
     if outside_ok:
         return None
