@@ -215,7 +215,8 @@ def is_component_path(parts: Sequence[Any]) -> bool:
 def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
     """Set ``parts`` to ``value``. A component written as a bare name becomes ``{name: ...}`` when an
     override reaches into it; setting a component's ``name`` to another component drops the params
-    of the one it replaces (they belong to that component)."""
+    of the one it replaces (they belong to that component), and so does naming another nested component
+    in a component's params (``method.params.similarity`` drops ``similarity_params``)."""
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -236,13 +237,23 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
         return
     if parts[-1] == "name" and is_component_path(parts[:-1]) and node.get("name") not in (None, value):
         node.pop("params", None)
+    elif len(parts) > 1 and parts[-2] == "params" and isinstance(node.get(parts[-1]), str) and node[parts[-1]] != value:
+        node.pop(f"{parts[-1]}_params", None)  # a nested component (similarity: + similarity_params:) too
     node[parts[-1]] = value
 
 
 def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Recipe:
     """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1). An override
     edits the file's own data before its bases are merged in, unless it runs through a list only a base has."""
-    parsed = sorted((parse_override(text) for text in overrides), key=lambda pv: pv[0][-1] != "name")
+    parsed = [parse_override(text) for text in overrides]
+    paths = [parts for parts, _ in parsed]
+
+    def names_first(pv: tuple[list[str], Any]) -> bool:
+        parts = pv[0]
+        own = [*parts[:-1], f"{parts[-1]}_params"]
+        return parts[-1] != "name" and not any(q[: len(own)] == own for q in paths)
+
+    parsed.sort(key=names_first)
     later: list[tuple[list[str], Any]] = []  # component names first: their params are set after them
 
     def edit(own: dict[str, Any]) -> None:
