@@ -18,7 +18,8 @@ Groups:
 - registering: ``Register`` (what a registration hook receives), ``ComponentSpec``, ``MasksWhen``,
   ``Params``, ``NoParams``, ``KINDS``, ``BuildContext`` (the ``ctx`` of factories); parameter markers:
   ``PythonCallable`` (a field naming code: trust gate), ``probe_bound`` and ``params_of`` (parameters
-  checked against the probe's size before any work);
+  checked against the probe's size before any work), ``concept_categories`` (checked against the
+  concept set);
 - the seven kinds, one base class each (required members, optional members with defaults):
   ``Dissector``, ``Target``, ``Probe``, ``ConceptSet``, ``Similarity``, ``Method``, ``Reporter``;
   ``adapt`` (a duck-typed object as its kind's base class);
@@ -62,7 +63,7 @@ from dissectkit.base.errors import (
     WeightsError,
     did_you_mean,
 )
-from dissectkit.base.params import NoParams, Params, PythonCallable, params_of, probe_bound
+from dissectkit.base.params import NoParams, Params, PythonCallable, concept_categories, params_of, probe_bound
 from dissectkit.base.types import Concept, LayerInfo, MasksWhen, ProbeItem
 from dissectkit.base.weights import (
     WeightsRef,
@@ -177,6 +178,7 @@ __all__ = [
     "Params",
     "PythonCallable",
     "params_of",
+    "concept_categories",
     "probe_bound",
     "PassObserver",
     "PassPlan",

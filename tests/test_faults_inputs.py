@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import tiny_recipe, write_images
+from support import tiny_recipe
 
 import dissectkit as dk
 from dissectkit.cli.app import main
@@ -47,6 +47,25 @@ def test_top_k_larger_than_the_probe_is_caught_by_validate_and_before_any_comput
     assert code == 2 and "nothing was computed" in text and "top_k = 50" in text and _nothing_computed(cache)
     code, text = _run(capsys, "validate", recipe, "-s", "method.params={similarity: rank_reorder, similarity_params: {top_fraction: 0.01}}")
     assert code == 2 and "top_fraction = 0.01 selects no image" in text and "at least 100" in text
+
+
+def test_a_study_category_missing_from_the_concept_set_is_caught_before_any_compute(tmp_path, capsys):
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(
+        "dissector: synth-clip\ntarget: {name: synth-effnet-concepts, layers: [classifier]}\n"
+        "probe: {name: synth-mammo, params: {n: 24}}\nconcepts: synth-mammo-concepts\n"
+        "method: {name: clip-dissect, params: {similarity: cos}}\n"
+        f"output: {{dir: '{tmp_path / 'out'}', reporters: [csv, {{name: study, params: {{general_categories: [distracter]}}}}]}}\n"
+        f"runtime: {{device: cpu, offline: true, cache_dir: '{tmp_path / 'cache'}'}}\n"
+    )
+    code, text = _run(capsys, "validate", recipe)
+    assert code == 2 and "study.yaml:6:" in text and "params.general_categories names category 'distracter'" in text
+    assert "concept set 'synth-mammo-concepts' does not have" in text and "Did you mean 'distractor'" in text
+    code, text = _run(capsys, "run", recipe, "-q")
+    assert code == 2 and "nothing was computed" in text and "'distracter'" in text
+    assert _nothing_computed(tmp_path / "cache") and not (tmp_path / "out").exists()
+    fixed = ["-s", "output.reporters.1.params.general_categories=[distractor, mass]"]
+    assert main(["validate", str(recipe), *fixed]) == 0
 
 
 def test_a_recipe_naming_python_code_is_refused_without_the_trust_flag_and_nothing_runs(recipe, tmp_path, capsys):

@@ -35,6 +35,7 @@ def format_validation_error(exc: ValidationError, what: str) -> str:
 PYTHON_CALLABLE = "x-dissectkit-python-callable"
 PROBE_BOUND = "x-dissectkit-probe-bound"
 PARAMS_OF = "x-dissectkit-params-of"
+CONCEPT_CATEGORIES = "x-dissectkit-concept-categories"
 
 PythonCallable = Annotated[str, Field(
     json_schema_extra={PYTHON_CALLABLE: True},
@@ -59,17 +60,25 @@ def params_of(kind: str, name_field: str) -> Any:
     return Field(json_schema_extra={PARAMS_OF: [kind, name_field]})
 
 
-def marked_fields(params: BaseModel, marker: str, path: str = "params") -> list[tuple[str, Any, Any]]:
+def concept_categories() -> Any:
+    """Field metadata for a list of concept categories (the study's ``general_categories``): ``validate``
+    and the run's start check each against the categories and sub-categories of the recipe's concept
+    set, before any compute."""
+    return Field(json_schema_extra={CONCEPT_CATEGORIES: True})
+
+
+def marked_fields(params: BaseModel, marker: str, path: str = "params", only_set: bool = False) -> list[tuple[str, Any, Any]]:
     """``(field path, value, marker value)`` of every field of ``params`` (nested models, lists and
-    dicts of them included) whose metadata carries ``marker``."""
+    dicts of them included) whose metadata carries ``marker`` (``only_set``: only fields given, not
+    defaults)."""
     out: list[tuple[str, Any, Any]] = []
     for name, info in type(params).model_fields.items():
         value = getattr(params, name)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if marker in extra and value is not None:
+        if marker in extra and value is not None and (not only_set or name in params.model_fields_set):
             out.append((f"{path}.{name}", value, extra[marker]))
         for sub, item in _models(value, f"{path}.{name}"):
-            out += marked_fields(item, marker, sub)
+            out += marked_fields(item, marker, sub, only_set)
     return out
 
 

@@ -21,6 +21,7 @@ from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
 from dissectkit.host.recipe import (
     Recipe,
+    category_problems,
     component_refs,
     probe_size_problems,
     recipe_path,
@@ -146,6 +147,10 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         concepts = concept_list(built[id(recipe.concepts)])
         if not concepts:
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
+        named = category_problems(recipe, validated, concepts)
+        if named:
+            raise RecipeError("Cannot start the run; nothing was computed. The recipe names categories its concept "
+                              "set lacks:\n" + "\n".join(named))
     has_masks = registry.get("probe", recipe.probe.name).probe_has_masks(validated[id(recipe.probe)])
     if probe is not None and getattr(probe, "has_masks", None) is True and not has_masks:
         log.warning("Probe '%s' sets has_masks = True on the object, which is ignored: declare it at registration "

@@ -12,6 +12,7 @@ from dissectkit.engine.resolve import build_context, check_masks_available
 from dissectkit.host.recipe import (
     Recipe,
     TargetRef,
+    category_problems,
     check_trusted,
     code_fields,
     component_refs,
@@ -21,6 +22,7 @@ from dissectkit.host.recipe import (
 )
 from dissectkit.host.registry import KINDS
 from dissectkit.labelling.column_groups import settings as column_settings
+from dissectkit.labelling.evidence import concept_list
 
 
 def validation_context(recipe: Recipe) -> Any:
@@ -113,6 +115,10 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         except (WeightsError, DataError) as exc:
             warnings.append(f"{where}: {exc}")
             continue
+        if kind == "concepts":
+            problems = category_problems(recipe, validated, concept_list(obj))
+            if problems:
+                raise RecipeError(f"Recipe {recipe.source or ''} names categories its concept set lacks:\n" + "\n".join(problems))
         if kind == "probe":
             warnings += probe_notes(ref.display, obj)
             problems = probe_size_problems(recipe, validated, len(obj), registry)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from dissectkit.base.errors import ComponentError, RecipeError, did_you_mean
-from dissectkit.base.params import PARAMS_OF, PROBE_BOUND, PYTHON_CALLABLE, marked_fields
+from dissectkit.base.params import CONCEPT_CATEGORIES, PARAMS_OF, PROBE_BOUND, PYTHON_CALLABLE, marked_fields
 from dissectkit.host.extends import Key, Position, Positions, load_merged, merge, preset_path
 
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
@@ -476,6 +476,26 @@ def probe_size_problems(recipe: Recipe, validated: dict[int, Any], n_images: int
                 problems.append(f"  {where}: method '{ref.display}' {field} = {value} selects no image of the probe "
                                 f"({n_images} images; it needs at least {math.ceil(1 / value)}): raise it, or use a "
                                 "larger probe.")
+    return problems
+
+
+def category_problems(recipe: Recipe, validated: dict[int, Any], concepts: list[Any]) -> list[str]:
+    """A line for each category a component's params name (``concept_categories`` fields the recipe
+    sets, the study's ``general_categories``) that is no category or sub-category of ``concepts``."""
+    known = list(dict.fromkeys(v for c in concepts for v in (getattr(c, "category", None), getattr(c, "subcategory", None)) if v))
+    problems = []
+    for kind, path, ref in component_refs(recipe):
+        params = validated.get(id(ref))
+        if params is None:
+            continue
+        for field, value, _ in marked_fields(params, CONCEPT_CATEGORIES, only_set=True):
+            for name in [value] if isinstance(value, str) else list(value):
+                if name not in known:
+                    shown = ", ".join(map(repr, known[:12])) + (", ..." if len(known) > 12 else "") if known else "none"
+                    problems.append(
+                        f"  {recipe.position(*recipe_path(recipe, path))}: {kind} '{ref.display}' {field} names category "
+                        f"{name!r}, which concept set '{recipe.concepts.name}' does not have (its categories: {shown})."
+                        f"{did_you_mean(str(name), known)} Use one of them, or give the concepts that category.")
     return problems
 
 

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from dissectkit.base.params import Params
+from dissectkit.base.params import Params, concept_categories
 
 FOLDER = "study"
 PAGE = "study.html"
@@ -17,7 +17,7 @@ PAGE_TITLE = "Study: thresholds, categories, category shift and underrepresented
 
 class StudyParams(Params):
     top_concepts: int = Field(10, ge=1, description="concepts listed per neuron in study/neurons.csv")
-    general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
+    general_categories: Annotated[list[str], concept_categories()] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
     top_categories: int = Field(3, ge=1, description="categories per layer in the top-categories figure")
 
 
