@@ -12,9 +12,9 @@ from dissectkit.base.params import Params
 from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
-from dissectkit.report.units import score_note
 from dissectkit.report.plot_process import SummaryPlots
 from dissectkit.report.render import render
+from dissectkit.report.units import score_note
 from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"

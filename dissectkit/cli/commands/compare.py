@@ -24,6 +24,7 @@ def compare_command(
     from rich.console import Console
     from rich.table import Table
 
+    from dissectkit.base.errors import DissectkitError
     from dissectkit.report.compare import (
         compare_runs,
         quality_ranking,
@@ -32,8 +33,6 @@ def compare_command(
         write_tables,
     )
     from dissectkit.results.run_result import RunResult
-
-    from dissectkit.base.errors import DissectkitError
 
     loaded = [RunResult.load(p) for p in runs]
     out = out or default_out(runs)
