@@ -65,7 +65,6 @@ DAMAGE = {
 
 
 def _foreign(path: Path) -> None:
-    import torch
     from safetensors.torch import load_file, save_file
 
     save_file(load_file(str(path)), str(path))  # a valid safetensors file, without dissectkit's checksum
@@ -209,6 +208,21 @@ def test_two_real_runs_into_one_directory_one_completes_the_other_exits_2(tmp_pa
     assert second.returncode == 2 and f"PID {first.pid}" in second.stderr.replace("\n", " ")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.json", "manifest.json", "neurons.csv",
                                                                     "neurons.json", "recipe.yaml"]
+
+
+def test_a_users_file_in_a_run_directory_survives_a_rerun_and_is_named(recipe, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), "-q"]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "figures").mkdir()
+    (out / "figures" / "f.png").write_bytes(b"png")
+    code, text = _run(capsys, "run", str(recipe), "-q", "-s", "output.reporters=[json]")
+    assert code == 0 and "Kept in" in text and "notes.txt" in text and "figures" in text
+    assert (out / "notes.txt").read_text() == "mine" and (out / "figures" / "f.png").read_bytes() == b"png"
+    assert not (out / "neurons.csv").exists()  # the previous run's own file is replaced (gone: not written again)
+    assert sorted(json.loads((out / "manifest.json").read_text())["files"]) == ["labels.json", "manifest.json",
+                                                                               "neurons.json", "recipe.yaml"]
+    assert not list(tmp_path.glob(".out.*"))
 
 
 def test_kill_9_during_a_commit_is_recovered_at_the_next_start(recipe, tmp_path, capsys):
