@@ -189,15 +189,20 @@ def test_a_second_run_into_the_same_directory_stops_at_once_naming_the_first(rec
     assert not list(tmp_path.glob(".out.*"))  # no lock, staging or previous run left beside it
 
 
-@pytest.mark.slow
-def test_two_real_runs_into_one_directory_one_completes_the_other_exits_2(tmp_path, tiny_openclip_dir, concepts_file):
+def _cli_run(tmp_path: Path, tiny_openclip_dir: Path, concepts_file: Path) -> tuple[list[str], dict[str, str]]:
+    """``dissectkit run`` of a 60-image recipe in a child process, with its own cache."""
     from support import write_images
 
     images = tmp_path / "many"
     write_images(images, 60)
     recipe = tiny_recipe(tmp_path, tiny_openclip_dir, images, concepts_file)
     env = {**os.environ, "DISSECTKIT_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "dissectkit.cli", "run", str(recipe), "-q", "-s", "runtime.chunk_images=10"]
+    return [sys.executable, "-m", "dissectkit.cli", "run", str(recipe), "-q", "-s", "runtime.chunk_images=10"], env
+
+
+@pytest.mark.slow
+def test_two_real_runs_into_one_directory_one_completes_the_other_exits_2(tmp_path, tiny_openclip_dir, concepts_file):
+    cmd, env = _cli_run(tmp_path, tiny_openclip_dir, concepts_file)
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / ".out.lock").exists() and time.time() < deadline and first.poll() is None:
@@ -339,15 +344,9 @@ def test_sigterm_during_the_report_is_handled_as_ctrl_c(recipe, tmp_path, capsys
 
 @pytest.mark.slow
 def test_sigterm_from_outside_stops_a_run_and_leaves_nothing_behind(tmp_path, tiny_openclip_dir, concepts_file):
-    from support import write_images
-
-    images = tmp_path / "many"
-    write_images(images, 60)
-    recipe = tiny_recipe(tmp_path, tiny_openclip_dir, images, concepts_file)
-    env = {**os.environ, "DISSECTKIT_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "dissectkit.cli", "run", str(recipe), "-q", "-s", "runtime.chunk_images=10",
-           "-s", "runtime.batch_size=5"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd, env = _cli_run(tmp_path, tiny_openclip_dir, concepts_file)
+    proc = subprocess.Popen([*cmd, "-s", "runtime.batch_size=5"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     embeds = tmp_path / "cache" / "embeds"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
