@@ -63,7 +63,14 @@ from dissectkit.base.errors import (
     WeightsError,
     did_you_mean,
 )
-from dissectkit.base.params import NoParams, Params, PythonCallable, concept_categories, params_of, probe_bound
+from dissectkit.base.params import (
+    NoParams,
+    Params,
+    PythonCallable,
+    concept_categories,
+    params_of,
+    probe_bound,
+)
 from dissectkit.base.types import Concept, LayerInfo, MasksWhen, ProbeItem
 from dissectkit.base.weights import (
     WeightsRef,

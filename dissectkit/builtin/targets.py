@@ -176,7 +176,7 @@ def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=No
     from dissectkit.base import weights
 
     path = weights.resolve(ref, ctx, what=what)
-    obj = weights.load_checkpoint(path, trust=trust, what=f"{what} {path}")
+    obj = weights.load_checkpoint(path, trust=trust, what=what)  # it names the path itself
     sd = weights.extract_state_dict(obj, what=f"{what} {path}")
     if rename is not None:
         sd = rename(sd)

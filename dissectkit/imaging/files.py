@@ -38,8 +38,8 @@ class FileProbeParams(Params):
     apply_voi: bool = True
     """Apply a DICOM's VOI LUT / window; false keeps the modality values (as Mammo-CLIP's conversion does)."""
     allow_outside_root: bool = False
-    """Read files (and masks) listed outside the probe's root (``root``, ``images_root``,
-    ``masks_root``); by default such rows are refused and listed in ``probe.skipped``."""
+    """Read files (and masks) listed outside the probe's root and the folders its params name
+    (``images_root``, ``masks_root``, ...); by default such rows are refused and listed in ``probe.skipped``."""
 
 
 @dataclass
@@ -263,10 +263,11 @@ class FileProbe(Probe):
 
     def allowed_roots(self) -> list[Path]:
         """The folders the probe's files (and masks) must lie in: its root (the folder of a root
-        file) and the ``images_root`` / ``masks_root`` its params name."""
+        file) and every folder its params name (``images_root``, ``masks_root``, a plugin's own
+        ``masks`` folder: the user wrote them in the recipe)."""
         root = self.root if self.root.is_dir() or not self.root.suffix else self.root.parent
-        roots = [root] + [Path(v).expanduser() for f in ("images_root", "masks_root") if (v := getattr(self.params, f, None))]
-        return [Path(os.path.abspath(r)) for r in roots]
+        named = [Path(v).expanduser() for v in vars(self.params).values() if isinstance(v, str | Path) and str(v)]
+        return [Path(os.path.abspath(r)) for r in [root, *(p for p in named if p.is_dir())]]
 
     def __len__(self) -> int:
         return len(self.records)

@@ -50,7 +50,7 @@ def compare_command(
         table = Table(title=f"{p.a.name}  vs  {p.b.name}  (layers matched by {p.matched_by})", title_justify="left")
         for col in ("layer", "neurons", "top-1 agr.", "top-5 Jacc.", "kappa", "thr A", "thr B", "global",
                     "above A", "above B", "A only", "B only"):
-            table.add_column(col, justify="left" if col == "layer" else "right")
+            table.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")  # never "lay…"
         for lc in p.layers:
             table.add_row(lc.name, str(lc.n), _fmt(lc.top1_agreement), _fmt(lc.top5_jaccard), _fmt(lc.kappa),
                           _fmt(lc.threshold_a), _fmt(lc.threshold_b), _fmt(lc.global_threshold),
@@ -77,7 +77,7 @@ def _print_ranking(console, ranking: list[dict]) -> None:
 
     table = Table(title="Label quality per layer (ranked by mean simulation correlation)", title_justify="left")
     for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "interpretable"):
-        table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right")
+        table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right", overflow="fold")
     for r in ranking:
         share = r["interpretable_share"]
         table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
