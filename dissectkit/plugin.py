@@ -16,7 +16,10 @@ Groups:
 
 - hooks: ``hookimpl``, ``hookspec``, ``PROJECT``;
 - registering: ``Register`` (what a registration hook receives), ``ComponentSpec``, ``MasksWhen``,
-  ``Params``, ``NoParams``, ``KINDS``, ``BuildContext`` (the ``ctx`` of factories);
+  ``Params``, ``NoParams``, ``KINDS``, ``BuildContext`` (the ``ctx`` of factories); parameter markers:
+  ``PythonCallable`` (a field naming code: trust gate), ``probe_bound`` and ``params_of`` (parameters
+  checked against the probe's size before any work), ``concept_categories`` (checked against the
+  concept set);
 - the seven kinds, one base class each (required members, optional members with defaults):
   ``Dissector``, ``Target``, ``Probe``, ``ConceptSet``, ``Similarity``, ``Method``, ``Reporter``;
   ``adapt`` (a duck-typed object as its kind's base class);
@@ -54,12 +57,20 @@ from dissectkit.base.errors import (
     DissectkitError,
     EvidenceError,
     LayerError,
+    PluginComponentError,
     PluginError,
     RecipeError,
     WeightsError,
     did_you_mean,
 )
-from dissectkit.base.params import NoParams, Params
+from dissectkit.base.params import (
+    NoParams,
+    Params,
+    PythonCallable,
+    concept_categories,
+    params_of,
+    probe_bound,
+)
 from dissectkit.base.types import Concept, LayerInfo, MasksWhen, ProbeItem
 from dissectkit.base.weights import (
     WeightsRef,
@@ -172,8 +183,13 @@ __all__ = [
     "NoParams",
     "Observation",
     "Params",
+    "PythonCallable",
+    "params_of",
+    "concept_categories",
+    "probe_bound",
     "PassObserver",
     "PassPlan",
+    "PluginComponentError",
     "PluginError",
     "Probe",
     "ProbeItem",

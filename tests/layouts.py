@@ -24,6 +24,7 @@ def build_layouts(root: Path, n: int = 12) -> dict[str, dict[str, Any]]:
         wr.writerow(["path", "case", "malignancy", "mass"])
         for k, r in enumerate(rows):
             wr.writerow([str(images / r["id"]), f"case-{k // 2}", r["malignancy"], r["oval mass"]])
-    specs["csv"] = {"name": "csv", "params": {"root": str(manifest), "id_column": "case"}}
+    # absolute paths in the CSV: the folder they lie in is named as images_root (else they are refused)
+    specs["csv"] = {"name": "csv", "params": {"root": str(manifest), "id_column": "case", "images_root": str(images)}}
     specs["synth-mammo"] = {"name": "synth-mammo", "params": {"n": n, "seed": 0}}
     return specs

@@ -130,14 +130,19 @@ def test_preflight_names_an_unwritable_or_full_directory(tmp_path, tiny_openclip
     assert _no_work_done(cache)
 
 
-def test_a_rerun_replaces_the_run_directory_whole(tmp_path, tiny_openclip_dir, image_root, concepts_file, capsys):
+def test_a_rerun_replaces_the_previous_runs_files_and_keeps_the_others(tmp_path, tiny_openclip_dir, image_root, concepts_file, capsys):
     recipe = tiny_recipe(tmp_path, tiny_openclip_dir, image_root, concepts_file)
     out = tmp_path / "out"
     assert main(["run", str(recipe), "-q"]) == 0
     assert (out / "neurons.csv").exists() and (out / "neurons.json").exists()
-    (out / "left-over.txt").write_text("from an older run")
+    (out / "notes.txt").write_text("a user's own file")
+    capsys.readouterr()
     assert main(["run", str(recipe), "-q", "-s", "output.reporters=[csv]"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "neurons.csv", "recipe.yaml"]
+    # the previous run's neurons.json goes (its manifest lists it); the user's file stays, named
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "neurons.csv", "notes.txt", "recipe.yaml"]
+    assert (out / "notes.txt").read_text() == "a user's own file"
+    assert "what no dissectkit run wrote there: notes.txt" in capsys.readouterr().err.replace("\n", " ")
+    (out / "notes.txt").unlink()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left
     # a cache inside the run directory is carried over, not thrown away
     inner = ["-s", f"runtime.cache_dir={out / 'cache'}"]

@@ -174,7 +174,7 @@ def test_validate_checks_the_study_categories_against_the_workbook(workbook, tmp
     with pytest.warns(UserWarning), pytest.raises(RecipeError) as info:
         validate_recipe(dk.load_recipe(bad, overrides=overrides))
     msg = str(info.value)
-    assert "reporter 'study'" in msg and "general_categories names 'General'" in msg
+    assert "reporter 'study' params.general_categories names category 'General'" in msg
     for sheet in SHEETS:
         assert repr(sheet) in msg, sheet
 
@@ -188,11 +188,24 @@ def test_a_study_category_absent_from_the_concepts_stops_the_run_before_any_work
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))
     assert not (tmp_path / "out" / "labels.json").exists()
     # the default ('distractor') is checked too, and an empty list opts out
-    from dissectkit.study import StudyParams, check_categories
+    from dissectkit.engine.validate import validate_recipe
 
-    with pytest.raises(RecipeError, match=r"\(the default\).*none \(the concept set has no categories"):
-        check_categories(StudyParams(), [Concept("mass")])
-    check_categories(StudyParams(general_categories=[]), [Concept("mass")])
+    (tmp_path / "words.txt").write_text("mass\ncalcification\n")
+
+    def with_study(params: str) -> dk.Recipe:
+        path = tmp_path / "study.yaml"
+        path.write_text(
+            "dissector: synth-clip\ntarget: {name: synth-effnet-concepts, layers: [classifier]}\n"
+            f"probe: synth-mammo\nconcepts: {{name: text, params: {{path: '{tmp_path / 'words.txt'}'}}}}\n"
+            "method: clip-dissect\n"
+            f"output: {{dir: '{tmp_path / 'o'}', reporters: [{{name: study, params: {params}}}]}}\n"
+            f"runtime: {{offline: true, cache_dir: '{tmp_path / 'cache'}'}}\n")
+        return dk.load_recipe(path)
+
+    with pytest.raises(RecipeError, match=r"general_categories \(the default\) names category 'distractor'.*"
+                                          r"none: the concept set has no categories.*\[\] for none"):
+        validate_recipe(with_study("{}"))
+    validate_recipe(with_study("{general_categories: []}"))
 
 
 # --------------------------------------------------------------------------- the study as published

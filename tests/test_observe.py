@@ -119,10 +119,11 @@ def test_a_reporter_observes_the_pass_and_its_observation_is_kept(tmp_path, diss
     again, _, cached = _run(tmp_path, "method={name: clip-dissect, params: {similarity: cos}}")
     assert again.stats["chunks"]["computed"] == 0 and cached.loaded and cached.data == seen.data
 
-    kept[0].write_bytes(b"{not json")  # a damaged file only warns: nothing observed this time
+    kept[0].write_bytes(b"{not json")  # a damaged file fails its checksum: moved aside with a warning, not read
     with caplog.at_level(logging.WARNING):
         _, _, lost = _run(tmp_path)
-    assert lost is None and "Ignoring the cached observation" in caplog.text and "reporter 'watching'" in caplog.text
+    assert lost is None and "observation failed its check" in caplog.text and "moved aside" in caplog.text
+    assert list((tmp_path / "cache" / "quarantine" / "observed").glob("*/observation.2*"))  # kept aside, never deleted
 
 
 def test_only_the_main_process_observes():

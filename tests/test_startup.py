@@ -111,7 +111,7 @@ def _synth_recipe(tmp_path: Path, targets: str) -> Path:
     path.write_text(
         "dissector: {name: synth-clip}\n" + targets
         + "probe: {name: synth-mammo, params: {n: 10}}\nconcepts: {name: synth-mammo-concepts}\n"
-        "method: {name: clip-dissect}\nruntime: {offline: true}\n"
+        "method: {name: clip-dissect, params: {similarity_params: {top_k: 5}}}\nruntime: {offline: true}\n"
     )
     return path
 

@@ -205,7 +205,7 @@ class Reporter(ComponentBase):
 
     kind = "reporter"
     required = ("write",)
-    optional = ("pass_observer", "pages", "check_concepts")
+    optional = ("pass_observer", "pages")
 
     def write(self, run_result: RunResult, out_dir: Path) -> Any:
         raise NotImplementedError
@@ -219,12 +219,6 @@ class Reporter(ComponentBase):
         """Title -> path (relative to the run directory) of the pages it writes that other reporters
         may link to; collected into ``run_result.pages`` before any reporter writes. Default: none."""
         return {}
-
-    def check_concepts(self, concepts: list[Concept]) -> None:
-        """Raise a ``DissectkitError`` naming the setting when its params do not fit the run's concept
-        set (e.g. a category it names is not one of the set's); called by ``dissectkit validate`` and
-        when a run starts, before any work. Default: nothing to check."""
-        return None
 
 
 BASES: dict[str, type[ComponentBase]] = {

@@ -24,6 +24,18 @@ class PluginError(DissectkitError):
     """A plugin failed to load or registered something invalid."""
 
 
+class PluginComponentError(PluginError):
+    """A plugin's component raised (its factory, or a member the engine called): the CLI names the
+    plugin, its distribution and version (``dissectkit.host.blame``), writes the traceback to a log
+    file and exits 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, spec: object = None) -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
 class DataError(DissectkitError):
     """Probe data or concept files are missing, empty or malformed."""
 

@@ -212,8 +212,12 @@ def file_fingerprint(path: Path, ctx: BuildContext | None = None) -> str:
     stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     memo_key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
     memo = ctx.cache_dir / "file-hashes" / memo_key
-    if memo.exists():
-        return memo.read_text().strip()
+    try:
+        known = memo.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        known = ""
+    if len(known) == 64 and all(c in "0123456789abcdef" for c in known):  # else absent or damaged: hash again
+        return known
     h = hashlib.sha256()
     for f in files:
         if path.is_dir():
@@ -222,13 +226,13 @@ def file_fingerprint(path: Path, ctx: BuildContext | None = None) -> str:
             while chunk := fh.read(1 << 22):
                 h.update(chunk)
     digest = h.hexdigest()
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(digest)
         os.replace(tmp, memo)
-    except OSError:
-        pass
+    except OSError:  # a full or read-only cache: only the memo is lost
+        tmp.unlink(missing_ok=True)
     return digest
 
 
@@ -250,11 +254,29 @@ def load_checkpoint(path: Path, trust: bool = False, what: str = "checkpoint") -
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{what} {path} contains pickled Python objects beyond tensors, which "
-            f"weights_only=True refuses because unpickling can run arbitrary code. If you trust "
-            f"its source, set `trust_checkpoint: true` in the component's params. ({exc.__class__.__name__})"
-        ) from None
+        if not trust and "weights only" in str(exc).lower():
+            raise WeightsError(
+                f"{what} {path} contains pickled Python objects beyond tensors, which "
+                f"weights_only=True refuses because unpickling can run arbitrary code. If you trust "
+                f"its source, set `trust_checkpoint: true` in the component's params. ({exc.__class__.__name__})"
+            ) from None
+        raise _damaged(what, path, exc) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, AttributeError, ImportError) as exc:
+        raise _damaged(what, path, exc) from None
+
+
+def _damaged(what: str, path: Path, exc: BaseException) -> WeightsError:
+    """A checkpoint torch cannot read: truncated, damaged or not a checkpoint, named with the fix."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "unreadable"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return WeightsError(
+        f"{what} {path} ({size}) cannot be read as a checkpoint: it is truncated, damaged or not a torch / "
+        f"safetensors file ({type(exc).__name__}: {first}). Download or copy it again (compare its sha256 with "
+        "the publisher's) and run the same command."
+    )
 
 
 def extract_state_dict(obj: Any, what: str = "checkpoint") -> dict[str, Any]:

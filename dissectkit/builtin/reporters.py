@@ -79,11 +79,6 @@ class StudyReporter(Reporter):
     def pages(self, run_result: Any) -> dict[str, str]:
         return {PAGE_TITLE: f"{FOLDER}/{PAGE}"}
 
-    def check_concepts(self, concepts: list[Any]) -> None:
-        from dissectkit.study import check_categories
-
-        check_categories(self.params, concepts)
-
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.study import write_study
 

@@ -5,13 +5,13 @@ Formulas and defaults: ``docs/methods.md``."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from dissectkit.base.contract import Similarity
 from dissectkit.base.errors import EvidenceError
-from dissectkit.base.params import Params
+from dissectkit.base.params import Params, probe_bound
 from dissectkit.host.hookspecs import hookimpl
 from dissectkit.host.registry import Register
 from dissectkit.labelling.streaming import ActivationStream, check_finite, of_layer, stream_top, top_indices
@@ -44,14 +44,14 @@ class Cos3Params(_Budget):
 
 
 class WpmiParams(_Budget):
-    top_k: int = Field(28, ge=1)
+    top_k: Annotated[int, probe_bound("count")] = Field(28, ge=1)
     a: float = 2.0
     lam: float = 0.6
     eps: float = Field(1e-7, ge=0)
 
 
 class SoftWpmiParams(_Budget):
-    top_k: int = Field(100, ge=1)
+    top_k: Annotated[int, probe_bound("count")] = Field(100, ge=1)
     a: float = 10.0
     lam: float = 1.0
     eps: float = Field(1e-7, ge=0)
@@ -61,7 +61,7 @@ class SoftWpmiParams(_Budget):
 
 class RankReorderParams(_Budget):
     p: float = Field(3.0, gt=0)
-    top_fraction: float = Field(0.05, gt=0, le=1)
+    top_fraction: Annotated[float, probe_bound("fraction")] = Field(0.05, gt=0, le=1)
     scale_p: float = 0.5
     n_permutations: int = Field(5, ge=1)
     seed: int = 0

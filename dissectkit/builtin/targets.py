@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 from dissectkit.base.context import BuildContext
 from dissectkit.base.contract import Target
 from dissectkit.base.errors import ComponentError, DissectkitError, WeightsError, did_you_mean
-from dissectkit.base.params import Params
+from dissectkit.base.params import Params, PythonCallable
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import WeightsRef
 from dissectkit.builtin.probes.nih import NIH_FINDINGS, finding_text
@@ -62,7 +62,7 @@ class ModuleParams(Params):
     """``factory``: ``package.module:callable`` returning an ``nn.Module``; preprocessing: resize the
     shorter side to ``resize`` (default input_size / 0.875), centre crop ``input_size``, normalise."""
 
-    factory: str
+    factory: PythonCallable
     kwargs: dict[str, Any] = {}
     weights: Ref | None = None
     trust_checkpoint: bool = False
@@ -176,7 +176,7 @@ def _load_into(module, ref, ctx: BuildContext, trust: bool, what: str, rename=No
     from dissectkit.base import weights
 
     path = weights.resolve(ref, ctx, what=what)
-    obj = weights.load_checkpoint(path, trust=trust, what=f"{what} {path}")
+    obj = weights.load_checkpoint(path, trust=trust, what=what)  # it names the path itself
     sd = weights.extract_state_dict(obj, what=f"{what} {path}")
     if rename is not None:
         sd = rename(sd)

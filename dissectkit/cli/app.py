@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,12 +61,21 @@ def _host():
     return host
 
 
-def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None = None):
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Run the Python callables the recipe names (a `module` target's factory); "
+    "same as runtime.trust_code: true. Only for recipes you wrote or checked.")]
+
+
+def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None = None, trust_code: bool = False):
+    """The recipe with ``--set`` overrides; ``--method`` names replace its methods (keeping the
+    params of a method it already names) and ``--trust-code`` sets ``runtime.trust_code``."""
     import dissectkit as dk
 
     overrides = list(overrides or [])
     if methods:
         overrides.append("methods=[" + ", ".join(json.dumps(m) for m in methods) + "]")
+    if trust_code:
+        overrides.append("runtime.trust_code=true")
     return dk.load_recipe(recipe, overrides)
 
 
@@ -71,23 +83,60 @@ def _load(recipe: Path, overrides: list[str] | None, methods: list[str] | None =
 def run(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Run these methods instead of the recipe's (repeatable).")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Run these methods instead of the recipe's (repeatable; a method the recipe names keeps its params).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: output.dir).")] = None,
     rows: Annotated[int, typer.Option(help="Neurons shown per layer in the summary.")] = 8,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+    trust_code: TrustOpt = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another run is writing into the same output directory, wait for it instead of stopping.")] = False,
 ) -> None:
     """Run a recipe: extract, embed (cached), label and report."""
     from dissectkit.engine import run as run_recipe
 
     _host()
-    rec = _load(recipe, set_, method)
-    result = run_recipe(rec, progress=not quiet, console=err_console, out_dir=out)
+    rec = _load(recipe, set_, method, trust_code)
+    with _sigterm_as_interrupt():
+        result = run_recipe(rec, progress=not quiet, console=err_console, out_dir=out, wait=wait)
     if not quiet:
         print_summary(result, rows)
     skipped = result.stats.get("skipped", {})
     if skipped:
         err_console.print(f"[yellow]{len(skipped)} probe image(s) skipped[/] (unreadable); reasons in {result.out_dir / 'manifest.json'}")
+    left_out = result.stats.get("probe_skipped", [])
+    if left_out:
+        first = "; ".join(escape(f"{i}: {why}") for i, why in left_out[:3])
+        err_console.print(f"[yellow]{len(left_out)} listed probe file(s) left out[/] ({first}{'; ...' if len(left_out) > 3 else ''}); "
+                          f"all of them in {result.out_dir / 'manifest.json'} (probe_skipped)", highlight=False)
     console.print(f"Results written to [bold]{result.out_dir}[/]")
+
+
+_SIGNALLED: set[int] = set()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``docker stop`` send), handled as Ctrl-C is."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a run runs, SIGTERM stops it as SIGINT does: partial outputs are removed, the previous
+    run stays, and the CLI says what was kept (exit 143)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _SIGNALLED.add(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_summary(result: Any, rows: int) -> None:
@@ -99,12 +148,15 @@ def print_summary(result: Any, rows: int) -> None:
             truth = target.ground_truth(layer) if target is not None else None
             shown = len(ll.neurons) if truth is not None else rows
             table = Table(title=f"{ls.target} · {layer} · {ls.dissector} · {ls.method}", title_justify="left")
-            table.add_column("unit", justify="right")
-            table.add_column("label")
-            table.add_column("score", justify="right")
-            table.add_column("next concepts", no_wrap=True, overflow="ellipsis", max_width=48)
+            shown_labels = [c for ranked in ll.neurons[:shown] for c, _ in ranked[:1]] + list(truth or [])
+            word = max((len(w) for text in shown_labels if text for w in str(text).split()), default=5)
+            # labels wrap between words but are never cut; the further concepts give way first
+            table.add_column("unit", justify="right", no_wrap=True)
+            table.add_column("label", min_width=min(word, 24), overflow="fold")
+            table.add_column("score", justify="right", no_wrap=True, min_width=5)
+            table.add_column("next concepts", overflow="ellipsis", max_width=48)
             if truth is not None:
-                table.add_column("truth")
+                table.add_column("truth", min_width=min(word, 24), overflow="fold")
             for unit, ranked in enumerate(ll.neurons[:shown]):
                 label, score = (ranked[0][0], f"{ranked[0][1]:.3f}") if ranked else ("[dim](no concept)[/]", "")
                 cells = [str(unit), label, score, ", ".join(c for c, _ in ranked[1:3])]
@@ -122,15 +174,16 @@ def print_summary(result: Any, rows: int) -> None:
 
 
 @app.command()
-def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Check a recipe without running models: schema, components, params, layer names."""
+def validate(recipe: RecipeArg, set_: SetOpt = None, trust_code: TrustOpt = False) -> None:
+    """Check a recipe without running models or any code it names: schema, components, params, layer
+    names, parameters bounded by the probe's size."""
     from dissectkit.engine.validate import validate_recipe
 
     _host()
-    rec = _load(recipe, set_)
+    rec = _load(recipe, set_, trust_code=trust_code)
     warnings = validate_recipe(rec)
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     console.print(f"[green]valid[/] {recipe}" + (f" ({len(warnings)} warning(s))" if warnings else ""))
 
 
@@ -138,14 +191,15 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
 def layers(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    all_: Annotated[bool, typer.Option("--all", help="Show every layer, not only the selected ones.")] = True,
+    all_: Annotated[bool, typer.Option("--all/--selected", help="Show every layer (the default), or only the selected ones.")] = True,
+    trust_code: TrustOpt = False,
 ) -> None:
-    """List each target's layers with neuron counts and output shapes (selected ones marked)."""
+    """List each target's layers with neuron counts and output shapes (selected ones marked *)."""
     from dissectkit.engine.validate import target_layer_infos
     from dissectkit.nn.layers import select_layers
 
     _host()
-    rec = _load(recipe, set_)
+    rec = _load(recipe, set_, trust_code=trust_code)
     for ref in rec.targets:
         infos = target_layer_infos(ref, rec)
         chosen = {i.name for i in select_layers(ref.layers, infos, target=f"target '{ref.display}'")}
@@ -296,6 +350,31 @@ def cache_clear(
     console.print(f"Removed {removed} cache entr{'y' if removed == 1 else 'ies'}.")
 
 
+@cache_app.command("verify")
+def cache_verify(
+    cache_dir: CacheDirOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Move the files that fail aside (quarantine/) and remove orphan temporaries.")] = False,
+) -> None:
+    """Check every cache file against its checksum (exit 1 when one fails and --repair is not given)."""
+    cache = _cache(cache_dir)
+    checked, problems, legacy = cache.verify(repair=repair)
+    for p in problems:
+        state = " [green](moved aside)[/]" if p.repaired and not p.problem.startswith("an orphan") else " [green](removed)[/]" if p.repaired else ""
+        err_console.print(f"[red]bad[/] {escape(str(p.path))}: {escape(p.problem)}{state}", highlight=False)
+    if legacy:
+        console.print(f"{len(legacy)} entr{'y' if len(legacy) == 1 else 'ies'} written by an older dissectkit (no checksums, "
+                      "no longer read by runs): `dissectkit cache clear` removes them.")
+    quarantined = cache.quarantined()
+    if quarantined:
+        console.print(f"{len(quarantined)} file(s) moved aside earlier are in {cache.root / 'quarantine'} (never deleted by dissectkit).")
+    unrepaired = [p for p in problems if not p.repaired]
+    console.print(f"Checked {checked} cache file(s) in {cache.root}: {len(problems)} problem(s)"
+                  + (f", {len(problems) - len(unrepaired)} repaired" if repair else "") + ".")
+    if unrepaired:
+        console.print("Run `dissectkit cache verify --repair` to move them aside; the next run computes them again.")
+        raise typer.Exit(1)
+
+
 def _register_extensions() -> None:
     from dissectkit.cli.commands import COMMAND_MODULES
 
@@ -314,10 +393,14 @@ _register_extensions()
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: user errors print a message and exit 2, never a traceback; usage errors
-    are typer/click's own message (exit 2); Ctrl-C says what was kept and how to resume (exit 130)."""
+    are typer/click's own message (exit 2); Ctrl-C says what was kept and how to resume (exit 130;
+    SIGTERM the same, exit 143). An exception raised in a plugin's code names the plugin (exit 1); any
+    other unexpected one is an internal error (exit 1); both write the traceback to a log file."""
     from dissectkit.engine.rundir import discard_unfinished
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _SIGNALLED.clear()
+    _show_warnings()
     try:
         result = app(args=args, prog_name="dissectkit", standalone_mode=False)
         if result == INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C) into this exit code
@@ -325,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(args)
         return int(result) if isinstance(result, int) else 0
     except DissectkitError as exc:
-        err_console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        discard_unfinished()
+        log = _log_file(exc, args) if exc.exit_code == 1 else None
+        err_console.print("[bold red]error:[/] " + escape(str(exc)) + _notes(exc) + _plugin_line(exc)
+                          + (escape(f"\nThe traceback is in {log}.") if log else ""), highlight=False)
         return exc.exit_code
     except CLICK_EXCEPTIONS as exc:  # typer's bundled click raises its own classes
         exc.show()
@@ -335,26 +421,108 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(args)
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
-            return _internal(exc)
+            return _unexpected(exc, args)
         discard_unfinished()
         where = f" ({exc.filename})" if exc.filename else ""
         err_console.print(
             f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}. Finished chunks are cached; "
-            "free some space or fix the permissions, then run the same command again.", highlight=False,
+            "free some space or fix the permissions, then run the same command again." + _notes(exc) + _kept(exc),
+            highlight=False,
         )
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI never prints a bare traceback
-        return _internal(exc)
+        discard_unfinished()
+        return _unexpected(exc, args)
 
 
-def _internal(exc: BaseException) -> int:
+class _WarningHandler(logging.Handler):
+    """dissectkit's log warnings on the terminal as ``warning: ...`` (the CLI's own format)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err_console.print("[yellow]warning:[/] " + escape(record.getMessage()), highlight=False)
+        except Exception:  # noqa: BLE001 - a warning must never break a run
+            self.handleError(record)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("dissectkit")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        handler = _WarningHandler(logging.WARNING)
+        logger.addHandler(handler)
+
+
+def _plugin_line(exc: BaseException) -> str:
+    """For a plugin's failure (``PluginComponentError``, also as the cause): the plugin's version."""
+    from dissectkit.base.errors import PluginComponentError
+    from dissectkit.host.blame import blame
+
+    cause = exc if isinstance(exc, PluginComponentError) else exc.__cause__
+    if not isinstance(cause, PluginComponentError):
+        return ""
+    found = blame(cause)
+    return escape(f"\nIt failed in {found.who}.") if found is not None else ""
+
+
+def _notes(exc: BaseException) -> str:
+    """What the engine added to an exception (where the finished labels are, ...), one per line."""
+    return "".join("\n" + escape(str(n)) for n in getattr(exc, "__notes__", ()) or ())
+
+
+def _kept(exc: BaseException) -> str:
+    """For a failed run without a note of its own: the previous results are untouched."""
+    from dissectkit.engine.rundir import CURRENT, is_run_dir
+
+    if getattr(exc, "__notes__", None) or CURRENT.out_dir is None:
+        return ""
+    out = CURRENT.out_dir
+    state = "its previous results are untouched" if is_run_dir(out) else "nothing was written there"
+    return escape(f"\nThe run directory {out} was not replaced ({state}).")
+
+
+def _unexpected(exc: BaseException, args: list[str]) -> int:
+    """A plugin's exception names the plugin; anything else is dissectkit's internal error."""
     if os.environ.get("DISSECTKIT_DEBUG"):
         raise exc
+    from dissectkit.host.blame import blame
+
+    log = _log_file(exc, args)
+    found = blame(exc)
+    trace = f" The traceback is in {log}." if log else ""
+    if found is not None:
+        err_console.print("[bold red]error:[/] " + escape(found.message(exc, log)) + _notes(exc) + _kept(exc), highlight=False)
+        return 1
     err_console.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
-        "Finished work is cached. Set DISSECTKIT_DEBUG=1 to see the traceback, and please report it."
+        f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}{_notes(exc)}{_kept(exc)}\n"
+        + escape(f"This is a bug in dissectkit: please report it.{trace} Finished work is cached."),
+        highlight=False,
     )
     return 1
+
+
+def _log_file(exc: BaseException, args: list[str]) -> str | None:
+    """Write the traceback (and the command, versions) to a log file under the cache's ``logs/``
+    (else the temporary directory); its path, or ``None`` when nothing could be written."""
+    import platform
+    import tempfile
+    import time
+
+    import dissectkit
+    from dissectkit.base.context import default_cache_dir
+    from dissectkit.engine.rundir import CURRENT
+    from dissectkit.host.blame import traceback_text
+
+    text = (f"dissectkit {dissectkit.__version__}, Python {platform.python_version()}, {platform.platform()}\n"
+            f"command: dissectkit {' '.join(args)}\n\n{traceback_text(exc)}")
+    name = f"dissectkit-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in ((CURRENT.cache_dir or default_cache_dir()) / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8", errors="backslashreplace")
+            return str(folder / name)
+        except OSError:
+            continue
+    return None
 
 
 def _interrupted(args: list[str]) -> int:
@@ -362,8 +530,10 @@ def _interrupted(args: list[str]) -> int:
 
     from dissectkit.engine.rundir import interrupted_message
 
-    err_console.print(escape(interrupted_message("dissectkit " + shlex.join(args))), highlight=False)
-    return INTERRUPTED
+    term = bool(_SIGNALLED)
+    what = "Terminated (SIGTERM)." if term else "Interrupted."
+    err_console.print(escape(interrupted_message("dissectkit " + shlex.join(args), what=what)), highlight=False)
+    return TERMINATED if term else INTERRUPTED
 
 
 def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -378,6 +548,7 @@ def _click_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 
 CLICK_EXCEPTIONS, ABORTS = _click_classes()
 INTERRUPTED = 130
+TERMINATED = 143
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 
 

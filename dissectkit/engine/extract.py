@@ -142,10 +142,13 @@ class _PassDataset:
             inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
             masks = {t: align_masks(item.masks, self.targets[t].preprocess_mask) for t in plan.masks}
             return index, inputs, masks, None, item_values(self.functions, item)
-        except DataError as exc:
-            if self.strict:
+        except Exception as exc:  # noqa: BLE001 - a DataError, or a plugin probe's exception, skips the image
+            from dissectkit.host.blame import skip_reason
+
+            reason = skip_reason(exc)
+            if self.strict or reason is None:
                 raise
-            return index, None, {t: None for t in plan.masks}, str(exc), {}
+            return index, None, {t: None for t in plan.masks}, reason, {}
 
 
 def _collate(batch):

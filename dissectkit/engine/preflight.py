@@ -99,7 +99,9 @@ def check_network(ctx: Any) -> str | None:
 def preflight(recipe: Any, ctx: Any, out_dir: Path, console: Any = None) -> None:
     """Every check, before components are built or images read."""
     check_device(ctx.device)
-    check_directory(Path(out_dir).parent, "output directory", "Choose another with --out / output.dir.")
+    out_dir = Path(out_dir)
+    # the directory itself when it exists (a mount point is written inside), else where it will be made
+    check_directory(out_dir if out_dir.is_dir() else out_dir.parent, "output directory", "Choose another with --out / output.dir.")
     check_directory(ctx.cache_dir, "cache directory", "Choose another with runtime.cache_dir or DISSECTKIT_CACHE.")
     note = check_network(ctx)
     if note and console is not None:

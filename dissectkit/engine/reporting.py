@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dissectkit.engine.cache import Cache, atomic_write_bytes, content_key
+from dissectkit.engine.cache import Cache, content_key, usable, write_checked
 from dissectkit.engine.distributed import World
 from dissectkit.engine.resolve import Resolved
 from dissectkit.results.observe import PassObserver, PassPlan
@@ -68,10 +68,10 @@ class Watch:
             observation = observer.result()
             if observation is not None and observer.complete(ex.total_chunks):
                 try:
-                    atomic_write_bytes(path, observation.to_bytes())
+                    write_checked(path, observation.to_bytes())
                 except OSError as exc:  # a full or read-only cache only costs the next run its head start
                     log.warning("Could not keep what reporter '%s' observed in the cache (%s): %s", label, path, exc)
-            elif path.is_file():
+            elif usable(path):  # verified; a damaged file is moved aside (warned) and computed again
                 try:
                     observation = observer.load(path)
                 except Exception as exc:  # noqa: BLE001 - a damaged file is only a lost head start

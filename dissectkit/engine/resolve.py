@@ -10,10 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.base.context import BuildContext, resolve_device
-from dissectkit.base.errors import DataError, DissectkitError, EvidenceError, RecipeError
+from dissectkit.base.errors import (
+    DataError,
+    DissectkitError,
+    EvidenceError,
+    PluginComponentError,
+    RecipeError,
+)
 from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
-from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
+from dissectkit.host.recipe import (
+    Recipe,
+    category_problems,
+    component_refs,
+    probe_size_problems,
+    recipe_path,
+    validate_components,
+)
 from dissectkit.labelling.column_groups import settings as column_settings
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
@@ -89,6 +102,7 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
     built: dict[int, Any] = {}
     licences: dict[str, str] = {}
     problems: list[str] = []
+    failure: PluginComponentError | None = None
     for kind, path, ref in component_refs(recipe):
         if kinds is not None and kind not in kinds:
             continue
@@ -100,11 +114,16 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
             built[id(ref)] = spec.build(validated[id(ref)], ctx)
         except DissectkitError as exc:
             problems.append(f"  - {kind} '{ref.display}' ({where}): {exc}")
+            failure = failure or (exc if isinstance(exc, PluginComponentError) else None)
             continue
         # components may load weights lazily: name every missing file now, before any work
         problems += [f"  - {kind} '{ref.display}' ({where}): {msg}" for msg in missing_weights(validated[id(ref)], ctx)]
     if problems:
-        raise RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
+        error = RecipeError("Cannot start the run; nothing was computed:\n" + "\n".join(problems))
+        if failure is not None:  # a plugin's factory raised: its fault, exit 1 (docs/plugins.md)
+            error.exit_code = failure.exit_code
+            raise error from failure
+        raise error
 
     targets: dict[str, TargetSlot] = {}
     for ref in recipe.targets:
@@ -115,12 +134,23 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         targets[ref.display] = TargetSlot(ref.display, ref.name, target, layers, ref.pool, ref.token_pool)
     probe = built.get(id(recipe.probe))
     if probe is not None and len(probe) == 0:
-        raise DataError(f"Probe '{recipe.probe.name}' has no images ({recipe.position('probe')}). Check its root and split.")
+        fields = [f"`{f}`" for f in ("root", "split") if f in type(validated[id(recipe.probe)]).model_fields]
+        check = f" Check its {' and '.join(fields)}." if fields else ""
+        raise DataError(f"Probe '{recipe.probe.name}' has no images ({recipe.position('probe')}).{check}")
+    if probe is not None:
+        bounded = probe_size_problems(recipe, validated, len(probe), registry)
+        if bounded:
+            raise RecipeError("Cannot start the run; nothing was computed. The recipe asks more of the probe than it "
+                              "has:\n" + "\n".join(bounded))
     concepts: list[Concept] = []
     if id(recipe.concepts) in built:
         concepts = concept_list(built[id(recipe.concepts)])
         if not concepts:
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
+        named = category_problems(recipe, validated, concepts)
+        if named:
+            raise RecipeError("Cannot start the run; nothing was computed. The recipe names categories its concept "
+                              "set lacks:\n" + "\n".join(named))
     has_masks = registry.get("probe", recipe.probe.name).probe_has_masks(validated[id(recipe.probe)])
     if probe is not None and getattr(probe, "has_masks", None) is True and not has_masks:
         log.warning("Probe '%s' sets has_masks = True on the object, which is ignored: declare it at registration "
@@ -128,8 +158,6 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
     methods = {r.display: built[id(r)] for r in recipe.methods if id(r) in built}
     for label, method in methods.items():
         check_masks_available(label, method, recipe.probe.name, has_masks if probe is not None else None)
-    if concepts:
-        check_reporter_concepts(recipe, {id(r): built[id(r)] for r in recipe.output.reporters if id(r) in built}, concepts)
     return Resolved(
         recipe=recipe,
         ctx=ctx,
@@ -155,23 +183,6 @@ def probe_ids(probe: Any, name: str = "probe") -> list[str]:
         twice = sorted(v for v, n in Counter(values).items() if n > 1)
         raise DataError(f"Probe '{name}' gives the same id to several images ({', '.join(twice[:3])}); ids must be unique.")
     return values
-
-
-def check_reporter_concepts(recipe: Recipe, reporters: dict[int, Any], concepts: list[Concept]) -> None:
-    """Every reporter's ``check_concepts`` on the run's concept set; a ``RecipeError`` naming each
-    reporter (and where the recipe lists it) whose params do not fit it."""
-    problems = []
-    for i, ref in enumerate(recipe.output.reporters):
-        reporter = reporters.get(id(ref))
-        if reporter is None:
-            continue
-        try:
-            reporter.check_concepts(concepts)
-        except DissectkitError as exc:
-            problems.append(f"  - reporter '{ref.display}' ({recipe.position('output', 'reporters', i)}): {exc}")
-    if problems:
-        raise RecipeError(f"Reporter params do not fit the concept set '{recipe.concepts.name}' (checked before any "
-                          "work; nothing was computed):\n" + "\n".join(problems))
 
 
 def check_masks_available(method_label: str, method: Any, probe_label: str, has_masks: bool | None) -> None:

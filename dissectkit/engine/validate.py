@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectkit.base.errors import DataError, WeightsError
+from dissectkit.base.errors import DataError, RecipeError, WeightsError
 from dissectkit.base.types import LayerInfo
 from dissectkit.base.weights import PathRef, describe, fetch_command, resolve
 from dissectkit.engine.preflight import weights_refs
-from dissectkit.engine.resolve import build_context, check_masks_available, check_reporter_concepts
-from dissectkit.host.recipe import Recipe, TargetRef, component_refs, recipe_path, validate_components
+from dissectkit.engine.resolve import build_context, check_masks_available
+from dissectkit.host.recipe import (
+    Recipe,
+    TargetRef,
+    category_problems,
+    check_trusted,
+    code_fields,
+    component_refs,
+    probe_size_problems,
+    recipe_path,
+    validate_components,
+)
 from dissectkit.host.registry import KINDS
 from dissectkit.labelling.column_groups import settings as column_settings
 from dissectkit.labelling.evidence import concept_list
@@ -31,6 +41,8 @@ def target_layer_infos(ref: TargetRef, recipe: Recipe, ctx: Any = None) -> list[
 
     spec = get_host().registry.get("target", ref.name)
     params = spec.validate(ref.params, where="target")
+    if not recipe.runtime.trust_code:
+        check_trusted(recipe, {id(ref): params})  # nothing the recipe names runs untrusted
     ctx = ctx or validation_context(recipe)
     if spec.layers is not None:
         return list(spec.layers(params, ctx))
@@ -59,8 +71,11 @@ def missing_weights(spec: Any, params: Any, ctx: Any) -> list[str]:
 
 
 def validate_recipe(recipe: Recipe) -> list[str]:
-    """Pass 2 plus layer names, probe and concept checks, without reading any weights. Missing data
-    or weights files are warnings (they are needed only at run time); anything else wrong raises."""
+    """Pass 2 plus layer names, probe and concept checks, without reading any weights and without
+    running any code the recipe names (a trusted recipe's ``module`` target is not built: its layers
+    are left to ``dissectkit layers --trust-code``). Missing data or weights files are warnings (they
+    are needed only at run time); anything else wrong raises, all method parameters bounded by the
+    probe's size included."""
     from dissectkit.host.manager import get_host
     from dissectkit.nn.layers import select_layers
 
@@ -68,6 +83,7 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     validated = validate_components(recipe, registry)
     column_settings(recipe.output.columns)
     ctx = validation_context(recipe)
+    code = {id(ref): field for _, _, ref, field, _ in code_fields(recipe, validated)}
     warnings: list[str] = []
     for kind, path, ref in component_refs(recipe):
         if kind not in ("dissector", "target"):
@@ -75,6 +91,10 @@ def validate_recipe(recipe: Recipe) -> list[str]:
         where = f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))})"
         warnings += [f"{where}: {line}" for line in missing_weights(registry.get(kind, ref.name), validated[id(ref)], ctx)]
         if kind == "target":
+            if id(ref) in code:
+                warnings.append(f"layers of target '{ref.display}' not checked: its {code[id(ref)]} names Python code, "
+                                "which `validate` never runs (`dissectkit layers --trust-code` builds it and lists them).")
+                continue
             try:
                 infos = target_layer_infos(ref, recipe, ctx)
             except (WeightsError, DataError) as exc:
@@ -86,17 +106,38 @@ def validate_recipe(recipe: Recipe) -> list[str]:
     for kind, path, ref in component_refs(recipe):
         if kind not in ("probe", "concepts", "method"):
             continue
+        where = f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))})"
+        if id(ref) in code:
+            warnings.append(f"{where} not built: its {code[id(ref)]} names Python code, which `validate` never runs.")
+            continue
         try:
             obj = registry.get(kind, ref.name).build(validated[id(ref)], ctx)
         except (WeightsError, DataError) as exc:
-            warnings.append(f"{kind} '{ref.display}' ({recipe.position(*recipe_path(recipe, path))}): {exc}")
+            warnings.append(f"{where}: {exc}")
             continue
+        if kind == "concepts":
+            problems = category_problems(recipe, validated, concept_list(obj))
+            if problems:
+                raise RecipeError(f"Recipe {recipe.source or ''} names categories its concept set lacks:\n" + "\n".join(problems))
+        if kind == "probe":
+            warnings += probe_notes(ref.display, obj)
+            problems = probe_size_problems(recipe, validated, len(obj), registry)
+            if problems:
+                raise RecipeError(f"Recipe {recipe.source or ''} asks more of the probe than it has:\n" + "\n".join(problems))
         if kind == "method":
             check_masks_available(ref.display, obj, recipe.probe.name, has_masks)
-        if kind == "concepts":
-            reporters = {id(r): registry.get("reporter", r.name).build(validated[id(r)], ctx) for r in recipe.output.reporters}
-            check_reporter_concepts(recipe, reporters, concept_list(obj))
     return warnings
+
+
+def probe_notes(label: str, probe: Any) -> list[str]:
+    """A warning naming the files a probe left out (missing, refused, unreadable names), if any."""
+    skipped = list(probe.skipped)
+    if not skipped:
+        return []
+    shown = "; ".join(f"{i}: {why}" for i, why in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return [f"probe '{label}' leaves out {len(skipped)} listed file(s) ({shown}{more}); `dissectkit run` records "
+            "them in manifest.json (probe_skipped)."]
 
 
 def recipe_json_schema() -> dict[str, Any]:

@@ -44,22 +44,35 @@ def read_yaml(path: Path) -> tuple[Any, Positions]:
     positions: Positions = {}
     if node is None:
         return {}, positions
-    return _construct(node, (), str(path), positions, yaml.SafeLoader("")), positions
+    twice: list[str] = []
+    data = _construct(node, (), str(path), positions, yaml.SafeLoader(""), twice)
+    if twice:
+        raise RecipeError(f"Recipe {path} gives a key twice (YAML keeps only the last, silently):\n" + "\n".join(twice)
+                          + "\nKeep one of each.")
+    return data, positions
 
 
-def _construct(node: yaml.Node, path: Key, file: str, positions: Positions, loader: yaml.SafeLoader) -> Any:
+def _construct(node: yaml.Node, path: Key, file: str, positions: Positions, loader: yaml.SafeLoader,
+               twice: list[str]) -> Any:
+    """Plain data of ``node``, recording each key's position; a key given twice in one mapping is
+    added to ``twice`` (``file:line``, both lines)."""
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            positions[path + (key,)] = (file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _construct(value_node, path + (key,), file, positions, loader)
+            here = (file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in out:
+                first = positions[path + (key,)]
+                name = ".".join(str(p) for p in (*path, key))
+                twice.append(f"  {file}:{here[1]}:{here[2]}: '{name}' is given again (first at line {first[1]}).")
+            positions[path + (key,)] = here
+            out[key] = _construct(value_node, path + (key,), file, positions, loader, twice)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             positions[path + (i,)] = (file, item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_construct(item, path + (i,), file, positions, loader))
+            items.append(_construct(item, path + (i,), file, positions, loader, twice))
         return items
     return loader.construct_object(node, deep=True)
 

@@ -17,10 +17,9 @@ import pluggy
 
 from dissectkit.base.errors import PluginError, did_you_mean
 from dissectkit.host import hookspecs
-from dissectkit.host.registry import HOOK_OF_KIND, LegacyRegistry, Register, Registry
+from dissectkit.host.registry import BUILTIN_DISTRIBUTION, HOOK_OF_KIND, LegacyRegistry, Register, Registry
 
 ENTRY_POINT_GROUP = "dissectkit"
-BUILTIN_DISTRIBUTION = "dissectkit"
 DISABLE_ENV = "DISSECTKIT_DISABLE_PLUGINS"
 DISABLED = f"disabled by {DISABLE_ENV}"
 BUILTINS_ONLY_ENV = "DISSECTKIT_BUILTINS_ONLY"
@@ -128,11 +127,18 @@ class Host:
         self.records: list[PluginRecord] = []
         self._objects: dict[str, Any] = {}
         self._blocked = disabled_names()
+        self._starting = True  # strict: the failures of the start are reported together below
         self._load_builtins()
         if entry_points is None:
             entry_points = os.environ.get(BUILTINS_ONLY_ENV, "0") in ("", "0")
         if entry_points:
             self._load_entry_points()
+        self._starting = False
+        if strict and self.failed:  # every failing plugin, not only the first
+            raise PluginError("\n".join(
+                f"Plugin '{r.name}' from '{r.distribution}' failed to load:\n  - " + "\n  - ".join(r.errors)
+                for r in self.failed
+            ) + "\n(--strict-plugins makes any failing plugin fatal.)")
 
     def _load_builtins(self) -> None:
         version = _version(BUILTIN_DISTRIBUTION)
@@ -165,7 +171,7 @@ class Host:
         if record.errors:
             if plugin is not None and self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            if self.strict:
+            if self.strict and not self._starting:  # added later (add_plugin): fail at once
                 raise PluginError(f"Plugin '{record.name}' from '{record.distribution}' failed to load:\n  - "
                                   + "\n  - ".join(record.errors))
             return

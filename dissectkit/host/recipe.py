@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,6 +23,7 @@ from pydantic import (
 )
 
 from dissectkit.base.errors import ComponentError, RecipeError, did_you_mean
+from dissectkit.base.params import CONCEPT_CATEGORIES, PARAMS_OF, PROBE_BOUND, PYTHON_CALLABLE, marked_fields
 from dissectkit.host.extends import Key, Position, Positions, load_merged, merge, preset_path
 
 PLURAL_SINGLE = {"dissectors": "dissector", "targets": "target", "methods": "method"}
@@ -101,6 +104,11 @@ class RuntimeConfig(_Strict):
     strict_data: bool = False
     cache_dir: str | None = None
     chunk_images: int = Field(default=512, ge=1, description="images per cached activation chunk")
+    trust_code: bool = Field(
+        default=False,
+        description="run the Python callables the recipe names (a `module` target's `factory`); "
+        "without it such a recipe is refused (the CLI's --trust-code sets it)",
+    )
     threads: int | None = Field(
         default=None, ge=1,
         description="torch intra-op threads per process (default: the CPUs available to the process, "
@@ -193,7 +201,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+COMPONENT_KEYS = ("probe", "concepts", "dissector", "target", "method")
+
+
+def is_component_path(parts: Sequence[Any]) -> bool:
+    """Whether ``parts`` leads to a component (``probe``, ``methods.0``, ``output.reporters.1``)."""
+    parts = [str(p) for p in parts]
+    return ((len(parts) == 1 and parts[0] in COMPONENT_KEYS)
+            or (len(parts) == 2 and parts[0] in PLURAL_SINGLE and parts[1].isdigit())
+            or (len(parts) == 3 and parts[:2] == ["output", "reporters"] and parts[2].isdigit()))
+
+
 def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``parts`` to ``value``. A component written as a bare name becomes ``{name: ...}`` when an
+    override reaches into it; setting a component's ``name`` to another component drops the params
+    of the one it replaces (they belong to that component), and so does naming another nested component
+    in a component's params (``method.params.similarity`` drops ``similarity_params``)."""
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -203,20 +226,35 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
         if nxt is None:
             nxt = {}
             node[part] = nxt
+        elif isinstance(nxt, str) and is_component_path(parts[: i + 1]):
+            nxt = {"name": nxt}
+            node[part] = nxt
         elif not isinstance(nxt, dict | list):
             raise RecipeError(f"Override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is a value, not a mapping.")
         node = nxt
     if isinstance(node, list):
         node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
+        return
+    if parts[-1] == "name" and is_component_path(parts[:-1]) and node.get("name") not in (None, value):
+        node.pop("params", None)
+    elif len(parts) > 1 and parts[-2] == "params" and isinstance(node.get(parts[-1]), str) and node[parts[-1]] != value:
+        node.pop(f"{parts[-1]}_params", None)  # a nested component (similarity: + similarity_params:) too
+    node[parts[-1]] = value
 
 
 def load_recipe(path: Any, overrides: Sequence[str] | Iterable[str] = ()) -> Recipe:
     """Read a recipe file, apply overrides, merge ``extends``, validate the envelope (pass 1). An override
     edits the file's own data before its bases are merged in, unless it runs through a list only a base has."""
     parsed = [parse_override(text) for text in overrides]
-    later: list[tuple[list[str], Any]] = []
+    paths = [parts for parts, _ in parsed]
+
+    def names_first(pv: tuple[list[str], Any]) -> bool:
+        parts = pv[0]
+        own = [*parts[:-1], f"{parts[-1]}_params"]
+        return parts[-1] != "name" and not any(q[: len(own)] == own for q in paths)
+
+    parsed.sort(key=names_first)
+    later: list[tuple[list[str], Any]] = []  # component names first: their params are set after them
 
     def edit(own: dict[str, Any]) -> None:
         for parts, value in parsed:
@@ -245,9 +283,25 @@ def _list_missing(data: dict[str, Any], parts: list[str]) -> bool:
 
 
 def _override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    if len(parts) == 1 and parts[0] in PLURAL_SINGLE and isinstance(value, list):
+        value = _keep_own_params(data, parts[0], value)
     apply_override(data, parts, value)
     if len(parts) == 1 and parts[0] in PLURAL_SINGLE:  # a whole list replaces the single form
         data.pop(PLURAL_SINGLE[parts[0]], None)
+
+
+def _keep_own_params(data: dict[str, Any], plural: str, items: list[Any]) -> list[Any]:
+    """A list override (``--method a``, ``--set methods=[a, b]``): an item given by name alone that the
+    recipe already lists (by name or label) keeps the recipe's params and label."""
+    single = data.get(PLURAL_SINGLE[plural])
+    own = [single] if single is not None else data.get(plural) or []
+    out = []
+    for item in items:
+        match = None
+        if isinstance(item, str):
+            match = next((o for o in own if isinstance(o, dict) and item in (o.get("label"), o.get("name"))), None)
+        out.append(copy.deepcopy(match) if match is not None else item)
+    return out
 
 
 def recipe_from_dict(data: dict[str, Any], source: Path | None = None, positions: Positions | None = None) -> Recipe:
@@ -287,11 +341,19 @@ def study_section(data: dict[str, Any], positions: Positions) -> tuple[dict[str,
 
 def _format_envelope_errors(exc: ValidationError, data: dict[str, Any], source: Path | None, positions: Positions) -> str:
     lines = [f"Invalid recipe {source or ''}:".replace(" :", ":")]
+    where_top = str(source or "<recipe>")
+    for plural, single in PLURAL_SINGLE.items():  # every missing component at once, with the others
+        if isinstance(data, dict) and data.get(single) is None and not data.get(plural):
+            lines.append(f"  {where_top}: required key '{single}' is missing (or a list under '{plural}').")
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         where = _nearest(positions, loc, source)
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "value_error" and not loc:
+            text = str(err.get("ctx", {}).get("error") or err["msg"]).removeprefix("Value error, ")
+            if "is required (or a list under" not in text:
+                lines.append(f"  {where}: {text}.")
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             hint = did_you_mean(str(loc[-1]), allowed)
             lines.append(f"  {where}: unknown key '{key}'.{hint} Allowed here: {', '.join(allowed)}.")
@@ -366,7 +428,99 @@ def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
             problems.append(f"  {where}: {str(exc).replace(chr(10), chr(10) + '    ')}{_inherited(recipe, recipe_path(recipe, path))}")
     if problems:
         raise RecipeError(f"Recipe {recipe.source or ''} has invalid components:\n" + "\n".join(problems))
+    if not recipe.runtime.trust_code:
+        check_trusted(recipe, validated)
     return validated
+
+
+def code_fields(recipe: Recipe, validated: dict[int, Any]) -> list[tuple[str, str, ComponentRef, str, Any]]:
+    """``(kind, position, ref, field path, value)`` of every parameter that names Python code."""
+    out = []
+    for kind, path, ref in component_refs(recipe):
+        params = validated.get(id(ref))
+        if params is None:
+            continue
+        where = recipe.position(*recipe_path(recipe, path))
+        out += [(kind, where, ref, field, value) for field, value, _ in marked_fields(params, PYTHON_CALLABLE)]
+    return out
+
+
+def check_trusted(recipe: Recipe, validated: dict[int, Any]) -> None:
+    """A recipe that names Python code is refused unless the user trusts it; nothing is imported."""
+    found = code_fields(recipe, validated)
+    if not found:
+        return
+    lines = [f"  {where}: {kind} '{ref.display}' {field} = {value!r}" for kind, where, ref, field, value in found]
+    raise RecipeError(
+        f"Recipe {recipe.source or ''} names Python code that would run on this machine:\n" + "\n".join(lines) +
+        "\nNothing was imported or run. If you wrote or checked this recipe and trust the code it names, pass "
+        "--trust-code (or set runtime.trust_code: true), as trust_checkpoint does for pickled checkpoints."
+    )
+
+
+def probe_size_problems(recipe: Recipe, validated: dict[int, Any], n_images: int, registry: Any) -> list[str]:
+    """A line for each method (or similarity) parameter bounded by the probe size that this probe of
+    ``n_images`` images cannot satisfy (``top_k`` larger than the probe, ...)."""
+    problems = []
+    for i, ref in enumerate(recipe.methods):
+        params = validated.get(id(ref))
+        if params is None:
+            continue
+        where = recipe.position(*recipe_path(recipe, ("methods", i)))
+        found = [(f"params.{f}", v, kind) for f, v, kind in _bounded(params, registry, "")]
+        for field, value, kind in found:
+            if kind == "count" and isinstance(value, int) and value > n_images:
+                problems.append(f"  {where}: method '{ref.display}' {field} = {value} is larger than the probe "
+                                f"({n_images} images): use at most {n_images}, or a larger probe.")
+            elif kind == "fraction" and isinstance(value, float) and int(n_images * value) < 1:
+                problems.append(f"  {where}: method '{ref.display}' {field} = {value} selects no image of the probe "
+                                f"({n_images} images; it needs at least {math.ceil(1 / value)}): raise it, or use a "
+                                "larger probe.")
+    return problems
+
+
+def category_problems(recipe: Recipe, validated: dict[int, Any], concepts: list[Any]) -> list[str]:
+    """A line for each category a component's params name (``concept_categories`` fields, set or by
+    default: the study's ``general_categories``) that is no category of ``concepts``: such a setting
+    would silently match nothing."""
+    known = sorted(dict.fromkeys(c.category for c in concepts if getattr(c, "category", None)),
+                   key=lambda c: (c.strip().lower(), c))
+    shown = (", ".join(map(repr, known[:12])) + (", ..." if len(known) > 12 else "")) if known else \
+        "none: the concept set has no categories"
+    problems = []
+    for kind, path, ref in component_refs(recipe):
+        params = validated.get(id(ref))
+        if params is None:
+            continue
+        for field, value, _ in marked_fields(params, CONCEPT_CATEGORIES):
+            default = field.count(".") == 1 and field.split(".")[1] not in params.model_fields_set
+            for name in [value] if isinstance(value, str) else list(value):
+                if name in known:
+                    continue
+                hint = did_you_mean(str(name), known) or next(
+                    (f" Did you mean {k!r} (spaced as the concept set spells it)?" for k in known
+                     if k.strip().lower() == str(name).strip().lower()), "")
+                problems.append(
+                    f"  {recipe.position(*recipe_path(recipe, path))}: {kind} '{ref.display}' {field}"
+                    f"{' (the default)' if default else ''} names category {name!r}, which concept set "
+                    f"'{recipe.concepts.name}' does not have (its categories: {shown}).{hint} Use one of them, "
+                    "or [] for none.")
+    return problems
+
+
+def _bounded(params: Any, registry: Any, prefix: str) -> list[tuple[str, Any, str]]:
+    """The probe-bounded fields of ``params`` and of the component params it holds (``params_of``)."""
+    out = [(f"{prefix}{f.removeprefix('params.')}", v, k) for f, v, k in marked_fields(params, PROBE_BOUND)]
+    for field, value, (kind, name_field) in marked_fields(params, PARAMS_OF):
+        name = getattr(params, name_field, None)
+        if not isinstance(name, str) or not isinstance(value, dict):
+            continue
+        try:
+            inner = registry.get(kind, name).validate(value, where=kind)
+        except ComponentError:
+            continue  # reported by pass 2
+        out += _bounded(inner, registry, f"{prefix}{field.removeprefix('params.')}.")
+    return out
 
 
 def _inherited(recipe: Recipe, path: Key) -> str:

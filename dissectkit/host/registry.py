@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from dissectkit.base.contract import BASES, adapt
-from dissectkit.base.errors import ComponentError, DissectkitError, PluginError, did_you_mean
+from dissectkit.base.errors import (
+    ComponentError,
+    DissectkitError,
+    PluginComponentError,
+    PluginError,
+    did_you_mean,
+)
 from dissectkit.base.params import NoParams, format_validation_error
 from dissectkit.base.types import MasksWhen
 
@@ -32,6 +38,13 @@ HOOK_OF_KIND = {
     "reporter": "dissectkit_register_reporters",
 }
 """The registration hook of each kind."""
+BUILTIN_DISTRIBUTION = "dissectkit"
+_BUILT: dict[type, ComponentSpec] = {}
+
+
+def built_spec(cls: type) -> ComponentSpec | None:
+    """The spec whose factory built an instance of ``cls`` in this process (``None``: none did)."""
+    return _BUILT.get(cls)
 
 
 @dataclass(frozen=True)
@@ -78,19 +91,26 @@ class ComponentSpec:
         return "yes" if self.has_masks else "no"
 
     def build(self, params: BaseModel, ctx: Any) -> Any:
-        """Call the factory and adapt the instance to its kind's base class. A factory failing with
-        anything but a ``DissectkitError`` is reported as the plugin's fault, naming its
-        distribution and the component (never "internal error")."""
+        """Call the factory and adapt the instance to its kind's base class. A plugin's factory
+        failing with anything but a ``DissectkitError`` is reported as that plugin's fault
+        (``PluginComponentError``, naming its distribution and the component; never "internal
+        error"); a built-in factory's failure is dissectkit's own and passes as it is. The class of
+        the instance is recorded, so a later exception in its code names the component
+        (``dissectkit.host.blame``)."""
         try:
             instance = self.factory(params, ctx)
         except DissectkitError:
             raise
         except Exception as exc:  # noqa: BLE001 - a third-party factory's bug is named, not hidden
-            raise PluginError(
+            if self.distribution == BUILTIN_DISTRIBUTION:
+                raise
+            raise PluginComponentError(
                 f"The factory of {self.kind} '{self.name}' from {self.origin} failed: "
-                f"{type(exc).__name__}: {exc}. This is a bug or a missing requirement of that plugin; "
-                f"report it to its authors, or disable it with DISSECTKIT_DISABLE_PLUGINS={self.distribution}."
+                f"{type(exc).__name__}: {exc}. This is a bug or a missing requirement of that plugin, not of "
+                f"dissectkit; report it to its authors, or disable it with "
+                f"DISSECTKIT_DISABLE_PLUGINS={self.plugin or self.distribution}.", spec=self,
             ) from exc
+        _BUILT.setdefault(type(instance), self)
         return adapt(self.kind, instance, where=f"{self.kind} '{self.name}' from {self.origin}")
 
     def validate(self, raw: dict[str, Any] | None, where: str = "") -> BaseModel:

@@ -22,7 +22,7 @@ from dissectkit.base.params import Params
 from dissectkit.base.types import MasksWhen, ProbeItem
 from dissectkit.imaging.raw import as_array, read_image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
 
 
 class FileProbeParams(Params):
@@ -37,6 +37,9 @@ class FileProbeParams(Params):
     """Frame of multi-frame files (DICOM, TIFF) to read; single-frame files give their only frame."""
     apply_voi: bool = True
     """Apply a DICOM's VOI LUT / window; false keeps the modality values (as Mammo-CLIP's conversion does)."""
+    allow_outside_root: bool = False
+    """Read files (and masks) listed outside the probe's root and the folders its params name
+    (``images_root``, ``masks_root``, ...); by default such rows are refused and listed in ``probe.skipped``."""
 
 
 @dataclass
@@ -233,24 +236,38 @@ class FileProbe(Probe):
         for r, rid in zip(records, unique_ids([r.id for r in records]), strict=True):
             r.id = rid
         present = []
+        roots = self.allowed_roots()
         for r in records:
-            if r.path.is_file():
+            reason = _refusal(r, roots, params.allow_outside_root)
+            missing = reason is None and not r.path.is_file()
+            if missing:
+                reason = f"file not found: {_printable(r.path)}"
+            if reason is None:
                 present.append(r)
-            elif ctx.strict_data:
-                raise DataError(
-                    f"{self.name}: image {r.path} (id {r.id}) does not exist (strict data mode; turn "
-                    f"runtime.strict_data off to skip missing images)."
-                )
-            else:
-                self.skipped.append((r.id, f"file not found: {r.path}"))
+                continue
+            r.id = _printable(r.id)
+            if ctx.strict_data:
+                what = f"image {_printable(r.path)} (id {r.id}) does not exist" if missing else f"image {r.id}: {reason}"
+                raise DataError(f"{self.name}: {what} (strict data mode; turn runtime.strict_data off to skip such "
+                                "images).")
+            self.skipped.append((r.id, reason))
         if params.max_images is not None and params.max_images < 1:
             raise DataError(f"{self.name}: max_images must be at least 1 (got {params.max_images}).")
         seed = params.seed if params.seed is not None else ctx.seed
         self.records = select(present, params.max_images, params.balance_by, seed)
         self._ids: list[str] | None = None
         if not self.records:
-            extra = f" ({len(self.skipped)} listed images are missing, e.g. {self.skipped[0][1]})" if self.skipped else ""
-            raise DataError(f"{self.name} probe has no images under {root}{extra}. Check `root` and `split`.")
+            extra = f" ({len(self.skipped)} listed images are left out, e.g. {self.skipped[0][1]})" if self.skipped else ""
+            check = " and `split`" if "split" in type(params).model_fields else ""
+            raise DataError(f"{self.name} probe has no images under {_printable(root)}{extra}. Check `root`{check}.")
+
+    def allowed_roots(self) -> list[Path]:
+        """The folders the probe's files (and masks) must lie in: its root (the folder of a root
+        file) and every folder its params name (``images_root``, ``masks_root``, a plugin's own
+        ``masks`` folder: the user wrote them in the recipe)."""
+        root = self.root if self.root.is_dir() or not self.root.suffix else self.root.parent
+        named = [Path(v).expanduser() for v in vars(self.params).values() if isinstance(v, str | Path) and str(v)]
+        return [Path(os.path.abspath(r)) for r in [root, *(p for p in named if p.is_dir())]]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -293,19 +310,55 @@ class FileProbe(Probe):
         return out
 
     def fingerprint(self) -> str:
-        """sha256 over the probe kind, its params and (path, size, mtime) of every file in order."""
+        """sha256 over the probe kind, its params and (path, size, mtime) of every file in order
+        (paths as the file system's bytes, so any file name hashes)."""
         h = hashlib.sha256()
         h.update(json.dumps({"probe": self.name, "params": self.params.model_dump()}, sort_keys=True, default=str).encode())
         for r in self.records:
+            name = r.id.encode("utf-8", "surrogateescape") + b"\0" + os.fsencode(r.path)
             try:
                 st = os.stat(r.path)
-                h.update(f"{r.id}\0{r.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(name + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:
-                h.update(f"{r.id}\0{r.path}\0missing\n".encode())
+                h.update(name + b"\0missing\n")
             h.update(json.dumps(r.labels, sort_keys=True, default=str).encode())
             for concept in sorted(r.masks):
-                h.update(f"{concept}:{r.masks[concept]!r}".encode())
+                h.update(f"{concept}:{r.masks[concept]!r}".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
+
+
+def _printable(value: Any) -> str:
+    """A path or id as text that any terminal, CSV or JSON file takes (undecodable bytes as ``\\xNN``)."""
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8(value: Any) -> bool:
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    p = os.path.abspath(path)
+    return any(p == str(r) or p.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _refusal(r: Record, roots: list[Path], outside_ok: bool) -> str | None:
+    """Why a record cannot be read as listed: a file name that is not valid UTF-8 (ids, tables and
+    reports could not hold it), or a file outside the probe's roots (unless allowed)."""
+    if not _utf8(r.path) or not _utf8(r.id):
+        return (f"file name '{_printable(r.path.name)}' in {_printable(r.path.parent)} is not valid UTF-8; "
+                "rename it (e.g. with convmv) to read it")
+    if outside_ok:
+        return None
+    for src in [r.path, *(m for srcs in r.masks.values() for m in srcs if isinstance(m, Path))]:
+        if not _inside(src, roots):
+            return (f"{_printable(src)} lies outside the probe's root ({', '.join(map(str, roots))}); set "
+                    "`allow_outside_root: true` in the probe params to read it")
+    return None
 
 
 def _shape(image: Any) -> tuple[int, int]:

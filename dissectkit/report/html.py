@@ -14,6 +14,7 @@ from dissectkit.report import plots
 from dissectkit.report.assets import slug
 from dissectkit.report.plot_process import SummaryPlots
 from dissectkit.report.render import render
+from dissectkit.report.units import score_note
 from dissectkit.report.visuals import Visuals
 
 FILES = "report_files"
@@ -192,7 +193,7 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
                 view.page = f"report-{key}.html"
             set_views.append(view)
         views += set_views
-        sets.append({"index": lsi, "ls": ls, "views": set_views, "plots": figs[lsi]})
+        sets.append({"index": lsi, "ls": ls, "views": set_views, "plots": figs[lsi], "score_note": score_note(ls)})
 
     context = {
         "run": run, "sets": sets, "files": FILES, "split": split, "total": total,

@@ -166,10 +166,25 @@ class RunResult:
 
         out_dir = Path(out_dir)
         labels_path = out_dir / LABELS
+        if not out_dir.is_dir():
+            raise DataError(f"{out_dir} is not a run directory ({'a file' if out_dir.exists() else 'it does not exist'}). "
+                            "Give the folder a `dissectkit run` wrote (it holds labels.json).")
         if not labels_path.exists():
             raise DataError(f"{out_dir} is not a finished dissectkit run: {LABELS} is missing.")
-        data = json.loads(labels_path.read_text())
-        manifest = json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).exists() else {}
+        data = _read_json(labels_path)
+        manifest = _read_json(out_dir / MANIFEST) if (out_dir / MANIFEST).exists() else {}
+        try:
+            return cls._from_payload(out_dir, data, manifest)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise DataError(
+                f"{labels_path} is not the labels file of a dissectkit run ({type(exc).__name__}: {exc}); it is damaged "
+                "or from another program. Run the recipe again to write it anew."
+            ) from None
+
+    @classmethod
+    def _from_payload(cls, out_dir: Path, data: dict[str, Any], manifest: dict[str, Any]) -> RunResult:
+        if not isinstance(manifest, dict):
+            manifest = {}
         return cls(
             name=data.get("name", out_dir.name),
             out_dir=out_dir,
@@ -186,3 +201,18 @@ class RunResult:
             top_images=data.get("top_images", {}),
             pages=manifest.get("pages", {}),
         )
+
+
+def _read_json(path: Path) -> Any:
+    """A run file's JSON; a truncated or damaged one is a ``DataError`` naming it and the fix."""
+    from dissectkit.base.errors import DataError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{path} cannot be read: it is truncated or damaged ({exc}). Run the recipe again to write it anew "
+            "(finished chunks are cached, so only the labelling runs)."
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read: {exc.strerror or exc}.") from None

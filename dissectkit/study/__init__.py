@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from dissectkit.base.errors import RecipeError, did_you_mean
-from dissectkit.base.params import Params
+from dissectkit.base.params import Params, concept_categories
 
 FOLDER = "study"
 PAGE = "study.html"
@@ -18,33 +17,11 @@ PAGE_TITLE = "Study: thresholds, categories, category shift and underrepresented
 
 class StudyParams(Params):
     top_concepts: int = Field(10, ge=1, description="concepts listed per neuron in study/neurons.csv")
-    general_categories: list[str] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
+    general_categories: Annotated[list[str], concept_categories()] = Field(default_factory=lambda: ["distractor"], description="categories that are not mammography concepts")
     top_categories: int = Field(3, ge=1, description="categories per layer in the top-categories figures")
     constant_neurons: Literal["exclude", "include"] = Field(
         "exclude", description="neurons with a constant activation: exclude (dissectkit: out of the layer mean, "
         "never interpretable) or include (published: counted as any labelled neuron)")
-
-
-def check_categories(params: StudyParams, concepts: list[Any]) -> None:
-    """``general_categories`` must name categories (workbook sheets) of the concept set; a
-    ``RecipeError`` lists the available ones otherwise (``dissectkit validate`` and the start of a run
-    call it)."""
-    available = list(dict.fromkeys(c.category for c in concepts if getattr(c, "category", None)))
-    unknown = [c for c in params.general_categories if c not in available]
-    if not unknown:
-        return
-    default = "general_categories" not in params.model_fields_set
-    listed = ", ".join(repr(c) for c in sorted(available, key=lambda c: (c.strip().lower(), c))) or \
-        "none (the concept set has no categories; set general_categories: [])"
-    hint = did_you_mean(unknown[0], available)
-    if not hint:
-        near = [c for c in available if c.strip().lower() == unknown[0].strip().lower()]
-        hint = f" Did you mean {near[0]!r} (spaces as the concept set has them)?" if near else ""
-    raise RecipeError(
-        f"general_categories{' (the default)' if default else ''} names {', '.join(map(repr, unknown))}, which "
-        f"{'is not a category' if len(unknown) == 1 else 'are not categories'} of the concept set: every label "
-        f"would count as a mammography concept.{hint} Available categories: {listed}."
-    )
 
 
 def write_study(result: Any, out_dir: str | Path, params: StudyParams | None = None) -> Path:

@@ -40,12 +40,13 @@ def prepare_batch(images: np.ndarray | torch.Tensor, size: tuple[int, int] = MOD
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
-def preprocess_image(image: Any, size: tuple[int, int] = MODEL_INPUT) -> torch.Tensor:
-    """One raw image (PIL or HxW / HxWxC uint8/uint16/float) -> ``[3, h, w]``: gray, min-max, area resize."""
+def preprocess_image(image: Any, size: tuple[int, int] = MODEL_INPUT, model: str | None = "synth-clip / synth-effnet") -> torch.Tensor:
+    """One raw image (PIL or HxW / HxWxC uint8/uint16/float) -> ``[3, h, w]``: gray, min-max, area resize
+    (a constant image gets the almost-constant warning, naming ``model``)."""
     arr = as_array(image)
     if arr.ndim == 3:
         arr = gray_or_rgb(arr.astype(np.float32), channels=1)
-    return prepare_batch(minmax_unit(arr)[None], size)[0]
+    return prepare_batch(minmax_unit(arr, model)[None], size)[0]
 
 
 class ImageEncoder(nn.Module):

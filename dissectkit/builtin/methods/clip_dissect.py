@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from dissectkit.base.contract import Method
-from dissectkit.base.params import Params
+from dissectkit.base.params import Params, params_of
 from dissectkit.builtin.methods._common import (
     apply_template,
     blank_dead,
@@ -22,7 +22,7 @@ from dissectkit.labelling.evidence import Evidence, LayerLabels
 
 class ClipDissectParams(Params):
     similarity: str = "soft_wpmi"
-    similarity_params: dict[str, Any] = Field(default_factory=dict)
+    similarity_params: Annotated[dict[str, Any], params_of("similarity", "similarity")] = Field(default_factory=dict)
     top_m: int = Field(5, ge=1)
     template: str | None = None
     precision: Literal["default", "published"] | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dissectkit.base.context import BuildContext
@@ -43,9 +44,17 @@ class ImageFolderProbe(FileProbe):
 
     def __init__(self, params: ImageFolderParams, ctx: BuildContext) -> None:
         root = _root(params)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        with_class = any(p.parent != root for p in files)
         masks_root = Path(params.masks_root).expanduser() if params.masks_root else None
+        if masks_root is None and (root / "images").is_dir() and (root / "masks").is_dir():
+            raise DataError(
+                f"Probe root {root} holds images/ and masks/ (the layout `dissectkit synth export` writes): as it is, "
+                f"the masks would be read as probe images. Set root: {root / 'images'} and masks_root: "
+                f"{root / 'masks'}" + (f" (as {root / 'probe.yaml'} does)." if (root / "probe.yaml").is_file() else ".")
+            )
+        skip = Path(os.path.abspath(masks_root)) if masks_root is not None else None
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and (skip is None or skip not in Path(os.path.abspath(p)).parents))
+        with_class = any(p.parent != root for p in files)
         concepts = sorted(d.name for d in masks_root.iterdir() if d.is_dir()) if masks_root else []
         records = []
         for p in files:

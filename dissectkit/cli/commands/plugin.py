@@ -156,13 +156,14 @@ def new_command(
 ) -> None:
     """Write a ready plugin distribution: entry point, one component per kind, tests, README."""
     from rich.console import Console
+    from rich.markup import escape
 
     chosen = parse_kinds(kinds)
     root = dir_ or Path(f"dissectkit-{name}")
     files = write_plugin(name, chosen, root)
     Console().print(
         f"Wrote {len(files)} files of [bold]dissectkit-{name}[/] ({', '.join(chosen)}) into {root}.\n"
-        f"Next: pip install -e {root} && pytest {root}"
+        + escape(f"Next: pip install -e '{root}[test]' && pytest {root}   (the test extra brings pytest)")
     )
 
 
