@@ -15,6 +15,7 @@ from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
 from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
 from dissectkit.labelling.column_groups import settings as column_settings
+from dissectkit.labelling.groups import apply_groups, read_groups
 from dissectkit.labelling.evidence import concept_list
 from dissectkit.nn.layers import select_layers
 
@@ -121,6 +122,8 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         concepts = concept_list(built[id(recipe.concepts)])
         if not concepts:
             raise DataError(f"Concept set '{recipe.concepts.name}' is empty ({recipe.position('concepts')}).")
+        if recipe.concepts.groups:
+            concepts = apply_groups(concepts, read_groups(recipe.concepts.groups), recipe.concepts.groups)
     has_masks = registry.get("probe", recipe.probe.name).probe_has_masks(validated[id(recipe.probe)])
     if probe is not None and getattr(probe, "has_masks", None) is True and not has_masks:
         log.warning("Probe '%s' sets has_masks = True on the object, which is ignored: declare it at registration "
