@@ -10,11 +10,12 @@ from dissectkit.base.errors import RecipeError, did_you_mean
 from dissectkit.base.params import format_validation_error
 from dissectkit.labelling.columns import Column, ColumnGroup, LabelContext
 from dissectkit.labelling.quality import QUALITY
+from dissectkit.labelling.stability import STABILITY
 
 
 def groups() -> list[ColumnGroup]:
     """The column groups, in table order."""
-    return [QUALITY]
+    return [QUALITY, STABILITY]
 
 
 def all_columns() -> list[Column]:

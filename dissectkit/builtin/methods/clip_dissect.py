@@ -47,6 +47,12 @@ class ClipDissect(Method):
         spec = get_host().registry.get("similarity", params.similarity)
         self.similarity = spec.build(spec.validate(params.similarity_params, where="similarity"), ctx)
 
+    def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.resampled``)."""
+        from dissectkit.builtin.resampled import clip_dissect_resampled
+
+        return clip_dissect_resampled(self, evidence, labels, resamples)
+
     def label(self, evidence: Evidence) -> LayerLabels:
         device = device_of(self, evidence)
         A, V = checked_inputs(evidence, device)

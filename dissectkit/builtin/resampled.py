@@ -1,0 +1,463 @@
+"""Label stability of the built-in similarities and methods: their scores under B bootstrap resamples
+of the probe, every resample in the same passes over the activations (docs/methods.md, "Label
+stability"). A resample is the probe with row ``i`` counted ``resamples.counts[b, i]`` times
+(:class:`~dissectkit.labelling.stability.Resamples`); each neuron's ``candidates`` best concepts on
+the full probe are scored in every resample.
+
+- ``wpmi`` / ``soft_wpmi``: one pass keeps each neuron's top ``M = 2 top_k + 64`` rows (more when a
+  resample's multiplicities do not fill ``top_k`` slots from them); a resample's top-k list is those
+  rows in order, each repeated by its count; the layer prior of a candidate concept is formed again
+  from the ``PRIOR_NEURONS`` neurons with the largest full-probe ``L`` for it (all of a smaller layer),
+  the others' terms held at their full-probe values.
+- ``rank_reorder``: the same, with ``n = floor(N * top_fraction)`` top rows and the baseline of the
+  resampled top values.
+- ``cos`` / ``cos3``: weighted sums ``sum_i w_i a_i p_i``, ``sum_i w_i a_i^2``, ``sum_i w_i p_i^2``
+  in one pass (``cos3``: centred at the full probe's means, then cubed).
+- ``mammi``: each resample's activation range (its own threshold ``tau``), then the weighted sums of
+  the representative images' template-relative cosines.
+- ``netdissect``: the per-image intersections and activated / mask pixel counts at the full-probe
+  thresholds ``T_k``, summed with each resample's multiplicities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from dissectkit.base.errors import EvidenceError
+from dissectkit.labelling.stability import (
+    ResampledLabels,
+    ResampledScores,
+    Resamples,
+    candidate_indices,
+    label_indices,
+)
+from dissectkit.labelling.streaming import ActivationStream, stream_top
+
+if TYPE_CHECKING:
+    import torch
+
+    from dissectkit.labelling.evidence import Evidence, LayerLabels
+
+_ELEMS = 1 << 22  # values of a [.., neurons, candidates] temporary held at once
+PRIOR_NEURONS = 32  # wpmi / soft_wpmi: neurons whose terms of a concept's prior are resampled
+
+
+def _chunk(per_neuron: int, K: int) -> int:
+    return max(1, min(K, _ELEMS // max(1, per_neuron)))
+
+
+def _stream(A: Any, sim: Any) -> ActivationStream:
+    if isinstance(A, ActivationStream):
+        return A
+    return ActivationStream.from_tensor(A, sim.layer, sim.device)
+
+
+def _unique(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concepts among the candidates and each candidate's position among them."""
+    import torch
+
+    U, inv = torch.unique(cand, return_inverse=True)
+    return U, inv.reshape(cand.shape)
+
+
+# ----------------------------------------------------------------------------- similarities
+def similarity_resampled(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores | None:
+    """:meth:`~dissectkit.base.contract.Similarity.resampled_scores` of a built-in similarity."""
+    import torch
+
+    from dissectkit.builtin.similarities import Cos, Cos3, RankReorder, _PMI
+
+    with torch.no_grad():
+        if isinstance(sim, _PMI):
+            return _pmi(sim, images, texts, A, resamples)
+        if isinstance(sim, Cos3 | Cos):
+            return _cos(sim, images, texts, A, resamples, cube=isinstance(sim, Cos3))
+        if isinstance(sim, RankReorder):
+            return _rank_reorder(sim, images, texts, A, resamples)
+    return None
+
+
+def _top_rows(stream: ActivationStream, k: int, resamples: Resamples, device: Any):
+    """Each neuron's top ``M`` rows and values, enough for every resample to fill ``k`` slots, and the
+    cumulative multiplicities ``cum [B, K, M]`` of those rows."""
+    N = stream.n_images
+    M = min(N, 2 * k + 64)
+    while True:
+        top, vals = stream_top(stream, M, device)
+        cum = resamples.of_rows(top).cumsum(2)
+        if M == N or bool((cum[..., -1] >= k).all()):
+            return top, vals, cum
+        M = min(N, 2 * M)
+
+
+def _slots(cum: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, K, k]``: the position (among a neuron's top rows) of the row in each of the ``k`` slots of
+    a resample's top-k list (a row fills as many consecutive slots as it was drawn)."""
+    import torch
+
+    j = torch.arange(k, device=cum.device).expand(*cum.shape[:2], k).contiguous()
+    return torch.searchsorted(cum.contiguous(), j, right=True)
+
+
+def _pmi_layer_L(sim: Any, src: Any, top: torch.Tensor) -> torch.Tensor:
+    """``L [K, C]`` (float64) from each neuron's top-k rows, computed as the similarity computes it."""
+    import torch
+
+    from dissectkit.builtin.similarities import _groups, _log_prod_sum, _neuron_groups, _softmax_rows
+
+    prm = sim.params
+    N, C = src.shape
+    k = top.shape[1]
+    alpha, beta = sim._coefficients(k)
+    const = 0.0
+    terms: list[tuple[int, float]] = []
+    for j, (al, be) in enumerate(zip(alpha, beta, strict=True)):
+        if al == 0.0:
+            const += math.log(be) if be > 0 else -math.inf
+        else:
+            const += math.log(al)
+            terms.append((j, be / al))
+    lower = [d for _, d in terms]
+    upper = [1.0 + d for _, d in terms]
+    g32 = _groups(lower, upper, -30.0, 30.0, 16)
+    use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and torch.device(sim.device).type != "mps"
+    dtype = torch.float64 if use64 else torch.float32
+    groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
+    K = top.shape[0]
+    dev = top.device
+    L = torch.empty((K, C), dtype=torch.float64, device=dev)
+    budget = sim._budget_elems()
+    for ks, ke, rows in _neuron_groups(top, budget // max(C, 1), N):
+        Q = _softmax_rows(src, rows, prm.a, 1 << 20)
+        if dtype == torch.float64:
+            Q = Q.double()
+        remap = torch.full((N,), -1, dtype=torch.long, device=dev)
+        remap[rows] = torch.arange(rows.numel(), device=dev)
+        pos = remap[top[ks:ke]]
+        kc = prm.chunk_size or max(16, min(512, (1 << 20) // max(C, 1)))
+        for s in range(ks, ke, kc):
+            e = min(s + kc, ke)
+            L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
+        del Q, remap, pos
+    return L
+
+
+def _log_norms(src: Any, rows: torch.Tensor, a: float) -> torch.Tensor:
+    """``log sum_c exp(a P[r, c])`` of the given rows (the softmax's normaliser), float64."""
+    import torch
+
+    C = src.shape[1]
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=rows.device)
+    step = max(1, (1 << 20) // max(C, 1))
+    for s in range(0, rows.numel(), step):
+        out[s : s + step] = torch.logsumexp(src.rows(rows[s : s + step]).mul_(a), dim=1).double()
+    return out
+
+
+def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores:
+    import torch
+
+    from dissectkit.builtin.similarities import LazyP
+
+    prm = sim.params
+    src = LazyP(images, texts).to(sim.device)
+    stream = _stream(A, sim)
+    N, C = src.shape
+    k = prm.top_k
+    if k > N:
+        raise EvidenceError(f"{sim.name} with top_k={k} needs at least {k} probe images; layer {sim.layer or '?'} has {N}.")
+    top, _, cum = _top_rows(stream, k, resamples, sim.device)
+    K, dev = top.shape[0], top.device
+    L = _pmi_layer_L(sim, src, top[:, :k])
+    prior = torch.empty(C, dtype=torch.float64, device=dev)
+    step = max(1, sim._budget_elems() // 4 // max(K, 1))
+    for c0 in range(0, C, step):
+        prior[c0 : c0 + step] = torch.logsumexp(L[:, c0 : c0 + step], dim=0) - math.log(K)
+    cand = candidate_indices(L - prm.lam * prior, resamples.candidates).to(dev)
+    # the prior of each candidate concept is formed again in every resample from the PRIOR_NEURONS
+    # neurons with the largest full-probe L for it; the other neurons' terms keep their full-probe values
+    U = torch.unique(cand)
+    R = min(K, PRIOR_NEURONS)
+    LU = L[:, U]  # [K, |U|]
+    lead = LU.topk(R, dim=0).indices.T  # [|U|, R]
+    rest = LU.scatter(0, lead.T, -math.inf)
+    rest = torch.logsumexp(rest, dim=0) if R < K else torch.full((U.numel(),), -math.inf, dtype=torch.float64, device=dev)
+    del L, LU
+    rows = torch.unique(top)
+    remap = torch.full((N,), -1, dtype=torch.long, device=dev)
+    remap[rows] = torch.arange(rows.numel(), device=dev)
+    log_z = _log_norms(src, rows, prm.a)
+    alpha, beta = (torch.tensor(v, dtype=torch.float64, device=dev) for v in sim._coefficients(k))
+    slots = _slots(cum, k)  # [B, K, k]
+
+    def resampled_L(neurons: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
+        """``L [B, n]`` of the (neuron, concept) pairs in every resample."""
+        B, M = resamples.n, top.shape[1]
+        out = torch.empty((B, neurons.numel()), dtype=torch.float64, device=dev)
+        step = max(1, _ELEMS // max(B * k, M * src.I.shape[1] // 8))
+        for s in range(0, neurons.numel(), step):
+            kn, cn = neurons[s : s + step], concepts[s : s + step]
+            t = top[kn]  # [n, M]
+            P = torch.einsum("nmd,nd->nm", src.I[t], src.T[cn])
+            Q = (prm.a * P.double() - log_z[remap[t]]).exp_()  # [n, M]
+            Qs = Q.unsqueeze(0).expand(B, -1, -1).gather(2, slots[:, kn])  # [B, n, k]
+            out[:, s : s + step] = torch.log(alpha * Qs + beta).sum(2)
+        return out
+
+    B, m = resamples.n, cand.shape[1]
+    LR = resampled_L(lead.reshape(-1), U.repeat_interleave(R)).view(B, U.numel(), R)
+    prior_b = torch.logaddexp(torch.logsumexp(LR, dim=2), rest.unsqueeze(0)) - math.log(K)  # [B, |U|]
+    where = torch.searchsorted(U, cand.contiguous())  # [K, m]: each candidate's position in U
+    neurons = torch.arange(K, device=dev).repeat_interleave(m)
+    Lb = resampled_L(neurons, cand.reshape(-1)).view(B, K, m)
+    return ResampledScores(cand, Lb - prm.lam * prior_b[:, where])
+
+
+def _cos(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples, cube: bool) -> ResampledScores:
+    import torch
+
+    from dissectkit.builtin.similarities import LazyP
+
+    stream = _stream(A, sim)
+    dev = sim.device
+    full = sim.from_embeddings(images, texts, stream)
+    cand = candidate_indices(full, resamples.candidates).to(dev)
+    del full
+    U, where = _unique(cand)
+    src = LazyP(images, texts[U.to(texts.device)]).to(dev)
+    K, m = cand.shape
+    B = resamples.n
+    if cube:  # centred at the full probe's means
+        total = None
+        for _, Ab in stream.blocks():
+            part = Ab.to(dev).sum(0).double()
+            total = part if total is None else total.add_(part)
+        a_mean = (total / stream.n_images).float()
+        p_mean = src.col_mean()
+    sa2 = torch.zeros((B, K), dtype=torch.float64, device=dev)
+    sp2 = torch.zeros((B, U.numel()), dtype=torch.float64, device=dev)
+    cross = torch.zeros((B, K, m), dtype=torch.float64, device=dev)
+    for s, Ab in stream.blocks():
+        Ab = Ab.to(dev)
+        n = Ab.shape[0]
+        W = resamples.weights(s, s + n, dev)
+        Pu = src.block(s, s + n)
+        if cube:
+            Ab = (Ab - a_mean).pow_(3)
+            Pu = (Pu - p_mean).pow_(3)
+        sa2 += (W @ (Ab * Ab)).double()
+        sp2 += (W @ (Pu * Pu)).double()
+        kc = _chunk(n * m, K)
+        for k0 in range(0, K, kc):
+            k1 = min(K, k0 + kc)
+            G = Pu[:, where[k0:k1]].mul_(Ab[:, k0:k1].unsqueeze(2))  # [n, kc, m]
+            cross[:, k0:k1] += (W @ G.reshape(n, -1)).reshape(B, k1 - k0, m).double()
+    if cube:
+        na, npp = sa2.sqrt().clamp_min(1e-3), sp2.sqrt().clamp_min(1e-3)
+    else:
+        na, npp = sa2.sqrt(), sp2.sqrt()
+        na = torch.where(na > 0, na, torch.ones_like(na))
+        npp = torch.where(npp > 0, npp, torch.ones_like(npp))
+    scores = cross / na.unsqueeze(2) / npp[:, where]
+    return ResampledScores(cand, scores)
+
+
+def _rank_reorder(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores:
+    import torch
+
+    from dissectkit.builtin.similarities import LazyP
+
+    prm = sim.params
+    stream = _stream(A, sim)
+    dev = sim.device
+    full = sim.from_embeddings(images, texts, stream)  # also checks n >= 1
+    cand = candidate_indices(full, resamples.candidates).to(dev)
+    del full
+    src = LazyP(images, texts).to(dev)
+    n = math.floor(resamples.size * prm.top_fraction)
+    if n < 1:
+        raise EvidenceError(f"rank_reorder with top_fraction={prm.top_fraction} needs more than {resamples.size} "
+                            "images per resample; raise output.columns.stability.fraction.")
+    top, vals, cum = _top_rows(stream, n, resamples, dev)
+    slots = _slots(cum, n)  # [B, K, n]
+    B, K, m = resamples.n, top.shape[0], cand.shape[1]
+    a = vals.unsqueeze(0).expand(B, -1, -1).gather(2, slots)  # [B, K, n], descending
+    asc = a.flip(2)
+    gen = torch.Generator(device="cpu").manual_seed(prm.seed)
+    perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(prm.n_permutations)]).to(dev)
+    base = torch.stack([(asc - asc[..., perm]).abs().pow(prm.p).mean(2) for perm in perms]).mean(0)  # [B, K]
+    out = torch.empty((B, K, m), dtype=torch.float32, device=dev)
+    kc = _chunk(max(B * n * m * 4, top.shape[1] * src.I.shape[1]), K)
+    for k0 in range(0, K, kc):
+        k1 = min(K, k0 + kc)
+        P = torch.bmm(src.I[top[k0:k1]], src.T[cand[k0:k1]].transpose(1, 2))  # [kc, M, m]
+        pos = slots[:, k0:k1].unsqueeze(3).expand(-1, -1, -1, m)
+        Pg = P.unsqueeze(0).expand(B, -1, -1, -1).gather(2, pos)  # [B, kc, n, m]
+        order = torch.sort(Pg, dim=2, stable=True).indices
+        a_s = a[:, k0:k1].unsqueeze(3).expand_as(Pg).gather(2, order)
+        err = (a_s - asc[:, k0:k1].unsqueeze(3)).abs_().pow_(prm.p).mean(2)
+        out[:, k0:k1] = err / Pg.mean(2).clamp_min(1e-12).pow(prm.scale_p)
+    flat = base <= 0
+    out = out / torch.where(flat, torch.ones_like(base), base).unsqueeze(2)
+    out[flat] = 0.0
+    return ResampledScores(cand, -out)
+
+
+# ----------------------------------------------------------------------------- methods
+def clip_dissect_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamples: Resamples) -> ResampledLabels | None:
+    """``clip-dissect``: its similarity's resampled scores (``None`` when it has none)."""
+    import torch
+
+    from dissectkit.builtin.methods._common import apply_template, checked_inputs, device_of, encode, unit_rows
+
+    device = device_of(method, evidence)
+    A, V = checked_inputs(evidence, device)
+    names = evidence.concept_texts
+    T = encode(evidence, apply_template(method.params.template, names), device)
+    got = method.similarity.resampled_scores(unit_rows(V), T, A, resamples)
+    if got is None:
+        return None
+    out = got.labels(label_indices(labels, names))
+    dead = A.dead.cpu()
+    out.top1[:, dead] = -1
+    out.score[:, dead] = float("nan")
+    return ResampledLabels(out.top1, out.score.to(torch.float64))
+
+
+def mammi_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamples: Resamples) -> ResampledLabels:
+    """``mammi``: each resample's own threshold (from its activation range) and summed scores."""
+    import torch
+
+    from dissectkit.builtin.methods._common import checked_inputs, device_of, encode, unit_rows
+    from dissectkit.builtin.methods.mammi import mammi_scores, mammi_threshold
+
+    device = device_of(method, evidence)
+    A, V = checked_inputs(evidence, device)
+    names = evidence.concept_texts
+    tpl = method.params.template
+    emb = encode(evidence, [tpl.format(c) for c in names] + [tpl.format("").strip()], device)
+    T, t0 = emb[:-1], emb[-1]
+    with torch.no_grad():
+        full, _ = mammi_scores(A, V, T, t0, method.params.percentile)
+        cand = candidate_indices(full, resamples.candidates).to(device)
+        del full
+        U, where = _unique(cand)
+        Du = T[U] - t0.unsqueeze(0)
+        Vn = unit_rows(V)
+        B, (K, m) = resamples.n, cand.shape
+        lo = torch.full((B, K), math.inf, device=device)
+        hi = torch.full((B, K), -math.inf, device=device)
+        for s, Ab in A.blocks():
+            drawn = resamples.weights(s, s + Ab.shape[0], device) > 0
+            for b in range(B):
+                sel = Ab[drawn[b]]
+                if sel.shape[0]:
+                    torch.minimum(lo[b], sel.amin(0), out=lo[b])
+                    torch.maximum(hi[b], sel.amax(0), out=hi[b])
+        tau = mammi_threshold(lo, hi, method.params.percentile)  # float32, as the method
+        cross = torch.zeros((B, K, m), dtype=torch.float64, device=device)
+        for s, Ab in A.blocks():
+            n = Ab.shape[0]
+            W = resamples.weights(s, s + n, device)
+            Su = Vn[s : s + n] @ Du.T  # [n, |U|]: each image's template-relative cosines
+            kc = _chunk(n * max(m, B), K)
+            for k0 in range(0, K, kc):
+                k1 = min(K, k0 + kc)
+                G = Su[:, where[k0:k1]]  # [n, kc, m]
+                R = (Ab[:, k0:k1].unsqueeze(0) > tau[:, k0:k1].unsqueeze(1)).float() * W.unsqueeze(2)  # [B, n, kc]
+                cross[:, k0:k1] += torch.einsum("bnk,nkm->bkm", R, G).double()
+    scores = ResampledScores(cand, cross)
+    none = cross.amax(2) <= 0
+    out = scores.labels(label_indices(labels, names), none)
+    dead = A.dead.cpu()
+    out.top1[:, dead] = -1
+    return out
+
+
+def _row_batches(evidence: Evidence) -> Iterator[tuple[torch.Tensor, list[Any], torch.Tensor]]:
+    """``(maps [b, K, h, w], masks, rows [b])`` of the annotated images of each spatial batch, grouped by
+    mask size, with each image's evidence row."""
+    import torch
+
+    start = 0
+    for batch in evidence.spatial_maps():
+        maps = torch.as_tensor(batch.maps)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for b, masks in enumerate(batch.masks):
+            if masks:
+                groups.setdefault(tuple(next(iter(masks.values())).shape), []).append(b)
+        for _size, idx in groups.items():
+            yield maps[idx], [batch.masks[b] for b in idx], torch.tensor(idx) + start
+        start += maps.shape[0]
+
+
+def netdissect_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamples: Resamples) -> ResampledLabels:
+    """``netdissect`` over resampled images: IoU from the weighted per-image counts at the full-probe
+    thresholds."""
+    import torch
+
+    from dissectkit.builtin.methods._common import device_of
+    from dissectkit.builtin.methods.netdissect import _upsample
+
+    if evidence.spatial_maps is None:
+        return None  # type: ignore[return-value]  # the method raised already when labelling
+    device = device_of(method, evidence)
+    names = evidence.concept_texts
+    col = {c: j for j, c in enumerate(names)}
+    K, total, dead = method._survey(evidence)
+    _, group = method._plan(K, total)
+    B, C = resamples.n, len(names)
+    top1 = torch.full((B, K), -1, dtype=torch.int64)
+    score = torch.full((B, K), float("nan"), dtype=torch.float64)
+    label = label_indices(labels, names)
+    for k0 in range(0, K, group):
+        k1 = min(K, k0 + group)
+        kc = k1 - k0
+        T = method.thresholds(evidence, k0, k1, device)
+        seen: dict[int, int] = {}  # concept -> column of the accumulators
+        inter = torch.zeros((B, kc, 0), dtype=torch.float64, device=device)
+        lab = torch.zeros((B, 0), dtype=torch.float64, device=device)
+        act = torch.zeros((B, kc), dtype=torch.float64, device=device)
+        for maps, masks, rows in _row_batches(evidence):
+            H, W = next(iter(masks[0].values())).shape
+            gh, gw = method.grid(H, W)
+            m = maps[:, k0:k1].to(device=device, dtype=torch.float32).transpose(0, 1)
+            F = _upsample(m, (gh, gw)).reshape(kc, len(masks), gh * gw)
+            Mk = (F > T.view(-1, 1, 1)).float()  # [kc, b, P]
+            w = resamples.of_rows(rows).to(device=device, dtype=torch.float64)  # [B, b]
+            act += w @ Mk.sum(2).T.double()
+            L, idx = method._grid_masks(masks, col, (H, W), (gh, gw), device)
+            if not idx:
+                continue
+            new = [j for j in idx if j not in seen]
+            if new:
+                for j in new:
+                    seen[j] = len(seen)
+                inter = torch.cat([inter, inter.new_zeros((B, kc, len(new)))], 2)
+                lab = torch.cat([lab, lab.new_zeros((B, len(new)))], 1)
+            at = torch.tensor([seen[j] for j in idx], device=device)
+            L = L.reshape(len(idx), len(masks), gh * gw)
+            per_image = torch.einsum("kbp,cbp->bkc", Mk, L).double()  # [b, kc, c]
+            inter[:, :, at] += torch.einsum("Bb,bkc->Bkc", w, per_image)
+            lab[:, at] += w @ L.sum(2).T.double()
+        if not seen:
+            continue
+        union = act.unsqueeze(2) + lab.unsqueeze(1) - inter
+        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter)).cpu()  # [B, kc, c]
+        concepts = torch.tensor(sorted(seen, key=seen.__getitem__))
+        order = torch.argsort(concepts)  # columns in concept order: ties go to the lower concept
+        iou, concepts = iou[:, :, order], concepts[order]
+        best, arg = iou.max(2)
+        ok = (best >= method.params.min_iou) & (best > 0)
+        top1[:, k0:k1] = torch.where(ok, concepts[arg], torch.full_like(arg, -1))
+        for j in range(kc):
+            c = int(label[k0 + j])
+            hit = (concepts == c).nonzero().flatten()
+            if c >= 0 and hit.numel():
+                score[:, k0 + j] = iou[:, j, int(hit[0])]
+            elif c >= 0:
+                score[:, k0 + j] = 0.0
+    top1[:, dead.cpu()] = -1
+    return ResampledLabels(top1, score)
