@@ -124,6 +124,22 @@ def test_resampled_mammi_equals_mammi_on_the_resampled_probe():
         torch.testing.assert_close(got.score[b], S.double().gather(1, lab.view(-1, 1)).squeeze(1), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kept", [1, 48])
+def test_resampled_ranges_are_the_drawn_rows_extremes(monkeypatch, kept):
+    """MAMMI's threshold needs each resample's range: from the kept extreme rows, else (1 row kept:
+    often not drawn) from the masked second pass."""
+    from dissectkit.builtin import resampled
+
+    monkeypatch.setattr(resampled, "RANGE_ROWS", kept)
+    A = torch.randn(300, 7, generator=torch.Generator().manual_seed(0))
+    for fraction in (1.0, 0.3):
+        R = Resamples(6, 300, seed=1, fraction=fraction)
+        lo, hi = resampled._resampled_range(ActivationStream.from_tensor(A, rows=50), R, "cpu")
+        for b in range(6):
+            drawn = A[R.counts[b] > 0]
+            assert torch.equal(lo[b], drawn.amin(0)) and torch.equal(hi[b], drawn.amax(0))
+
+
 def test_resampled_netdissect_weights_the_images_at_the_full_probe_thresholds():
     ev = _evidence(n=96, masks=True)
     method = dk.create("method", "netdissect")

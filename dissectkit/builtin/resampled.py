@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from dissectkit.labelling.evidence import Evidence, LayerLabels
 
 _ELEMS = 1 << 22  # values of a [.., neurons, candidates] temporary held at once
-PRIOR_NEURONS = 32  # wpmi / soft_wpmi: neurons whose terms of a concept's prior are resampled
+RANGE_ROWS = 48  # mammi: each neuron's extreme rows kept to find a resample's range (/ fraction)
+PRIOR_NEURONS = 16  # wpmi / soft_wpmi: neurons whose terms of a concept's prior are resampled
 
 
 def _chunk(per_neuron: int, K: int) -> int:
@@ -144,18 +145,6 @@ def _pmi_layer_L(sim: Any, src: Any, top: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def _log_norms(src: Any, rows: torch.Tensor, a: float) -> torch.Tensor:
-    """``log sum_c exp(a P[r, c])`` of the given rows (the softmax's normaliser), float64."""
-    import torch
-
-    C = src.shape[1]
-    out = torch.empty(rows.numel(), dtype=torch.float64, device=rows.device)
-    step = max(1, (1 << 20) // max(C, 1))
-    for s in range(0, rows.numel(), step):
-        out[s : s + step] = torch.logsumexp(src.rows(rows[s : s + step]).mul_(a), dim=1).double()
-    return out
-
-
 def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores:
     import torch
 
@@ -188,30 +177,46 @@ def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples:
     rows = torch.unique(top)
     remap = torch.full((N,), -1, dtype=torch.long, device=dev)
     remap[rows] = torch.arange(rows.numel(), device=dev)
-    log_z = _log_norms(src, rows, prm.a)
-    alpha, beta = (torch.tensor(v, dtype=torch.float64, device=dev) for v in sim._coefficients(k))
+    alpha, beta = (torch.tensor(v, dtype=torch.float32, device=dev) for v in sim._coefficients(k))
     slots = _slots(cum, k)  # [B, K, k]
-
-    def resampled_L(neurons: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
-        """``L [B, n]`` of the (neuron, concept) pairs in every resample."""
-        B, M = resamples.n, top.shape[1]
-        out = torch.empty((B, neurons.numel()), dtype=torch.float64, device=dev)
-        step = max(1, _ELEMS // max(B * k, M * src.I.shape[1] // 8))
-        for s in range(0, neurons.numel(), step):
-            kn, cn = neurons[s : s + step], concepts[s : s + step]
-            t = top[kn]  # [n, M]
-            P = torch.einsum("nmd,nd->nm", src.I[t], src.T[cn])
-            Q = (prm.a * P.double() - log_z[remap[t]]).exp_()  # [n, M]
-            Qs = Q.unsqueeze(0).expand(B, -1, -1).gather(2, slots[:, kn])  # [B, n, k]
-            out[:, s : s + step] = torch.log(alpha * Qs + beta).sum(2)
-        return out
-
     B, m = resamples.n, cand.shape[1]
-    LR = resampled_L(lead.reshape(-1), U.repeat_interleave(R)).view(B, U.numel(), R)
+    # the (neuron, concept) pairs whose L is resampled: each neuron's candidates, each candidate's lead neurons
+    pairs_k = torch.cat([torch.arange(K, device=dev).repeat_interleave(m), lead.reshape(-1)])
+    pairs_c = torch.cat([torch.searchsorted(U, cand.contiguous()).reshape(-1),
+                         torch.arange(U.numel(), device=dev).repeat_interleave(R)])  # positions in U
+    Lpairs = torch.empty((B, pairs_k.numel()), dtype=torch.float64, device=dev)
+    log_z = None
+    width = max(1, sim._budget_elems() // 2 // max(rows.numel(), 1))  # concepts of P held at once
+    for u0 in range(0, U.numel(), width):
+        u1 = min(U.numel(), u0 + width)
+        PU = torch.empty((rows.numel(), u1 - u0), dtype=torch.float32, device=dev)  # P[rows, U[u0:u1]]
+        first = log_z is None
+        if first:
+            log_z = torch.empty(rows.numel(), dtype=torch.float64, device=dev)
+        step = max(1, (1 << 20) // max(C if first else u1 - u0, 1))
+        for s in range(0, rows.numel(), step):
+            r = rows[s : s + step]
+            if first:  # the whole rows: the softmax's normaliser, and the U columns
+                P = src.rows(r)
+                PU[s : s + step] = P[:, U[u0:u1]]
+                log_z[s : s + step] = torch.logsumexp(P.mul_(prm.a), dim=1).double()
+            else:
+                PU[s : s + step] = src.I.index_select(0, r) @ src.T[U[u0:u1]].T
+        chosen = ((pairs_c >= u0) & (pairs_c < u1)).nonzero().flatten()
+        step = max(1, _ELEMS // (B * k))
+        for s in range(0, chosen.numel(), step):
+            idx = chosen[s : s + step]
+            kn, cn = pairs_k[idx], pairs_c[idx] - u0
+            at = remap[top[kn]]  # [n, M]: rows of P
+            Q = (prm.a * PU[at, cn.unsqueeze(1)].double() - log_z[at]).exp_().float()
+            Qs = Q.unsqueeze(0).expand(B, -1, -1).gather(2, slots[:, kn])  # [B, n, k]
+            Lpairs[:, idx] = Qs.mul_(alpha).add_(beta).log_().sum(2, dtype=torch.float64)  # float32 terms, float64 sum
+        del PU
+    n_cand = K * m
+    Lb = Lpairs[:, :n_cand].view(B, K, m)
+    LR = Lpairs[:, n_cand:].view(B, U.numel(), R)
     prior_b = torch.logaddexp(torch.logsumexp(LR, dim=2), rest.unsqueeze(0)) - math.log(K)  # [B, |U|]
     where = torch.searchsorted(U, cand.contiguous())  # [K, m]: each candidate's position in U
-    neurons = torch.arange(K, device=dev).repeat_interleave(m)
-    Lb = resampled_L(neurons, cand.reshape(-1)).view(B, K, m)
     return ResampledScores(cand, Lb - prm.lam * prior_b[:, where])
 
 
@@ -347,33 +352,61 @@ def mammi_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamp
         Du = T[U] - t0.unsqueeze(0)
         Vn = unit_rows(V)
         B, (K, m) = resamples.n, cand.shape
-        lo = torch.full((B, K), math.inf, device=device)
-        hi = torch.full((B, K), -math.inf, device=device)
-        for s, Ab in A.blocks():
-            drawn = resamples.weights(s, s + Ab.shape[0], device) > 0
-            for b in range(B):
-                sel = Ab[drawn[b]]
-                if sel.shape[0]:
-                    torch.minimum(lo[b], sel.amin(0), out=lo[b])
-                    torch.maximum(hi[b], sel.amax(0), out=hi[b])
-        tau = mammi_threshold(lo, hi, method.params.percentile)  # float32, as the method
-        cross = torch.zeros((B, K, m), dtype=torch.float64, device=device)
+        lo, hi = _resampled_range(A, resamples, device)
+        tau = mammi_threshold(lo, hi, method.params.percentile)  # float32 [B, K], as the method
+        low = tau.amin(0)  # a row below every resample's threshold is representative in none
+        cross = torch.zeros((K, B, m), dtype=torch.float64, device=device)
         for s, Ab in A.blocks():
             n = Ab.shape[0]
             W = resamples.weights(s, s + n, device)
+            i, k = (Ab > low).nonzero(as_tuple=True)  # the (image, neuron) pairs that may be representative
+            if not i.numel():
+                continue
             Su = Vn[s : s + n] @ Du.T  # [n, |U|]: each image's template-relative cosines
-            kc = _chunk(n * max(m, B), K)
-            for k0 in range(0, K, kc):
-                k1 = min(K, k0 + kc)
-                G = Su[:, where[k0:k1]]  # [n, kc, m]
-                R = (Ab[:, k0:k1].unsqueeze(0) > tau[:, k0:k1].unsqueeze(1)).float() * W.unsqueeze(2)  # [B, n, kc]
-                cross[:, k0:k1] += torch.einsum("bnk,nkm->bkm", R, G).double()
+            step = max(1, _ELEMS // (B * m))
+            for e0 in range(0, i.numel(), step):
+                ii, kk = i[e0 : e0 + step], k[e0 : e0 + step]
+                coef = W[:, ii] * (Ab[ii, kk].unsqueeze(0) > tau[:, kk])  # [B, e]: count if above that resample's tau
+                vals = coef.T.unsqueeze(2) * Su[ii.unsqueeze(1), where[kk]].unsqueeze(1)  # [e, B, m]
+                cross.index_add_(0, kk, vals.double())
+        cross = cross.transpose(0, 1)  # [B, K, m]
     scores = ResampledScores(cand, cross)
     none = cross.amax(2) <= 0
     out = scores.labels(label_indices(labels, names), none)
     dead = A.dead.cpu()
     out.top1[:, dead] = -1
     return out
+
+
+def _resampled_range(A: ActivationStream, resamples: Resamples, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each resample's ``(min, max) [B, K]`` of every neuron over the rows it drew: the first drawn row
+    among each neuron's ``T`` lowest and highest (one running top-k pass), the rare neuron whose ``T``
+    extremes were all left out of a resample in a second, masked pass."""
+    import torch
+
+    from dissectkit.labelling.streaming import RunningTopK
+
+    T = min(A.n_images, math.ceil(RANGE_ROWS / resamples.fraction))
+    top = RunningTopK(T)
+    for s, Ab in A.blocks():
+        top.update(torch.cat([Ab, -Ab], 1).to(device), s)
+    rows, vals, _ = top.result()  # [2K, T], best first
+    K = rows.shape[0] // 2
+    drawn = resamples.of_rows(rows) > 0  # [B, 2K, T]
+    first = drawn.to(torch.uint8).argmax(2)  # the first drawn of the kept rows
+    ext = vals.unsqueeze(0).expand(resamples.n, -1, -1).gather(2, first.unsqueeze(2)).squeeze(2)
+    hi, lo = ext[:, :K].clone(), -ext[:, K:]
+    missed = ~drawn.any(2)  # [B, 2K]
+    if bool(missed.any()):
+        hi[missed[:, :K]], lo[missed[:, K:]] = -math.inf, math.inf
+        for s, Ab in A.blocks():
+            W = resamples.weights(s, s + Ab.shape[0], device) > 0
+            for b in missed.any(1).nonzero().flatten().tolist():
+                sel = Ab[W[b]]
+                if sel.shape[0]:
+                    hi[b] = torch.where(missed[b, :K], torch.maximum(hi[b], sel.amax(0)), hi[b])
+                    lo[b] = torch.where(missed[b, K:], torch.minimum(lo[b], sel.amin(0)), lo[b])
+    return lo, hi
 
 
 def _row_batches(evidence: Evidence) -> Iterator[tuple[torch.Tensor, list[Any], torch.Tensor]]:

@@ -51,7 +51,7 @@ class Resamples:
     n: int
     n_images: int
     seed: int = 0
-    candidates: int = 20
+    candidates: int = 10
     counts: torch.Tensor | None = field(default=None, repr=False)
     fraction: float = 1.0
 
@@ -80,7 +80,7 @@ class Resamples:
         return max(1, round(self.fraction * self.n_images)) if self.n_images else 0
 
     @classmethod
-    def ones(cls, n: int, n_images: int, candidates: int = 20) -> Resamples:
+    def ones(cls, n: int, n_images: int, candidates: int = 10) -> Resamples:
         """``n`` copies of the full probe (every count 1): each resample must reproduce the labels."""
         import torch
 
@@ -159,8 +159,11 @@ def candidate_indices(S: torch.Tensor, m: int) -> torch.Tensor:
     """Each row's ``m`` best columns of ``S [K, C]``, descending, ties by the lower index (the labels' rule)."""
     import torch
 
+    S = S.detach().float()
     m = max(1, min(m, S.shape[1]))
-    return torch.sort(S.detach().float(), dim=1, descending=True, stable=True).indices[:, :m]
+    idx = S.topk(m, dim=1).indices.sort(dim=1).values  # the m best, in concept order
+    order = torch.sort(S.gather(1, idx), dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
 
 
 class StabilityParams(Params):
@@ -171,7 +174,7 @@ class StabilityParams(Params):
     resamples: int = Field(20, ge=2, le=1000)
     seed: int | None = None
     interval: float = Field(0.9, gt=0, lt=1)
-    candidates: int = Field(20, ge=2)
+    candidates: int = Field(10, ge=2)
     fraction: float = Field(1.0, gt=0, le=1)
 
 
