@@ -45,7 +45,13 @@ def part_a(n: int, out: Path, columns: dict | None = None) -> dict:
     from dissectkit.host.recipe import recipe_from_dict
     from dissectkit.labelling.groups import write_groups
     from dissectkit.synthetic import vocab
-    from dissectkit.synthetic.bench import MAMMI_TEMPLATE, PROTOCOL_GROUPS, RELATED_COS, lexical_embed, truth_sets
+    from dissectkit.synthetic.bench import (
+        MAMMI_TEMPLATE,
+        PROTOCOL_GROUPS,
+        RELATED_COS,
+        lexical_embed,
+        truth_sets,
+    )
     from dissectkit.synthetic.training import auc
 
     groups_file = write_groups(out / "synonym_groups.yaml", {c: list(vocab.SYNONYMS[c]) for c in vocab.CONCEPT_CLASSES})
@@ -92,11 +98,11 @@ def part_a(n: int, out: Path, columns: dict | None = None) -> dict:
 
 def part_b(sizes: list[int], methods: list[str], resamples: int) -> list[dict]:
     import torch
+    from scale import C, D, Peak, method_for, write_layer
 
     from dissectkit.builtin.similarities import LazyP  # noqa: F401 - the import cost is not timed
     from dissectkit.labelling.evidence import Evidence
     from dissectkit.labelling.stability import Resamples, label_indices, stability_columns
-    from scale import C, D, Peak, method_for, write_layer
 
     rows = []
     for N in sizes:

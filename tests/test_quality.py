@@ -105,9 +105,9 @@ def test_quality_columns_in_rows_and_labels_json(tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps(run.labels_payload()))
     again = RunResult.load(tmp_path)
     assert again.label_sets[0].columns == {"l": {**ls.columns["l"], "label_supported": [True, None]}}
-    from dissectkit.report.tables import neuron_rows, write_csv
-
     import csv
+
+    from dissectkit.report.tables import neuron_rows, write_csv
 
     with write_csv(neuron_rows(again), tmp_path / "neurons.csv").open() as fh:
         got = list(csv.DictReader(fh))

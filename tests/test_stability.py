@@ -11,6 +11,7 @@ import torch
 
 import dissectkit as dk
 from dissectkit.builtin.methods._common import checked_inputs, encode, unit_rows
+from dissectkit.builtin.resampled import resampled_scores
 from dissectkit.builtin.similarities import LazyP
 from dissectkit.labelling.evidence import Evidence
 from dissectkit.labelling.stability import (
@@ -60,7 +61,7 @@ def test_resampled_similarity_scores_equal_the_similarity_on_the_resampled_probe
     A, V = checked_inputs(ev)
     T = encode(ev, ev.concept_texts)
     R = Resamples(4, ev.n_images, seed=1, candidates=5)
-    got = sim.resampled_scores(unit_rows(V), T, ActivationStream.from_tensor(ev.activations, rows=37), R)
+    got = resampled_scores(sim, unit_rows(V), T, ActivationStream.from_tensor(ev.activations, rows=37), R)
     assert isinstance(got, ResampledScores) and got.scores.shape == (4, 6, 5)
     full = sim(LazyP(unit_rows(V), T), ev.activations)
     expect = torch.sort(full, dim=1, descending=True, stable=True).indices[:, :5]
@@ -79,7 +80,7 @@ def test_resampled_soft_wpmi_reforms_the_layer_prior():
     A, V = checked_inputs(ev)
     T = encode(ev, ev.concept_texts)
     R = Resamples(3, ev.n_images, seed=2, candidates=8)
-    got = sim.resampled_scores(unit_rows(V), T, ev.activations, R)
+    got = resampled_scores(sim, unit_rows(V), T, ev.activations, R)
     for b in range(3):
         rep = _repeated(ev, R.counts[b])
         S = sim(LazyP(unit_rows(rep.image_embeddings), T), rep.activations)
@@ -93,7 +94,7 @@ def test_resampled_cos3_centres_at_the_full_probe_means():
     V = unit_rows(V)
     T = encode(ev, ev.concept_texts)
     R = Resamples(2, ev.n_images, seed=5, candidates=4)
-    got = sim.resampled_scores(V, T, ev.activations, R)
+    got = resampled_scores(sim, V, T, ev.activations, R)
     P = V @ T.T
     A3 = (ev.activations - ev.activations.mean(0)) ** 3
     P3 = (P - P.mean(0)) ** 3
@@ -128,7 +129,7 @@ def test_resampled_mammi_equals_mammi_on_the_resampled_probe():
 def test_resampled_ranges_are_the_drawn_rows_extremes(monkeypatch, kept):
     """MAMMI's threshold needs each resample's range: from the kept extreme rows, else (1 row kept:
     often not drawn) from the masked second pass."""
-    from dissectkit.builtin import resampled
+    from dissectkit.builtin.methods import _resampled as resampled
 
     monkeypatch.setattr(resampled, "RANGE_ROWS", kept)
     A = torch.randn(300, 7, generator=torch.Generator().manual_seed(0))

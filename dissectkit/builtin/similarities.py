@@ -212,12 +212,6 @@ class _Similarity(Similarity):
         """Scores from image ``[N, D]`` and text ``[C, D]`` embeddings, ``P`` formed lazily."""
         return self(LazyP(images, texts), A)
 
-    def resampled_scores(self, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Any) -> Any:
-        """Scores under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.resampled``)."""
-        from dissectkit.builtin.resampled import similarity_resampled
-
-        return similarity_resampled(self, images, texts, A, resamples)
-
     def _budget_elems(self) -> int:
         return max(1, int(self.params.max_memory_mb * 2**20 / 4))
 

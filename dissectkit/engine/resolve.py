@@ -15,8 +15,8 @@ from dissectkit.base.types import Concept, LayerInfo
 from dissectkit.engine.preflight import missing_weights
 from dissectkit.host.recipe import Recipe, component_refs, recipe_path, validate_components
 from dissectkit.labelling.column_groups import settings as column_settings
-from dissectkit.labelling.groups import apply_groups, read_groups
 from dissectkit.labelling.evidence import concept_list
+from dissectkit.labelling.groups import apply_groups, read_groups
 from dissectkit.nn.layers import select_layers
 
 log = logging.getLogger(__name__)

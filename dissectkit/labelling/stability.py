@@ -134,7 +134,7 @@ class ResampledScores:
         B = S.shape[0]
         S0 = torch.nan_to_num(S, nan=-torch.inf)
         top = S0.amax(2, keepdim=True)
-        tied = S0 >= top - TIE * (1 + top.abs())  # float rounding of a tie (saturated soft_wpmi) is a tie
+        tied = top - TIE * (1 + top.abs()) <= S0  # float rounding of a tie (saturated soft_wpmi) is a tie
         best = tied.to(torch.uint8).argmax(2)  # [B, K]: the first best candidate (full-probe order)
         top1 = cand.unsqueeze(0).expand(B, -1, -1).gather(2, best.unsqueeze(2)).squeeze(2)
         lab = label_index.to(cand.device).unsqueeze(1)

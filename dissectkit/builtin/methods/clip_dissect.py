@@ -48,8 +48,8 @@ class ClipDissect(Method):
         self.similarity = spec.build(spec.validate(params.similarity_params, where="similarity"), ctx)
 
     def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
-        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.resampled``)."""
-        from dissectkit.builtin.resampled import clip_dissect_resampled
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import clip_dissect_resampled
 
         return clip_dissect_resampled(self, evidence, labels, resamples)
 

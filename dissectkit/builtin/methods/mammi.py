@@ -59,10 +59,10 @@ class Mammi(Method):
         self.device = getattr(ctx, "device", "cpu")
 
     def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
-        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.resampled``)."""
-        from dissectkit.builtin.resampled import mammi_resampled
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import mammi_resampled
 
-        return mammi_resampled(self, evidence, labels, resamples)
+        return mammi_resampled(self, evidence, labels, resamples, mammi_scores, mammi_threshold)
 
     def label(self, evidence: Evidence) -> LayerLabels:
         device = device_of(self, evidence)

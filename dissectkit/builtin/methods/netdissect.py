@@ -288,10 +288,10 @@ class NetDissect(Method):
         return torch.cat(out, 0), dead.cpu()
 
     def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
-        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.resampled``)."""
-        from dissectkit.builtin.resampled import netdissect_resampled
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import netdissect_resampled
 
-        return netdissect_resampled(self, evidence, labels, resamples)
+        return netdissect_resampled(self, evidence, labels, resamples, _upsample)
 
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
