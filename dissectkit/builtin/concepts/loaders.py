@@ -107,9 +107,9 @@ def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
     raise DataError(f"{p}: expected a list of concepts or a mapping category -> [concepts], got {type(data).__name__}.")
 
 
-def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep") -> list[Concept]:
-    """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
-    resolved as the published analysis does (docs/study.md, "The concept workbook")."""
+def workbook_listings(path: str | Path, whitespace: str = "keep") -> list[tuple[str, str, str | None]]:
+    """Every ``(concept, sheet, header)`` listing of a workbook in the Mammo-CLIP Dissect layout, in
+    order, repeats included (what ``dissectkit concepts audit`` reads)."""
     p = _existing(path)
     from openpyxl import load_workbook
 
@@ -123,8 +123,7 @@ def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = 
             return None
         return str(value) if whitespace == "keep" else str(value).strip()
 
-    entries: dict[str, Concept] = {}  # insertion order = first position
-    listings: dict[str, int] = {}
+    out: list[tuple[str, str, str | None]] = []
     for ws in wb.worksheets:
         rows = list(ws.iter_rows(values_only=True))
         if not rows:
@@ -134,12 +133,22 @@ def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = 
         for j, header in enumerate(headers):
             for row in rows[1:]:
                 text = cell(row[j]) if j < len(row) else None
-                if not text:
-                    continue
-                listings[text] = listings.get(text, 0) + 1
-                if text not in entries or duplicates == "last":
-                    entries[text] = Concept(text, sheet, header)
+                if text:
+                    out.append((text, sheet, header))
     wb.close()
+    return out
+
+
+def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep") -> list[Concept]:
+    """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
+    resolved as the published analysis does (docs/study.md, "The concept workbook")."""
+    entries: dict[str, Concept] = {}  # insertion order = first position
+    listings: dict[str, int] = {}
+    for text, sheet, header in workbook_listings(path, whitespace):
+        listings[text] = listings.get(text, 0) + 1
+        if text not in entries or duplicates == "last":
+            entries[text] = Concept(text, sheet, header)
+    p = Path(path).expanduser()
     several = [t for t, n in listings.items() if n > 1]
     if several:
         warnings.warn(

@@ -5,4 +5,5 @@ COMMAND_MODULES = (
     "dissectkit.cli.commands.synth",
     "dissectkit.cli.commands.compare",
     "dissectkit.cli.commands.plugin",
+    "dissectkit.cli.commands.concepts",
 )
