@@ -107,49 +107,6 @@ def _slots(cum: torch.Tensor, k: int) -> torch.Tensor:
     return torch.searchsorted(cum.contiguous(), j, right=True)
 
 
-def _pmi_layer_L(sim: Any, src: Any, top: torch.Tensor) -> torch.Tensor:
-    """``L [K, C]`` (float64) from each neuron's top-k rows, computed as the similarity computes it."""
-    import torch
-
-    from dissectkit.builtin.similarities import _groups, _log_prod_sum, _neuron_groups, _softmax_rows
-
-    prm = sim.params
-    N, C = src.shape
-    k = top.shape[1]
-    alpha, beta = sim._coefficients(k)
-    const = 0.0
-    terms: list[tuple[int, float]] = []
-    for j, (al, be) in enumerate(zip(alpha, beta, strict=True)):
-        if al == 0.0:
-            const += math.log(be) if be > 0 else -math.inf
-        else:
-            const += math.log(al)
-            terms.append((j, be / al))
-    lower = [d for _, d in terms]
-    upper = [1.0 + d for _, d in terms]
-    g32 = _groups(lower, upper, -30.0, 30.0, 16)
-    use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and torch.device(sim.device).type != "mps"
-    dtype = torch.float64 if use64 else torch.float32
-    groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
-    K = top.shape[0]
-    dev = top.device
-    L = torch.empty((K, C), dtype=torch.float64, device=dev)
-    budget = sim._budget_elems()
-    for ks, ke, rows in _neuron_groups(top, budget // max(C, 1), N):
-        Q = _softmax_rows(src, rows, prm.a, 1 << 20)
-        if dtype == torch.float64:
-            Q = Q.double()
-        remap = torch.full((N,), -1, dtype=torch.long, device=dev)
-        remap[rows] = torch.arange(rows.numel(), device=dev)
-        pos = remap[top[ks:ke]]
-        kc = prm.chunk_size or max(16, min(512, (1 << 20) // max(C, 1)))
-        for s in range(ks, ke, kc):
-            e = min(s + kc, ke)
-            L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
-        del Q, remap, pos
-    return L
-
-
 def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores:
     import torch
 
@@ -164,7 +121,7 @@ def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples:
         raise EvidenceError(f"{sim.name} with top_k={k} needs at least {k} probe images; layer {sim.layer or '?'} has {N}.")
     top, _, cum = _top_rows(stream, k, resamples, sim.device)
     K, dev = top.shape[0], top.device
-    L = _pmi_layer_L(sim, src, top[:, :k])
+    L = sim._layer_L(src, top[:, :k])  # the similarity's own L, before the prior
     prior = torch.empty(C, dtype=torch.float64, device=dev)
     step = max(1, sim._budget_elems() // 4 // max(K, 1))
     for c0 in range(0, C, step):

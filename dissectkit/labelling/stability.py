@@ -169,7 +169,8 @@ def candidate_indices(S: torch.Tensor, m: int) -> torch.Tensor:
 class StabilityParams(Params):
     """``resamples`` (B) bootstrap resamples of the probe from ``seed`` (default: the run's seed);
     ``interval``: the central share of the resampled scores that ``score_lo`` .. ``score_hi`` span;
-    ``candidates``: each neuron's best full-probe concepts compared in every resample."""
+    ``candidates``: each neuron's best full-probe concepts compared in every resample; ``fraction``:
+    each resample draws ``round(fraction * N)`` rows (1: the bootstrap; below 1: an m-out-of-n one)."""
 
     resamples: int = Field(20, ge=2, le=1000)
     seed: int | None = None
