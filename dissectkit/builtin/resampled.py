@@ -36,12 +36,12 @@ if TYPE_CHECKING:
     import torch
 
 
-_ELEMS = 1 << 22  # values of a [.., neurons, candidates] temporary held at once
+ELEMS = 1 << 22  # values of a [.., neurons, candidates] temporary held at once
 PRIOR_NEURONS = 16  # wpmi / soft_wpmi: neurons whose terms of a concept's prior are resampled
 
 
 def _chunk(per_neuron: int, K: int) -> int:
-    return max(1, min(K, _ELEMS // max(1, per_neuron)))
+    return max(1, min(K, ELEMS // max(1, per_neuron)))
 
 
 def _stream(A: Any, sim: Any) -> ActivationStream:
@@ -50,7 +50,7 @@ def _stream(A: Any, sim: Any) -> ActivationStream:
     return ActivationStream.from_tensor(A, sim.layer, sim.device)
 
 
-def _unique(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def unique_candidates(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The concepts among the candidates and each candidate's position among them."""
     import torch
 
@@ -61,9 +61,9 @@ def _unique(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def resampled_scores(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples: Resamples) -> ResampledScores | None:
     """A similarity's scores under the resamples: a built-in similarity's from this module, any other's
     from its :meth:`~dissectkit.base.contract.Similarity.resampled_scores` (``None``: not defined)."""
-    from dissectkit.builtin.similarities import _Similarity
+    from dissectkit.builtin.similarities import Cos, Cos3, RankReorder, SoftWpmi, Wpmi
 
-    if isinstance(sim, _Similarity):
+    if isinstance(sim, Cos | Cos3 | RankReorder | SoftWpmi | Wpmi):
         return similarity_resampled(sim, images, texts, A, resamples)
     own = getattr(sim, "resampled_scores", None)
     return own(images, texts, A, resamples) if own is not None else None
@@ -73,10 +73,10 @@ def similarity_resampled(sim: Any, images: torch.Tensor, texts: torch.Tensor, A:
     """:meth:`~dissectkit.base.contract.Similarity.resampled_scores` of a built-in similarity."""
     import torch
 
-    from dissectkit.builtin.similarities import _PMI, Cos, Cos3, RankReorder
+    from dissectkit.builtin.similarities import Cos, Cos3, RankReorder, SoftWpmi, Wpmi
 
     with torch.no_grad():
-        if isinstance(sim, _PMI):
+        if isinstance(sim, SoftWpmi | Wpmi):
             return _pmi(sim, images, texts, A, resamples)
         if isinstance(sim, Cos3 | Cos):
             return _cos(sim, images, texts, A, resamples, cube=isinstance(sim, Cos3))
@@ -165,7 +165,7 @@ def _pmi(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples:
             else:
                 PU[s : s + step] = src.I.index_select(0, r) @ src.T[U[u0:u1]].T
         chosen = ((pairs_c >= u0) & (pairs_c < u1)).nonzero().flatten()
-        step = max(1, _ELEMS // (B * k))
+        step = max(1, ELEMS // (B * k))
         for s in range(0, chosen.numel(), step):
             idx = chosen[s : s + step]
             kn, cn = pairs_k[idx], pairs_c[idx] - u0
@@ -192,7 +192,7 @@ def _cos(sim: Any, images: torch.Tensor, texts: torch.Tensor, A: Any, resamples:
     full = sim.from_embeddings(images, texts, stream)
     cand = candidate_indices(full, resamples.candidates).to(dev)
     del full
-    U, where = _unique(cand)
+    U, where = unique_candidates(cand)
     src = LazyP(images, texts[U.to(texts.device)]).to(dev)
     K, m = cand.shape
     B = resamples.n

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from dissectkit.builtin.methods._common import apply_template, checked_inputs, device_of, encode, unit_rows
-from dissectkit.builtin.resampled import _ELEMS, _unique, resampled_scores
+from dissectkit.builtin.resampled import ELEMS, resampled_scores, unique_candidates
 from dissectkit.labelling.stability import (
     ResampledLabels,
     ResampledScores,
@@ -62,7 +62,7 @@ def mammi_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamp
         full, _ = mammi_scores(A, V, T, t0, method.params.percentile)
         cand = candidate_indices(full, resamples.candidates).to(device)
         del full
-        U, where = _unique(cand)
+        U, where = unique_candidates(cand)
         Du = T[U] - t0.unsqueeze(0)
         Vn = unit_rows(V)
         B, (K, m) = resamples.n, cand.shape
@@ -77,7 +77,7 @@ def mammi_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamp
             if not i.numel():
                 continue
             Su = Vn[s : s + n] @ Du.T  # [n, |U|]: each image's template-relative cosines
-            step = max(1, _ELEMS // (B * m))
+            step = max(1, ELEMS // (B * m))
             for e0 in range(0, i.numel(), step):
                 ii, kk = i[e0 : e0 + step], k[e0 : e0 + step]
                 coef = W[:, ii] * (Ab[ii, kk].unsqueeze(0) > tau[:, kk])  # [B, e]: count if above that resample's tau
