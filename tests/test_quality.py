@@ -104,14 +104,18 @@ def test_quality_columns_in_rows_and_labels_json(tmp_path):
 
     (tmp_path / "labels.json").write_text(json.dumps(run.labels_payload()))
     again = RunResult.load(tmp_path)
-    assert again.label_sets[0].columns == ls.columns
+    assert again.label_sets[0].columns == {"l": {**ls.columns["l"], "label_supported": [True, None]}}
+    import csv
+
     from dissectkit.report.tables import neuron_rows, write_csv
 
-    text = write_csv(neuron_rows(again), tmp_path / "neurons.csv").read_text().splitlines()
-    assert "sim_corr,top_auc,sim_z,interpretable" in text[0]
-    head = text[0].split(",")
-    at = head.index("sim_corr")
-    assert text[1].split(",")[at : at + 4] == ["0.25", "0.75", "2.5", "1"] and text[2].split(",")[at : at + 4] == [""] * 4
+    with write_csv(neuron_rows(again), tmp_path / "neurons.csv").open() as fh:
+        got = list(csv.DictReader(fh))
+    names = ("sim_corr", "top_auc", "sim_z", "label_supported", "interpretable")
+    header = list(got[0])
+    assert [header.index(c) for c in names[:4]] == sorted(header.index(c) for c in names[:4])  # the quality group's order
+    # a run written before the rename has only 'interpretable': it reads as label_supported too
+    assert [got[0][c] for c in names] == ["0.25", "0.75", "2.5", "1", "1"] and [got[1][c] for c in names] == [""] * 5
 
 
 def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
@@ -132,5 +136,6 @@ def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
         "runtime": {"device": "cpu"},
     })
     result = dk.run(recipe)
-    assert "sim_z" not in result.label_sets[0].columns["classifier"]
+    columns = set(result.label_sets[0].columns["classifier"])
+    assert "sim_z" not in columns and {"stability", "stability_group", "score_lo", "score_hi", "margin"} <= columns
     assert all(row["sim_z"] is None for row in result.rows())

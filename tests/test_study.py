@@ -272,7 +272,7 @@ def test_synthetic_study_files_match_a_direct_computation(tmp_path):
 def _quality(sim: list[float | None]) -> dict[str, list]:
     return {"sim_corr": sim, "top_auc": [None if s is None else 0.5 + s / 2 for s in sim],
             "sim_z": [None if s is None else 4 * s for s in sim],
-            "interpretable": [None if s is None else s > 0.4 for s in sim]}
+            "label_supported": [None if s is None else s > 0.4 for s in sim]}
 
 
 def test_compare_ranks_label_sets_by_quality_per_layer(tmp_path):
@@ -294,7 +294,7 @@ def test_compare_ranks_label_sets_by_quality_per_layer(tmp_path):
                   (3, "d1/t/mammi", None)]
     l2 = {r["label_set"]: r for r in ranking if r["layer"] == "l2"}
     assert l2["d1/t/clip-dissect"]["rank"] == 1 and l2["d1/t/clip-dissect"]["n_scored"] == 1
-    assert l2["d1/t/clip-dissect"]["interpretable_share"] == 1.0 and l2["d2/t/clip-dissect"]["interpretable_share"] == 0.0
+    assert l2["d1/t/clip-dissect"]["label_supported_share"] == 1.0 and l2["d2/t/clip-dissect"]["label_supported_share"] == 0.0
     run.out_dir.mkdir()
     (run.out_dir / "labels.json").write_text(json.dumps(run.labels_payload()))
     res = CliRunner().invoke(app, ["compare", str(run.out_dir), "--out", str(tmp_path / "cmp")], env={"COLUMNS": "200"})

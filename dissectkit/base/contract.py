@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from dissectkit.base.types import Concept, LayerInfo, ProbeItem
     from dissectkit.labelling.evidence import Evidence, LayerLabels
+    from dissectkit.labelling.stability import ResampledLabels, ResampledScores, Resamples
     from dissectkit.labelling.streaming import ActivationStream
     from dissectkit.results.observe import PassObserver, PassPlan
     from dissectkit.results.run_result import RunResult
@@ -168,7 +169,7 @@ class Similarity(ComponentBase):
 
     kind = "similarity"
     required = ("__call__",)
-    optional = ("from_embeddings",)
+    optional = ("from_embeddings", "resampled_scores")
 
     def __call__(self, P: torch.Tensor, A: ActivationStream) -> torch.Tensor:
         raise NotImplementedError
@@ -178,13 +179,22 @@ class Similarity(ComponentBase):
         override it to avoid forming ``P`` at once."""
         return self(images @ texts.T, A)
 
+    def resampled_scores(
+        self, images: torch.Tensor, texts: torch.Tensor, A: ActivationStream, resamples: Resamples
+    ) -> ResampledScores | None:
+        """Each neuron's ``resamples.candidates`` best concepts on the full probe and their scores in
+        every bootstrap resample of the probe (``resamples``: per-row multiplicity counts, all
+        resamples in the same passes over ``A``), for label stability. Default ``None``: resampling
+        is not defined for this similarity (its labels get no stability)."""
+        return None
+
 
 class Method(ComponentBase):
     """A labelling strategy: ``label(evidence) -> LayerLabels`` for one layer."""
 
     kind = "method"
     required = ("name", "label")
-    optional = ("needs_masks", "uses_dissector")
+    optional = ("needs_masks", "uses_dissector", "label_resampled")
 
     name: str
     """The method's name (written into ``LayerLabels.method``)."""
@@ -198,6 +208,13 @@ class Method(ComponentBase):
     uses_dissector: bool = True
     """Its labels depend on the dissector's embeddings; ``False``: it runs once per (target, layer)
     and its labels are shared by every dissector."""
+
+    def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Resamples) -> ResampledLabels | None:
+        """Each resample's top-1 concept and the score of the full-probe label (``labels``, what
+        :meth:`label` returned on ``evidence``) in it, for the bootstrap resamples of the evidence
+        rows that ``resamples`` gives as per-row multiplicity counts (label stability,
+        docs/methods.md). Default ``None``: resampling is not defined for this method."""
+        return None
 
 
 class Reporter(ComponentBase):

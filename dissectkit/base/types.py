@@ -9,11 +9,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Concept:
-    """One candidate label, with its optional clinical category and sub-category."""
+    """One candidate label, with its optional clinical category and sub-category, and its synonym
+    ``group`` (the name of the group it belongs to, docs/methods.md "Concept groups"; ``None``: none)."""
 
     text: str
     category: str | None = None
     subcategory: str | None = None
+    group: str | None = None
 
 
 @dataclass

@@ -412,9 +412,25 @@ class _PMI(_Similarity):
         import torch
 
         prm = self.params
+        C = src.shape[1]
+        k = self._check_k(src.shape[0])
+        top, _ = stream_top(A, k, self.device)  # [K, k]
+        L = self._layer_L(src, top)
+        K = top.shape[0]
+        step = max(1, self._budget_elems() // 4 // max(K, 1))
+        for c0 in range(0, C, step):  # the prior couples every neuron of the layer
+            Lc = L[:, c0 : c0 + step]
+            prior = torch.logsumexp(Lc, dim=0) - math.log(K)
+            L[:, c0 : c0 + step] = Lc - prm.lam * prior
+        return L.float()
+
+    def _layer_L(self, src: Any, top: torch.Tensor) -> torch.Tensor:
+        """``L [K, C]`` (float64, before the prior) from each neuron's top-k rows ``top [K, k]``."""
+        import torch
+
+        prm = self.params
         N, C = src.shape
-        k = self._check_k(N)
-        alpha, beta = self._coefficients(k)
+        alpha, beta = self._coefficients(top.shape[1])
         const = 0.0
         terms: list[tuple[int, float]] = []  # (rank j, shift d_j): term = alpha_j * (Q + d_j)
         for j, (al, be) in enumerate(zip(alpha, beta, strict=True)):
@@ -429,8 +445,6 @@ class _PMI(_Similarity):
         use64 = len(terms) > 0 and len(terms) / len(g32) < 4 and torch.device(self.device).type != "mps"
         dtype = torch.float64 if use64 else torch.float32
         groups = _groups(lower, upper, -290.0, 290.0, 64) if use64 else g32
-
-        top, _ = stream_top(A, k, self.device)  # [K, k]
         K = top.shape[0]
         dev = top.device
         L = torch.empty((K, C), dtype=torch.float64, device=dev)  # |L| ~ top_k * 6: keep float64
@@ -447,12 +461,7 @@ class _PMI(_Similarity):
                 e = min(s + kc, ke)
                 L[s:e] = _log_prod_sum(Q, pos[s - ks : e - ks], terms, groups, dtype) + const
             del Q, remap, pos  # before the next group's rows are formed: one group held at a time
-        step = max(1, budget // 4 // max(K, 1))
-        for c0 in range(0, C, step):  # the prior couples every neuron of the layer
-            Lc = L[:, c0 : c0 + step]
-            prior = torch.logsumexp(Lc, dim=0) - math.log(K)
-            L[:, c0 : c0 + step] = Lc - prm.lam * prior
-        return L.float()
+        return L
 
 
 def _neuron_groups(top: torch.Tensor, max_rows: int, N: int):

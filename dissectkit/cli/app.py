@@ -169,7 +169,7 @@ def print_summary(result: Any, rows: int) -> None:
             console.print(table)
     for key, per_layer in result.measures.items():
         for layer, m in per_layer.items():
-            parts = [f"{name} {m[name]:.3f}" for name in ("top1", "top5", "cos") if isinstance(m.get(name), float)]
+            parts = [f"{name} {m[name]:.3f}" for name in ("top1", "top5", "cos", "top1_group") if isinstance(m.get(name), float)]
             console.print(f"[bold]Accuracy against the truth[/] ({key} · {layer}, {m.get('n', '?')} neurons): " + ", ".join(parts))
 
 

@@ -96,7 +96,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
         ctx = LabelContext(layer, labels, seen, res.concepts, res.methods[m_label], truth, res.ctx.device)
         out.columns[(d_label, m_label)] = compute_columns(ctx, res.columns)
         if truth is not None:
-            out.measures[(d_label, m_label)] = _final_layer_measures(labels, truth)
+            out.measures[(d_label, m_label)] = _final_layer_measures(labels, truth, res.concepts)
 
     shared_valid = valid_a.clone()
     for _emb, valid_e in embeddings.values():
@@ -151,7 +151,8 @@ def label_all(res: Resolved, ex: Extraction, cache: Cache, progress: Any = None,
     return list(sets.values()), ordered
 
 
-def _final_layer_measures(labels: LayerLabels, truth: list[str | None]) -> dict[str, Any]:
+def _final_layer_measures(labels: LayerLabels, truth: list[str | None], concepts: Any = ()) -> dict[str, Any]:
+    from dissectkit.labelling.groups import group_accuracy
     from dissectkit.labelling.measures import final_layer_accuracy
 
-    return final_layer_accuracy(labels, truth)
+    return {**final_layer_accuracy(labels, truth), **(group_accuracy(labels, truth, concepts) or {})}

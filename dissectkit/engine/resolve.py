@@ -29,6 +29,7 @@ from dissectkit.host.recipe import (
 )
 from dissectkit.labelling.column_groups import settings as column_settings
 from dissectkit.labelling.evidence import concept_list
+from dissectkit.labelling.groups import apply_groups, read_groups
 from dissectkit.nn.layers import select_layers
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ def resolve(recipe: Recipe, ctx: BuildContext | None = None, kinds: tuple[str, .
         if named:
             raise RecipeError("Cannot start the run; nothing was computed. The recipe names categories its concept "
                               "set lacks:\n" + "\n".join(named))
+        if recipe.concepts.groups:
+            concepts = apply_groups(concepts, read_groups(recipe.concepts.groups), recipe.concepts.groups)
     has_masks = registry.get("probe", recipe.probe.name).probe_has_masks(validated[id(recipe.probe)])
     if probe is not None and getattr(probe, "has_masks", None) is True and not has_masks:
         log.warning("Probe '%s' sets has_masks = True on the object, which is ignored: declare it at registration "

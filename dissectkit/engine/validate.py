@@ -126,6 +126,13 @@ def validate_recipe(recipe: Recipe) -> list[str]:
                 raise RecipeError(f"Recipe {recipe.source or ''} asks more of the probe than it has:\n" + "\n".join(problems))
         if kind == "method":
             check_masks_available(ref.display, obj, recipe.probe.name, has_masks)
+    if recipe.concepts.groups:
+        from dissectkit.labelling.groups import read_groups
+
+        try:
+            read_groups(recipe.concepts.groups)
+        except DataError as exc:
+            warnings.append(f"concepts.groups ({recipe.position('concepts')}): {exc}")
     return warnings
 
 

@@ -64,6 +64,13 @@ class TargetRef(ComponentRef):
         return [v] if isinstance(v, str) else v
 
 
+class ConceptsRef(ComponentRef):
+    """The concept set, with an optional synonym-groups file (docs/methods.md, "Concept groups")."""
+
+    groups: str | None = Field(default=None, description="synonym groups file (YAML, `dissectkit concepts audit` "
+                               "writes one): labels, accuracy and the study are also read at group level")
+
+
 class StudyConfig(_Strict):
     """Deprecated shorthand (docs/study.md): ``extends: preset:study`` (``preset:mcd`` with ``preset:
     mcd``) and the ``study`` reporter with the other keys as its params."""
@@ -127,7 +134,7 @@ class Recipe(_Strict):
     target: TargetRef | None = None
     targets: list[TargetRef] = Field(default_factory=list)
     probe: ComponentRef
-    concepts: ComponentRef
+    concepts: ConceptsRef
     method: ComponentRef | None = None
     methods: list[ComponentRef] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -11,11 +11,12 @@ from dissectkit.base.params import format_validation_error
 from dissectkit.labelling.columns import Column, ColumnGroup, LabelContext
 from dissectkit.labelling.margins import MARGINS
 from dissectkit.labelling.quality import QUALITY
+from dissectkit.labelling.stability import STABILITY
 
 
 def groups() -> list[ColumnGroup]:
     """The column groups, in table order."""
-    return [QUALITY, MARGINS]
+    return [QUALITY, MARGINS, STABILITY]
 
 
 def all_columns() -> list[Column]:

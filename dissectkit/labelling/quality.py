@@ -200,7 +200,9 @@ class QualityColumns:
         Column("sim_corr", "Spearman correlation over the probe of the activation and the label's image-text similarity", better="higher"),
         Column("top_auc", "AUC of the label's similarity separating the neuron's top-activating images from the rest", better="higher"),
         Column("sim_z", "sim_corr as a z-score among the neuron's correlations with every concept", better="higher"),
-        Column("interpretable", f"sim_z >= {Z_MIN:g} and sim_corr > 0", kind="bool", better="higher"),
+        Column("label_supported", f"the dissector supports the label: sim_z >= {Z_MIN:g} and sim_corr > 0 "
+               "(not the paper's 'interpretable', which is the study's meets_global)", kind="bool", better="higher"),
+        Column("interpretable", "deprecated alias of label_supported (kept for one release, removed in 0.3)", kind="bool"),
     )
 
     params = NoParams
@@ -208,7 +210,9 @@ class QualityColumns:
     def compute(self, ctx: LabelContext, params: Any) -> dict[str, list[Any]]:
         ev = ctx.evidence
         columns = ActivationColumns(ctx.activation_blocks, ev.n_images, ctx.n_neurons)
-        return label_quality(columns, ev.image_embeddings, ev.encode_texts, ctx.concepts, ctx.labels, ctx.device)
+        out = label_quality(columns, ev.image_embeddings, ev.encode_texts, ctx.concepts, ctx.labels, ctx.device)
+        out["label_supported"] = out["interpretable"]
+        return out
 
 
 QUALITY = QualityColumns()

@@ -142,6 +142,8 @@ def compare_runs(runs: list[Any]) -> list[PairComparison]:
 
 RANK_BY = ("sim_corr", "sim_z")
 """The columns label sets are ranked by, in order (the first is required to rank)."""
+STABILITY = "stability"
+"""The column of the second ranking, ``rank_stability`` (mean label stability; none without it)."""
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -164,8 +166,9 @@ def ranked_columns() -> list[Any]:
 def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
     """Every label set ranked per (target, layer) by the means of its neurons' columns
     (:mod:`dissectkit.labelling.columns`): mean simulation correlation first, then mean z-score;
-    label sets without them (runs made before they existed) rank last. One row per label set and
-    layer, with the mean of every column that has a direction (a bool's share of neurons)."""
+    label sets without them (runs made before they existed) rank last; ``rank_stability`` ranks them
+    by mean label stability (``None`` without it). One row per label set and layer, with the mean of
+    every column that has a direction (a bool's share of neurons)."""
     by_layer: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for side in sides(runs):
         for layer, ll in side.ls.layers.items():
@@ -178,16 +181,18 @@ def quality_ranking(runs: list[Any]) -> list[dict[str, Any]]:
             })
     rows = []
     for entries in by_layer.values():
+        by_stability = sorted(entries, key=lambda r: (r.get(STABILITY) is None, -(r.get(STABILITY) or 0.0), r["label_set"]))
+        stable_rank = {id(r): i for i, r in enumerate(by_stability, 1) if r.get(STABILITY) is not None}
         entries.sort(key=lambda r: (r[RANK_BY[0]] is None, *(-(r[c] or 0.0) for c in RANK_BY), r["label_set"]))
         for rank, r in enumerate(entries, 1):
-            rows.append({"rank": rank, **r})
+            rows.append({"rank": rank, "rank_stability": stable_rank.get(id(r)), **r})
     return rows
 
 
 def write_quality_ranking(rows: list[dict[str, Any]], out: Path) -> Path:
     """``comparison_quality.csv``: :func:`quality_ranking`'s rows."""
     path = out / "comparison_quality.csv"
-    cols = ["target", "layer", "rank", "label_set", "dissector", "method", "n_neurons", "n_scored",
+    cols = ["target", "layer", "rank", "rank_stability", "label_set", "dissector", "method", "n_neurons", "n_scored",
             *(_mean_name(c) for c in ranked_columns())]
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")

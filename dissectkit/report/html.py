@@ -63,6 +63,17 @@ def no_concept_reason(ll: Any, unit: int) -> str | None:
     return f"{code}: {NO_CONCEPT_REASONS.get(code, code)}" if code else "no concept"
 
 
+def card_columns(ls: Any, layer: str, unit: int) -> list[tuple[str, str, Any]]:
+    """``(name, description, value)`` of a neuron's per-neuron columns shown on its card: those with a
+    direction and every number (label quality, stability and its interval, ...), where it has a value."""
+    from dissectkit.labelling.column_groups import all_columns
+
+    values = ls.columns.get(layer, {})
+    shown = [c for c in all_columns() if (c.better is not None or c.kind == "float") and c.name in values]
+    return [(c.name, c.description, values[c.name][unit]) for c in shown
+            if unit < len(values[c.name]) and values[c.name][unit] is not None]
+
+
 def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
     index = run.concept_index()
     margin = _margin_columns(ls, layer, len(ll.neurons))
@@ -82,6 +93,7 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: Htm
             "subcategory": concept.subcategory if concept else None,
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
             "reason": no_concept_reason(ll, unit),
+            "columns": card_columns(ls, layer, unit) if with_card else [],
             "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
             "margin": margin["margin"][unit], "near_tie": margin["near_tie"][unit],
         })

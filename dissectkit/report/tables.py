@@ -10,7 +10,9 @@ from typing import Any
 LABEL_COLUMNS = (
     "dissector", "target", "method", "layer", "unit", "label", "score",
     "no_concept",  # why a neuron has no label: a dissectkit.labelling.evidence.NO_CONCEPT_REASONS code ("dead", ...)
-    "category", "subcategory", "n_concepts", "top_concepts", "top_scores",
+    "category", "subcategory",
+    "label_group",  # the label's synonym group when the concept set has groups (docs/methods.md, "Concept groups")
+    "n_concepts", "top_concepts", "top_scores",
     "top_images",  # probe ids of the top-activating valid images (dissectkit.results.evidence)
 )
 """The columns of every table before the per-neuron columns (label quality, ...: ``neuron_columns``)."""
@@ -49,7 +51,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     out["top_scores"] = SEP.join(f"{s:.6g}" for s in row["top_scores"])
     out["top_images"] = SEP.join(row["top_images"])
     out["score"] = "" if row["score"] is None else f"{row['score']:.6g}"
-    for key in ("label", "category", "subcategory"):
+    for key in ("label", "category", "subcategory", "label_group"):
         out[key] = "" if row[key] is None else row[key]
     for column in neuron_columns():
         value = row[column.name]
@@ -88,7 +90,7 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
         ("dissector", pa.string()), ("target", pa.string()), ("method", pa.string()),
         ("layer", pa.string()), ("unit", pa.int32()), ("label", pa.string()), ("score", pa.float64()),
         ("no_concept", pa.string()),
-        ("category", pa.string()), ("subcategory", pa.string()), ("n_concepts", pa.int32()),
+        ("category", pa.string()), ("subcategory", pa.string()), ("label_group", pa.string()), ("n_concepts", pa.int32()),
         ("top_concepts", pa.list_(pa.string())), ("top_scores", pa.list_(pa.float64())),
         ("top_images", pa.list_(pa.string())),
         *((c.name, getattr(pa, ARROW_TYPES[c.kind])()) for c in neuron_columns()),

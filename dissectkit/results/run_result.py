@@ -53,8 +53,16 @@ class LabelSet:
         return cls(
             data["dissector"], data["target"], data["method"],
             {name: LayerLabels.from_dict(ll) for name, ll in data["layers"].items()},
-            dict(data.get("columns") or data.get("quality") or {}),  # "quality": runs written before 0.2
+            _renamed(dict(data.get("columns") or data.get("quality") or {})),  # "quality": runs written before 0.2
         )
+
+
+def _renamed(columns: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+    """Runs written before the rename (0.2) name the quality flag ``interpretable`` only: it is ``label_supported``."""
+    for values in columns.values():
+        if "interpretable" in values and "label_supported" not in values:
+            values["label_supported"] = list(values["interpretable"])
+    return columns
 
 
 @dataclass
@@ -124,6 +132,7 @@ class RunResult:
         names = [c.name for c in all_columns()]
 
         index = self.concept_index()
+        grouped = any(c.group for c in self.concepts)
         for ls in self.label_sets:
             for layer, ll in ls.layers.items():
                 columns = ls.columns.get(layer, {})
@@ -141,6 +150,7 @@ class RunResult:
                         "no_concept": None if ranked else (ll.reason(unit) or "no concept"),
                         "category": concept.category if concept else None,
                         "subcategory": concept.subcategory if concept else None,
+                        "label_group": ((concept.group if concept else None) or label) if grouped else None,
                         "n_concepts": len(ranked),
                         "top_concepts": [c for c, _ in ranked[:top]],
                         "top_scores": [float(s) for _, s in ranked[:top]],

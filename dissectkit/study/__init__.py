@@ -27,6 +27,7 @@ class StudyParams(Params):
 def write_study(result: Any, out_dir: str | Path, params: StudyParams | None = None) -> Path:
     """Write ``<out_dir>/study/`` and return its page."""
     from dissectkit.study.analysis import analyse
+    from dissectkit.study.drift import write_drift
     from dissectkit.study.figures import write_figures
     from dissectkit.study.page import write_page
     from dissectkit.study.tables import write_tables
@@ -36,6 +37,9 @@ def write_study(result: Any, out_dir: str | Path, params: StudyParams | None = N
     groups = analyse(result, params.top_concepts, params.constant_neurons)
     files = write_tables(groups, folder)
     figures = write_figures(groups, folder, params.general_categories, params.top_categories)
+    drift_files, drift_figures = write_drift(result, groups, folder, params.general_categories)
+    files.update(drift_files)
+    figures.update(drift_figures)
     return write_page(result, groups, folder, files, figures)
 
 

@@ -18,7 +18,8 @@ SHIFTS = ("dissector", "method", "level", "category", "shift", "from_target", "t
 UNDER = ("dissector", "method", "concept", "category", "subcategory")
 NEURONS = ("dissector", "method", "target", "role", "layer_index", "layer", "unit", "label", "score",
            "category", "subcategory", "layer_threshold", "global_threshold", "meets_local", "meets_global", "constant",
-           "sim_corr", "top_auc", "sim_z", "interpretable", "top_concepts", "top_scores")
+           "sim_corr", "top_auc", "sim_z", "label_supported", "stability", "score_lo", "score_hi", "top_concepts",
+           "top_scores", "interpretable")  # interpretable: label_supported's deprecated alias (removed in 0.3)
 SEP = "|"
 
 

@@ -18,6 +18,8 @@ from dissectkit.synthetic import vocab
 TRAIN_SEED_OFFSET = 10_000
 EVAL_SEED_OFFSET = 20_000
 MASK_GRID = (7, 4)  # the stride-16 grid of MODEL_INPUT; per-location finding targets of the auxiliary heads
+DRIFT_LAYER = "blocks.6"  # the layer whose units the fine-tuning's planted drift swaps (one block, no skip)
+DRIFT_PAIRS = 8  # pairs of its units swapped
 
 
 @dataclass
@@ -441,6 +443,8 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
     nm = min(cfg.malignancy_train, len(data.x))
     malignancy = train_classifier(malignancy, data.x[:nm], data.malignancy[:nm], cfg.malignancy_epochs, cfg.batch, cfg.lr / 3,
                                   cfg.seed + 1, log, "malignancy")
+    planted, drifted = plant_drift(malignancy.state_dict(), seed=cfg.seed + 1)
+    malignancy.load_state_dict(planted)
     mal_auc = auc(predict(malignancy, held.x).numpy()[:, 0], held.malignancy_true.numpy())
     timings["malignancy_s"] = time.time() - t
     save_file(state_dict_fp16(malignancy), str(out_dir / "synth_effnet_malignancy.safetensors"))
@@ -472,6 +476,7 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
             "synth-effnet-malignancy": "synth_effnet_malignancy.safetensors",
             "synth-effnet-general": "synth_effnet_general.safetensors",
         },
+        "planted_drift": {"target": "synth-effnet-malignancy", "layer": DRIFT_LAYER, "units": drifted},
         "heldout": {
             "zero_shot_auc": _round(zs),
             "zero_shot_auc_mean_findings": _mean([zs[f] for f in vocab.FINDINGS]),
@@ -484,6 +489,27 @@ def _train_all(cfg: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> d
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return config
+
+
+def plant_drift(state: dict[str, Any], pairs: int = DRIFT_PAIRS, seed: int = 0) -> tuple[dict[str, Any], list[int]]:
+    """Planted neuron drift: swap ``pairs`` random pairs of ``DRIFT_LAYER``'s output units of a
+    fine-tuned tinynet_e state dict (its projection conv's and batch norm's rows, the head conv's input
+    columns), so the network computes the same function while each swapped unit now carries its
+    partner's feature: the units whose concept the fine-tuning changed are known. Returns the new
+    state dict and the swapped units, sorted."""
+    import torch
+
+    pre, head = f"{DRIFT_LAYER}.0.", "conv_head.weight"
+    n = state[pre + "conv_pwl.weight"].shape[0]
+    chosen = np.random.default_rng(seed).choice(n, size=2 * pairs, replace=False)
+    perm = torch.arange(n)
+    perm[torch.from_numpy(chosen[:pairs])], perm[torch.from_numpy(chosen[pairs:])] = (
+        torch.from_numpy(chosen[pairs:]), torch.from_numpy(chosen[:pairs]))
+    out = dict(state)
+    for key in ("conv_pwl.weight", "bn3.weight", "bn3.bias", "bn3.running_mean", "bn3.running_var"):
+        out[pre + key] = state[pre + key][perm].clone()
+    out[head] = state[head][:, perm].clone()
+    return out, sorted(int(u) for u in chosen)
 
 
 def _round(d: dict[str, float]) -> dict[str, float]:

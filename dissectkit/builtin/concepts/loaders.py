@@ -107,19 +107,11 @@ def _from_yaml(data: Any, p: Path, column: str) -> list[Concept]:
     raise DataError(f"{p}: expected a list of concepts or a mapping category -> [concepts], got {type(data).__name__}.")
 
 
-def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep", order: str = "workbook",
-                  concept_list: str | Path | None = None) -> list[Concept]:
-    """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
-    resolved as the published analysis does (docs/study.md, "The concept workbook").
-
-    ``whitespace``: ``keep`` (texts, sheet titles and headers as the workbook has them), ``strip``, or
-    ``published``: as ``keep``, but the variants of one concept that differ only in leading / trailing
-    spaces are one concept - the variant without them when it is listed, else the first listed - with
-    the category the published lookup gives that text (its own last listing). ``order``: ``workbook``
-    (first listing) or ``sorted`` (Python's string order, as the published sorted list).
-    ``concept_list``: the user's copy of the published concept list (one concept per line, read as
-    published: split on newlines, empty lines dropped, spaces kept): the set is exactly its concepts,
-    each with the lookup's category."""
+def workbook_listings(path: str | Path, whitespace: str = "keep") -> list[tuple[str, str, str | None]]:
+    """Every ``(concept, sheet, header)`` listing of a workbook in the Mammo-CLIP Dissect layout,
+    column by column as the published lookup is filled, repeats included (``whitespace``: ``strip``
+    strips texts, sheet titles and headers; otherwise they are kept as written). ``dissectkit
+    concepts audit`` reads them too."""
     p = _existing(path)
     from openpyxl import load_workbook
 
@@ -133,25 +125,44 @@ def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = 
             return None
         return str(value).strip() if whitespace == "strip" else str(value)
 
-    lookup: dict[str, tuple[str, str | None]] = {}  # the published lookup: text -> (sheet, header)
-    first: dict[str, None] = {}  # insertion order = first position
-    listings: dict[str, int] = {}
+    out: list[tuple[str, str, str | None]] = []
     for ws in wb.worksheets:
         rows = list(ws.iter_rows(values_only=True))
         if not rows:
             continue
         sheet = ws.title.strip() if whitespace == "strip" else ws.title
         headers = [cell(h) for h in rows[0]]
-        for j, header in enumerate(headers):  # column by column, as the published lookup is filled
+        for j, header in enumerate(headers):
             for row in rows[1:]:
                 text = cell(row[j]) if j < len(row) else None
-                if not text:
-                    continue
-                listings[text] = listings.get(text, 0) + 1
-                first.setdefault(text, None)
-                if text not in lookup or duplicates == "last":
-                    lookup[text] = (sheet, header)
+                if text:
+                    out.append((text, sheet, header))
     wb.close()
+    return out
+
+
+def read_workbook(path: str | Path, duplicates: str = "last", whitespace: str = "keep", order: str = "workbook",
+                  concept_list: str | Path | None = None) -> list[Concept]:
+    """The Mammo-CLIP Dissect layout (one sheet per broad category, row 1 = sub-category headers),
+    resolved as the published analysis does (docs/study.md, "The concept workbook").
+
+    ``whitespace``: ``keep`` (texts, sheet titles and headers as the workbook has them), ``strip``, or
+    ``published``: as ``keep``, but the variants of one concept that differ only in leading / trailing
+    spaces are one concept - the variant without them when it is listed, else the first listed - with
+    the category the published lookup gives that text (its own last listing). ``order``: ``workbook``
+    (first listing) or ``sorted`` (Python's string order, as the published sorted list).
+    ``concept_list``: the user's copy of the published concept list (one concept per line, read as
+    published: split on newlines, empty lines dropped, spaces kept): the set is exactly its concepts,
+    each with the lookup's category."""
+    p = Path(path).expanduser()
+    lookup: dict[str, tuple[str, str | None]] = {}  # the published lookup: text -> (sheet, header)
+    first: dict[str, None] = {}  # insertion order = first position
+    listings: dict[str, int] = {}
+    for text, sheet, header in workbook_listings(path, whitespace):
+        listings[text] = listings.get(text, 0) + 1
+        first.setdefault(text, None)
+        if text not in lookup or duplicates == "last":
+            lookup[text] = (sheet, header)
     several = [t for t, n in listings.items() if n > 1]
     if several:
         warnings.warn(

@@ -74,6 +74,12 @@ class ClipDissect(Method):
         settings = params.similarity_settings() if has_precision(spec.params) else dict(params.similarity_params)
         self.similarity = spec.build(spec.validate(settings, where="similarity"), ctx)
 
+    def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import clip_dissect_resampled
+
+        return clip_dissect_resampled(self, evidence, labels, resamples)
+
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
 

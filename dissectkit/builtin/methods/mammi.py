@@ -71,6 +71,12 @@ class Mammi(Method):
         self.params = params
         self.device = getattr(ctx, "device", "cpu")
 
+    def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import mammi_resampled
+
+        return mammi_resampled(self, evidence, labels, resamples, mammi_scores, mammi_threshold)
+
     def label(self, evidence: Evidence) -> LayerLabels:
         device = device_of(self, evidence)
         A, V = checked_inputs(evidence, device)

@@ -287,6 +287,12 @@ class NetDissect(Method):
                 out.append(self._iou_of_pixels(evidence, *above, names, device).cpu())
         return torch.cat(out, 0), dead.cpu()
 
+    def label_resampled(self, evidence: Evidence, labels: LayerLabels, resamples: Any) -> Any:
+        """Labels under bootstrap resamples of the probe, for label stability (``dissectkit.builtin.methods._resampled``)."""
+        from dissectkit.builtin.methods._resampled import netdissect_resampled
+
+        return netdissect_resampled(self, evidence, labels, resamples, _upsample)
+
     def label(self, evidence: Evidence) -> LayerLabels:
         import torch
 

@@ -6,4 +6,5 @@ COMMAND_MODULES = (
     "dissectkit.cli.commands.compare",
     "dissectkit.cli.commands.plugin",
     "dissectkit.cli.commands.evaluate",
+    "dissectkit.cli.commands.concepts",
 )

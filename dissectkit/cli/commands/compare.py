@@ -75,13 +75,16 @@ def _print_ranking(console, ranking: list[dict]) -> None:
     """Label sets ranked per layer by their labels' quality (no ground truth needed)."""
     from rich.table import Table
 
-    table = Table(title="Label quality per layer (ranked by mean simulation correlation)", title_justify="left")
-    for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "interpretable"):
+    table = Table(title="Label quality per layer (ranked by mean simulation correlation; and by mean stability)",
+                  title_justify="left")
+    for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "supported", "stability",
+                "stab. rank"):
         table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right", overflow="fold")
     for r in ranking:
-        share = r["interpretable_share"]
+        share = r.get("label_supported_share")
         table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
-                      _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}")
+                      _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}", _fmt(r.get("stability")),
+                      "—" if r.get("rank_stability") is None else str(r["rank_stability"]))
     console.print(table)
 
 
