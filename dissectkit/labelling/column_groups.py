@@ -9,12 +9,13 @@ from pydantic import BaseModel, ValidationError
 from dissectkit.base.errors import RecipeError, did_you_mean
 from dissectkit.base.params import format_validation_error
 from dissectkit.labelling.columns import Column, ColumnGroup, LabelContext
+from dissectkit.labelling.grounding import GROUNDING
 from dissectkit.labelling.quality import QUALITY
 
 
 def groups() -> list[ColumnGroup]:
     """The column groups, in table order."""
-    return [QUALITY]
+    return [QUALITY, GROUNDING]
 
 
 def all_columns() -> list[Column]:

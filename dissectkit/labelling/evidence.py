@@ -61,8 +61,8 @@ class Evidence:
     ``[N, D]`` (L2-normalised dissector embeddings of the same images, same order; row i of the
     embeddings is row i of the activations). ``encode_texts`` maps strings to L2-normalised
     ``[n, D]`` text embeddings (cached by the engine). ``spatial_maps``, when given, is a
-    zero-argument callable that returns a fresh iterator of ``SpatialBatch`` over the probe set
-    (mask-based methods iterate it more than once).
+    zero-argument callable that returns a fresh iterator of ``SpatialBatch`` over the same images in
+    the same order (mask-based methods iterate it more than once).
     """
 
     layer: str
@@ -74,6 +74,9 @@ class Evidence:
     seed: int = 0
     device: str | None = None
     activation_chunks: Callable[[], Iterator[torch.Tensor]] | None = None
+    image_index: torch.Tensor | None = None
+    """The probe index of each row (``[N]`` int64), when known (the engine gives it): a method that
+    keeps images (e.g. ``mammo-factor``'s top images per attribute) names them by it."""
     _n_neurons: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +145,7 @@ class LayerLabels:
     ``reasons`` says why a neuron has no concept: neuron index -> a code of
     :data:`NO_CONCEPT_REASONS` (``"dead"``: constant activation over the valid probe images;
     ``"no_match"``: nothing passes the method's rule). Neurons with a concept have no entry.
+    ``extra`` holds method-specific findings (plain data).
     """
 
     layer: str
@@ -149,6 +153,9 @@ class LayerLabels:
     params: dict[str, Any] = field(default_factory=dict)
     neurons: list[list[tuple[str, float]]] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What else the method found, as plain JSON data (e.g. ``mammo-factor``'s attributes: their
+    channels and heatmaps); written to ``labels.json`` only when not empty."""
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -184,6 +191,7 @@ class LayerLabels:
             "params": self.params,
             "neurons": [[[c, float(s)] for c, s in ranked] for ranked in self.neurons],
             "reasons": {str(k): self.reasons[k] for k in sorted(self.reasons)},
+            **({"extra": self.extra} if self.extra else {}),
         }
 
     @classmethod
@@ -195,4 +203,5 @@ class LayerLabels:
             params=dict(data.get("params", {})),
             neurons=[[(str(c), float(s)) for c, s in ranked] for ranked in data["neurons"]],
             reasons={int(k): str(v) for k, v in (data.get("reasons") or {}).items()},
+            extra=dict(data.get("extra") or {}),
         )
