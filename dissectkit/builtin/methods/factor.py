@@ -50,9 +50,11 @@ class FactorParams(Params):
     weight_decay: float = Field(0.01, ge=0, description="AdamW's (torch's default)")
     temperature: float = Field(0.07, gt=0)
     hidden: int | None = Field(None, ge=1, description="width of the heads' hidden layer; default H x W (published)")
-    ranking: Literal["contrast", "mean", "argmax"] = Field(
-        "contrast", description="channel score per attribute: mean cosine on images with it minus without ('contrast'), "
-        "with it ('mean'), or share of those images where the channel is the head's maximum ('argmax')")
+    ranking: Literal["contribution", "contrast", "mean", "argmax"] = Field(
+        "contribution", description="channel score per attribute: its mean contribution to the attribute's heatmap "
+        "((1 + cosine) / 2 x the map's mean) on images with it minus without ('contribution'), the same for the cosine "
+        "alone ('contrast'), the mean cosine on images with it ('mean'), or the share of those images where the channel "
+        "is the head's maximum ('argmax')")
     top_m: int = Field(5, ge=1, description="attributes kept per channel")
     min_score: float = Field(0.0, description="a channel's attributes score above this; none: no concept")
     heatmap_channels: int = Field(5, ge=1, description="top channels of an attribute summed into its heatmaps")
@@ -111,6 +113,11 @@ class Heads:
             E = torch.nn.functional.normalize(E, dim=-1)
             parts.append(torch.einsum("bakd,ad->bak", E, T[sl]))
         return torch.cat(parts, 1)
+
+
+def heat_weight(cos):
+    """A channel's weight in an attribute's heatmap: its head's cosine mapped to ``[0, 1]``."""
+    return (1 + cos) / 2
 
 
 def contrastive_loss(logits, positive):
@@ -315,8 +322,12 @@ class MammoFactor(Method):
             for X, rows in self._batches(evidence, known, hw, device):
                 cos = heads.cosines(X, T)  # [b, A, K]
                 y = Y[rows].to(device).float()  # [b, A]
-                sp = torch.einsum("ba,bak->ak", y, cos)
-                sn = torch.einsum("ba,bak->ak", 1 - y, cos)
+                if self.params.ranking == "contribution":
+                    cos_rank = heat_weight(cos) * X.mean(-1).unsqueeze(1)
+                else:
+                    cos_rank = cos
+                sp = torch.einsum("ba,bak->ak", y, cos_rank)
+                sn = torch.einsum("ba,bak->ak", 1 - y, cos_rank)
                 best = torch.nn.functional.one_hot(cos.argmax(-1), cos.shape[-1]).float()  # [b, A, K]
                 am = torch.einsum("ba,bak->ak", y, best)
                 sum_pos = sp if sum_pos is None else sum_pos + sp
@@ -387,7 +398,7 @@ class MammoFactor(Method):
                     cos = heads.cosines(X.reshape(1, X.shape[1], hw), T)[0]  # [A, K]
                     for a in attrs:
                         ks = channels[a]
-                        weight = cos[a, ks].clamp_min(0)
+                        weight = heat_weight(cos[a, ks])
                         heat = (weight[:, None, None] * X[0, ks].clamp_min(0)).sum(0)
                         maps[(a, start + b)] = (heat.cpu().numpy(), self._localise(heat, batch.masks[b], classes[attributes[a]], grid))
                 start += n
