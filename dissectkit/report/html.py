@@ -12,6 +12,7 @@ from dissectkit.base.params import Params
 from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
+from dissectkit.report.attributes import attribute_panels
 from dissectkit.report.plot_process import SummaryPlots
 from dissectkit.report.render import render
 from dissectkit.report.visuals import Visuals
@@ -44,6 +45,7 @@ class LayerView:
     page: str | None = None
     categories: list[str] = field(default_factory=list)
     n_cards: int = 0
+    attributes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def no_concept_reason(ll: Any, unit: int) -> str | None:
@@ -78,6 +80,8 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: Htm
             "subcategory": concept.subcategory if concept else None,
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
             "reason": no_concept_reason(ll, unit),
+            "grounding": {c: (ls.columns.get(layer) or {}).get(c, [None] * (unit + 1))[unit]
+                          for c in ("grounding_iou", "pointing", "grounding_note")},
             "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
         })
     return out
@@ -178,6 +182,7 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
             view = LayerView(key, lsi, layer, ll.method, neurons, _summary(ll, neurons))
             view.categories = sorted({n["category"] or plots.UNCATEGORISED for n in neurons if n["label"]})
             view.n_cards = sum(1 for n in neurons if n["card"])
+            view.attributes = attribute_panels(run, ll, visuals, opts)
             if split:
                 view.page = f"report-{key}.html"
             set_views.append(view)
