@@ -9,7 +9,8 @@ the cache has not seen). Prints each time and the ratio on / off.
 ``auc``: every method on the final conv layer of ``synth-effnet-planted`` (one class activation map
 per finding, 12 random channels; truth known) over the synthetic probe with masks; per method, the
 AUC of ``grounding_iou`` separating right top-1 labels (label == the channel's planted concept) from
-wrong ones (any other label, or any label of a random channel).
+wrong ones (any other label, or any label of a random channel); also among the labels that are
+findings (not a breast composition, whose masks cover the whole breast).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grounding.py [cost|auc|both] [--n 1000] [--repeat 2]
 """
@@ -38,11 +39,12 @@ def _quickstart(out: Path, n: int, columns: dict[str, Any]) -> dict[str, Any]:
 
 def _timed(recipe: dict[str, Any]) -> float:
     import dissectkit as dk
+    from dissectkit.host.recipe import recipe_from_dict
     from dissectkit.labelling import grounding
 
     grounding._MEMO.clear()  # nothing carried over in this process: only the on-disk cache
     t0 = time.perf_counter()
-    dk.run(copy.deepcopy(recipe))
+    dk.run(recipe_from_dict(copy.deepcopy(recipe)))
     return time.perf_counter() - t0
 
 
@@ -75,6 +77,7 @@ def _auc(right: list[float], wrong: list[float]) -> float | None:
 
 def auc(n: int, out: Path) -> None:
     import dissectkit as dk
+    from dissectkit.host.recipe import recipe_from_dict
     from dissectkit.synthetic import arch
     from dissectkit.synthetic.plugin import _config_of
 
@@ -91,12 +94,12 @@ def auc(n: int, out: Path) -> None:
         "runtime": {"device": "cpu", "batch_size": 100, "num_workers": 0, "offline": True, "seed": 0},
     }
     t0 = time.perf_counter()
-    result = dk.run(recipe)
+    result = dk.run(recipe_from_dict(recipe))
     elapsed = time.perf_counter() - t0
     truth = [*classes, *([None] * 12)]
     print(f"planted layer of synth-effnet-planted, n={n}, run {elapsed:.1f} s")
     print(f"  {'method':14s} {'right':>5s} {'wrong':>5s} {'no score':>8s} {'AUC iou':>8s} {'AUC pointing':>12s} "
-          f"{'iou right':>9s} {'iou wrong':>9s}")
+          f"{'iou right':>9s} {'iou wrong':>9s} {'AUC iou, findings':>17s} {'n':>5s}")
     for method in METHODS:
         rows = [r for r in result.rows() if r["method"] == method and r["label"] is not None]
         scored = [r for r in rows if r["grounding_iou"] is not None]
@@ -104,12 +107,15 @@ def auc(n: int, out: Path) -> None:
         wrong = [r for r in scored if r["label"] != truth[r["unit"]]]
         a = _auc([r["grounding_iou"] for r in right], [r["grounding_iou"] for r in wrong])
         p = _auc([r["pointing"] for r in right], [r["pointing"] for r in wrong])
+        local = [r for r in scored if r["category"] != "breast composition"]  # masks that are not the whole breast
+        f = _auc([r["grounding_iou"] for r in local if r in right], [r["grounding_iou"] for r in local if r in wrong])
 
         def mean(rs: list[dict[str, Any]]) -> str:
             return f"{statistics.fmean(r['grounding_iou'] for r in rs):.3f}" if rs else "-"
 
         print(f"  {method:14s} {len(right):5d} {len(wrong):5d} {len(rows) - len(scored):8d} "
-              f"{'-' if a is None else f'{a:.3f}':>8s} {'-' if p is None else f'{p:.3f}':>12s} {mean(right):>9s} {mean(wrong):>9s}")
+              f"{'-' if a is None else f'{a:.3f}':>8s} {'-' if p is None else f'{p:.3f}':>12s} {mean(right):>9s} {mean(wrong):>9s} "
+              f"{'-' if f is None else f'{f:.3f}':>17s} {len(local):5d}")
 
 
 def main() -> None:
