@@ -64,12 +64,15 @@ def _print_ranking(console, ranking: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Label quality per layer (ranked by mean simulation correlation)", title_justify="left")
-    for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "interpretable"):
+    grounded = any(r.get("grounding_iou") is not None for r in ranking)  # probes with masks: where labels land
+    for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "interpretable",
+                *(("grounding IoU", "pointing") if grounded else ())):
         table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right")
     for r in ranking:
         share = r["interpretable_share"]
         table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
-                      _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}")
+                      _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}",
+                      *((_fmt(r.get("grounding_iou")), _fmt(r.get("pointing"))) if grounded else ()))
     console.print(table)
 
 
