@@ -296,13 +296,13 @@ def test_netdissect_matches_brute_force_on_the_comparison_grid():
 def test_netdissect_running_top_pixels_is_exact_with_ties():
     # integer values (many ties at the threshold) offered in pieces of varied width: T is the
     # rank-th largest value and exactly the pixels above it are reported, with their indices
-    from dissectkit.builtin.methods.netdissect import _TopPixels
+    from dissectkit.labelling.spatial_grid import TopPixels
 
     gen = torch.Generator().manual_seed(6)
     V = torch.randint(0, 40, (3, 2000), generator=gen).float()
     V[1] = 5.0  # a constant neuron: nothing lies above its threshold
     for rank in (1, 7, 150, 2000):
-        top, s = _TopPixels(3, rank, "cpu"), 0
+        top, s = TopPixels(3, rank, "cpu"), 0
         for w in (13, 400, 1, 700, 886):
             top.add(V[:, s : s + w], s)
             s += w

@@ -132,7 +132,7 @@ def test_output_columns_turn_a_group_off_and_name_unknown_groups(tmp_path):
         "dissector": "synth-clip", "target": {"name": "synth-effnet-concepts", "layers": ["classifier"]},
         "probe": {"name": "synth-mammo", "params": {"n": 24}}, "concepts": {"name": "synth-mammo-concepts", "params": {"groups": ["findings"]}},
         "method": {"name": "clip-dissect", "params": {"similarity": "cos"}},
-        "output": {"dir": str(tmp_path / "run"), "reporters": ["csv"], "columns": {"quality": False}},
+        "output": {"dir": str(tmp_path / "run"), "reporters": ["csv"], "columns": {"quality": False, "grounding": False}},
         "runtime": {"device": "cpu"},
     })
     result = dk.run(recipe)

@@ -87,6 +87,7 @@ def label_layer(res: Resolved, ex: Extraction, slot: TargetSlot, layer: str, enc
             spatial_maps=spatial,
             seed=res.ctx.seed,
             device=res.ctx.device,
+            image_index=valid.nonzero().flatten(),
         )
 
     def record(d_label: str, m_label: str, labels: LayerLabels) -> None:

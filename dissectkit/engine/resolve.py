@@ -66,9 +66,11 @@ class Resolved:
 
     @property
     def needs_spatial(self) -> bool:
-        """Whether the pass must also cache spatial maps and aligned masks (a mask method is asked
-        for and the probe has masks; ``resolve`` already refused a mask method without masks)."""
-        return any(m.needs_masks for m in self.methods.values()) and self.probe_has_masks
+        """Whether the pass must also cache spatial maps and aligned masks: the probe has masks and a
+        mask method is asked for or the ``grounding`` columns are on (``resolve`` already refused a
+        mask method without masks)."""
+        grounding = self.columns.get("grounding", True) is not None
+        return self.probe_has_masks and (grounding or any(m.needs_masks for m in self.methods.values()))
 
 
 def build_context(recipe: Recipe, local_rank: int | None = None, **overrides: Any) -> BuildContext:

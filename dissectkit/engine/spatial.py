@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dissectkit.base.types import LayerInfo
-from dissectkit.engine.cache import ChunkedEntry
+from dissectkit.engine.cache import ChunkedEntry, atomic_write_bytes, content_key
 from dissectkit.labelling.evidence import SpatialBatch
+from dissectkit.labelling.spatial_grid import bounded_size as _bounded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,10 +25,7 @@ _F16_MAX = 65504.0
 
 def bounded_size(h: int, w: int, max_side: int = SPATIAL_MAX_SIDE) -> tuple[int, int]:
     """``(h, w)`` scaled so that its longer side is at most ``max_side`` (never enlarged)."""
-    if max(h, w) <= max_side:
-        return h, w
-    scale = max_side / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    return _bounded(h, w, max_side)
 
 
 def bounded_maps(out: torch.Tensor) -> torch.Tensor:
@@ -119,6 +118,43 @@ class SpatialSource:
     masks: ChunkedEntry
     valid: torch.Tensor
     batch_size: int
+
+    @property
+    def key(self) -> str:
+        """A content key of what the stream yields (the maps' and masks' cache entries and the images
+        kept): what is computed from it (thresholds, trained heads) may be memoised or cached under it."""
+        import hashlib
+
+        import numpy as np
+
+        rows = hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
+        return content_key("spatial-source", self.maps.root.name, self.masks.root.name, len(self.valid), rows)
+
+    def derived_path(self, name: str, parts: Any) -> Path:
+        """Where what is computed from this stream under ``name`` and ``parts`` (JSON-serialisable
+        settings) is kept: inside the maps' cache entry, so it goes when the maps go."""
+        return self.maps.root / "derived" / f"{name}-{content_key(name, self.key, parts)}.safetensors"
+
+    def load_derived(self, name: str, parts: Any) -> dict[str, torch.Tensor] | None:
+        """Tensors saved by :meth:`save_derived` with the same ``name`` and ``parts``, else ``None``
+        (also for a file that cannot be read: it is computed again)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.derived_path(name, parts)
+        if not path.exists():
+            return None
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError):
+            return None
+
+    def save_derived(self, name: str, parts: Any, tensors: dict[str, torch.Tensor]) -> None:
+        """Keep tensors computed from this stream (e.g. thresholds, trained heads), written atomically."""
+        from safetensors.torch import save
+
+        blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+        atomic_write_bytes(self.derived_path(name, parts), blob)
 
     def __call__(self) -> Iterator[SpatialBatch]:
         import torch

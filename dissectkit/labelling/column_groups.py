@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from dissectkit.base.errors import RecipeError, did_you_mean
 from dissectkit.base.params import format_validation_error
 from dissectkit.labelling.columns import Column, ColumnGroup, LabelContext
+from dissectkit.labelling.grounding import GROUNDING
 from dissectkit.labelling.margins import MARGINS
 from dissectkit.labelling.quality import QUALITY
 from dissectkit.labelling.stability import STABILITY
@@ -16,7 +17,7 @@ from dissectkit.labelling.stability import STABILITY
 
 def groups() -> list[ColumnGroup]:
     """The column groups, in table order."""
-    return [QUALITY, MARGINS, STABILITY]
+    return [QUALITY, MARGINS, STABILITY, GROUNDING]
 
 
 def all_columns() -> list[Column]:

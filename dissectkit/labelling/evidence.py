@@ -61,8 +61,8 @@ class Evidence:
     ``[N, D]`` (L2-normalised dissector embeddings of the same images, same order; row i of the
     embeddings is row i of the activations). ``encode_texts`` maps strings to L2-normalised
     ``[n, D]`` text embeddings (cached by the engine). ``spatial_maps``, when given, is a
-    zero-argument callable that returns a fresh iterator of ``SpatialBatch`` over the probe set
-    (mask-based methods iterate it more than once).
+    zero-argument callable that returns a fresh iterator of ``SpatialBatch`` over the same images in
+    the same order (mask-based methods iterate it more than once).
     """
 
     layer: str
@@ -74,6 +74,9 @@ class Evidence:
     seed: int = 0
     device: str | None = None
     activation_chunks: Callable[[], Iterator[torch.Tensor]] | None = None
+    image_index: torch.Tensor | None = None
+    """The probe index of each row (``[N]`` int64), when known (the engine gives it): a method that
+    keeps images (e.g. ``mammo-factor``'s top images per attribute) names them by it."""
     _n_neurons: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +152,7 @@ class LayerLabels:
     evaluations of one score may differ by up to this much, so a top-1 / top-2 margin at or below
     it is a coin toss (the ``margins`` column group). ``runner_up`` (optional) holds, for neurons
     whose ranked list has fewer than two concepts, the second-best score over every concept.
+    ``extra`` holds method-specific findings (plain data).
     """
 
     layer: str
@@ -158,6 +162,9 @@ class LayerLabels:
     reasons: dict[int, str] = field(default_factory=dict)
     tolerance: float | None = None
     runner_up: dict[int, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What else the method found, as plain JSON data (e.g. ``mammo-factor``'s attributes: their
+    channels and heatmaps); written to ``labels.json`` only when not empty."""
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -195,6 +202,7 @@ class LayerLabels:
             "reasons": {str(k): self.reasons[k] for k in sorted(self.reasons)},
             **({"tolerance": float(self.tolerance)} if self.tolerance is not None else {}),
             **({"runner_up": {str(k): float(self.runner_up[k]) for k in sorted(self.runner_up)}} if self.runner_up else {}),
+            **({"extra": self.extra} if self.extra else {}),
         }
 
     @classmethod
@@ -210,4 +218,5 @@ class LayerLabels:
             reasons={int(k): str(v) for k, v in (data.get("reasons") or {}).items()},
             tolerance=None if tolerance is None else float(tolerance),
             runner_up={int(k): float(v) for k, v in (data.get("runner_up") or {}).items()},
+            extra=dict(data.get("extra") or {}),
         )

@@ -12,6 +12,7 @@ from dissectkit.base.params import Params
 from dissectkit.labelling.measures import layer_threshold
 from dissectkit.report import plots
 from dissectkit.report.assets import slug
+from dissectkit.report.attributes import attribute_panels
 from dissectkit.report.plot_process import SummaryPlots
 from dissectkit.report.render import render
 from dissectkit.report.units import score_note
@@ -47,6 +48,7 @@ class LayerView:
     page: str | None = None
     categories: list[str] = field(default_factory=list)
     n_cards: int = 0
+    attributes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def no_concept_reason(ll: Any, unit: int) -> str | None:
@@ -65,11 +67,16 @@ def no_concept_reason(ll: Any, unit: int) -> str | None:
 
 def card_columns(ls: Any, layer: str, unit: int) -> list[tuple[str, str, Any]]:
     """``(name, description, value)`` of a neuron's per-neuron columns shown on its card: those with a
-    direction and every number (label quality, stability and its interval, ...), where it has a value."""
+    direction and every number (label quality, stability and its interval, ...), where it has a value;
+    the margins and grounding groups have their own lines on the card."""
     from dissectkit.labelling.column_groups import all_columns
+    from dissectkit.labelling.grounding import GROUNDING
+    from dissectkit.labelling.margins import MARGINS
 
+    own_line = {c.name for group in (MARGINS, GROUNDING) for c in group.columns}
     values = ls.columns.get(layer, {})
-    shown = [c for c in all_columns() if (c.better is not None or c.kind == "float") and c.name in values]
+    shown = [c for c in all_columns()
+             if (c.better is not None or c.kind == "float") and c.name in values and c.name not in own_line]
     return [(c.name, c.description, values[c.name][unit]) for c in shown
             if unit < len(values[c.name]) and values[c.name][unit] is not None]
 
@@ -94,6 +101,8 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: Htm
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
             "reason": no_concept_reason(ll, unit),
             "columns": card_columns(ls, layer, unit) if with_card else [],
+            "grounding": {c: (ls.columns.get(layer) or {}).get(c, [None] * (unit + 1))[unit]
+                          for c in ("grounding_iou", "pointing", "grounding_note")},
             "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
             "margin": margin["margin"][unit], "near_tie": margin["near_tie"][unit],
         })
@@ -201,6 +210,7 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
             view = LayerView(key, lsi, layer, ll.method, neurons, _summary(ll, neurons))
             view.categories = sorted({n["category"] or plots.UNCATEGORISED for n in neurons if n["label"]})
             view.n_cards = sum(1 for n in neurons if n["card"])
+            view.attributes = attribute_panels(run, ll, visuals, opts)
             if split:
                 view.page = f"report-{key}.html"
             set_views.append(view)

@@ -52,6 +52,14 @@ class ModelParams(Params):
     weights: WeightsRef | None = None
 
 
+class PlantedParams(ModelParams):
+    """``unplanted``: channels of the planted layer that are seeded random projections (no concept);
+    ``seed``: their seed."""
+
+    unplanted: int = Field(default=12, ge=0, le=4096)
+    seed: int = 0
+
+
 class SynthConceptParams(Params):
     """Groups to include: ``findings`` (the ground-truth names), ``synonyms``, ``birads`` (the
     mammography terms of ``mammo-birads``) and ``distractors`` (everyday words)."""
@@ -94,6 +102,9 @@ def dissectkit_register_targets(register: Register) -> None:
         register(name, _target_factory(name), params=ModelParams,
                      description=f"tinynet_e (timm EfficientNet): {what}", licence=LICENCE,
                      layers=_target_layers(name))
+    register("synth-effnet-planted", _make_planted, params=PlantedParams,
+             description="synth-effnet-concepts plus layer 'planted': one class activation map per finding and "
+             "composition class (known truth) and random channels", licence=LICENCE, layers=_planted_layers)
 
 
 @hookimpl
@@ -133,6 +144,25 @@ def _target_layers(name: str):
         return arch.effnet_layers(arch.n_outputs(arch.target_classes(name, _config_of(params.weights, ctx))))
 
     return layers
+
+
+def _make_planted(params: PlantedParams, ctx: Any):
+    from dissectkit.synthetic.planted import SynthEffnetPlanted
+
+    return SynthEffnetPlanted(params.weights, ctx, params.unplanted, params.seed)
+
+
+def _planted_layers(params: PlantedParams, ctx: Any):
+    """The concepts target's layers and ``planted`` (no torch, no weights read)."""
+    from dissectkit.base.types import LayerInfo
+    from dissectkit.synthetic import arch
+
+    n_out = arch.n_outputs(arch.target_classes("synth-effnet-concepts", _config_of(params.weights, ctx)))
+    layers = arch.effnet_layers(n_out)
+    shape = next(info.shape for info in layers if info.name == "bn2")
+    assert shape is not None
+    k = n_out + params.unplanted
+    return [*layers, LayerInfo("planted", k, "conv", (k, *shape[1:]))]
 
 
 def _config_of(ref: Any, ctx: Any) -> dict[str, Any]:

@@ -140,11 +140,12 @@ def _row_batches(evidence: Evidence) -> Iterator[tuple[torch.Tensor, list[Any], 
         start += maps.shape[0]
 
 
-def netdissect_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamples: Resamples,
-                         upsample: Callable[..., Any]) -> ResampledLabels:
+def netdissect_resampled(method: Any, evidence: Evidence, labels: LayerLabels, resamples: Resamples) -> ResampledLabels:
     """``netdissect`` over resampled images: IoU from the weighted per-image counts at the full-probe
-    thresholds (``upsample``: the method's own)."""
+    thresholds."""
     import torch
+
+    from dissectkit.labelling.spatial_grid import upsample
 
     if evidence.spatial_maps is None:
         return None  # type: ignore[return-value]  # the method raised already when labelling

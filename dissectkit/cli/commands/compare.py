@@ -77,14 +77,16 @@ def _print_ranking(console, ranking: list[dict]) -> None:
 
     table = Table(title="Label quality per layer (ranked by mean simulation correlation; and by mean stability)",
                   title_justify="left")
+    grounded = any(r.get("grounding_iou") is not None for r in ranking)  # probes with masks: where labels land
     for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "supported", "stability",
-                "stab. rank"):
+                "stab. rank", *(("grounding IoU", "pointing") if grounded else ())):
         table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right", overflow="fold")
     for r in ranking:
         share = r.get("label_supported_share")
         table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
                       _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}", _fmt(r.get("stability")),
-                      "—" if r.get("rank_stability") is None else str(r["rank_stability"]))
+                      "—" if r.get("rank_stability") is None else str(r["rank_stability"]),
+                      *((_fmt(r.get("grounding_iou")), _fmt(r.get("pointing"))) if grounded else ()))
     console.print(table)
 
 
