@@ -66,7 +66,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
             preflight(recipe, ctx, final, console)
             note_run(final, ctx.cache_dir)
         res = resolve(recipe, ctx)
-    threads = rt.threads or default_threads(world.local_size, rt.num_workers)
+    threads = rt.threads or default_threads(world.local_size, rt.num_workers, device=res.ctx.device)
     with intra_op_threads(threads):
         seed_everything(rt.seed)
         cache = Cache(res.ctx.cache_dir)
