@@ -165,7 +165,8 @@ def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplo
     # a damaged file is only a lost head start: the report reads the images again
     saved[0].write_bytes(b"not an npz")
     third = _quickstart(tmp_path)
-    assert third.evidence.observations == {} and "Ignoring the cached observation" in caplog.text
+    empty = third.evidence.observations["html"]  # nothing kept: the report fills it (and keeps it again)
+    assert empty.thumbnails == {} and empty.layers == {} and "Ignoring the cached observation" in caplog.text
     assert "reporter 'html'" in caplog.text
     assert (tmp_path / "out" / "report.html").is_file()
 

@@ -194,7 +194,9 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
     if split:
         for view in views:
             render("layer_page.html.j2", out_dir / view.page, view=view, ls=run.label_sets[view.label_set], **context)
-    return render("report.html.j2", out_dir / REPORT, **context)
+    page = render("report.html.j2", out_dir / REPORT, **context)
+    visuals.keep()  # what the cards needed of the images, for the next report of these activations
+    return page
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:

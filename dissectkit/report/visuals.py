@@ -1,9 +1,12 @@
 """The images of the neuron cards: top images, thumbnails and heatmaps, from what the pass kept, else
-read again once per target (docs/reports.md, "HTML report"); an unreadable image becomes a placeholder."""
+read again once per target (docs/reports.md, "HTML report"); an unreadable image becomes a placeholder.
+What the report computes from the images (thumbnails, their files, maps, mask outlines) is added to
+the run's card evidence and kept in the cache (:meth:`Visuals.keep`): a later report of the same
+activations - another method, similarity or concept set - reads no image."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +15,14 @@ import numpy as np
 from dissectkit.base.context import available_cpus
 from dissectkit.report.assets import (
     ImageAssets,
+    Thumbnail,
     colormap_lut,
     heatmap_rgba,
+    make_thumbnail,
     normalise_per_neuron,
     png_data_uri,
 )
-from dissectkit.report.cards import kept_cards
+from dissectkit.report.cards import CardEvidence, LayerCardMaps, kept_cards
 from dissectkit.results.evidence import read_error
 
 MAX_MAP_SIDE = 32
@@ -45,6 +50,15 @@ class Visuals:
         self.live = self.evidence is not None
         self.assets = ImageAssets(folder, folder.name, opts.thumb_size) if self.live and opts.top_images > 0 else None
         self.layers: dict[tuple[str, str], LayerCards] = {}
+        self.cards: CardEvidence | None = kept_cards(self.evidence, opts.thumb_size, MAX_MAP_SIDE) if self.assets else None
+        self.made: dict[int, tuple[Thumbnail, bytes]] = {}
+        """Thumbnails (and their files) made here from images read again."""
+        self.mapped: dict[tuple[str, str], LayerCardMaps] = {}
+        """Layers whose maps were (partly) computed here: every shown map, for the card evidence."""
+        self.encoded: dict[int, bytes] = {}
+        """Thumbnail files encoded here from thumbnails the pass kept."""
+        if self.cards is not None and self.assets is not None:
+            self.assets.outline_png.update(self.cards.outlines)
 
     def prepare(self, wanted: dict[tuple[str, str], list[int]]) -> None:
         """Compute every card image: ``wanted[(target, layer)]`` = units shown with a card."""
@@ -110,16 +124,24 @@ class Visuals:
         for layer in layers:
             if layer in heat:
                 self.layers[(target, layer)].heat = _encode(heat[layer], lut, self.opts.heatmap_alpha)
+                if unmapped.get(layer):
+                    self.mapped[(target, layer)] = _card_maps(heat[layer], self.layers[(target, layer)].indices, n)
 
     def _kept(self, pool: Any, target: str, images: list[int], layers: list[str],
               slots: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], heat: dict[str, np.ndarray]) -> dict[str, set[int]]:
         """Write the thumbnails and fill ``heat`` with the maps the run's pass kept; returns, per
         layer, the shown images whose maps it lacks."""
-        cards = kept_cards(self.evidence, self.opts.thumb_size, MAX_MAP_SIDE)
+        cards = self.cards
         if cards is None:
             return {layer: set(slots[layer][2].tolist()) for layer in layers}
         thumbs = [(i, cards.thumbnails[i]) for i in images if i in cards.thumbnails]
-        list(pool.map(lambda pair: self.assets.add_thumbnail(*pair), thumbs))
+
+        def write(index: int, thumb: Thumbnail) -> None:
+            data = self.assets.add_thumbnail(index, thumb, cards.jpeg.get(index))
+            if index not in cards.jpeg:
+                self.encoded[index] = data
+
+        list(pool.map(lambda pair: write(*pair), thumbs))
         unmapped = {}
         for layer in layers:
             ks, js, idx = slots[layer]
@@ -136,11 +158,31 @@ class Visuals:
         try:
             item = self.evidence.read(index)
             x = self.evidence.model_input(target, item.image)
-            self.assets.add(index, item)
+            thumb = make_thumbnail(item, self.opts.thumb_size)
+            self.made[index] = (thumb, self.assets.add_thumbnail(index, thumb))
         except Exception as exc:  # noqa: BLE001 - any unreadable image becomes a placeholder
             self.assets.fail(index, read_error(exc))
             return index, None
         return index, x
+
+    def keep(self) -> None:
+        """Add what this report computed from the images to the run's card evidence and keep it in
+        the cache (once the pages are written: the mask outlines are made while they are)."""
+        cards = self.cards
+        if cards is None or self.assets is None:
+            return
+        outlines = {key: data for key, data in self.assets.outline_png.items() if key not in cards.outlines}
+        if not (self.made or self.mapped or self.encoded or outlines):
+            return
+        completed = replace(  # a copy: the run's evidence stays what its pass kept
+            cards,
+            thumbnails={**cards.thumbnails, **{index: thumb for index, (thumb, _) in self.made.items()}},
+            layers={**cards.layers, **self.mapped},
+            jpeg={**cards.jpeg, **self.encoded, **{index: data for index, (_, data) in self.made.items()}},
+            outlines={**cards.outlines, **outlines},
+        )
+        self.made, self.mapped, self.encoded = {}, {}, {}
+        completed.save()
 
     def images(self, target: str, layer: str, unit: int, concepts: list[str]) -> list[dict[str, Any]]:
         """The card images of one neuron: id, value, thumbnail (or placeholder), heatmap, outlines."""
@@ -184,6 +226,16 @@ def _heat(heat: dict[str, np.ndarray], layer: str, units: int, n: int, side: tup
     if layer not in heat:
         heat[layer] = np.full((units, n, *side), np.nan, np.float32)
     return heat[layer]
+
+
+def _card_maps(heat: np.ndarray, indices: list[list[int]], n: int) -> LayerCardMaps:
+    """The shown maps of a layer (``[K, n, h, w]``, NaN: none) as card evidence (float16, as the pass keeps them)."""
+    images = np.full((len(indices), n), -1, np.int64)
+    for k, row in enumerate(indices):
+        images[k, : len(row[:n])] = row[:n]
+    shown = ~np.isnan(heat).all(axis=(2, 3))
+    images[~shown] = -1
+    return LayerCardMaps(images, np.nan_to_num(heat).astype(np.float16))
 
 
 def _slots(indices: list[list[int]], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
