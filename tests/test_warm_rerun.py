@@ -89,3 +89,11 @@ def test_the_first_report_of_cached_activations_keeps_what_it_read(tmp_path, rea
         first = tmp_path / "first" / "report_files" / "thumbs" / thumb.name
         if first.is_file():
             assert thumb.read_bytes() == first.read_bytes()
+
+
+def test_the_default_heatmap_colours_are_matplotlibs():
+    from dissectkit.report.assets import colormap_lut
+    from dissectkit.report.visuals import heat_lut
+
+    assert heat_lut("inferno").tobytes() == colormap_lut("inferno").tobytes()
+    assert heat_lut("viridis").tobytes() == colormap_lut("viridis").tobytes()

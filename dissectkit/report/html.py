@@ -140,10 +140,11 @@ def layer_href(key: str, split: bool) -> str:
     return f"{f'report-{key}.html' if split else REPORT}#{key}"
 
 
-def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:
+def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None, plots_child: Any = None) -> Path:
     """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``.
 
-    The summary plots are drawn by a child process (``plot_process``) while the card images are
+    The summary plots are drawn by a child process (``plot_process``; ``plots_child``: one started
+    before, see :func:`~dissectkit.report.plot_process.early_child`) while the card images are
     computed and the pages rendered (their file names are known in advance); it returns once they
     are drawn.
     """
@@ -151,7 +152,7 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
     out_dir = Path(out_dir)
     folder = out_dir / FILES
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    drawing = SummaryPlots(run, folder / "plots")
+    drawing = SummaryPlots(run, folder / "plots", plots_child)
     try:
         page = _write_pages(run, out_dir, opts, folder)
     except BaseException:
