@@ -12,7 +12,8 @@ timed from start to exit (wall) with its peak RSS (``wait4``; the main process, 
   (the published structure still loads its models and sets up its datasets; dissectkit resolves,
   labels and reports - with the HTML report, whose card images come from the cache).
 
-Prints min and median wall per run kind and their ratios (dissectkit / published), and the top-1
+dissectkit runs as the README's quickstart installs it: the plugins installed in this environment
+are disabled (``DISSECTKIT_DISABLE_PLUGINS``). Prints min and median wall per run kind and their ratios (dissectkit / published), and the top-1
 agreement of the cold runs' labels (every layer, every neuron). Issue 22's bars: cold <= 0.6x at
 N = 1,000 and 4,000; warm with another similarity and the HTML report <= 0.5x.
 """
@@ -57,6 +58,16 @@ def published(n: int, tmp: Path, similarity: str, env: dict[str, str]) -> tuple[
     return wall, peak, Path(out.strip().splitlines()[-1]) / "descriptions.csv"
 
 
+def quickstart_env(env: dict[str, str]) -> dict[str, str]:
+    """dissectkit as the README's quickstart installs it: without the plugins installed in this
+    environment (their hooks - e.g. the TensorBoard tracker's - would run in every run)."""
+    from importlib import metadata
+
+    plugins = sorted({ep.dist.name for ep in metadata.entry_points(group="dissectkit")
+                      if ep.dist is not None and ep.dist.name != "dissectkit"})
+    return {**env, "DISSECTKIT_DISABLE_PLUGINS": ",".join(plugins)}
+
+
 def dissectkit(n: int, tmp: Path, similarity: str, reporters: str, env: dict[str, str]) -> tuple[float, float, Path]:
     out = tmp / f"dk-out-{n}-{similarity}"
     sets = [f"probe.params.n={n}", f"runtime.cache_dir={tmp / f'dk-cache-{n}'}", f"output.reporters=[{reporters}]",
@@ -64,7 +75,7 @@ def dissectkit(n: int, tmp: Path, similarity: str, reporters: str, env: dict[str
     cmd = [sys.executable, "-m", "dissectkit", "run", str(RECIPE), "--quiet", "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    wall, peak, _ = timed(cmd, env)
+    wall, peak, _ = timed(cmd, quickstart_env(env))
     return wall, peak, out / "neurons.csv"
 
 
