@@ -18,6 +18,10 @@ Prints, in one run:
     python benchmarks/scale.py                      # quick: N = 10k, 100k; netdissect N = 500
     python benchmarks/scale.py --full               # the acceptance sizes (1M needs ~8.4 GB of disk)
     python benchmarks/scale.py --parts a --sizes 10000,1000000 --methods soft_wpmi,cos,mammi
+    python benchmarks/scale.py --device cuda        # on a GPU (benchmarks/gpu.sh runs it so)
+
+``--device`` runs every part there: (a) labels with the method and the evidence on that device, (b)
+and (c) set ``runtime.device``. ``--report-n`` sets (c)'s probe size (default: the recipe's).
 
 Run with ``OMP_NUM_THREADS`` set on a shared machine. Sizes, methods and parts are configurable.
 """
@@ -114,12 +118,14 @@ def write_layer(cache_root: Path, N: int, chunk: int, seed: int = 0):
     return entry, images
 
 
-def method_for(name: str):
+def method_for(name: str, device: str = "cpu"):
     import dissectkit as dk
+    from dissectkit.base.context import BuildContext
 
+    ctx = BuildContext(device=device)
     if name in SIMILARITY_METHODS:
-        return dk.create("method", "clip-dissect", similarity=name)
-    return dk.create("method", name)
+        return dk.create("method", "clip-dissect", ctx, similarity=name)
+    return dk.create("method", name, ctx)
 
 
 def part_a(args, tmp: Path) -> list[dict]:
@@ -158,15 +164,15 @@ def part_a(args, tmp: Path) -> list[dict]:
         print(f"{N:>9} (wrote {entry.n_chunks} chunks, {N * K * 4 / 1e9:.2f} GB, in {t_write:.1f} s; "
               f"embeddings in memory {images.numel() * 4 / 2**20:.0f} MB)")
         for name in args.methods:
-            method = method_for(name)
-            ev = Evidence("layer", None, images, names, encode, activation_chunks=chunks)
+            method = method_for(name, args.device)
+            ev = Evidence("layer", None, images, names, encode, activation_chunks=chunks, device=args.device)
             with Peak() as ps:
                 streamed = method.label(ev)
             row = {"N": N, "method": name, "stream_s": ps.seconds, "stream_mb": ps.mb}
             if args.baseline_max >= N:  # noqa: SIM300 - N is a size, not a constant
                 with Peak() as pm:
                     A, _ = entry.read_all()
-                    full = method.label(Evidence("layer", A, images, names, encode))
+                    full = method.label(Evidence("layer", A, images, names, encode, device=args.device))
                     del A
                 same = [[c for c, _ in r] for r in full.neurons] == [[c for c, _ in r] for r in streamed.neurons]
                 row.update(mat_s=pm.seconds, mat_mb=pm.mb, same=same)
@@ -201,7 +207,8 @@ def part_b(args, tmp: Path) -> list[dict]:
     print(f"{'N':>6} {'extract_embed s':>16} {'label s':>9} {'label / extract':>16}")
     rows = []
     for n in args.nd_sizes:
-        out = quickstart(tmp, f"nd{n}", [f"probe.params.n={n}", "method={name: netdissect}", "output.reporters=[csv]"])
+        out = quickstart(tmp, f"nd{n}", [f"probe.params.n={n}", "method={name: netdissect}", "output.reporters=[csv]",
+                                         f"runtime.device={args.device}"])
         t = out["timings"]
         rows.append({"N": n, **t})
         print(f"{n:>6} {t['extract_embed']:>16.2f} {t['label']:>9.2f} {t['label'] / t['extract_embed']:>16.2f}", flush=True)
@@ -210,7 +217,8 @@ def part_b(args, tmp: Path) -> list[dict]:
 
 def part_c(args, tmp: Path) -> dict:
     print("\n(c) the report's share of the quickstart run (recipes/quickstart.yaml as shipped, fresh cache)")
-    out = quickstart(tmp, "qs", [])
+    out = quickstart(tmp, "qs", [f"runtime.device={args.device}",
+                                 *([f"probe.params.n={args.report_n}"] if args.report_n else [])])
     t = out["timings"]
     total = sum(t.values())
     print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; wall {out['wall']:.2f} s")
@@ -234,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--nd-sizes", type=_ints, default=None, help="N for (b) (default 500)")
     ap.add_argument("--tmp", type=Path, default=None, help="scratch directory (default: a new one under $TMPDIR)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--device", default="cpu", help="where to run every part: cpu (default), cuda, cuda:N")
+    ap.add_argument("--report-n", type=int, default=None, help="(c): probe size (default: the recipe's)")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or ([10_000, 100_000, 1_000_000] if args.full else [10_000, 100_000])
     args.nd_sizes = args.nd_sizes or ([500, 1000, 2000] if args.full else [500])
@@ -243,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.path.insert(0, str(ROOT))
     tmp = Path(tempfile.mkdtemp(prefix="dk-scale-", dir=args.tmp))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPUs {os.cpu_count()}, scratch {tmp}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPUs {os.cpu_count()}, device {args.device}, "
+          f"scratch {tmp}")
     figures: dict = {}
     try:
         if "a" in args.parts:

@@ -165,7 +165,8 @@ def test_a_cached_rerun_reports_from_the_cards_kept_in_the_cache(tmp_path, caplo
     # a damaged file is only a lost head start: the report reads the images again
     saved[0].write_bytes(b"not an npz")
     third = _quickstart(tmp_path)  # it fails its checksum: moved aside (named in a warning), computed again
-    assert third.evidence.observations == {}
+    empty = third.evidence.observations["html"]  # nothing kept: the report fills it (and keeps it again)
+    assert empty.thumbnails == {} and empty.layers == {}
     assert "observation failed its check" in caplog.text and "moved aside" in caplog.text
     assert (tmp_path / "out" / "report.html").is_file()
 
@@ -242,3 +243,37 @@ def test_a_failing_report_stops_its_plot_process(tmp_path, monkeypatch):
         html.write_html_report(make_run(tmp_path), tmp_path / "out")
     (drawing,) = started
     assert drawing.child.poll() is not None and not drawing.job.exists()
+
+
+@pytest.mark.slow
+def test_an_early_plot_process_draws_the_same_files(tmp_path):
+    """The html reporter starts the plot process when the pass starts (matplotlib imported while the
+    run goes on); given to the report, it draws what a process started then would."""
+    from test_report_fixtures import make_run
+
+    from dissectkit.report import plot_process
+
+    run = make_run(tmp_path, methods=("corr", "cos"))
+    early = plot_process.early_child()
+    assert early is not None
+    drawn = plot_process.SummaryPlots(run, tmp_path / "early", early)
+    assert drawn.child is early
+    drawn.finish()
+    assert early.returncode == 0 and not drawn.job.exists()
+    late = plot_process.SummaryPlots(run, tmp_path / "late")
+    late.finish()
+    names = sorted(p.name for p in (tmp_path / "late").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "early").iterdir()) and len(names) == 10
+    for name in names:
+        assert (tmp_path / "early" / name).read_bytes() == (tmp_path / "late" / name).read_bytes(), name
+    # one that is never given a job exits when its stdin closes; one that died is replaced
+    idle = plot_process.early_child()
+    idle.stdin.close()
+    assert idle.wait(timeout=60) == 0
+    dead = plot_process.early_child()
+    dead.kill()
+    dead.wait()
+    again = plot_process.SummaryPlots(run, tmp_path / "replaced", dead)
+    assert again.child is not dead
+    again.finish()
+    assert sorted(p.name for p in (tmp_path / "replaced").iterdir()) == names

@@ -270,7 +270,7 @@ probe: {name: synth-mammo, params: {n: 24, seed: 0}}
 concepts: {name: synth-mammo-concepts, params: {groups: [findings]}}
 methods: [{name: netdissect, params: {quantile: 0.02, min_iou: 0.0}}, {name: clip-dissect, params: {similarity: cos}}]
 output: {dir: OUT, reporters: [csv]}
-runtime: {device: cpu, batch_size: 8, chunk_images: 10, offline: true}
+runtime: {device: cpu, batch_size: 8, chunk_images: 10, offline: true, threads: 2}
 """
 
 

@@ -200,3 +200,48 @@ def test_clip_fingerprint_follows_its_config(tmp_path):
     other = dk.create("dissector", "synth-clip", _ctx=CTX, weights={"path": str(tmp_path / "synth_clip.safetensors")})
     assert other.fingerprint() != ref.fingerprint()
     assert not torch.allclose(other.encode_texts(["spiculated margin"]), ref.encode_texts(["spiculated margin"]))
+
+
+@pytest.mark.parametrize("name", ["synth-effnet-concepts", "synth-effnet-malignancy"])
+def test_tinynet_computes_what_timm_tinynet_e_does(name):
+    """The targets run as models.TinyNetE (no timm import): same parameter names, and with the packaged
+    weights the same outputs and hooked layer outputs as timm's tinynet_e (issue 22)."""
+    pytest.importorskip("timm")
+    from dissectkit.synthetic import arch, models
+
+    classes = arch.target_classes(name, arch.read_config())
+    n_out = arch.n_outputs(classes)
+    ours, theirs = models.build_tinynet(n_out).eval(), models.build_effnet(n_out).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    path = arch.packaged_ref(name)["path"]
+    models.load_weights_into(ours, path, name)
+    models.load_weights_into(theirs, path, name)
+    layers = ["blocks.1", "blocks.5", "conv_head", "classifier"]
+    seen: dict[str, dict[str, torch.Tensor]] = {"ours": {}, "theirs": {}}
+    for tag, net in (("ours", ours), ("theirs", theirs)):
+        named = dict(net.named_modules())
+        for layer in layers:
+            named[layer].register_forward_hook(lambda _m, _i, out, tag=tag, layer=layer: seen[tag].__setitem__(layer, out))
+    x = torch.randn(3, 3, *MODEL_INPUT, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+    for layer in layers:
+        assert torch.allclose(seen["ours"][layer], seen["theirs"][layer], atol=1e-5, rtol=1e-4), layer
+
+
+def test_a_synthetic_run_imports_no_timm(tmp_path):
+    """The quickstart's extraction builds its target without timm (nor torchvision, torch._dynamo)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dissectkit as dk\n"
+        f"rec = dk.load_recipe({str(dk.__file__).rsplit('/dissectkit/', 1)[0] + '/recipes/quickstart.yaml'!r}, "
+        f"['probe.params.n=40', 'runtime.batch_size=20', 'method.params.similarity=cos', 'runtime.num_workers=0', 'output.reporters=[csv]', "
+        f"'output.dir={tmp_path / 'out'}', 'runtime.cache_dir={tmp_path / 'cache'}'])\n"
+        "dk.run(rec)\n"
+        "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -71,6 +71,7 @@ class Dissector(ComponentBase):
 
     kind = "dissector"
     required = ("embed_dim", "preprocess", "encode_images", "encode_texts", "fingerprint")
+    optional = ("preprocess_key",)
 
     embed_dim: int
     """The size D of the shared embedding space."""
@@ -91,13 +92,19 @@ class Dissector(ComponentBase):
         """Changes when the weights or the preprocessing change (a cache key)."""
         raise NotImplementedError
 
+    def preprocess_key(self) -> str | None:
+        """Names what ``preprocess`` computes: components (dissectors and targets) returning the same
+        string preprocess each image the same way, so the pass computes their input once and gives
+        them one tensor. ``None`` (the default): not shared."""
+        return None
+
 
 class Target(ComponentBase):
     """The model whose neurons are labelled."""
 
     kind = "target"
     required = ("module", "preprocess", "layers", "fingerprint")
-    optional = ("ground_truth", "preprocess_mask")
+    optional = ("ground_truth", "preprocess_mask", "preprocess_key")
 
     module: nn.Module
     """The network, in eval mode, on the build context's device."""
@@ -113,6 +120,11 @@ class Target(ComponentBase):
     def fingerprint(self) -> str:
         """Changes when the weights, the architecture or the preprocessing change."""
         raise NotImplementedError
+
+    def preprocess_key(self) -> str | None:
+        """As :meth:`Dissector.preprocess_key`: components returning the same string share one input tensor
+        per image; ``None`` (the default): not shared."""
+        return None
 
     def ground_truth(self, layer: str) -> list[str | None] | None:
         """The true concept of each neuron of ``layer`` when known (the run then measures accuracy);

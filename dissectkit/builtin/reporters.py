@@ -3,7 +3,7 @@ and ``study`` (the Mammo-CLIP Dissect study, docs/study.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,11 +50,17 @@ class HtmlReporter(Reporter):
     """Writes ``report.html`` with layer tables, neuron cards and summary plots."""
 
     params: HtmlParams
+    _plots: Any = field(default=None, init=False, repr=False, compare=False)
 
     def pass_observer(self, plan: PassPlan) -> CardCollector | None:
-        """Keeps the thumbnails and heatmaps of the cards it shows during the pass."""
+        """Keeps the thumbnails and heatmaps of the cards it shows during the pass; starts the plot
+        process, which imports matplotlib while the run goes on."""
         from dissectkit.report.cards import CardCollector, CardRequest
+        from dissectkit.report.plot_process import early_child
         from dissectkit.report.visuals import MAX_MAP_SIDE
+
+        self._stop_plots()
+        self._plots = early_child()
 
         p = self.params
         return CardCollector.for_plan(CardRequest(p.top_images, p.thumb_size, MAX_MAP_SIDE, p.max_cards), plan)
@@ -67,7 +73,14 @@ class HtmlReporter(Reporter):
     def write(self, run_result: Any, out_dir: Path) -> Path:
         from dissectkit.report.html import write_html_report
 
-        return write_html_report(run_result, Path(out_dir), self.params)
+        child, self._plots = self._plots, None
+        return write_html_report(run_result, Path(out_dir), self.params, child)
+
+    def _stop_plots(self) -> None:
+        if self._plots is not None and self._plots.poll() is None:
+            self._plots.kill()
+            self._plots.wait()
+        self._plots = None
 
 
 @dataclass

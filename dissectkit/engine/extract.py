@@ -113,9 +113,22 @@ def plan_chunk(res: Resolved, ex: Extraction, c: int) -> ChunkPlan:
     return ChunkPlan(layers, masks, [d for d, e in ex.embeds.items() if not e.has_chunk(c)])
 
 
+def input_keys(res: Resolved) -> dict[str, str]:
+    """The model input each target (``t:<label>``) and dissector (``d:<label>``) reads: those whose
+    ``preprocess_key()`` agree share one (``p:<key>``), the others have their own."""
+    keys = {}
+    for t, slot in res.targets.items():
+        key = slot.instance.preprocess_key()
+        keys[f"t:{t}"] = f"p:{key}" if key else f"t:{t}"
+    for d, dissector in res.dissectors.items():
+        key = dissector.preprocess_key()
+        keys[f"d:{d}"] = f"p:{key}" if key else f"d:{d}"
+    return keys
+
+
 class _PassDataset:
-    """Reads each raw probe image once and preprocesses it for every model its chunk needs (and
-    gives it to the pass observers' item ``functions``)."""
+    """Reads each raw probe image once and preprocesses it once per distinct input that its chunk
+    needs (:func:`input_keys`), and gives it to the pass observers' item ``functions``."""
 
     def __init__(self, res: Resolved, plans: dict[int, ChunkPlan], chunk: int, functions: dict[str, Callable[[Any], Any]]) -> None:
         self.probe = res.probe
@@ -125,21 +138,26 @@ class _PassDataset:
         self.targets = {t: s.instance for t, s in res.targets.items()}
         self.dissectors = res.dissectors
         self.functions = functions
+        self.keys = input_keys(res)
 
     def __len__(self) -> int:
         return len(self.probe)
 
     def preprocessors(self, index: int) -> dict[str, Callable[[Any], Any]]:
+        """Input key -> the preprocessing of the first model (targets, then dissectors) reading it."""
         plan = self.plans[index // self.chunk]
-        pre = {f"t:{t}": self.targets[t].preprocess for t in plan.layers}
-        pre.update({f"d:{d}": self.dissectors[d].preprocess for d in plan.dissectors})
+        pre: dict[str, Callable[[Any], Any]] = {}
+        for t in plan.layers:
+            pre.setdefault(self.keys[f"t:{t}"], self.targets[t].preprocess)
+        for d in plan.dissectors:
+            pre.setdefault(self.keys[f"d:{d}"], self.dissectors[d].preprocess)
         return pre
 
     def __getitem__(self, index: int):
         plan = self.plans[index // self.chunk]
         try:
             item = self.probe[index]
-            inputs = {name: pre(item.image) for name, pre in self.preprocessors(index).items()}
+            inputs = {key: pre(item.image) for key, pre in self.preprocessors(index).items()}
             masks = {t: align_masks(item.masks, self.targets[t].preprocess_mask) for t in plan.masks}
             return index, inputs, masks, None, item_values(self.functions, item)
         except Exception as exc:  # noqa: BLE001 - a DataError, or a plugin probe's exception, skips the image
@@ -199,10 +217,15 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     """One pass over the probe filling every missing chunk this process owns (all of them in a
     one-process run), watched by the reporters' pass observers; returns the run's entries and the
     skipped images of the chunks computed here (:func:`finish_extraction` adds those of chunks
-    found in the cache)."""
-    import torch
-    from torch.utils.data import DataLoader
+    found in the cache).
 
+    The probe is read by ``runtime.num_workers`` DataLoader workers (``auto``:
+    :func:`~dissectkit.engine.runtime.data_workers`), batches prefetched while the main process runs
+    the forward passes; the targets are built once the workers have started reading. On CUDA the
+    batches come in pinned memory and are copied without blocking."""
+    import torch
+
+    from dissectkit.engine.runtime import data_workers
     from dissectkit.nn.capture import Capture
 
     world, watch = world or World(), watch or Watch()
@@ -213,20 +236,21 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
     if not plans:
         return ex
     ranges = [range(c * chunk, min(n, (c + 1) * chunk)) for c in sorted(plans)]
-    loader = DataLoader(
-        _PassDataset(res, plans, chunk, watch.functions),
-        batch_sampler=_chunk_batches(ranges, rt.batch_size),
-        num_workers=rt.num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    batches = _chunk_batches(ranges, rt.batch_size)
+    dataset = _PassDataset(res, plans, chunk, watch.functions)
+    cuda = torch.device(res.ctx.device).type == "cuda"
+    loader = _loader(dataset, batches, data_workers(rt.num_workers, torch.get_num_threads(), len(batches), world.local_size), cuda)
     task = progress.add_task("extract + embed", total=sum(len(r) for r in ranges)) if progress else None
+    keys = dataset.keys
     captures: dict[str, Capture] = {}
     buf = _ChunkBuffer(res, ex)
     current = None
+    batches_in = iter(loader)  # the workers start reading now
+    modules = {t: res.targets[t].instance.module for t in sorted({t for p in plans.values() for t in p.layers})}
+    devices = {t: _module_device(m, res.ctx.device) for t, m in modules.items()}
     try:
         with torch.inference_mode():
-            for indices, ok, inputs, masks, reasons, values in loader:
+            for indices, ok, inputs, masks, reasons, values in batches_in:
                 c = indices[0] // chunk
                 if c != current:  # hook exactly the layers this chunk still needs
                     current = c
@@ -235,7 +259,7 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                     for cap in captures.values():
                         cap.remove()
                     captures = {
-                        t: Capture.named(res.targets[t].instance.module, layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial, watch))
+                        t: Capture.named(modules[t], layers, _capture_fn(res.targets[t], (t, layers[0]) in ex.spatial, watch))
                         for t, layers in plans[c].layers.items()
                     }
                 ex.skipped.update(reasons)
@@ -243,16 +267,17 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
                 for t, rows in masks.items():
                     buf.masks.setdefault(t, []).extend(rows)
                 if inputs:
+                    if cuda:  # one copy of each distinct input (pinned memory: the copy does not block)
+                        inputs = {k: x.to(res.ctx.device, non_blocking=True) for k, x in inputs.items()}
                     watch.batch_started([i for i, good in zip(indices, ok, strict=True) if good])
                     for t, cap in captures.items():
-                        module = res.targets[t].instance.module
-                        module(inputs[f"t:{t}"].to(_module_device(module, res.ctx.device)))
+                        modules[t](inputs[keys[f"t:{t}"]].to(devices[t], non_blocking=cuda))
                         for layer, (pooled, maps) in cap.outputs.items():
                             buf.add(f"a:{t}:{layer}", pooled)
                             if maps is not None:
                                 buf.add(f"s:{t}:{layer}", maps)
                     for d in plans[c].dissectors:
-                        buf.add(f"e:{d}", res.dissectors[d].encode_images(inputs[f"d:{d}"]).detach().float())
+                        buf.add(f"e:{d}", res.dissectors[d].encode_images(inputs[keys[f"d:{d}"]]).detach().float())
                     watch.batch_finished(indices, values)
                 if progress:
                     progress.advance(task, len(indices))
@@ -263,6 +288,24 @@ def extract_and_embed(res: Resolved, cache: Cache, progress: Any = None, world: 
         for cap in captures.values():
             cap.remove()
     return ex
+
+
+PREFETCH_BATCHES = 4
+"""Batches each DataLoader worker reads ahead of the forward passes."""
+
+
+def _loader(dataset: _PassDataset, batches: list[list[int]], workers: int, pin: bool) -> Any:
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin,
+        prefetch_factor=PREFETCH_BATCHES if workers else None,
+        persistent_workers=False,
+    )
 
 
 class _ChunkBuffer:

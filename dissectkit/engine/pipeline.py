@@ -82,7 +82,7 @@ def _run(recipe: Recipe, world: World, progress: bool, console: Any, out_dir: st
 def _after_resolve(recipe: Recipe, world: World, progress: bool, console: Any, final: Path, timer: _Timer, hook: Any,
                    ctx: Any, res: Resolved, stage: RunDir | None) -> RunResult:
     rt = recipe.runtime
-    threads = rt.threads or default_threads(world.local_size, rt.num_workers)
+    threads = rt.threads or default_threads(world.local_size, rt.num_workers, device=res.ctx.device)
     with intra_op_threads(threads):
         seed_everything(rt.seed)
         cache = Cache(res.ctx.cache_dir)

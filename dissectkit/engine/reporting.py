@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dissectkit.engine.cache import Cache, content_key, usable, write_checked
@@ -60,25 +62,34 @@ class Watch:
 
     def settle(self, cache: Cache, ex: Extraction) -> dict[str, Any]:
         """Each observer's observation: a complete one is kept in the cache; else the one a complete
-        earlier pass over the same activation entries kept, when it can be read; else what was seen."""
+        earlier pass over the same activation entries kept, when it can be read; else what was seen.
+        An observation with a ``keep`` attribute is given a function writing bytes back to its cache
+        file, so its reporter may complete it for the next run (the ``html`` reporter adds the
+        thumbnails and maps it had to compute)."""
         acts = sorted(e.root.name for e in ex.acts.values())
         kept = {}
         for label, observer in self.observers.items():
             path = cache.root / "observed" / content_key("observed", acts, observer.key) / "observation"
             observation = observer.result()
             if observation is not None and observer.complete(ex.total_chunks):
-                try:
-                    write_checked(path, observation.to_bytes())
-                except OSError as exc:  # a full or read-only cache only costs the next run its head start
-                    log.warning("Could not keep what reporter '%s' observed in the cache (%s): %s", label, path, exc)
+                _keep(path, label, observation.to_bytes())
             elif usable(path):  # verified; a damaged file is moved aside (warned) and computed again
                 try:
                     observation = observer.load(path)
                 except Exception as exc:  # noqa: BLE001 - a damaged file is only a lost head start
                     log.warning("Ignoring the cached observation %s of reporter '%s' (%s): it is computed again.", path, label, exc)
             if observation is not None:
+                if hasattr(observation, "keep"):
+                    observation.keep = partial(_keep, path, label)
                 kept[label] = observation
         return kept
+
+
+def _keep(path: Path, label: str, data: bytes) -> None:
+    try:
+        write_checked(path, data)
+    except OSError as exc:  # a full or read-only cache only costs the next run its head start
+        log.warning("Could not keep what reporter '%s' observed in the cache (%s): %s", label, path, exc)
 
 
 def item_values(functions: dict[str, Callable[[Any], Any]], item: Any) -> dict[str, Any]:

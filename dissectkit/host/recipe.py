@@ -9,7 +9,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -105,7 +105,10 @@ class OutputConfig(_Strict):
 class RuntimeConfig(_Strict):
     device: str = "auto"
     batch_size: int = Field(default=32, ge=1)
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default="auto",
+        description="DataLoader worker processes reading the probe; auto: the CPUs beside the compute threads (docs/scaling.md)",
+    )
     offline: bool = False
     seed: int = 0
     strict_data: bool = False

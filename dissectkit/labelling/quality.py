@@ -13,12 +13,16 @@ L2-normalised embedding of the bare concept text):
 - ``interpretable``: ``sim_z >= Z_MIN`` and ``sim_corr > 0``.
 
 Everything is vectorised: average ranks by sort + scatter, correlations as matmuls of
-standardised ranks, over blocks of neurons and of concepts so memory stays
-``O(N * (NEURON_BLOCK + CONCEPT_BLOCK))`` whatever K and C (the concepts' ranks are formed again
-for each block of neurons). Activations may be given as :class:`ActivationColumns` over streamed
-row blocks (the engine's cached chunks): each block of neuron columns is then gathered by one pass
-over the chunks, so a layer is never held whole (Spearman needs every image of a neuron at once,
-so memory is ``O(N * block)``, the block shrinking as N grows: ``COLUMN_BUDGET`` values).
+standardised ranks, over blocks of neurons and of concepts. The concepts' ranks (every concept's
+similarity over the probe) depend on the dissector's embeddings only: they are formed once and
+kept for the next layers and methods of the run (:data:`CONCEPT_RANK_BUDGET` values at most; past
+it they are formed again for each block of neurons, so memory stays
+``O(N * (NEURON_BLOCK + CONCEPT_BLOCK))`` whatever K and C). Each block of neurons is ranked once
+and gives both the z-score reference and its labelled neurons' columns. Activations may be given as
+:class:`ActivationColumns` over streamed row blocks (the engine's cached chunks): each block of
+neuron columns is then gathered by one pass over the chunks, so a layer is never held whole
+(Spearman needs every image of a neuron at once, so memory is ``O(N * block)``, the block
+shrinking as N grows: ``COLUMN_BUDGET`` values).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ TOP_FRACTION = 0.05
 CONCEPT_BLOCK = 512
 NEURON_BLOCK = 512
 COLUMN_BUDGET = 1 << 26  # activation values gathered at once from streamed blocks (256 MB of float32)
+CONCEPT_RANK_BUDGET = 1 << 25  # N x C concept ranks kept between layers (2 x 128 MB of float32)
 
 
 class ActivationColumns:
@@ -93,10 +98,72 @@ def _standardised_ranks(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     constant columns (:attr:`~dissectkit.labelling.streaming.Moments.constant`, the dead-neuron rule).
 
     The dot product of two such columns is their Spearman correlation."""
+
+    return _standardised(average_ranks(X), X)  # a constant column: all 0 (its centred ranks are exactly 0)
+
+
+class _ConceptRanks:
+    """Every concept's similarity ``V t_c`` over the probe, ranked: standardised ranks (for the
+    correlations) and average ranks (for the AUCs), by blocks of ``concept_block`` concepts; formed
+    once (``kept``) or, past :data:`CONCEPT_RANK_BUDGET`, again at each call of :meth:`blocks`."""
+
+    def __init__(self, V: torch.Tensor, T: torch.Tensor, concept_block: int) -> None:
+        self.V, self.T, self.concept_block = V, T, concept_block
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self._whole: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if V.shape[0] * T.shape[0] <= CONCEPT_RANK_BUDGET:
+            self.kept = [self._block(c0) for c0 in range(0, T.shape[0], concept_block)]
+
+    def _block(self, c0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        P = self.V @ self.T[c0 : c0 + self.concept_block].T
+        ranks = average_ranks(P)
+        R, const = _standardised(ranks, P)
+        return R, ranks.float(), const  # average ranks are halves of integers: exact in float32 below 2**23 images
+
+    def blocks(self) -> Any:
+        """``(standardised ranks [N, block], average ranks, constant columns)`` of every concept block."""
+        if self.kept is not None:
+            return iter(self.kept)
+        return (self._block(c0) for c0 in range(0, self.T.shape[0], self.concept_block))
+
+    def columns(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same for the concepts ``idx`` (in that order)."""
+        import torch
+
+        if self.kept is None:
+            P = self.V @ self.T[idx].T
+            ranks = average_ranks(P)
+            R, const = _standardised(ranks, P)
+            return R, ranks, const
+        if self._whole is None:
+            R, ranks, const = zip(*self.kept, strict=True)
+            self._whole = (torch.cat(R, dim=1), torch.cat(ranks, dim=1), torch.cat(const))
+        R, ranks, const = self._whole
+        return R[:, idx], ranks[:, idx].double(), const[idx]
+
+
+_MEMO: dict[Any, _ConceptRanks] = {}
+
+
+def _concept_ranks(V: torch.Tensor, T: torch.Tensor, concept_block: int) -> _ConceptRanks:
+    """The concept ranks of (V, T), kept for the next call with the same embeddings (the run's next
+    layer or method); one entry."""
+    import hashlib
+
+    key = (str(V.device), tuple(V.shape), tuple(T.shape), concept_block,
+           hashlib.blake2b(V.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest(),
+           hashlib.blake2b(T.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest())
+    if key not in _MEMO:
+        _MEMO.clear()
+        _MEMO[key] = _ConceptRanks(V, T, concept_block)
+    return _MEMO[key]
+
+
+def _standardised(ranks: torch.Tensor, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_standardised_ranks` from ranks already formed."""
     import torch
 
-    R = average_ranks(X)
-    R = R - R.mean(0, keepdim=True)  # exactly 0 in a constant column
+    R = ranks - ranks.mean(0, keepdim=True)
     norm = R.norm(dim=0)
     R = R / torch.where(norm > 0, norm, torch.ones_like(norm))
     return R.float(), Moments.of(X).constant
@@ -128,38 +195,37 @@ def layer_quality(
     labelled = [k for k, c in enumerate(label_index) if c is not None]
     if N < 2 or not labelled or T.shape[0] == 0:
         return out
-    # z-score reference: moments of corr(neuron, every concept), over neuron x concept blocks
+    concepts = _concept_ranks(V, T, concept_block)
+    C = T.shape[0]
+    n1 = min(max(1, int(math.ceil(top_fraction * N))), N - 1)
+    # per neuron: moments of corr(neuron, every concept) (the z-score reference), and for a labelled
+    # neuron its label's own similarity column: Spearman and the AUC of its top images
     s1 = torch.zeros(K, dtype=torch.float64, device=dev)
     s2 = torch.zeros(K, dtype=torch.float64, device=dev)
     dead = torch.zeros(K, dtype=torch.bool, device=dev)
-    C = T.shape[0]
-    for k0 in range(0, K, neuron_block):
-        cols = A.columns(torch.arange(k0, min(K, k0 + neuron_block))).to(dev)
-        Ra, dead[k0 : k0 + neuron_block] = _standardised_ranks(cols)
-        for c0 in range(0, C, concept_block):
-            Rp, _ = _standardised_ranks(V @ T[c0 : c0 + concept_block].T)
-            corr = (Ra.T @ Rp).double()  # [neuron block, concept block]
-            s1[k0 : k0 + neuron_block] += corr.sum(1)
-            s2[k0 : k0 + neuron_block] += (corr * corr).sum(1)
-    mean = s1 / C
-    sd = (s2 / C - mean * mean).clamp(min=0).sqrt()
-    # the label's own similarity column per labelled neuron
-    n1 = min(max(1, int(math.ceil(top_fraction * N))), N - 1)
+    position = {k: j for j, k in enumerate(labelled)}
     rho = torch.zeros(len(labelled), dtype=torch.float64, device=dev)
     auc = torch.zeros(len(labelled), dtype=torch.float64, device=dev)
     const_p = torch.zeros(len(labelled), dtype=torch.bool, device=dev)
-    for j0 in range(0, len(labelled), neuron_block):
-        sl = slice(j0, j0 + neuron_block)
-        units = torch.tensor(labelled[sl], device=dev)
-        idx = torch.tensor([label_index[k] for k in labelled[sl]], device=dev)
-        P_lab = V @ T[idx].T  # [N, block]: each labelled neuron's own similarity column
-        ranks_lab = average_ranks(P_lab)
-        Rp_lab, const_p[sl] = _standardised_ranks(P_lab)
-        cols = A.columns(units).to(dev)
-        Ra_lab, _ = _standardised_ranks(cols)
-        rho[sl] = (Ra_lab * Rp_lab).sum(0).double()
-        top = torch.topk(cols, n1, dim=0).indices  # [n1, block]
-        auc[sl] = (ranks_lab.gather(0, top).sum(0) - n1 * (n1 + 1) / 2) / (n1 * (N - n1))
+    for k0 in range(0, K, neuron_block):
+        k1 = min(K, k0 + neuron_block)
+        cols = A.columns(torch.arange(k0, k1)).to(dev)
+        Ra, dead[k0:k1] = _standardised_ranks(cols)
+        for Rp, _ranks, _const in concepts.blocks():
+            corr = (Ra.T @ Rp).double()  # [neuron block, concept block]
+            s1[k0:k1] += corr.sum(1)
+            s2[k0:k1] += (corr * corr).sum(1)
+        mine = [k for k in range(k0, k1) if k in position]
+        if not mine:
+            continue
+        js = torch.tensor([position[k] for k in mine], device=dev)
+        local = torch.tensor([k - k0 for k in mine], device=dev)
+        Rp_lab, ranks_lab, const_p[js] = concepts.columns(torch.tensor([label_index[k] for k in mine], device=dev))
+        rho[js] = (Ra[:, local] * Rp_lab).sum(0).double()
+        top = torch.topk(cols[:, local], n1, dim=0).indices  # [n1, labelled in the block]
+        auc[js] = (ranks_lab.gather(0, top).sum(0) - n1 * (n1 + 1) / 2) / (n1 * (N - n1))
+    mean = s1 / C
+    sd = (s2 / C - mean * mean).clamp(min=0).sqrt()
     units = torch.tensor(labelled, device=dev)
     z = (rho - mean[units]) / sd[units].clamp(min=1e-12)
     bad = dead[units] | const_p

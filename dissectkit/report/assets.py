@@ -4,6 +4,7 @@ concept), heatmaps as tiny inline PNGs (docs/reports.md, "HTML report")."""
 from __future__ import annotations
 
 import base64
+import io
 import re
 import struct
 import zlib
@@ -134,6 +135,8 @@ class ImageAssets:
         self.thumbs: dict[int, tuple[str, int, int]] = {}
         self.masks: dict[int, dict[str, np.ndarray]] = {}
         self.outlines: dict[tuple[int, str], str] = {}
+        self.outline_png: dict[tuple[int, str], bytes] = {}
+        """The outline files' bytes by (image, concept): filled as they are made; a caller may give those made before."""
         self.errors: dict[int, str] = {}
         (folder / "thumbs").mkdir(parents=True, exist_ok=True)
 
@@ -141,14 +144,20 @@ class ImageAssets:
         """Write the thumbnail of probe item ``index`` and keep its masks at thumbnail size."""
         self.add_thumbnail(index, make_thumbnail(item, self.thumb_size))
 
-    def add_thumbnail(self, index: int, thumb: Thumbnail) -> None:
-        """Write a ready thumbnail of probe image ``index`` (e.g. one kept by the pass)."""
-        from PIL import Image
+    def add_thumbnail(self, index: int, thumb: Thumbnail, jpeg: bytes | None = None) -> bytes:
+        """Write a ready thumbnail of probe image ``index`` (e.g. one kept by the pass; ``jpeg``: its
+        file, encoded before); returns the file's bytes."""
+        if jpeg is None:
+            from PIL import Image
 
+            buffer = io.BytesIO()
+            Image.fromarray(thumb.pixels).save(buffer, format="JPEG", quality=85)
+            jpeg = buffer.getvalue()
         name = f"img{index:06d}.jpg"
-        Image.fromarray(thumb.pixels).save(self.folder / "thumbs" / name, format="JPEG", quality=85)
+        (self.folder / "thumbs" / name).write_bytes(jpeg)
         self.masks[index] = thumb.masks
         self.thumbs[index] = (f"{self.rel}/thumbs/{name}", thumb.shown[0], thumb.shown[1])
+        return jpeg
 
     def fail(self, index: int, reason: str) -> None:
         self.errors[index] = reason
@@ -162,7 +171,11 @@ class ImageAssets:
         if mask is None:
             return None
         name = f"img{index:06d}-{slug(concept, 32)}-{len(self.outlines)}.png"
-        (self.folder / "masks").mkdir(parents=True, exist_ok=True)
-        (self.folder / "masks" / name).write_bytes(png_bytes(outline(mask, (mask.shape[1], mask.shape[0]), (0, 255, 255))))
+        if not self.outlines:
+            (self.folder / "masks").mkdir(parents=True, exist_ok=True)
+        data = self.outline_png.get(key)
+        if data is None:
+            data = self.outline_png[key] = png_bytes(outline(mask, (mask.shape[1], mask.shape[0]), (0, 255, 255)))
+        (self.folder / "masks" / name).write_bytes(data)
         self.outlines[key] = f"{self.rel}/masks/{name}"
         return self.outlines[key]

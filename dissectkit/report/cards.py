@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,31 +60,49 @@ class LayerCardMaps:
 
 @dataclass
 class CardEvidence:
-    """What the pass kept for a :class:`CardRequest`: thumbnails by probe index and maps by (target, layer)."""
+    """What the pass kept for a :class:`CardRequest`: thumbnails by probe index and maps by (target,
+    layer); and what a report made of them that depends on the images only (``jpeg``: each
+    thumbnail's file, ``outlines``: each (image, concept) mask outline's PNG), so a later report of
+    the same activations reads no image and encodes nothing again. ``keep``, set by the engine when
+    the evidence has a place in the cache, writes :meth:`to_bytes` there (:meth:`save`)."""
 
     request: CardRequest
     thumbnails: dict[int, Thumbnail] = field(default_factory=dict)
     layers: dict[tuple[str, str], LayerCardMaps] = field(default_factory=dict)
+    jpeg: dict[int, bytes] = field(default_factory=dict)
+    outlines: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    keep: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
     def serves(self, thumb_size: int, map_side: int) -> bool:
         """Whether its thumbnails and maps have these sizes."""
         return self.request.thumb_size == thumb_size and self.request.map_side == map_side
 
+    def save(self) -> None:
+        """Write it back to its cache file (nothing when it has none)."""
+        if self.keep is not None:
+            self.keep(self.to_bytes())
+
     def to_bytes(self) -> bytes:
-        """An ``.npz`` file of plain arrays (no pickles): the layers' images and maps, each
-        thumbnail's pixels and masks, and a JSON index."""
+        """An ``.npz`` file of plain arrays (no pickles): the layers' images and maps; the thumbnails'
+        pixels, masks, JPEG files and the outlines, each kind concatenated into one array; a JSON index."""
         arrays: dict[str, np.ndarray] = {}
-        index: dict[str, Any] = {"request": vars(self.request), "layers": [], "thumbnails": []}
+        index: dict[str, Any] = {"request": vars(self.request), "layers": [], "thumbnails": [], "jpeg": [], "outlines": []}
         for i, ((target, layer), kept) in enumerate(self.layers.items()):
             arrays[f"layer{i}_images"] = kept.images
             if kept.maps is not None:
                 arrays[f"layer{i}_maps"] = kept.maps
             index["layers"].append([target, layer, kept.maps is not None])
+        pixels, masks = [], []
         for row, thumb in self.thumbnails.items():
-            arrays[f"thumb{row}_pixels"] = thumb.pixels
-            for j, mask in enumerate(thumb.masks.values()):
-                arrays[f"thumb{row}_mask{j}"] = mask
-            index["thumbnails"].append([row, list(thumb.shown), list(thumb.masks)])
+            pixels.append(np.ascontiguousarray(thumb.pixels, np.uint8).ravel())
+            masks.extend(np.ascontiguousarray(m, bool).ravel() for m in thumb.masks.values())
+            index["thumbnails"].append([row, list(thumb.pixels.shape), list(thumb.shown), list(thumb.masks)])
+        arrays["thumb_pixels"] = np.concatenate(pixels) if pixels else np.zeros(0, np.uint8)
+        arrays["thumb_masks"] = np.packbits(np.concatenate(masks)) if masks else np.zeros(0, np.uint8)
+        arrays["jpeg"] = _joined(self.jpeg.values())
+        index["jpeg"] = [[row, len(data)] for row, data in self.jpeg.items()]
+        arrays["outlines"] = _joined(self.outlines.values())
+        index["outlines"] = [[row, concept, len(data)] for (row, concept), data in self.outlines.items()]
         arrays["index"] = np.array(json.dumps(index))
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -98,12 +117,32 @@ class CardEvidence:
                 (target, layer): LayerCardMaps(data[f"layer{i}_images"], data[f"layer{i}_maps"] if has_maps else None)
                 for i, (target, layer, has_maps) in enumerate(index["layers"])
             }
-            thumbnails = {
-                row: Thumbnail(data[f"thumb{row}_pixels"], (shown[0], shown[1]),
-                               {c: data[f"thumb{row}_mask{j}"] for j, c in enumerate(concepts)})
-                for row, shown, concepts in index["thumbnails"]
-            }
-        return cls(CardRequest(**index["request"]), thumbnails, layers)
+            pixels, bits = data["thumb_pixels"], data["thumb_masks"]
+            jpeg, outlines = data["jpeg"].tobytes(), data["outlines"].tobytes()
+        mask_values = np.unpackbits(bits).astype(bool) if bits.size else np.zeros(0, bool)
+        thumbnails, at, at_mask = {}, 0, 0
+        for row, shape, shown, concepts in index["thumbnails"]:
+            size = int(np.prod(shape))
+            thumb_masks = {}
+            for c in concepts:  # masks are at the size the thumbnail is shown at
+                thumb_masks[c] = mask_values[at_mask : at_mask + shown[0] * shown[1]].reshape(shown[1], shown[0])
+                at_mask += shown[0] * shown[1]
+            thumbnails[row] = Thumbnail(pixels[at : at + size].reshape(shape), (shown[0], shown[1]), thumb_masks)
+            at += size
+        return cls(CardRequest(**index["request"]), thumbnails, layers,
+                   dict(_split(jpeg, [(row, n) for row, n in index["jpeg"]])),
+                   dict(_split(outlines, [((row, c), n) for row, c, n in index["outlines"]])))
+
+
+def _joined(parts: Any) -> np.ndarray:
+    return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def _split(data: bytes, sizes: list[tuple[Any, int]]) -> Any:
+    at = 0
+    for key, n in sizes:
+        yield key, data[at : at + n]
+        at += n
 
 
 def kept_cards(evidence: Any, thumb_size: int, map_side: int) -> CardEvidence | None:
@@ -118,7 +157,7 @@ class CardCollector:
 
     def __init__(self, request: CardRequest, plan: PassPlan) -> None:
         self.request = request
-        self.key = {"cards": vars(request), "budget": CARD_SLOT_BUDGET}
+        self.key = {"cards": vars(request), "budget": CARD_SLOT_BUDGET, "format": 2}
         self.units: dict[tuple[str, str], int] = {}
         self.spatial: dict[tuple[str, str], bool] = {}
         self.tops: dict[tuple[str, str], RunningTopK] = {}
@@ -203,11 +242,12 @@ class CardCollector:
         parts = [top.kept_rows().ravel().numpy() for top in self.tops.values() if top.seen]
         return set(np.unique(np.concatenate(parts)).tolist()) if parts else set()
 
-    def result(self) -> CardEvidence | None:
+    def result(self) -> CardEvidence:
+        """What the pass kept (nothing when every chunk came from the cache: the report then fills it)."""
         tops = {key: top.result() for key, top in self.tops.items() if top.seen}
         layers = {key: LayerCardMaps(t.indices.numpy(), None if t.payload is None else t.payload.numpy())
                   for key, t in tops.items()}
-        return CardEvidence(self.request, dict(self.thumbnails), layers) if layers else None
+        return CardEvidence(self.request, dict(self.thumbnails), layers)
 
     def load(self, path: Path) -> CardEvidence:
         return CardEvidence.from_file(path)

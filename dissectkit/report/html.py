@@ -172,10 +172,11 @@ def layer_href(key: str, split: bool) -> str:
     return f"{f'report-{key}.html' if split else REPORT}#{key}"
 
 
-def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) -> Path:
+def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None, plots_child: Any = None) -> Path:
     """Write ``report.html`` (+ per-layer pages when large) and ``report_files/`` into ``out_dir``.
 
-    The summary plots are drawn by a child process (``plot_process``) while the card images are
+    The summary plots are drawn by a child process (``plot_process``; ``plots_child``: one started
+    before, see :func:`~dissectkit.report.plot_process.early_child`) while the card images are
     computed and the pages rendered (their file names are known in advance); it returns once they
     are drawn.
     """
@@ -183,7 +184,7 @@ def write_html_report(run: Any, out_dir: Path, opts: HtmlOptions | None = None) 
     out_dir = Path(out_dir)
     folder = out_dir / FILES
     (folder / "plots").mkdir(parents=True, exist_ok=True)
-    drawing = SummaryPlots(run, folder / "plots")
+    drawing = SummaryPlots(run, folder / "plots", plots_child)
     try:
         page = _write_pages(run, out_dir, opts, folder)
     except BaseException:
@@ -228,7 +229,9 @@ def _write_pages(run: Any, out_dir: Path, opts: HtmlOptions, folder: Path) -> Pa
     if split:
         for view in views:
             render("layer_page.html.j2", out_dir / view.page, view=view, ls=run.label_sets[view.label_set], **context)
-    return render("report.html.j2", out_dir / REPORT, **context)
+    page = render("report.html.j2", out_dir / REPORT, **context)
+    visuals.keep()  # what the cards needed of the images, for the next report of these activations
+    return page
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> list[tuple[str, str]]:

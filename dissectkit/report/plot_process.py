@@ -22,6 +22,25 @@ CHILD = (
     "m = u.module_from_spec(s); s.loader.exec_module(m); m.main(sys.argv[2:])"
 )
 
+WAITING_CHILD = (
+    "import importlib.util as u, json, sys; import matplotlib.figure, matplotlib.backends.backend_agg; "
+    "s = u.spec_from_file_location('dissectkit_summary_plots', sys.argv[1]); m = u.module_from_spec(s); "
+    "s.loader.exec_module(m); line = sys.stdin.readline(); m.main(json.loads(line)) if line.strip() else sys.exit(0)"
+)
+
+
+def early_child() -> subprocess.Popen | None:
+    """A plot process started before the report (the ``html`` reporter starts it when the pass
+    starts): it imports matplotlib while the run goes on, then waits on stdin for its job
+    (:class:`SummaryPlots` ``child=``); it exits when stdin closes without one. ``None`` when it
+    cannot start (the report then starts one, or draws here)."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", WAITING_CHILD, plots.__file__], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    except OSError as exc:
+        log.info("No early plot process (%s): the report starts one.", exc)
+        return None
+
 
 def summary_data(run: Any) -> dict[str, Any]:
     """What the summary plots show, as plain data: concept categories and, per label set, each
@@ -41,16 +60,26 @@ def summary_data(run: Any) -> dict[str, Any]:
 
 
 class SummaryPlots:
-    """The summary plots of one run being drawn into ``folder`` by a child process."""
+    """The summary plots of one run being drawn into ``folder`` by a child process: ``child``, one
+    :func:`early_child` started before, when it still waits; else one started now."""
 
-    def __init__(self, run: Any, folder: Path) -> None:
+    def __init__(self, run: Any, folder: Path, child: subprocess.Popen | None = None) -> None:
         self.data, self.folder = summary_data(run), folder
         fd, name = tempfile.mkstemp(prefix="dissectkit-plots-", suffix=".json")
         self.job = Path(name)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.data, fh)
+        if child is not None and child.poll() is None and child.stdin is not None:
+            try:
+                child.stdin.write(json.dumps([str(self.job), str(folder)]) + "\n")
+                child.stdin.close()
+                self.child: subprocess.Popen | None = child
+                return
+            except OSError:  # it died meanwhile: a fresh one
+                child.kill()
+                child.wait()
         try:
-            self.child: subprocess.Popen | None = subprocess.Popen(
+            self.child = subprocess.Popen(
                 [sys.executable, "-c", CHILD, plots.__file__, str(self.job), str(folder)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

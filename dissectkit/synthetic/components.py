@@ -51,6 +51,10 @@ class SynthClip(Dissector):
     def preprocess(self, image: Any) -> torch.Tensor:
         return models.preprocess_image(image)
 
+    def preprocess_key(self) -> str:
+        """The synthetic world's models all preprocess alike: one input tensor per image for them all."""
+        return PREPROCESS_ID
+
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images.to(self.device, torch.float32))
@@ -69,8 +73,9 @@ class SynthClip(Dissector):
 
 
 class SynthEffnetTarget(Target):
-    """A ``tinynet_e`` (timm EfficientNet) trained in the synthetic world; layers ``blocks.<i>``,
-    ``conv_head``, ``classifier``. ``ground_truth("classifier")`` gives each output's concept."""
+    """A ``tinynet_e`` (timm's EfficientNet, run as :class:`~dissectkit.synthetic.models.TinyNetE`)
+    trained in the synthetic world; layers ``blocks.<i>``, ``conv_head``, ``classifier``.
+    ``ground_truth("classifier")`` gives each output's concept."""
 
     def __init__(self, name: str, weights: Any = None, ctx: BuildContext | None = None) -> None:
         ctx = ctx or BuildContext()
@@ -89,19 +94,18 @@ class SynthEffnetTarget(Target):
     @property
     def module(self) -> torch.nn.Module:
         """The network, built and its weights read (once) on first use: a run whose activations are
-        all cached never builds it, and never imports timm."""
+        all cached never builds it. Built without timm (:func:`~dissectkit.synthetic.models.build_tinynet`)."""
         if self._module is None:
             n_out = arch.n_outputs(self.classes)
-            module = models.build_effnet(n_out).eval()
+            module = models.build_tinynet(n_out).eval()
             models.load_weights_into(module, self.path, self._what)
             built = infer_layer_infos(module, torch.zeros(1, 3, *models.MODEL_INPUT))
             if built != arch.effnet_layers(n_out):
-                import timm
-
                 raise ComponentError(
-                    f"timm {timm.__version__} builds {arch.TARGET_ARCH} with other layers than the packaged table "
-                    f"{arch.LAYER_TABLE}; regenerate it with `python -c \"from dissectkit.synthetic.models import "
-                    f"write_layer_table; write_layer_table()\"`."
+                    f"dissectkit.synthetic.models.TinyNetE builds other layers than the packaged table {arch.LAYER_TABLE} "
+                    f"of timm's {arch.TARGET_ARCH}: check TinyNetE against timm (tests/test_synthetic_models.py) or "
+                    "regenerate the table with `python -c \"from dissectkit.synthetic.models import write_layer_table; "
+                    "write_layer_table()\"`."
                 )
             self._module = module.to(self.device)
         return self._module
@@ -114,6 +118,9 @@ class SynthEffnetTarget(Target):
 
     def preprocess(self, image: Any) -> torch.Tensor:
         return models.preprocess_image(image)
+
+    def preprocess_key(self) -> str:
+        return PREPROCESS_ID
 
     def layers(self) -> list[LayerInfo]:
         """From the packaged table (the built module is checked against it when it is built)."""

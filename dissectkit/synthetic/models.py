@@ -1,6 +1,10 @@
 """The first-party models of the synthetic world: ``synth-clip`` and the EfficientNet targets.
 
-This module imports torch and timm; it is imported lazily by the component factories.
+This module imports torch (timm only inside :func:`build_effnet`); it is imported lazily by the
+component factories. The targets run as :func:`build_tinynet`, a plain-torch copy of timm's
+``tinynet_e`` (same modules, names, parameters and operations, so the same numbers), because
+importing timm (which imports torchvision and ``torch._dynamo``) costs more than a run's
+extraction of a few hundred images; training and the layer table use timm itself.
 """
 
 from __future__ import annotations
@@ -126,6 +130,122 @@ def build_effnet(num_classes: int) -> nn.Module:
     import timm
 
     return timm.create_model(TARGET_ARCH, pretrained=False, num_classes=num_classes)
+
+
+# tinynet_e at timm's defaults: per stage, per block (kind, in, out, expanded, kernel, stride, squeeze);
+# "ds": depthwise-separable block, "ir": inverted residual. A block adds its input when in == out and stride 1.
+_STEM, _HEAD = 32, 1280
+_TINYNET_E: tuple[tuple[tuple[str, int, int, int, int, int, int], ...], ...] = (
+    (("ds", 32, 8, 32, 3, 1, 8),),
+    (("ir", 8, 16, 48, 3, 2, 2),),
+    (("ir", 16, 24, 96, 5, 2, 4),),
+    (("ir", 24, 40, 144, 3, 2, 6), ("ir", 40, 40, 240, 3, 1, 10)),
+    (("ir", 40, 56, 240, 5, 1, 10), ("ir", 56, 56, 336, 5, 1, 14)),
+    (("ir", 56, 96, 336, 5, 2, 14), ("ir", 96, 96, 576, 5, 1, 24)),
+    (("ir", 96, 160, 576, 3, 1, 24),),
+)
+
+
+class _BatchNormAct(nn.BatchNorm2d):
+    """timm's ``BatchNormAct2d``: batch norm, then ``drop`` (identity) and ``act``."""
+
+    def __init__(self, channels: int, act: bool = True) -> None:
+        super().__init__(channels)
+        self.drop = nn.Identity()
+        self.act: nn.Module = nn.SiLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1)
+        self.act1 = nn.SiLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(s)
+
+
+def _dw(channels: int, kernel: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, kernel, stride, padding=((stride - 1) + (kernel - 1)) // 2, groups=channels, bias=False)
+
+
+class _DepthwiseSeparable(nn.Module):
+    def __init__(self, c_in: int, c_out: int, _mid: int, kernel: int, stride: int, se: int) -> None:
+        super().__init__()
+        self.has_skip = c_in == c_out and stride == 1
+        self.conv_dw = _dw(c_in, kernel, stride)
+        self.bn1 = _BatchNormAct(c_in)
+        self.aa = nn.Identity()
+        self.se = _SqueezeExcite(c_in, se)
+        self.conv_pw = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn2 = _BatchNormAct(c_out, act=False)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv_pw(self.se(self.aa(self.bn1(self.conv_dw(x))))))
+        return self.drop_path(y) + x if self.has_skip else y
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, c_in: int, c_out: int, mid: int, kernel: int, stride: int, se: int) -> None:
+        super().__init__()
+        self.has_skip = c_in == c_out and stride == 1
+        self.conv_pw = nn.Conv2d(c_in, mid, 1, bias=False)
+        self.bn1 = _BatchNormAct(mid)
+        self.conv_dw = _dw(mid, kernel, stride)
+        self.bn2 = _BatchNormAct(mid)
+        self.aa = nn.Identity()
+        self.se = _SqueezeExcite(mid, se)
+        self.conv_pwl = nn.Conv2d(mid, c_out, 1, bias=False)
+        self.bn3 = _BatchNormAct(c_out, act=False)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn3(self.conv_pwl(self.se(self.aa(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))))
+        return self.drop_path(y) + x if self.has_skip else y
+
+
+class _GlobalPool(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flatten(self.pool(x))
+
+
+class TinyNetE(nn.Module):
+    """timm's ``tinynet_e`` in plain torch (module names, parameters and forward pass alike; the
+    tests check it against timm). Built for inference: initialise by loading a state dict."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv_stem = nn.Conv2d(3, _STEM, 3, 2, padding=1, bias=False)
+        self.bn1 = _BatchNormAct(_STEM)
+        self.blocks = nn.Sequential(*(
+            nn.Sequential(*((_DepthwiseSeparable if kind == "ds" else _InvertedResidual)(*spec) for kind, *spec in stage))
+            for stage in _TINYNET_E
+        ))
+        self.conv_head = nn.Conv2d(_TINYNET_E[-1][-1][2], _HEAD, 1, bias=False)
+        self.bn2 = _BatchNormAct(_HEAD)
+        self.global_pool = _GlobalPool()
+        self.classifier = nn.Linear(_HEAD, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+        return self.classifier(self.global_pool(x))
+
+
+def build_tinynet(num_classes: int) -> nn.Module:
+    """The targets' architecture without timm (:class:`TinyNetE`), for loading trained weights."""
+    return TinyNetE(num_classes)
 
 
 def effnet_layer_infos(num_classes: int, device: str = "meta") -> list[LayerInfo]:
