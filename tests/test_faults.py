@@ -305,7 +305,7 @@ def _failing_html(monkeypatch, action):
     """The html reporter writes part of its report, then ``action()`` (a full disk, SIGTERM)."""
     import dissectkit.report.html
 
-    def write(run, out_dir, opts=None):
+    def write(run, out_dir, *args, **kwargs):
         (Path(out_dir) / "report.html").write_text("<html>half")
         action()
 
