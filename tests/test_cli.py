@@ -173,11 +173,10 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, tiny_openclip_dir
     before = (tmp_path / "out" / "labels.json").read_bytes()
 
     def interrupted(*_a, **_k):  # Ctrl-C once the chunks are written
+        import os
         import signal
 
-        # raise_signal: delivered to this thread and handled before it returns (os.kill may reach a torch
-        # worker thread first, and under load the main thread then went on with label_all's None)
-        signal.raise_signal(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(pipeline, "label_all", interrupted)
     args_new = [*args, "-s", "runtime.chunk_images=8"]  # new chunks are computed, then Ctrl-C
