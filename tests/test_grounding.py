@@ -151,3 +151,23 @@ def test_synthetic_world_planted_channels_and_grounding(tmp_path):
     wrong = [r["grounding_iou"] for r in rows if r["unit"] >= len(classes) or r["label"] != classes[r["unit"]]]
     assert right and wrong and np.mean(right) > np.mean(wrong)
     assert all(r["grounding_iou"] is not None for r in result.rows() if r["label"])
+
+
+def test_thresholds_from_a_sample_of_the_annotated_images_are_those_of_that_sample():
+    """``threshold_images`` bounds the thresholds' cost: with 40 annotated images and a bound of 10,
+    every 4th image is read, and the thresholds equal Network Dissection's on those images alone."""
+    from dissectkit.labelling.grounding import _thresholds
+    from dissectkit.labelling.spatial_grid import QuantileGrid
+
+    acts, spatial = _world(40)
+    sampled = _thresholds(_evidence(acts, spatial), _params(quantile=0.05, threshold_images=10), "cpu")
+    every = _thresholds(_evidence(acts, spatial), _params(quantile=0.05, threshold_images=None), "cpu")
+    batches = list(spatial())
+    maps = torch.cat([b.maps for b in batches])[::4]
+    masks = [m for b in batches for m in b.masks][::4]
+
+    def fourth():
+        yield SpatialBatch(maps=maps, masks=masks)
+
+    alone = QuantileGrid(_params(quantile=0.05)).layer_thresholds(_evidence(acts[::4], fourth))[0]
+    assert torch.equal(sampled, alone) and not torch.equal(sampled, every)

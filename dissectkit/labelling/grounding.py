@@ -52,6 +52,9 @@ class GroundingParams(Params):
     resolution: int | None = Field(112, ge=1, description="longer side of the comparison grid (netdissect's); null: the masks' own size")
     max_memory_mb: float = Field(512.0, gt=0, description="bound on the threshold computation's memory (netdissect's)")
     top_images: int = Field(10, ge=1, description="the neuron's most activating annotated images compared with the masks")
+    threshold_images: int | None = Field(
+        256, ge=1, description="annotated images the thresholds are estimated from (every k-th, evenly over the "
+        "probe, when there are more); null: all of them, as Network Dissection")
     mask_classes: dict[str, str | list[str]] = Field(
         default_factory=dict,
         description="concept text, subcategory or category -> the probe's mask class(es) that show it "
@@ -134,7 +137,11 @@ def _thresholds(evidence: Evidence, params: GroundingParams, device: str):
     with the cached maps (:func:`~dissectkit.labelling.spatial_grid.derived`), so a layer's thresholds
     are computed once whatever the methods, dissectors and runs that read them."""
     grid = QuantileGrid(params, who="grounding")
-    parts = {"quantile": params.quantile, "resolution": params.resolution, "max_memory_mb": params.max_memory_mb}
+    annotated = int(survey(evidence).annotated.sum())
+    if params.threshold_images is not None and annotated > params.threshold_images:
+        grid.stride = -(-annotated // params.threshold_images)
+    parts = {"quantile": params.quantile, "resolution": params.resolution, "max_memory_mb": params.max_memory_mb,
+             "stride": grid.stride}
     key = _source_key(evidence)
 
     def compute():
