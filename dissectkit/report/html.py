@@ -83,7 +83,8 @@ def card_columns(ls: Any, layer: str, unit: int) -> list[tuple[str, str, Any]]:
 
 def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
     index = run.concept_index()
-    margin = _margin_columns(ls, layer, len(ll.neurons))
+    margin = _layer_columns(ls, layer, len(ll.neurons), ("margin", "near_tie"))
+    grounding = _layer_columns(ls, layer, len(ll.neurons), ("grounding_iou", "pointing", "grounding_note"))
     out = []
     for unit, ranked in enumerate(ll.neurons):
         label, score = (ranked[0][0], float(ranked[0][1])) if ranked else (None, None)
@@ -101,18 +102,17 @@ def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: Htm
             "concepts": top, "n_concepts": len(ranked), "images": images, "card": with_card,
             "reason": no_concept_reason(ll, unit),
             "columns": card_columns(ls, layer, unit) if with_card else [],
-            "grounding": {c: (ls.columns.get(layer) or {}).get(c, [None] * (unit + 1))[unit]
-                          for c in ("grounding_iou", "pointing", "grounding_note")},
+            "grounding": {name: values[unit] for name, values in grounding.items()},
             "top_ids": run.top_image_ids(ls.target, layer, unit)[: opts.top_images] if with_card else [],
             "margin": margin["margin"][unit], "near_tie": margin["near_tie"][unit],
         })
     return out
 
 
-def _margin_columns(ls: Any, layer: str, n: int) -> dict[str, list[Any]]:
-    """The ``margins`` column group's values of a layer (``None`` each when it was not computed)."""
-    columns = ls.columns.get(layer, {})
-    return {name: list(columns.get(name) or [None] * n) for name in ("margin", "near_tie")}
+def _layer_columns(ls: Any, layer: str, n: int, names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Per-neuron columns ``names`` of a layer (``None`` each where a column was not computed)."""
+    columns = ls.columns.get(layer) or {}
+    return {name: list(columns.get(name) or [None] * n) for name in names}
 
 
 def _summary(ll: Any, neurons: list[dict[str, Any]]) -> dict[str, Any]:
