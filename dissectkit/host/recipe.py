@@ -443,16 +443,22 @@ def validate_components(recipe: Recipe, registry: Any) -> dict[int, Any]:
     return validated
 
 
-def code_fields(recipe: Recipe, validated: dict[int, Any]) -> list[tuple[str, str, ComponentRef, str, Any]]:
-    """``(kind, position, ref, field path, value)`` of every parameter that names Python code."""
+def _marked_params(recipe: Recipe, validated: dict[int, Any], marker: str) -> list[tuple[str, str, ComponentRef, str, Any, Any]]:
+    """``(kind, position, ref, field path, value, params)`` of every component parameter whose field
+    carries ``marker`` (:func:`~dissectkit.base.params.marked_fields`)."""
     out = []
     for kind, path, ref in component_refs(recipe):
         params = validated.get(id(ref))
         if params is None:
             continue
         where = recipe.position(*recipe_path(recipe, path))
-        out += [(kind, where, ref, field, value) for field, value, _ in marked_fields(params, PYTHON_CALLABLE)]
+        out += [(kind, where, ref, field, value, params) for field, value, _ in marked_fields(params, marker)]
     return out
+
+
+def code_fields(recipe: Recipe, validated: dict[int, Any]) -> list[tuple[str, str, ComponentRef, str, Any]]:
+    """``(kind, position, ref, field path, value)`` of every parameter that names Python code."""
+    return [found[:5] for found in _marked_params(recipe, validated, PYTHON_CALLABLE)]
 
 
 def check_trusted(recipe: Recipe, validated: dict[int, Any]) -> None:
@@ -498,23 +504,18 @@ def category_problems(recipe: Recipe, validated: dict[int, Any], concepts: list[
     shown = (", ".join(map(repr, known[:12])) + (", ..." if len(known) > 12 else "")) if known else \
         "none: the concept set has no categories"
     problems = []
-    for kind, path, ref in component_refs(recipe):
-        params = validated.get(id(ref))
-        if params is None:
-            continue
-        for field, value, _ in marked_fields(params, CONCEPT_CATEGORIES):
-            default = field.count(".") == 1 and field.split(".")[1] not in params.model_fields_set
-            for name in [value] if isinstance(value, str) else list(value):
-                if name in known:
-                    continue
-                hint = did_you_mean(str(name), known) or next(
-                    (f" Did you mean {k!r} (spaced as the concept set spells it)?" for k in known
-                     if k.strip().lower() == str(name).strip().lower()), "")
-                problems.append(
-                    f"  {recipe.position(*recipe_path(recipe, path))}: {kind} '{ref.display}' {field}"
-                    f"{' (the default)' if default else ''} names category {name!r}, which concept set "
-                    f"'{recipe.concepts.name}' does not have (its categories: {shown}).{hint} Use one of them, "
-                    "or [] for none.")
+    for kind, where, ref, field, value, params in _marked_params(recipe, validated, CONCEPT_CATEGORIES):
+        default = field.count(".") == 1 and field.split(".")[1] not in params.model_fields_set
+        for name in [value] if isinstance(value, str) else list(value):
+            if name in known:
+                continue
+            hint = did_you_mean(str(name), known) or next(
+                (f" Did you mean {k!r} (spaced as the concept set spells it)?" for k in known
+                 if k.strip().lower() == str(name).strip().lower()), "")
+            problems.append(
+                f"  {where}: {kind} '{ref.display}' {field}{' (the default)' if default else ''} names category "
+                f"{name!r}, which concept set '{recipe.concepts.name}' does not have (its categories: {shown})."
+                f"{hint} Use one of them, or [] for none.")
     return problems
 
 
