@@ -8,9 +8,10 @@ the cache has not seen). Prints each time and the ratio on / off.
 
 ``auc``: every method on the final conv layer of ``synth-effnet-planted`` (one class activation map
 per finding, 12 random channels; truth known) over the synthetic probe with masks; per method, the
-AUC of ``grounding_iou`` separating right top-1 labels (label == the channel's planted concept) from
-wrong ones (any other label, or any label of a random channel); also among the labels that are
-findings (not a breast composition, whose masks cover the whole breast).
+AUC of each grounding score (``grounding_iou``, ``grounding_above_chance``, ``pointing``,
+``pointing_above_chance``) separating right top-1 labels (label == the channel's planted concept)
+from wrong ones (any other label, or any label of a random channel); and of ``pointing_above_chance``
+with the wrong labels of planted channels only.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grounding.py [cost|auc|both] [--n 1000] [--repeat 2]
 """
@@ -98,24 +99,29 @@ def auc(n: int, out: Path) -> None:
     elapsed = time.perf_counter() - t0
     truth = [*classes, *([None] * 12)]
     print(f"planted layer of synth-effnet-planted, n={n}, run {elapsed:.1f} s")
-    print(f"  {'method':14s} {'right':>5s} {'wrong':>5s} {'no score':>8s} {'AUC iou':>8s} {'AUC pointing':>12s} "
-          f"{'iou right':>9s} {'iou wrong':>9s} {'AUC iou, findings':>17s} {'n':>5s}")
+    scores = ["grounding_iou", "grounding_above_chance", "pointing", "pointing_above_chance"]
+    print("  AUC of each score separating right from wrong top-1 labels; last column: pointing_above_chance, the wrong"
+          " labels of planted channels only (the random channels' labels left out)")
+    print(f"  {'method':14s} {'right':>5s} {'wrong':>5s} {'no score':>8s} " + " ".join(f"{s:>22s}" for s in scores)
+          + f" {'iou right':>9s} {'iou wrong':>9s} {'planted only':>12s}")
     for method in METHODS:
         rows = [r for r in result.rows() if r["method"] == method and r["label"] is not None]
         scored = [r for r in rows if r["grounding_iou"] is not None]
         right = [r for r in scored if r["label"] == truth[r["unit"]]]
         wrong = [r for r in scored if r["label"] != truth[r["unit"]]]
-        a = _auc([r["grounding_iou"] for r in right], [r["grounding_iou"] for r in wrong])
-        p = _auc([r["pointing"] for r in right], [r["pointing"] for r in wrong])
-        local = [r for r in scored if r["category"] != "breast composition"]  # masks that are not the whole breast
-        f = _auc([r["grounding_iou"] for r in local if r in right], [r["grounding_iou"] for r in local if r in wrong])
+        aucs = [_auc([r[s] for r in right], [r[s] for r in wrong]) for s in scores]
+        planted = _auc([r["pointing_above_chance"] for r in right],
+                       [r["pointing_above_chance"] for r in wrong if truth[r["unit"]] is not None])
 
         def mean(rs: list[dict[str, Any]]) -> str:
             return f"{statistics.fmean(r['grounding_iou'] for r in rs):.3f}" if rs else "-"
 
+        def fmt(a: float | None) -> str:
+            return "-" if a is None else f"{a:.3f}"
+
         print(f"  {method:14s} {len(right):5d} {len(wrong):5d} {len(rows) - len(scored):8d} "
-              f"{'-' if a is None else f'{a:.3f}':>8s} {'-' if p is None else f'{p:.3f}':>12s} {mean(right):>9s} {mean(wrong):>9s} "
-              f"{'-' if f is None else f'{f:.3f}':>17s} {len(local):5d}")
+              + " ".join(f"{fmt(a):>22s}" for a in aucs)
+              + f" {mean(right):>9s} {mean(wrong):>9s} {fmt(planted):>12s}")
 
 
 def main() -> None:

@@ -150,18 +150,25 @@ def test_synthetic_world_planted_channels_and_grounding(tmp_path):
     right = [r["grounding_iou"] for r in rows if r["unit"] < len(classes) and r["label"] == classes[r["unit"]]]
     wrong = [r["grounding_iou"] for r in rows if r["unit"] >= len(classes) or r["label"] != classes[r["unit"]]]
     assert right and wrong and np.mean(right) > np.mean(wrong)
-    assert all(r["grounding_iou"] is not None for r in result.rows() if r["label"])
+    assert all(r["grounding_iou"] is not None and r["pointing_above_chance"] is not None for r in result.rows() if r["label"])
+    for method in ("clip-dissect", "mammo-factor"):  # corrected for chance, the right labels still point better
+        rows = [r for r in result.rows() if r["method"] == method and r["label"]]
+        right = [r["pointing_above_chance"] for r in rows if r["unit"] < len(classes) and r["label"] == classes[r["unit"]]]
+        wrong = [r["pointing_above_chance"] for r in rows if r["unit"] >= len(classes) or r["label"] != classes[r["unit"]]]
+        assert np.mean(right) > np.mean(wrong), method
 
 
 def test_thresholds_from_a_sample_of_the_annotated_images_are_those_of_that_sample():
     """``threshold_images`` bounds the thresholds' cost: with 40 annotated images and a bound of 10,
     every 4th image is read, and the thresholds equal Network Dissection's on those images alone."""
-    from dissectkit.labelling.grounding import _thresholds
+    from dissectkit.labelling.grounding import _thresholds, mask_index
     from dissectkit.labelling.spatial_grid import QuantileGrid
 
     acts, spatial = _world(40)
-    sampled = _thresholds(_evidence(acts, spatial), _params(quantile=0.05, threshold_images=10), "cpu")
-    every = _thresholds(_evidence(acts, spatial), _params(quantile=0.05, threshold_images=None), "cpu")
+    ev = _evidence(acts, spatial)
+    index = mask_index(ev, _params())
+    sampled = _thresholds(ev, _params(quantile=0.05, threshold_images=10), index, "cpu")
+    every = _thresholds(ev, _params(quantile=0.05, threshold_images=None), index, "cpu")
     batches = list(spatial())
     maps = torch.cat([b.maps for b in batches])[::4]
     masks = [m for b in batches for m in b.masks][::4]
@@ -171,3 +178,40 @@ def test_thresholds_from_a_sample_of_the_annotated_images_are_those_of_that_samp
 
     alone = QuantileGrid(_params(quantile=0.05)).layer_thresholds(_evidence(acts[::4], fourth))[0]
     assert torch.equal(sampled, alone) and not torch.equal(sampled, every)
+
+
+def test_grounding_above_chance_discounts_where_the_concept_usually_is():
+    """A channel firing everywhere overlaps every mask a little: its IoU is above zero, but not above
+    what the label's masks placed as in a random image give; the right labels are well above chance."""
+    from dissectkit.labelling.grounding import layer_grounding
+
+    acts, spatial = _world()
+    out = layer_grounding(_evidence(acts, spatial), ["mass", "calc", "mass"], [], _params(quantile=0.1))
+    assert out["grounding_iou"][2] > 0.05 and abs(out["grounding_above_chance"][2]) < 0.06
+    assert out["grounding_above_chance"][0] > 0.5 and out["pointing_above_chance"][0] > 0.8
+    wrong = layer_grounding(_evidence(acts, spatial), ["calc", "mass", None], [], _params(quantile=0.1))
+    assert wrong["grounding_above_chance"][0] < 0 and wrong["pointing_above_chance"][0] < 0
+
+
+def test_pointing_tolerance_is_the_maps_own_cell():
+    """A finding smaller than a cell of the map, near the cell's corner: the map cannot point finer
+    than its cell, so the default tolerance (half a cell around the peak) counts a hit; 0 does not."""
+    from dissectkit.labelling.grounding import layer_grounding
+
+    n = 8
+    maps = np.zeros((n, 1, 8, 4), dtype=np.float32)
+    masks = []
+    for i in range(n):
+        y, x = 1 + i % 6, i % 4
+        maps[i, 0, y, x] = 1.0 + 0.01 * i
+        dot = np.zeros((H, W), dtype=bool)
+        dot[y * 4, x * 4] = True  # the cell's corner pixel
+        masks.append({"dot": dot})
+    t = torch.tensor(maps)
+
+    def spatial():
+        yield SpatialBatch(maps=t, masks=masks)
+
+    ev = _evidence(torch.from_numpy(maps.mean((2, 3))), spatial, ["dot"])
+    assert layer_grounding(ev, ["dot"], [], _params(quantile=0.05))["pointing"] == [1.0]
+    assert layer_grounding(ev, ["dot"], [], _params(quantile=0.05, pointing_tolerance=0))["pointing"] == [0.0]

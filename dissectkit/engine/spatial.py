@@ -88,25 +88,33 @@ def pack_masks(rows: list[dict[str, np.ndarray] | None]) -> tuple[Any, Any, dict
     return torch.tensor(offsets, dtype=torch.int64), torch.from_numpy(bits), {"masks": json.dumps(layout)}
 
 
-def unpack_masks(entry: ChunkedEntry, c: int) -> list[dict[str, np.ndarray] | None]:
-    """The masks of every row of chunk ``c`` of a masks entry."""
-    import numpy as np
-
+def packed_masks(entry: ChunkedEntry, c: int) -> list[list[tuple[str, int, int, np.ndarray]] | None]:
+    """The masks of every row of chunk ``c`` of a masks entry as stored: per row ``None`` (no masks)
+    or ``(concept, H, W, bits)`` per mask, ``bits`` the flattened mask packed by ``np.packbits``."""
     data = entry.read_chunk_tensors(c)
     layout = json.loads(entry.chunk_metadata(c)["masks"])
     bits, offsets = data["bits"].numpy(), data["values"].tolist()
-    rows: list[dict[str, np.ndarray] | None] = []
+    rows: list[list[tuple[str, int, int, np.ndarray]] | None] = []
     for start, row in zip(offsets, layout, strict=True):
         if row is None:
             rows.append(None)
             continue
-        masks, pos = {}, start
+        masks, pos = [], start
         for concept, h, w in row:
             n = (h * w + 7) // 8
-            masks[concept] = np.unpackbits(bits[pos : pos + n], count=h * w).reshape(h, w).astype(bool)
+            masks.append((concept, h, w, bits[pos : pos + n]))
             pos += n
         rows.append(masks)
     return rows
+
+
+def unpack_masks(entry: ChunkedEntry, c: int) -> list[dict[str, np.ndarray] | None]:
+    """The masks of every row of chunk ``c`` of a masks entry."""
+    import numpy as np
+
+    return [None if row is None else
+            {concept: np.unpackbits(bits, count=h * w).reshape(h, w).astype(bool) for concept, h, w, bits in row}
+            for row in packed_masks(entry, c)]
 
 
 @dataclass
@@ -130,9 +138,23 @@ class SpatialSource:
         rows = hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
         return content_key("spatial-source", self.maps.root.name, self.masks.root.name, len(self.valid), rows)
 
+    @property
+    def masks_key(self) -> str:
+        """A content key of the masks the stream yields (the masks' cache entry and the images kept):
+        the same for every layer of a target."""
+        import hashlib
+
+        import numpy as np
+
+        rows = hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
+        return content_key("spatial-masks", self.masks.root.name, len(self.valid), rows)
+
     def derived_path(self, name: str, parts: Any) -> Path:
         """Where what is computed from this stream under ``name`` and ``parts`` (JSON-serialisable
-        settings) is kept: inside the maps' cache entry, so it goes when the maps go."""
+        settings) is kept: inside the maps' cache entry, so it goes when the maps go; what is named
+        ``masks-...`` depends on the masks alone and is kept in theirs, shared by the target's layers."""
+        if name.startswith("masks-"):
+            return self.masks.root / "derived" / f"{name}-{content_key(name, self.masks_key, parts)}.safetensors"
         return self.maps.root / "derived" / f"{name}-{content_key(name, self.key, parts)}.safetensors"
 
     def load_derived(self, name: str, parts: Any) -> dict[str, torch.Tensor] | None:
@@ -155,6 +177,40 @@ class SpatialSource:
 
         blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
         atomic_write_bytes(self.derived_path(name, parts), blob)
+
+    def packed_rows(self) -> Iterator[list[tuple[str, int, int, np.ndarray]] | None]:
+        """The masks of each row the stream yields, in its order, as stored (:func:`packed_masks`),
+        without reading the maps or unpacking a mask."""
+        for c in range(self.maps.n_chunks):
+            span = self.maps.chunk_range(c)
+            rows = self.valid[span.start : span.stop].nonzero().flatten().tolist()
+            if rows:
+                packed = packed_masks(self.masks, c)
+                yield from (packed[i] for i in rows)
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the cached maps."""
+        for c in range(self.maps.n_chunks):
+            span = self.maps.chunk_range(c)
+            if bool(self.valid[span.start : span.stop].any()):
+                return tuple(self.maps.read_rows(c, 0, 1).shape[-2:])  # type: ignore[return-value]
+        return (1, 1)
+
+    def maps_at(self, positions: list[int]) -> torch.Tensor:
+        """``[len(positions), K, h, w]`` float32: the maps of the stream's rows ``positions`` (indices
+        into what a call yields, sorted), read chunk by chunk without unpacking any mask."""
+        import torch
+
+        probe_rows = self.valid.nonzero().flatten()[torch.as_tensor(positions, dtype=torch.int64)]
+        parts = []
+        for c in range(self.maps.n_chunks):
+            span = self.maps.chunk_range(c)
+            local = probe_rows[(probe_rows >= span.start) & (probe_rows < span.stop)] - span.start
+            if local.numel():
+                lo, hi = int(local.min()), int(local.max()) + 1
+                parts.append(self.maps.read_rows(c, lo, hi)[local - lo].to(torch.float32))
+        return torch.cat(parts)
 
     def __call__(self) -> Iterator[SpatialBatch]:
         import torch

@@ -84,7 +84,9 @@ def card_columns(ls: Any, layer: str, unit: int) -> list[tuple[str, str, Any]]:
 def _neurons(run: Any, ls: Any, layer: str, ll: Any, visuals: Visuals, opts: HtmlOptions) -> list[dict[str, Any]]:
     index = run.concept_index()
     margin = _layer_columns(ls, layer, len(ll.neurons), ("margin", "near_tie"))
-    grounding = _layer_columns(ls, layer, len(ll.neurons), ("grounding_iou", "pointing", "grounding_note"))
+    from dissectkit.labelling.grounding import COLUMNS as GROUNDING_COLUMNS
+
+    grounding = _layer_columns(ls, layer, len(ll.neurons), GROUNDING_COLUMNS)
     out = []
     for unit, ranked in enumerate(ll.neurons):
         label, score = (ranked[0][0], float(ranked[0][1])) if ranked else (None, None)

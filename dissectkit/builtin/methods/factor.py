@@ -59,6 +59,8 @@ class FactorParams(Params):
     min_score: float = Field(0.0, description="a channel's attributes score above this; none: no concept")
     heatmap_channels: int = Field(5, ge=1, description="top channels of an attribute summed into its heatmaps")
     heatmap_images: int = Field(6, ge=0, description="top images per attribute kept with their heatmaps (report)")
+    pointing_tolerance: float = Field(0.5, ge=0, description="the heatmaps' pointing game's tolerance in cells of the "
+                                      "layer's map (as the grounding columns': 0.5, the peak's own cell; 0: the peak pixel)")
     heatmap_threshold: float = Field(0.5, gt=0, le=1, description="heatmap level (fraction of its maximum) whose region is compared with the masks")
     resolution: int | None = Field(112, ge=1, description="longer side of the grid heatmaps are compared with masks on (netdissect's)")
     max_memory_mb: float = Field(1024.0, gt=0, description="training maps held at once; more are streamed through a shuffle buffer")
@@ -289,7 +291,7 @@ class MammoFactor(Method):
         T = self._text(evidence, attributes, device)
         train = known & (Y.any(1) if p.train_on == "positive" else torch.ones_like(known))
         settings = {**p.model_dump(exclude={"cache", "top_m", "min_score", "ranking", "heatmap_channels",
-                                            "heatmap_images", "heatmap_threshold", "resolution", "attributes"}),
+                                            "heatmap_images", "heatmap_threshold", "pointing_tolerance", "resolution", "attributes"}),
                     "attributes": attributes, "classes": [classes[a] for a in attributes], "seed": int(evidence.seed),
                     "texts": hashlib.sha256(T.cpu().numpy().tobytes()).hexdigest()}
 
@@ -425,22 +427,22 @@ class MammoFactor(Method):
 
     def _localise(self, heat, masks: dict[str, Any] | None, classes: list[str], grid: QuantileGrid) -> dict[str, Any]:
         """The heatmap on the masks' comparison grid: does its peak fall in the attribute's masks
-        (``pointing``), and the IoU of its region above ``heatmap_threshold`` x its maximum with them."""
+        (``pointing``, with the grounding columns' tolerance of ``pointing_tolerance`` cells), and the
+        IoU of its region above ``heatmap_threshold`` x its maximum with them."""
         import numpy as np
 
-        from dissectkit.imaging.raw import centre_indices
+        from dissectkit.labelling.grounding import PointingGame, grid_union
 
         present = [c for c in classes if masks and c in masks and np.asarray(masks[c]).any()]
         if not present:
             return {"pointing": None, "iou": None}
         H, W = np.asarray(masks[present[0]]).shape  # type: ignore[index]
         gh, gw = grid.grid(H, W)
-        iy, ix = centre_indices(H, gh), centre_indices(W, gw)
-        L = np.zeros((gh, gw), dtype=bool)
-        for c in present:
-            L |= np.asarray(masks[c], dtype=bool)[np.ix_(iy, ix)]  # type: ignore[index]
+        L = grid_union(masks, present, (H, W), (gh, gw))  # type: ignore[arg-type]
         up = upsample(heat[None], (gh, gw))[0].cpu().numpy()
         peak = float(up.max())
         region = up >= self.params.heatmap_threshold * peak if peak > 0 else np.zeros_like(L)
         union = np.count_nonzero(region | L)
-        return {"pointing": bool(L.reshape(-1)[int(up.argmax())]), "iou": float(np.count_nonzero(region & L) / union) if union else 0.0}
+        game = PointingGame((gh, gw), tuple(heat.shape[-2:]), self.params.pointing_tolerance)
+        hit = bool(game.near(L)[game.place(int(up.argmax()))])
+        return {"pointing": hit, "iou": float(np.count_nonzero(region & L) / union) if union else 0.0}
