@@ -163,3 +163,24 @@ def test_runs_with_the_same_name_are_told_apart_by_directory(tmp_path):
     b.out_dir = tmp_path / "tiny-cos"
     pair = compare_runs([a, b])[0]
     assert (pair.a.name, pair.b.name) == ("tiny", "tiny-cos")
+
+
+def test_compare_shows_mean_grounding_per_label_set_and_layer(tmp_path):
+    from dissectkit.report.compare import GROUNDING_MEANS, quality_ranking, write_html, write_quality_ranking
+
+    a, b = make_run(tmp_path, name="a"), make_run(tmp_path, name="b", methods=("cos",))
+    for run, value in ((a, 0.25), (b, 0.75)):
+        ls = run.label_sets[0]
+        for layer, ll in ls.layers.items():
+            n = len(ll.neurons)
+            ls.columns.setdefault(layer, {}).update({c: [value] * (n - 1) + [None] for c in GROUNDING_MEANS})
+    ranking = quality_ranking([a, b])
+    assert {r["label_set"]: r["pointing_above_chance"] for r in ranking if r["layer"] == "relu1"} == pytest.approx(
+        {"a": 0.25, "b": 0.75})
+    rows = list(csv.DictReader(write_quality_ranking(ranking, tmp_path).open()))
+    assert {r["grounding_above_chance"] for r in rows} == {"0.25", "0.75"}
+    html = write_html(compare_runs([a, b]), tmp_path / "cmp", [a, b], ranking).read_text()
+    assert "Label quality per layer" in html and "pointing above chance" in html and "grounding IoU" in html and ">0.75<" in html
+    plain = write_html(compare_runs([make_run(tmp_path, name="c"), make_run(tmp_path, name="d", methods=("cos",))]),
+                       tmp_path / "cmp2", [a, b]).read_text()
+    assert "Label quality per layer" in plain

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dissectkit.base.errors import DataError
+from dissectkit.labelling.grounding import COLUMNS as GROUNDING_COLUMNS
 from dissectkit.report import pair_measures as M
 
 
@@ -143,6 +144,8 @@ def compare_runs(runs: list[Any]) -> list[PairComparison]:
 RANK_BY = ("sim_corr", "sim_z")
 """The columns label sets are ranked by, in order (the first is required to rank)."""
 STABILITY = "stability"
+GROUNDING_MEANS = tuple(c for c in GROUNDING_COLUMNS if c != "grounding_note")
+"""The grounding columns whose means per label set and layer say where its labels land (probes with masks)."""
 """The column of the second ranking, ``rank_stability`` (mean label stability; none without it)."""
 
 
@@ -243,8 +246,10 @@ def write_tables(result: list[PairComparison], out: Path) -> dict[str, Path]:
     return paths
 
 
-def write_html(result: list[PairComparison], out: Path, runs: list[Any]) -> Path:
-    """``compare.html`` with overview, per-pair plots, category counts and labels side by side."""
+def write_html(result: list[PairComparison], out: Path, runs: list[Any], ranking: list[dict[str, Any]] | None = None) -> Path:
+    """``compare.html`` with overview, the label sets' quality per layer (:func:`quality_ranking`, with
+    where their labels land when the probe has masks), per-pair plots, category counts and labels side
+    by side."""
     from dissectkit.report import plots
     from dissectkit.report.render import render
 
@@ -268,8 +273,10 @@ def write_html(result: list[PairComparison], out: Path, runs: list[Any]) -> Path
                  for side, attr in ((p.a.name, "above_a"), (p.b.name, "above_b"))},
                 folder, f"above-{i}", "Neurons above the global threshold per category (all layers)", "neurons")
         figs.append(f)
+    ranking = quality_ranking(runs) if ranking is None else ranking
+    grounded = any(r.get(GROUNDING_MEANS[0]) is not None for r in ranking)
     return render("compare.html.j2", out / "compare.html", result=result, figs=figs, runs=runs,
-                  files="compare_files")
+                  files="compare_files", ranking=ranking, grounding=GROUNDING_MEANS if grounded else ())
 
 
 def _sum_levels(dicts: list[dict[str, int]]) -> dict[str, float]:

@@ -44,7 +44,7 @@ def compare_command(
     tables = write_tables(result, out)
     ranking = quality_ranking(loaded)
     tables["quality"] = write_quality_ranking(ranking, out)
-    html = write_html(result, out, loaded)
+    html = write_html(result, out, loaded, ranking)
     console = Console()
     for p in result:
         table = Table(title=f"{p.a.name}  vs  {p.b.name}  (layers matched by {p.matched_by})", title_justify="left")
@@ -75,18 +75,20 @@ def _print_ranking(console, ranking: list[dict]) -> None:
     """Label sets ranked per layer by their labels' quality (no ground truth needed)."""
     from rich.table import Table
 
+    from dissectkit.report.compare import GROUNDING_MEANS
+
     table = Table(title="Label quality per layer (ranked by mean simulation correlation; and by mean stability)",
                   title_justify="left")
     grounded = any(r.get("grounding_iou") is not None for r in ranking)  # probes with masks: where labels land
     for col in ("target", "layer", "rank", "label set", "sim. corr.", "top AUC", "z", "supported", "stability",
-                "stab. rank", *(("grounding IoU", "pointing") if grounded else ())):
+                "stab. rank", *(("grounding IoU", "above chance", "pointing", "above chance ") if grounded else ())):
         table.add_column(col, justify="left" if col in ("target", "layer", "label set") else "right", overflow="fold")
     for r in ranking:
         share = r.get("label_supported_share")
         table.add_row(r["target"], r["layer"], str(r["rank"]), r["label_set"], _fmt(r["sim_corr"]), _fmt(r["top_auc"]),
                       _fmt(r["sim_z"]), "—" if share is None else f"{share:.0%}", _fmt(r.get("stability")),
                       "—" if r.get("rank_stability") is None else str(r["rank_stability"]),
-                      *((_fmt(r.get("grounding_iou")), _fmt(r.get("pointing"))) if grounded else ()))
+                      *((_fmt(r.get(c)) for c in GROUNDING_MEANS) if grounded else ()))
     console.print(table)
 
 
