@@ -13,6 +13,7 @@ import pytest
 
 import dissectkit as dk
 from dissectkit.report import cards as report_cards
+from dissectkit.report import visuals as visuals_module
 from dissectkit.report.cards import CardEvidence
 from dissectkit.report.html import HtmlOptions, card_units
 from dissectkit.report.visuals import MAX_MAP_SIDE, Visuals
@@ -32,16 +33,24 @@ def _quickstart(tmp_path: Path, *overrides: str):
 
 
 class CountingProbe:
-    """The run's probe, counting the images read."""
+    """The run's probe, counting the images read (in this process and in the report's worker
+    processes: the count is in shared memory)."""
 
     def __init__(self, probe) -> None:
-        self.probe, self.reads = probe, 0
+        import multiprocessing
+
+        self.probe, self._reads = probe, multiprocessing.Value("i", 0)
+
+    @property
+    def reads(self) -> int:
+        return self._reads.value
 
     def __len__(self) -> int:
         return len(self.probe)
 
     def __getitem__(self, index: int):
-        self.reads += 1
+        with self._reads.get_lock():
+            self._reads.value += 1
         return self.probe[index]
 
 
@@ -185,6 +194,7 @@ def test_a_large_probe_keeps_maps_and_leaves_thumbnails_to_the_report(tmp_path, 
     visuals = _visuals(run, tmp_path / "report_files")
     shown = {i for key in visuals.layers for row in visuals.layers[key].indices for i in row}
     assert counting.reads == len(shown) and forwards == []  # each shown image read once, for its thumbnail only
+    assert len(shown) >= visuals_module.PROCESS_READS  # ... in worker processes
     cards5 = visuals.layers[(TARGET, "blocks.5")]
     assert all(uri is not None for k, row in enumerate(cards5.indices) for uri in cards5.heat[k][: len(row)])
 

@@ -29,6 +29,8 @@ MAX_MAP_SIDE = 32
 """Heatmaps are average-pooled to at most this side (the browser stretches them)."""
 BATCH = 32
 """Images read and run through the target together."""
+PROCESS_READS = 64
+"""From this many images to read for their thumbnails alone, the report reads them in worker processes."""
 
 # matplotlib's "inferno" (the default heatmap colormap; CC0) as colormap_lut gives it, so a report
 # need not import matplotlib (0.6 s) for it; tests/test_warm_rerun.py checks it against matplotlib.
@@ -130,11 +132,14 @@ class Visuals:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dk-images") as pool:
             unmapped = self._kept(pool, target, images, layers, slots, heat)
             needs = {i: tuple(layer for layer in layers if i in unmapped[layer]) for i in images}
+            thumbs_only = [i for i in images if not needs[i] and i not in self.assets.thumbs]
+            if len(thumbs_only) >= PROCESS_READS:  # many images to read for their thumbnails alone: read in processes
+                self._thumbnails_in_workers(thumbs_only)
             batches = _batches([i for i in images if needs[i] or i not in self.assets.thumbs], needs)
-            pending = [pool.submit(self._load, target, i) for i in batches[0]] if batches else []
+            pending = [pool.submit(self._load, target, i, bool(needs[i])) for i in batches[0]] if batches else []
             for b in range(len(batches)):
                 loaded = [f.result() for f in pending]
-                pending = [pool.submit(self._load, target, i) for i in batches[b + 1]] if b + 1 < len(batches) else []
+                pending = [pool.submit(self._load, target, i, bool(needs[i])) for i in batches[b + 1]] if b + 1 < len(batches) else []
                 ok = [(index, x) for index, x in loaded if x is not None]
                 wanted = list(needs[batches[b][0]])  # the same layers for every image of a batch
                 if not ok or not wanted:
@@ -180,12 +185,28 @@ class Visuals:
             unmapped[layer] = set(idx[~found].tolist())
         return unmapped
 
-    def _load(self, target: str, index: int) -> tuple[int, Any]:
-        """Read image ``index`` once: its thumbnail is written and its model input returned
-        (``None`` when it cannot be read any more: a placeholder is shown)."""
+    def _thumbnails_in_workers(self, images: list[int]) -> None:
+        """Read ``images`` and make their thumbnails in worker processes (reading - decoding, or drawing
+        the synthetic world's images - holds the GIL, so threads would take turns), one per CPU; their
+        files are written here."""
+        from torch.utils.data import DataLoader
+
+        workers = min(len(images) // BATCH + 1, max(1, available_cpus()))
+        reads = DataLoader(_ThumbnailReads(self.evidence, images, self.opts.thumb_size), batch_size=BATCH // 4,
+                           num_workers=workers if workers > 1 else 0, collate_fn=list)
+        for part in reads:
+            for index, thumb, error in part:
+                if thumb is None:
+                    self.assets.fail(index, error)
+                else:
+                    self.made[index] = (thumb, self.assets.add_thumbnail(index, thumb))
+
+    def _load(self, target: str, index: int, model_input: bool = True) -> tuple[int, Any]:
+        """Read image ``index`` once: its thumbnail is written and, when ``model_input``, its model
+        input returned (``None`` when it cannot be read any more: a placeholder is shown)."""
         try:
             item = self.evidence.read(index)
-            x = self.evidence.model_input(target, item.image)
+            x = self.evidence.model_input(target, item.image) if model_input else True
             thumb = make_thumbnail(item, self.opts.thumb_size)
             self.made[index] = (thumb, self.assets.add_thumbnail(index, thumb))
         except Exception as exc:  # noqa: BLE001 - any unreadable image becomes a placeholder
@@ -235,6 +256,24 @@ class Visuals:
                                    if (src := self.assets.outline(index, c)) is not None]
             out.append(img)
         return out
+
+
+class _ThumbnailReads:
+    """A dataset of ``(index, thumbnail, None)`` of some probe images (``(index, None, error)`` for an
+    image that cannot be read any more)."""
+
+    def __init__(self, evidence: Any, images: list[int], size: int) -> None:
+        self.evidence, self.images, self.size = evidence, images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, j: int) -> tuple[int, Thumbnail | None, str | None]:
+        index = self.images[j]
+        try:
+            return index, make_thumbnail(self.evidence.read(index), self.size), None
+        except Exception as exc:  # noqa: BLE001 - any unreadable image becomes a placeholder
+            return index, None, read_error(exc)
 
 
 def _batches(images: list[int], needs: dict[int, tuple[str, ...]]) -> list[list[int]]:
