@@ -4,7 +4,8 @@ tells right labels from wrong ones.
 ``cost``: the quickstart (recipes/quickstart.yaml) run with ``output.columns.grounding`` off and on, in
 the same process, after a warm-up run that caches the activations and the spatial maps; "on" is timed
 with the layer thresholds already kept next to the cached maps and with them recomputed (a quantile
-the cache has not seen). Prints each time and the ratio on / off.
+the cache has not seen). Prints each time and the ratio on / off; then the same off / on as whole runs
+(``dissectkit run`` in a fresh interpreter: what a user waits for).
 
 ``auc``: every method on the final conv layer of ``synth-effnet-planted`` (one class activation map
 per finding, 12 random channels; truth known) over the synthetic probe with masks; per method, the
@@ -63,10 +64,36 @@ def cost(n: int, repeat: int, out: Path) -> None:
                 columns = {"grounding": {"quantile": 0.005 + 1e-6 * (r + 1)}}
             times[name].append(_timed(_quickstart(out / f"r{r}", n, columns)))
     base = statistics.median(times["grounding off"])
-    print(f"quickstart, n={n}, median of {repeat} runs, spatial maps cached")
+    print(f"quickstart, n={n}, median of {repeat} runs, activations and spatial maps cached")
+    print("  in this process (dk.run: the labelling, the columns, csv):")
     for name, ts in times.items():
         t = statistics.median(ts)
-        print(f"  {name:40s} {t:7.2f} s   x{t / base:.3f} of off   (runs: {', '.join(f'{x:.2f}' for x in ts)})")
+        print(f"    {name:40s} {t:7.2f} s   x{t / base:.3f} of off   (runs: {', '.join(f'{x:.2f}' for x in ts)})")
+    whole = {name: [_cli(n, columns, out / f"cli-{name[-3:].strip()}-{r}") for r in range(repeat)]
+             for name, columns in (("grounding off", {"grounding": False}), ("grounding on", {}))}
+    base = statistics.median(whole["grounding off"])
+    print("  the whole run (dissectkit run in a fresh interpreter, as a user runs it):")
+    for name, ts in whole.items():
+        t = statistics.median(ts)
+        print(f"    {name:40s} {t:7.2f} s   x{t / base:.3f} of off   (runs: {', '.join(f'{x:.2f}' for x in ts)})")
+
+
+def _cli(n: int, columns: dict[str, Any], out: Path) -> float:
+    """Wall seconds of ``dissectkit run`` of the quickstart (csv) in a fresh interpreter, on the same
+    cache as this process, without the plugins installed here (as the README's quickstart installs it)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from published_compare import quickstart_env
+
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(_quickstart(out, n, columns)))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dissectkit", "run", str(path), "--quiet"], check=True,
+                   env=quickstart_env(dict(os.environ)), cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def _auc(right: list[float], wrong: list[float]) -> float | None:
