@@ -5,7 +5,8 @@ the same synthetic images, models, layers and concept set.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/published_compare.py [--sizes 1000,4000] [--repeats 3] [--reporters csv,json,html]
 
 For each N, ``--repeats`` rounds, the four runs of a round interleaved, each a fresh interpreter
-timed from start to exit (wall) with its peak RSS (``wait4``; the main process, not its data workers):
+timed from start to exit (wall) with its peak RSS (``wait4``; the main process, not its data workers)
+and its CPU seconds (user + system, with the data workers):
 
 - **cold**: fresh activation folder / cache, soft_wpmi (the recipe's similarity);
 - **warm**: the same again with another similarity (``cos``): both keep their cached activations
@@ -36,13 +37,19 @@ RECIPE = ROOT / "recipes" / "quickstart.yaml"
 PUBLISHED = ROOT / "benchmarks" / "published_clip_dissect.py"
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB of the process itself, stdout) of one command."""
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system, the process and the workers it waited for) of each run kind."""
+
+
+def timed(cmd: list[str], env: dict[str, str], kind: str = "") -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB of the process itself, stdout) of one command; its CPU seconds
+    go to :data:`CPU` under ``kind``."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        CPU.setdefault(kind, []).append(usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -54,7 +61,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 def published(n: int, tmp: Path, similarity: str, env: dict[str, str]) -> tuple[float, float, Path]:
     wall, peak, out = timed([sys.executable, str(PUBLISHED), "--n", str(n), "--concept-set", str(tmp / "words.txt"),
                              "--activation-dir", str(tmp / f"pub-acts-{n}"), "--result-dir", str(tmp / "pub-results"),
-                             "--similarity", similarity], env)
+                             "--similarity", similarity], env, f"pub {'cold' if similarity == 'soft_wpmi' else 'warm'}")
     return wall, peak, Path(out.strip().splitlines()[-1]) / "descriptions.csv"
 
 
@@ -75,7 +82,7 @@ def dissectkit(n: int, tmp: Path, similarity: str, reporters: str, env: dict[str
     cmd = [sys.executable, "-m", "dissectkit", "run", str(RECIPE), "--quiet", "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    wall, peak, _ = timed(cmd, quickstart_env(env))
+    wall, peak, _ = timed(cmd, quickstart_env(env), f"dk {'cold' if similarity == 'soft_wpmi' else 'warm'}")
     return wall, peak, out / "neurons.csv"
 
 
@@ -103,6 +110,7 @@ def main() -> None:
     try:
         for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
             rows: dict[str, list[float]] = {"pub cold": [], "dk cold": [], "pub warm": [], "dk warm": []}
+            CPU.clear()
             peaks: dict[str, float] = {}
             agree = (0, 0)
             for _ in range(args.repeats):
@@ -118,9 +126,10 @@ def main() -> None:
                     if kind == "cold":
                         agree = agreement(pub_csv, dk_csv)
             print(f"\nN={n} ({args.repeats} rounds; load average now {os.getloadavg()[0]:.2f})")
-            print(f"{'':10s} {'min s':>7s} {'median s':>9s} {'peak RSS MB':>12s}")
+            print(f"{'':10s} {'min s':>7s} {'median s':>9s} {'peak RSS MB':>12s} {'median CPU s':>13s}")
             for name, values in rows.items():
-                print(f"{name:10s} {min(values):7.2f} {statistics.median(values):9.2f} {peaks[name]:12.0f}")
+                print(f"{name:10s} {min(values):7.2f} {statistics.median(values):9.2f} {peaks[name]:12.0f} "
+                      f"{statistics.median(CPU[name]):13.2f}")
             for kind in ("cold", "warm"):
                 d, p = rows[f"dk {kind}"], rows[f"pub {kind}"]
                 print(f"{kind}: dissectkit / published = {min(d) / min(p):.2f} (min) / "

@@ -43,6 +43,8 @@ NO_ANNOTATED = "no probe image carries masks"
 NO_EXTENT = "the layer has no spatial extent (1 x 1 maps)"
 MISALIGNED = "the spatial maps and the activations cover different images"
 _MEMO_SIZE = 8
+_THRESHOLD_BATCH = 16
+"""Sampled images upsampled together for the thresholds (their grid maps bound the memory: 16 x K x grid)."""
 COLUMNS = ("grounding_iou", "grounding_above_chance", "pointing", "pointing_above_chance", "grounding_note")
 
 
@@ -267,7 +269,7 @@ def _thresholds(evidence: Evidence, params: GroundingParams, index: MaskIndex, d
         for pair in [*_maps_at(evidence, sample), None]:
             if pair is not None:
                 batch.append(pair)
-            if batch and (pair is None or len(batch) == 64):
+            if batch and (pair is None or len(batch) == _THRESHOLD_BATCH):
                 masks = [{c: index.union([c], np.array([r]))[0].reshape(index.grid) for c in index.classes_at(r)}
                          for r, _ in batch]
                 yield SpatialBatch(torch.stack([m for _, m in batch]), masks)
