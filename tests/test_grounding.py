@@ -215,3 +215,47 @@ def test_pointing_tolerance_is_the_maps_own_cell():
     ev = _evidence(torch.from_numpy(maps.mean((2, 3))), spatial, ["dot"])
     assert layer_grounding(ev, ["dot"], [], _params(quantile=0.05))["pointing"] == [1.0]
     assert layer_grounding(ev, ["dot"], [], _params(quantile=0.05, pointing_tolerance=0))["pointing"] == [0.0]
+
+
+def test_a_cached_run_reads_the_mask_index_and_only_the_top_images_maps(tmp_path, monkeypatch):
+    """The engine's spatial source: ``maps_at`` gives the stream's maps, ``packed_rows`` its masks as
+    stored; a second run reads the mask index, the thresholds and the chance maps from the cache
+    (no mask unpacked, no full pass over the maps) and gets the same columns."""
+    import dissectkit as dk
+    from dissectkit.engine import spatial as engine_spatial
+    from dissectkit.labelling import grounding
+
+    overrides = ["probe.params.n=120", "runtime.batch_size=32", "runtime.chunk_images=50", "output.reporters=[csv]",
+                 f"runtime.cache_dir={tmp_path / 'cache'}"]
+    sources = []
+    original = grounding.layer_grounding
+
+    def spy(evidence, *a, **k):
+        sources.append(evidence.spatial_maps)
+        return original(evidence, *a, **k)
+
+    monkeypatch.setattr(grounding, "layer_grounding", spy)
+    first = dk.run(dk.load_recipe("recipes/quickstart.yaml", [*overrides, f"output.dir={tmp_path / 'a'}"]))
+    source = next(s for s in sources if s is not None and s.map_size != (1, 1))
+    streamed = [(b.maps, m) for b in source() for m in [b.masks]]
+    maps = torch.cat([m for m, _ in streamed])
+    assert torch.equal(source.maps_at([0, 7, 119]), maps[[0, 7, 119]])
+    packed = list(source.packed_rows())
+    unpacked = [m for _, ms in streamed for m in ms]
+    assert len(packed) == len(unpacked) == 120
+    for row, masks in zip(packed, unpacked, strict=True):
+        assert bool(row) == bool(masks)
+        for c, h, w, bits in row or ():
+            assert np.array_equal(np.unpackbits(bits, count=h * w).reshape(h, w).astype(bool), masks[c])
+
+    grounding._MEMO.clear()
+
+    def no_unpack(*_a, **_k):
+        raise AssertionError("a cached run unpacked the masks")
+
+    monkeypatch.setattr(engine_spatial, "packed_masks", no_unpack)
+    monkeypatch.setattr(engine_spatial.SpatialSource, "__call__", no_unpack)
+    second = dk.run(dk.load_recipe("recipes/quickstart.yaml", [*overrides, f"output.dir={tmp_path / 'b'}"]))
+    columns = ("grounding_iou", "grounding_above_chance", "pointing", "pointing_above_chance", "grounding_note")
+    assert [[r[c] for c in columns] for r in first.rows()] == [[r[c] for c in columns] for r in second.rows()]
+    assert any(r["pointing_above_chance"] is not None for r in second.rows())
