@@ -131,23 +131,21 @@ class SpatialSource:
     def key(self) -> str:
         """A content key of what the stream yields (the maps' and masks' cache entries and the images
         kept): what is computed from it (thresholds, trained heads) may be memoised or cached under it."""
-        import hashlib
-
-        import numpy as np
-
-        rows = hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
-        return content_key("spatial-source", self.maps.root.name, self.masks.root.name, len(self.valid), rows)
+        return content_key("spatial-source", self.maps.root.name, self.masks.root.name, len(self.valid), self._rows())
 
     @property
     def masks_key(self) -> str:
         """A content key of the masks the stream yields (the masks' cache entry and the images kept):
         the same for every layer of a target."""
+        return content_key("spatial-masks", self.masks.root.name, len(self.valid), self._rows())
+
+    def _rows(self) -> str:
+        """A digest of which images the stream keeps."""
         import hashlib
 
         import numpy as np
 
-        rows = hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
-        return content_key("spatial-masks", self.masks.root.name, len(self.valid), rows)
+        return hashlib.sha256(np.packbits(self.valid.cpu().numpy().astype(bool)).tobytes()).hexdigest()
 
     def derived_path(self, name: str, parts: Any) -> Path:
         """Where what is computed from this stream under ``name`` and ``parts`` (JSON-serialisable
