@@ -175,8 +175,8 @@ def _source_key(evidence: Evidence) -> str | None:
 
 
 def mask_index(evidence: Evidence, params: GroundingParams) -> MaskIndex:
-    """:class:`MaskIndex` of ``evidence.spatial_maps`` on ``params``' grid (memoised per spatial
-    source; kept with the cached maps)."""
+    """:class:`MaskIndex` of ``evidence.spatial_maps`` on ``params``' grid (memoised per set of masks;
+    kept with the cached masks when the stream is the engine's)."""
 
     def build() -> dict[str, torch.Tensor]:
         import numpy as np
