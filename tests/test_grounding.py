@@ -259,3 +259,33 @@ def test_a_cached_run_reads_the_mask_index_and_only_the_top_images_maps(tmp_path
     columns = ("grounding_iou", "grounding_above_chance", "pointing", "pointing_above_chance", "grounding_note")
     assert [[r[c] for c in columns] for r in first.rows()] == [[r[c] for c in columns] for r in second.rows()]
     assert any(r["pointing_above_chance"] is not None for r in second.rows())
+
+
+def test_derived_files_carry_a_checksum_and_a_damaged_one_is_moved_aside_and_computed_again(tmp_path, caplog):
+    """What grounding keeps in the cache (mask index, thresholds, chance maps) is verified like the
+    chunks: a flipped byte is found by ``cache verify`` and, in a run, moved aside and computed again."""
+    import dissectkit as dk
+    from dissectkit.engine.cache import Cache
+    from dissectkit.labelling import grounding
+
+    cache = tmp_path / "cache"
+    overrides = ["probe.params.n=120", "runtime.batch_size=32", "runtime.chunk_images=50", "output.reporters=[csv]",
+                 f"runtime.cache_dir={cache}"]
+    grounding._MEMO.clear()  # content keys do not name the cache folder: start from this cache alone
+    first = dk.run(dk.load_recipe("recipes/quickstart.yaml", [*overrides, f"output.dir={tmp_path / 'a'}"]))
+    derived = sorted(cache.glob("*/*/derived/*.safetensors"))
+    assert {p.name.split("-")[0] for p in derived} >= {"masks", "thresholds", "grounding"}
+    assert Cache(cache).verify()[1] == []
+    index = next(p for p in derived if p.name.startswith("masks-index"))
+    data = bytearray(index.read_bytes())
+    data[-1] ^= 0xFF
+    index.write_bytes(bytes(data))
+    problems = Cache(cache).verify()[1]
+    assert [(p.path, p.problem) for p in problems] == [(index, "checksum mismatch (its bytes changed after dissectkit wrote it)")]
+    grounding._MEMO.clear()
+    second = dk.run(dk.load_recipe("recipes/quickstart.yaml", [*overrides, f"output.dir={tmp_path / 'b'}"]))
+    assert "masks-index" in caplog.text and "moved aside" in caplog.text
+    assert list((cache / "quarantine" / "masks").glob("*/derived/masks-index-*"))
+    assert index.is_file() and Cache(cache).verify()[1] == []  # computed again, with its checksum
+    columns = ("grounding_iou", "grounding_above_chance", "pointing", "pointing_above_chance")
+    assert [[r[c] for c in columns] for r in first.rows()] == [[r[c] for c in columns] for r in second.rows()]

@@ -34,6 +34,8 @@ KEY_VERSION = 2  # 2: every file carries a checksum (entries of version 1 are no
 FORMAT = 2
 KINDS = ("acts", "spatial", "masks", "embeds", "texts", "observed")
 QUARANTINE = "quarantine"
+DERIVED = "derived"
+"""The folder of an entry holding what methods compute from it (thresholds, trained heads, indexes)."""
 CHECKSUM_KEY = "dissectkit.blake2b"
 SIDECAR = ".blake2b"
 _BLOCK = 1 << 23  # bytes hashed per read
@@ -200,7 +202,11 @@ def verified(path: Path) -> str | None:
 
 
 def cache_root_of(path: Path) -> Path:
-    """The cache directory of a file ``<cache>/<kind>/<key>/<file>``."""
+    """The cache directory of a file ``<cache>/<kind>/<key>/<file>`` (or deeper in its entry, e.g.
+    ``<cache>/<kind>/<key>/derived/<file>``)."""
+    for parent in path.parents:
+        if parent.name in KINDS:
+            return parent.parent
     return path.parent.parent.parent
 
 
@@ -208,7 +214,7 @@ def quarantine(path: Path, problem: str, warn: bool = True) -> Path | None:
     """Move a failed file (and its sidecar) aside to ``<cache>/quarantine/<kind>/<key>/``, with a
     warning naming it; returns where it went (``None`` when it vanished meanwhile)."""
     root = cache_root_of(path)
-    dest_dir = root / QUARANTINE / path.parent.parent.name / path.parent.name
+    dest_dir = root / QUARANTINE / path.parent.relative_to(root)
     dest = dest_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     _VERIFIED.pop(str(path), None)
     try:
@@ -520,7 +526,8 @@ class Cache:
                         continue
                 for tmp in orphan_temporaries(d, max_age_s=3600.0):
                     problems.append(Problem(tmp, "an orphan temporary file", repaired=repair and _remove(tmp)))
-                for f in sorted(d.iterdir()):
+                derived = sorted((d / DERIVED).iterdir()) if (d / DERIVED).is_dir() else []
+                for f in [*sorted(d.iterdir()), *derived]:
                     data = f.name.endswith(".safetensors") or (kind == "observed" and f.name == "observation")
                     if not f.is_file() or not data:
                         continue

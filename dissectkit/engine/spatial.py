@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dissectkit.base.types import LayerInfo
-from dissectkit.engine.cache import ChunkedEntry, atomic_write_bytes, content_key
+from dissectkit.engine.cache import (
+    DERIVED,
+    ChunkedEntry,
+    atomic_write_bytes,
+    content_key,
+    safetensors_parts,
+    usable,
+)
 from dissectkit.labelling.evidence import SpatialBatch
 from dissectkit.labelling.spatial_grid import bounded_size as _bounded
 
@@ -18,6 +25,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+DERIVED_FORMAT = 2
+"""Of the files derived from a spatial stream: 2 carries a checksum (files of format 1 are not read;
+``dissectkit cache verify --repair`` moves them aside)."""
 SPATIAL_MAX_SIDE = 28
 """The longest side of a cached spatial map (the maps of larger layers are area-averaged)."""
 _F16_MAX = 65504.0
@@ -152,29 +162,24 @@ class SpatialSource:
         settings) is kept: inside the maps' cache entry, so it goes when the maps go; what is named
         ``masks-...`` depends on the masks alone and is kept in theirs, shared by the target's layers."""
         if name.startswith("masks-"):
-            return self.masks.root / "derived" / f"{name}-{content_key(name, self.masks_key, parts)}.safetensors"
-        return self.maps.root / "derived" / f"{name}-{content_key(name, self.key, parts)}.safetensors"
+            return self.masks.root / DERIVED / f"{name}-{content_key(name, DERIVED_FORMAT, self.masks_key, parts)}.safetensors"
+        return self.maps.root / DERIVED / f"{name}-{content_key(name, DERIVED_FORMAT, self.key, parts)}.safetensors"
 
     def load_derived(self, name: str, parts: Any) -> dict[str, torch.Tensor] | None:
         """Tensors saved by :meth:`save_derived` with the same ``name`` and ``parts``, else ``None``
-        (also for a file that cannot be read: it is computed again)."""
-        from safetensors import SafetensorError
+        (also for a file that fails its checksum: it is moved aside, with a warning, and computed again)."""
         from safetensors.torch import load_file
 
         path = self.derived_path(name, parts)
-        if not path.exists():
-            return None
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError):
-            return None
+        return load_file(str(path)) if usable(path) else None
 
     def save_derived(self, name: str, parts: Any, tensors: dict[str, torch.Tensor]) -> None:
-        """Keep tensors computed from this stream (e.g. thresholds, trained heads), written atomically."""
+        """Keep tensors computed from this stream (e.g. thresholds, trained heads), written atomically
+        with their checksum, like the chunks."""
         from safetensors.torch import save
 
         blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-        atomic_write_bytes(self.derived_path(name, parts), blob)
+        atomic_write_bytes(self.derived_path(name, parts), safetensors_parts(blob))
 
     def packed_rows(self) -> Iterator[list[tuple[str, int, int, np.ndarray]] | None]:
         """The masks of each row the stream yields, in its order, as stored (:func:`packed_masks`),
