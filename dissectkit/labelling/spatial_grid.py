@@ -52,11 +52,9 @@ class QuantileGrid:
     """Network Dissection's comparison grid and per-neuron thresholds over ``Evidence.spatial_maps``.
 
     ``params`` has ``quantile``, ``resolution`` (longer side of the grid; ``None``: the masks' own
-    size) and ``max_memory_mb``; ``who`` names the user in error messages. ``stride`` > 1 reads every
-    ``stride``-th annotated image only (in stream order), for thresholds estimated from a sample."""
+    size) and ``max_memory_mb``; ``who`` names the user in error messages."""
 
     who = "netdissect"
-    stride = 1
 
     def __init__(self, params: Any, who: str | None = None) -> None:
         self.params = params
@@ -76,7 +74,6 @@ class QuantileGrid:
         batch, grouped by mask size (validated)."""
         import torch
 
-        seen = 0  # annotated images so far (the stride's counter)
         for batch in evidence.spatial_maps():
             maps = torch.as_tensor(batch.maps)
             if maps.ndim != 4:
@@ -90,9 +87,6 @@ class QuantileGrid:
             groups: dict[tuple[int, int], list[int]] = {}
             for b, masks in enumerate(batch.masks):
                 if not masks:
-                    continue
-                seen += 1
-                if (seen - 1) % self.stride:
                     continue
                 shapes = {tuple(getattr(m, "shape", ())) for m in masks.values()}
                 if len(shapes) != 1 or len(next(iter(shapes))) != 2:
