@@ -370,6 +370,11 @@ class PointingGame:
         box = (c[..., y1[:, None], x1] - c[..., y0[:, None], x1] - c[..., y1[:, None], x0] + c[..., y0[:, None], x0])
         return (box > 0).reshape(*lead, -1)
 
+    @property
+    def places(self) -> int:
+        """How many places a peak may be (the length of :meth:`near`'s last axis)."""
+        return self.grid[0] * self.grid[1] if self.tolerance == 0 else self.map_size[0] * self.map_size[1]
+
     def place(self, peak: int) -> int:
         """The index in :meth:`near` of a peak at flattened grid pixel ``peak``."""
         if self.tolerance == 0:
@@ -399,7 +404,7 @@ def _chance(index: MaskIndex, classes: tuple[str, ...], game: PointingGame) -> _
     rows = np.unique(np.concatenate([index.rows.get(c, np.zeros(0, np.int64)) for c in classes]))
     count = max(int(index.annotated.sum()), 1)
     P = np.zeros(index.grid[0] * index.grid[1])
-    hit = np.zeros(len(game.near(np.zeros((1, *index.grid), dtype=bool))[0]))
+    hit = np.zeros(game.places)
     for start in range(0, len(rows), 1024):
         L = index.union(classes, rows[start : start + 1024])
         P += L.sum(0)
@@ -482,16 +487,13 @@ def layer_grounding(evidence: Evidence, labels: list[str | None], concepts: Iter
     game = PointingGame(index.grid, map_size, params.pointing_tolerance)
     groups = sorted(set(classes[k] for k in need))
     chance = _chances(evidence, index, game, groups, params)
-    at: dict[tuple[str, ...], dict[int, int]] = {}  # per class set, its rows' places in masks / near
+    rows_of: dict[tuple[str, ...], set[int]] = {}  # per class set, the top rows of its neurons
     for r, units in wanted.items():
         for k in units:
-            at.setdefault(classes[k], {}).setdefault(r, 0)
-    masks, near = {}, {}
-    for g, where in at.items():
-        rows_g = sorted(where)
-        where.update({r: i for i, r in enumerate(rows_g)})
-        masks[g] = index.union(g, np.array(rows_g, dtype=np.int64))  # [rows of g, G]
-        near[g] = game.near(masks[g].reshape(-1, *index.grid))
+            rows_of.setdefault(classes[k], set()).add(r)
+    at = {g: {r: i for i, r in enumerate(sorted(rows))} for g, rows in rows_of.items()}  # row -> place in masks / near
+    masks = {g: index.union(g, np.fromiter(where, np.int64, len(where))) for g, where in at.items()}  # [rows of g, G]
+    near = {g: game.near(m.reshape(-1, *index.grid)) for g, m in masks.items()}
     sums = {name: np.zeros(K) for name in ("inter", "union", "hits", "seen", "e_inter", "e_union", "e_hits")}
     for r, maps in _maps_at(evidence, sorted(wanted)):
         units = wanted[r]
