@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,32 +38,27 @@ RECIPE = ROOT / "recipes" / "quickstart.yaml"
 PUBLISHED = ROOT / "benchmarks" / "published_clip_dissect.py"
 
 
-CPU: dict[str, list[float]] = {}
-"""CPU seconds (user + system, the process and the workers it waited for) of each run kind."""
-
-
-def timed(cmd: list[str], env: dict[str, str], kind: str = "") -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB of the process itself, stdout) of one command; its CPU seconds
-    go to :data:`CPU` under ``kind``."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, peak RSS in MB of the process itself, CPU seconds - user + system, with the
+    workers it waited for -, stdout) of one command."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
-        CPU.setdefault(kind, []).append(usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read()[-3000:]}")
-        return wall, usage.ru_maxrss / 1024, out.read()
+        return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, out.read()
 
 
-def published(n: int, tmp: Path, similarity: str, env: dict[str, str]) -> tuple[float, float, Path]:
-    wall, peak, out = timed([sys.executable, str(PUBLISHED), "--n", str(n), "--concept-set", str(tmp / "words.txt"),
+def published(n: int, tmp: Path, similarity: str, env: dict[str, str]) -> tuple[float, float, float, Path]:
+    wall, peak, cpu, out = timed([sys.executable, str(PUBLISHED), "--n", str(n), "--concept-set", str(tmp / "words.txt"),
                              "--activation-dir", str(tmp / f"pub-acts-{n}"), "--result-dir", str(tmp / "pub-results"),
-                             "--similarity", similarity], env, f"pub {'cold' if similarity == 'soft_wpmi' else 'warm'}")
-    return wall, peak, Path(out.strip().splitlines()[-1]) / "descriptions.csv"
+                             "--similarity", similarity], env)
+    return wall, peak, cpu, Path(out.strip().splitlines()[-1]) / "descriptions.csv"
 
 
 def quickstart_env(env: dict[str, str]) -> dict[str, str]:
@@ -75,15 +71,15 @@ def quickstart_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "DISSECTKIT_DISABLE_PLUGINS": ",".join(plugins)}
 
 
-def dissectkit(n: int, tmp: Path, similarity: str, reporters: str, env: dict[str, str]) -> tuple[float, float, Path]:
+def dissectkit(n: int, tmp: Path, similarity: str, reporters: str, env: dict[str, str]) -> tuple[float, float, float, Path]:
     out = tmp / f"dk-out-{n}-{similarity}"
     sets = [f"probe.params.n={n}", f"runtime.cache_dir={tmp / f'dk-cache-{n}'}", f"output.reporters=[{reporters}]",
             f"method.params.similarity={similarity}"]
     cmd = [sys.executable, "-m", "dissectkit", "run", str(RECIPE), "--quiet", "--out", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    wall, peak, _ = timed(cmd, quickstart_env(env), f"dk {'cold' if similarity == 'soft_wpmi' else 'warm'}")
-    return wall, peak, out / "neurons.csv"
+    wall, peak, cpu, _ = timed(cmd, quickstart_env(env))
+    return wall, peak, cpu, out / "neurons.csv"
 
 
 def agreement(pub_csv: Path, dk_csv: Path) -> tuple[int, int]:
@@ -110,26 +106,26 @@ def main() -> None:
     try:
         for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
             rows: dict[str, list[float]] = {"pub cold": [], "dk cold": [], "pub warm": [], "dk warm": []}
-            CPU.clear()
+            cpus: dict[str, list[float]] = {name: [] for name in rows}
             peaks: dict[str, float] = {}
             agree = (0, 0)
             for _ in range(args.repeats):
                 shutil.rmtree(tmp / f"pub-acts-{n}", ignore_errors=True)
                 shutil.rmtree(tmp / f"dk-cache-{n}", ignore_errors=True)
                 for kind, similarity in (("cold", "soft_wpmi"), ("warm", "cos")):
-                    w, p, pub_csv = published(n, tmp, similarity, env)
-                    rows[f"pub {kind}"].append(w)
-                    peaks[f"pub {kind}"] = max(p, peaks.get(f"pub {kind}", 0.0))
-                    w, p, dk_csv = dissectkit(n, tmp, similarity, args.reporters, env)
-                    rows[f"dk {kind}"].append(w)
-                    peaks[f"dk {kind}"] = max(p, peaks.get(f"dk {kind}", 0.0))
+                    csvs = {}
+                    for who, run in (("pub", published), ("dk", partial(dissectkit, reporters=args.reporters))):
+                        w, p, cpu, csvs[who] = run(n, tmp, similarity, env=env)
+                        rows[f"{who} {kind}"].append(w)
+                        cpus[f"{who} {kind}"].append(cpu)
+                        peaks[f"{who} {kind}"] = max(p, peaks.get(f"{who} {kind}", 0.0))
                     if kind == "cold":
-                        agree = agreement(pub_csv, dk_csv)
+                        agree = agreement(csvs["pub"], csvs["dk"])
             print(f"\nN={n} ({args.repeats} rounds; load average now {os.getloadavg()[0]:.2f})")
             print(f"{'':10s} {'min s':>7s} {'median s':>9s} {'peak RSS MB':>12s} {'median CPU s':>13s}")
             for name, values in rows.items():
                 print(f"{name:10s} {min(values):7.2f} {statistics.median(values):9.2f} {peaks[name]:12.0f} "
-                      f"{statistics.median(CPU[name]):13.2f}")
+                      f"{statistics.median(cpus[name]):13.2f}")
             for kind in ("cold", "warm"):
                 d, p = rows[f"dk {kind}"], rows[f"pub {kind}"]
                 print(f"{kind}: dissectkit / published = {min(d) / min(p):.2f} (min) / "
